@@ -1,0 +1,178 @@
+//! `callgate fold`: events from files or standard input to call resources or notifications (api.md).
+
+use crate::ingest::framing::{Frame, LineFramer};
+use crate::reduce::{Counts, Notifications, Reducer, ReducerConfig};
+use bytes::BytesMut;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::PathBuf;
+
+/// What to fold and how to print it.
+#[derive(Debug, Clone)]
+pub struct FoldOptions {
+    /// The base URL for `uri`, `deviceUri` and `parentCallUri`.
+    pub base_url: String,
+    /// Print every notification (with `seq`) instead of the final resources.
+    pub updates: bool,
+    /// Input files in order; empty or `-` means standard input.
+    pub inputs: Vec<PathBuf>,
+    /// The most resources held at once.
+    pub max_calls: usize,
+}
+
+/// Why `fold` could not finish (exit status 2).
+#[derive(Debug, thiserror::Error)]
+pub enum FoldError {
+    /// An input could not be opened or read.
+    #[error("{path}: {source}")]
+    Input {
+        /// The input's name.
+        path: String,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// Standard output or standard error could not be written.
+    #[error("writing output: {0}")]
+    Output(#[from] io::Error),
+}
+
+/// Folds every input and writes the result; returns the counts (the caller turns them into an exit status).
+pub fn fold(
+    options: &FoldOptions,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> Result<Counts, FoldError> {
+    let mut reducer = Reducer::new(ReducerConfig {
+        base_url: options.base_url.clone(),
+        max_calls: options.max_calls,
+    });
+    let mut out = BufWriter::with_capacity(256 * 1024, stdout);
+    let mut folder = Folder {
+        reducer: &mut reducer,
+        notifications: Notifications::default(),
+        counts: Counts::default(),
+        updates: options.updates,
+        seq: 0,
+    };
+    let stdin_only = [PathBuf::from("-")];
+    let inputs = if options.inputs.is_empty() {
+        &stdin_only[..]
+    } else {
+        &options.inputs[..]
+    };
+    for path in inputs {
+        let name = path.display().to_string();
+        if name == "-" {
+            folder.fold_stream(&name, stdin, &mut out, stderr)?;
+        } else {
+            let mut file = std::fs::File::open(path).map_err(|source| FoldError::Input {
+                path: name.clone(),
+                source,
+            })?;
+            folder.fold_stream(&name, &mut file, &mut out, stderr)?;
+        }
+    }
+    let counts = folder.counts;
+    if !options.updates {
+        let mut json = String::with_capacity(2048);
+        for number in reducer.call_numbers() {
+            if let Some(view) = reducer.view(number) {
+                json.clear();
+                view.write(&mut json);
+                json.push('\n');
+                out.write_all(json.as_bytes())?;
+            }
+        }
+    }
+    out.flush()?;
+    writeln!(
+        stderr,
+        "callgate fold: {} read, {} applied, {} duplicates, {} orphans, {} ignored, {} rejected",
+        counts.read,
+        counts.applied,
+        counts.duplicates,
+        counts.orphans,
+        counts.ignored,
+        counts.rejected
+    )?;
+    Ok(counts)
+}
+
+struct Folder<'r> {
+    reducer: &'r mut Reducer,
+    notifications: Notifications,
+    counts: Counts,
+    updates: bool,
+    seq: u64,
+}
+
+impl Folder<'_> {
+    fn fold_stream(
+        &mut self,
+        name: &str,
+        input: &mut dyn Read,
+        out: &mut dyn Write,
+        stderr: &mut dyn Write,
+    ) -> Result<(), FoldError> {
+        let mut framer = LineFramer::default();
+        let mut buf = BytesMut::with_capacity(256 * 1024);
+        let mut chunk = vec![0u8; 256 * 1024];
+        loop {
+            let read = match input.read(&mut chunk) {
+                Ok(read) => read,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(FoldError::Input {
+                        path: name.to_owned(),
+                        source,
+                    });
+                }
+            };
+            if read == 0 {
+                while let Some(frame) = framer.decode_eof(&mut buf) {
+                    self.fold_frame(name, frame, out, stderr)?;
+                }
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..read]);
+            while let Some(frame) = framer.decode(&mut buf) {
+                self.fold_frame(name, frame, out, stderr)?;
+            }
+        }
+    }
+
+    fn fold_frame(
+        &mut self,
+        name: &str,
+        frame: Frame,
+        out: &mut dyn Write,
+        stderr: &mut dyn Write,
+    ) -> Result<(), FoldError> {
+        let (number, outcome) = match frame {
+            Frame::Line { number, bytes } => {
+                if bytes.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(());
+                }
+                (
+                    number,
+                    self.reducer.apply_line(&bytes, &mut self.notifications),
+                )
+            }
+            Frame::TooLong { number } => (number, Err(crate::event::DecodeError::TooLong)),
+        };
+        self.counts.record(&outcome);
+        if let Err(err) = &outcome {
+            writeln!(stderr, "{name}:{number}: {err}")?;
+        }
+        if self.updates {
+            for notification in self.notifications.iter() {
+                self.seq += 1;
+                write!(out, "{{\"seq\":{},", self.seq)?;
+                out.write_all(notification.members.as_bytes())?;
+                out.write_all(b"}\n")?;
+            }
+        }
+        self.notifications.clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,3 @@
+//! The command line: one module per subcommand.
+
+pub mod fold;

@@ -1,0 +1,598 @@
+//! One JSON line to one [`Event`], with the checks of events.md ("Bad input").
+//!
+//! Attributes are first captured loosely (any JSON scalar, or the raw text of a KV list) so that an event
+//! outside the table is ignored "whatever it carries"; only events of the table are then checked strictly.
+
+use super::kv::KvList;
+use super::names::{CallType, EventKind, Role};
+use super::{ConnId, Event, Micros};
+use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+
+/// Why a line was rejected. The text names the attribute and the problem; callers add the line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The line is not UTF-8.
+    #[error("not valid UTF-8")]
+    NotUtf8,
+    /// The line is not a JSON object.
+    #[error("not a JSON object")]
+    NotObject,
+    /// The JSON is malformed or an attribute could not be read.
+    #[error("not valid JSON: {0}")]
+    Json(String),
+    /// A key appears twice (for example `ConnID` and `AttributeConnID`).
+    #[error("{0}")]
+    Duplicate(String),
+    /// No `event` member.
+    #[error("missing \"event\"")]
+    MissingEvent,
+    /// A call event without a required attribute.
+    #[error("{event}: missing {attribute}")]
+    MissingAttribute {
+        /// The event's name.
+        event: &'static str,
+        /// The missing attribute.
+        attribute: &'static str,
+    },
+    /// An attribute of the wrong JSON type.
+    #[error("{attribute}: expected {expected}, found {found}")]
+    WrongType {
+        /// The attribute.
+        attribute: &'static str,
+        /// What events.md allows.
+        expected: &'static str,
+        /// What the line has.
+        found: &'static str,
+    },
+    /// An attribute of the right type with a value outside its range.
+    #[error("{attribute}: {value} is not {expected}")]
+    BadValue {
+        /// The attribute.
+        attribute: &'static str,
+        /// The value as found (JSON-quoted when a string).
+        value: String,
+        /// What events.md allows.
+        expected: &'static str,
+    },
+    /// A bad UserData, Extensions or Reasons list (the text names the key path).
+    #[error("{0}")]
+    KvList(String),
+    /// The line is longer than the 1 MiB bound.
+    #[error("line longer than 1 MiB")]
+    TooLong,
+}
+
+/// The outcome of decoding one line that was not rejected.
+// Boxing the event would cost an allocation per line on the hot path; the enum lives on the stack only.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded<'a> {
+    /// An event of the events.md table.
+    Event(Event<'a>),
+    /// An event outside the table (for example EventAgentReady): counted and ignored.
+    Unknown {
+        /// Its name, or its numeric id as text.
+        name: Cow<'a, str>,
+    },
+}
+
+/// Decodes one line (without its line end).
+pub fn decode_line(line: &[u8]) -> Result<Decoded<'_>, DecodeError> {
+    let text = std::str::from_utf8(line).map_err(|_| DecodeError::NotUtf8)?;
+    if text.trim_start().as_bytes().first() != Some(&b'{') {
+        return Err(DecodeError::NotObject);
+    }
+    let raw: RawEvent<'_> = serde_json::from_str(text).map_err(|err| {
+        let message = err.to_string();
+        if message.starts_with("duplicate field") {
+            DecodeError::Duplicate(message)
+        } else {
+            DecodeError::Json(message)
+        }
+    })?;
+    raw.into_decoded()
+}
+
+/// The line as captured before checking: every attribute loosely typed.
+#[derive(Deserialize)]
+struct RawEvent<'a> {
+    #[serde(borrow, alias = "Attributeevent")]
+    event: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "Server", alias = "AttributeServer")]
+    server: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "ConnID", alias = "AttributeConnID")]
+    conn_id: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "PreviousConnID", alias = "AttributePreviousConnID")]
+    previous_conn_id: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "TransferConnID", alias = "AttributeTransferConnID")]
+    transfer_conn_id: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "CallUUID", alias = "AttributeCallUUID")]
+    call_uuid: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "CallType", alias = "AttributeCallType")]
+    call_type: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "CallState", alias = "AttributeCallState")]
+    call_state: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "ThisDN", alias = "AttributeThisDN")]
+    this_dn: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "ThisQueue", alias = "AttributeThisQueue")]
+    this_queue: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "ThisDNRole", alias = "AttributeThisDNRole")]
+    this_dn_role: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "OtherDN", alias = "AttributeOtherDN")]
+    other_dn: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "OtherDNRole", alias = "AttributeOtherDNRole")]
+    other_dn_role: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "ThirdPartyDN", alias = "AttributeThirdPartyDN")]
+    third_party_dn: Option<Scalar<'a>>,
+    #[serde(
+        borrow,
+        rename = "ThirdPartyDNRole",
+        alias = "AttributeThirdPartyDNRole"
+    )]
+    third_party_dn_role: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "ANI", alias = "AttributeANI")]
+    ani: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "DNIS", alias = "AttributeDNIS")]
+    dnis: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "UserData", alias = "AttributeUserData")]
+    user_data: Option<&'a RawValue>,
+    #[serde(borrow, rename = "Extensions", alias = "AttributeExtensions")]
+    extensions: Option<&'a RawValue>,
+    #[serde(borrow, rename = "Reasons", alias = "AttributeReasons")]
+    reasons: Option<&'a RawValue>,
+    #[serde(
+        borrow,
+        rename = "EventSequenceNumber",
+        alias = "AttributeEventSequenceNumber"
+    )]
+    sequence: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "TimeinSecs", alias = "AttributeTimeinSecs")]
+    time_secs: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "TimeinuSecs", alias = "AttributeTimeinuSecs")]
+    time_usecs: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "Time", alias = "AttributeTime")]
+    time_text: Option<Scalar<'a>>,
+}
+
+impl<'a> RawEvent<'a> {
+    fn into_decoded(self) -> Result<Decoded<'a>, DecodeError> {
+        let kind = match self.event {
+            None => return Err(DecodeError::MissingEvent),
+            Some(Scalar::Str(name)) => match EventKind::from_name(&name) {
+                Some(kind) => kind,
+                None => return Ok(Decoded::Unknown { name }),
+            },
+            Some(Scalar::UInt(id)) => match EventKind::from_id(id) {
+                Some(kind) => kind,
+                None => {
+                    return Ok(Decoded::Unknown {
+                        name: Cow::Owned(id.to_string()),
+                    });
+                }
+            },
+            Some(other) => return Err(wrong_type("event", "a name or a message id", &other)),
+        };
+
+        let conn_id = conn_id("ConnID", self.conn_id)?;
+        let this_dn = string("ThisDN", self.this_dn)?;
+        if kind.is_call_event() {
+            if conn_id.is_none() {
+                return Err(missing(kind, "ConnID"));
+            }
+            if this_dn.is_none() {
+                return Err(missing(kind, "ThisDN"));
+            }
+        }
+        let time_secs = integer("TimeinSecs", self.time_secs)?;
+        let time_usecs = match unsigned("TimeinuSecs", self.time_usecs)? {
+            Some(us) if us >= 1_000_000 => {
+                return Err(bad_value("TimeinuSecs", us, "below 1000000"));
+            }
+            us => us,
+        };
+        let time_text = string("Time", self.time_text)?;
+        let time = match (time_secs, time_text) {
+            (Some(secs), _) => Some(
+                secs.saturating_mul(1_000_000)
+                    .saturating_add(time_usecs.unwrap_or(0) as Micros),
+            ),
+            (None, Some(text)) => Some(parse_rfc3339(&text)?),
+            (None, None) => None,
+        };
+        if let Some(raw) = self.reasons {
+            KvList::parse(raw.get(), "Reasons", "").map_err(DecodeError::KvList)?;
+        }
+
+        Ok(Decoded::Event(Event {
+            kind,
+            server: string("Server", self.server)?.unwrap_or(Cow::Borrowed("")),
+            conn_id,
+            previous_conn_id: conn_id_attr("PreviousConnID", self.previous_conn_id)?,
+            transfer_conn_id: conn_id_attr("TransferConnID", self.transfer_conn_id)?,
+            call_uuid: non_empty(string("CallUUID", self.call_uuid)?),
+            call_type: call_type(self.call_type)?,
+            call_state: call_state(self.call_state)?,
+            this_dn,
+            this_queue: non_empty(string("ThisQueue", self.this_queue)?),
+            this_dn_role: role("ThisDNRole", self.this_dn_role)?,
+            other_dn: non_empty(string("OtherDN", self.other_dn)?),
+            other_dn_role: role("OtherDNRole", self.other_dn_role)?,
+            third_party_dn: non_empty(string("ThirdPartyDN", self.third_party_dn)?),
+            third_party_dn_role: role("ThirdPartyDNRole", self.third_party_dn_role)?,
+            ani: non_empty(string("ANI", self.ani)?),
+            dnis: non_empty(string("DNIS", self.dnis)?),
+            user_data: kv_list("UserData", "GSIP_RECORD", self.user_data)?,
+            extensions: kv_list("Extensions", "record", self.extensions)?,
+            sequence: unsigned("EventSequenceNumber", self.sequence)?,
+            time,
+        }))
+    }
+}
+
+fn missing(kind: EventKind, attribute: &'static str) -> DecodeError {
+    DecodeError::MissingAttribute {
+        event: kind.name(),
+        attribute,
+    }
+}
+
+fn wrong_type(attribute: &'static str, expected: &'static str, found: &Scalar<'_>) -> DecodeError {
+    DecodeError::WrongType {
+        attribute,
+        expected,
+        found: found.kind_name(),
+    }
+}
+
+fn bad_value(
+    attribute: &'static str,
+    value: impl fmt::Debug,
+    expected: &'static str,
+) -> DecodeError {
+    DecodeError::BadValue {
+        attribute,
+        value: format!("{value:?}"),
+        expected,
+    }
+}
+
+fn string<'a>(
+    attribute: &'static str,
+    value: Option<Scalar<'a>>,
+) -> Result<Option<Cow<'a, str>>, DecodeError> {
+    match value {
+        None => Ok(None),
+        Some(Scalar::Str(text)) => Ok(Some(text)),
+        Some(other) => Err(wrong_type(attribute, "a string", &other)),
+    }
+}
+
+fn non_empty(value: Option<Cow<'_, str>>) -> Option<Cow<'_, str>> {
+    value.filter(|text| !text.is_empty())
+}
+
+fn unsigned(
+    attribute: &'static str,
+    value: Option<Scalar<'_>>,
+) -> Result<Option<u64>, DecodeError> {
+    match value {
+        None => Ok(None),
+        Some(Scalar::UInt(n)) => Ok(Some(n)),
+        Some(Scalar::Int(n)) => Err(bad_value(attribute, n, "a non-negative integer")),
+        Some(other) => Err(wrong_type(attribute, "a non-negative integer", &other)),
+    }
+}
+
+fn integer(attribute: &'static str, value: Option<Scalar<'_>>) -> Result<Option<i64>, DecodeError> {
+    match value {
+        None => Ok(None),
+        Some(Scalar::UInt(n)) => i64::try_from(n)
+            .map(Some)
+            .map_err(|_| bad_value(attribute, n, "a time in seconds")),
+        Some(Scalar::Int(n)) => Ok(Some(n)),
+        Some(other) => Err(wrong_type(attribute, "an integer", &other)),
+    }
+}
+
+fn conn_id(
+    attribute: &'static str,
+    value: Option<Scalar<'_>>,
+) -> Result<Option<ConnId>, DecodeError> {
+    match string(attribute, value)? {
+        None => Ok(None),
+        Some(text) => ConnId::parse(&text)
+            .map(Some)
+            .ok_or_else(|| bad_value(attribute, &*text, "1 to 16 hex digits")),
+    }
+}
+
+/// PreviousConnID and TransferConnID: as ConnID, but an empty string means absent (T-Servers send `""`).
+fn conn_id_attr(
+    attribute: &'static str,
+    value: Option<Scalar<'_>>,
+) -> Result<Option<ConnId>, DecodeError> {
+    match value {
+        Some(Scalar::Str(text)) if text.is_empty() => Ok(None),
+        other => conn_id(attribute, other),
+    }
+}
+
+fn call_type(value: Option<Scalar<'_>>) -> Result<Option<CallType>, DecodeError> {
+    const EXPECTED: &str = "a call type (0-4 or Unknown, Internal, Inbound, Outbound, Consult)";
+    match value {
+        None => Ok(None),
+        Some(Scalar::UInt(n)) => CallType::from_number(n)
+            .map(Some)
+            .ok_or_else(|| bad_value("CallType", n, EXPECTED)),
+        Some(Scalar::Str(name)) => CallType::from_name(&name)
+            .map(Some)
+            .ok_or_else(|| bad_value("CallType", &*name, EXPECTED)),
+        Some(Scalar::Int(n)) => Err(bad_value("CallType", n, EXPECTED)),
+        Some(other) => Err(wrong_type("CallType", "a number or a name", &other)),
+    }
+}
+
+/// CallState is informational: any non-negative number, or any name (TLib has dozens).
+fn call_state(value: Option<Scalar<'_>>) -> Result<Option<u32>, DecodeError> {
+    match value {
+        None | Some(Scalar::Str(_)) => Ok(None),
+        Some(Scalar::UInt(n)) => u32::try_from(n)
+            .map(Some)
+            .map_err(|_| bad_value("CallState", n, "a call state code")),
+        Some(Scalar::Int(n)) => Err(bad_value("CallState", n, "a call state code")),
+        Some(other) => Err(wrong_type("CallState", "a number or a name", &other)),
+    }
+}
+
+fn role(attribute: &'static str, value: Option<Scalar<'_>>) -> Result<Option<Role>, DecodeError> {
+    const EXPECTED: &str = "a party role (0-10 or a Role name)";
+    match value {
+        None => Ok(None),
+        Some(Scalar::UInt(n)) => Role::from_number(n)
+            .map(Some)
+            .ok_or_else(|| bad_value(attribute, n, EXPECTED)),
+        Some(Scalar::Str(name)) => Role::from_name(&name)
+            .map(Some)
+            .ok_or_else(|| bad_value(attribute, &*name, EXPECTED)),
+        Some(Scalar::Int(n)) => Err(bad_value(attribute, n, EXPECTED)),
+        Some(other) => Err(wrong_type(attribute, "a number or a name", &other)),
+    }
+}
+
+fn kv_list(
+    attribute: &'static str,
+    record_key: &str,
+    raw: Option<&RawValue>,
+) -> Result<Option<KvList>, DecodeError> {
+    match raw {
+        None => Ok(None),
+        Some(raw) if raw.get() == "null" => Ok(None),
+        Some(raw) => KvList::parse(raw.get(), attribute, record_key)
+            .map(Some)
+            .map_err(DecodeError::KvList),
+    }
+}
+
+fn parse_rfc3339(text: &str) -> Result<Micros, DecodeError> {
+    let parsed = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| bad_value("Time", text, "an RFC 3339 time"))?;
+    i64::try_from(parsed.unix_timestamp_nanos() / 1000)
+        .map_err(|_| bad_value("Time", text, "an RFC 3339 time"))
+}
+
+/// Any JSON value, kept only as far as the checks need it. Strings borrow from the line when they can.
+enum Scalar<'a> {
+    Str(Cow<'a, str>),
+    UInt(u64),
+    Int(i64),
+    Float,
+    Bool,
+    Null,
+    Object,
+    Array,
+}
+
+impl Scalar<'_> {
+    fn kind_name(&self) -> &'static str {
+        match self {
+            Scalar::Str(_) => "a string",
+            Scalar::UInt(_) | Scalar::Int(_) => "an integer",
+            Scalar::Float => "a fractional number",
+            Scalar::Bool => "a boolean",
+            Scalar::Null => "null",
+            Scalar::Object => "an object",
+            Scalar::Array => "an array",
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_any(ScalarVisitor(std::marker::PhantomData))
+    }
+}
+
+struct ScalarVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for ScalarVisitor<'a> {
+    type Value = Scalar<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Scalar::UInt(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(if v >= 0 {
+            Scalar::UInt(v as u64)
+        } else {
+            Scalar::Int(v)
+        })
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Scalar::Float)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Scalar::Bool)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Array)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Object)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(line: &str) -> Event<'_> {
+        match decode_line(line.as_bytes()) {
+            Ok(Decoded::Event(event)) => event,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    fn error(line: &str) -> String {
+        match decode_line(line.as_bytes()) {
+            Err(err) => err.to_string(),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decodes_the_events_md_example() {
+        let e = event(
+            r#"{"event":"EventRinging","EventSequenceNumber":1041,"TimeinSecs":1763900000,"TimeinuSecs":250000,
+ "ConnID":"006f02a7b8c9d001","CallUUID":"QK59HK4FS927D7FUU41G6IE468000004","CallType":"Inbound",
+ "ThisDN":"7001","ThisQueue":"8001","ThisDNRole":"RoleDestination","OtherDN":"+14155550100",
+ "ANI":"+14155550100","DNIS":"8001","UserData":{"AccountNumber":"12345678","Segment":"Gold"}}"#,
+        );
+        assert_eq!(e.kind, EventKind::Ringing);
+        assert_eq!(e.sequence, Some(1041));
+        assert_eq!(e.time, Some(1_763_900_000_250_000));
+        assert_eq!(e.conn_id, Some(ConnId(0x006f02a7b8c9d001)));
+        assert_eq!(e.call_type, Some(CallType::Inbound));
+        assert_eq!(e.this_dn_role, Some(Role::Destination));
+        assert_eq!(e.this_dn(), "7001");
+        assert_eq!(e.server, "");
+        assert_eq!(
+            e.user_data.map(|kv| kv.json),
+            Some(r#"{"AccountNumber":"12345678","Segment":"Gold"}"#.into())
+        );
+    }
+
+    #[test]
+    fn accepts_attribute_prefix_numeric_ids_and_rfc3339() {
+        let e = event(
+            r#"{"event":64,"AttributeConnID":"1A","AttributeThisDN":"7001","CallType":4,"Time":"2025-11-23T12:13:20.5Z","ThisDNRole":10}"#,
+        );
+        assert_eq!(e.kind, EventKind::Established);
+        assert_eq!(e.conn_id, Some(ConnId(0x1a)));
+        assert_eq!(e.call_type, Some(CallType::Consult));
+        assert_eq!(e.this_dn_role, Some(Role::Observer));
+        assert_eq!(e.time, Some(1_763_900_000_500_000));
+    }
+
+    #[test]
+    fn time_in_secs_wins_over_time() {
+        let e = event(
+            r#"{"event":"EventHeld","ConnID":"1","ThisDN":"1","TimeinSecs":5,"Time":"2025-01-01T00:00:00Z"}"#,
+        );
+        assert_eq!(e.time, Some(5_000_000));
+    }
+
+    #[test]
+    fn unknown_events_are_ignored_whatever_they_carry() {
+        assert_eq!(
+            decode_line(br#"{"event":"EventAgentReady","ConnID":12,"UserData":7}"#),
+            Ok(Decoded::Unknown {
+                name: Cow::Borrowed("EventAgentReady")
+            })
+        );
+        assert!(matches!(
+            decode_line(br#"{"event":999}"#),
+            Ok(Decoded::Unknown { .. })
+        ));
+    }
+
+    #[test]
+    fn link_and_user_events_need_no_conn_id() {
+        assert_eq!(
+            event(r#"{"event":"EventLinkDisconnected","Server":"SIP_A"}"#).server,
+            "SIP_A"
+        );
+        assert_eq!(
+            event(r#"{"event":"EventUserEvent","ThisDN":"7001"}"#).conn_id,
+            None
+        );
+    }
+
+    #[test]
+    fn rejections_name_the_attribute_and_reason() {
+        assert_eq!(error("not json"), "not a JSON object");
+        assert_eq!(error("[1,2]"), "not a JSON object");
+        assert!(error("{\"event\":").starts_with("not valid JSON"));
+        assert_eq!(error(r#"{"ConnID":"1"}"#), "missing \"event\"");
+        assert_eq!(
+            error(r#"{"event":"EventRinging","ThisDN":"7001"}"#),
+            "EventRinging: missing ConnID"
+        );
+        assert_eq!(
+            error(r#"{"event":"EventRinging","ConnID":"1"}"#),
+            "EventRinging: missing ThisDN"
+        );
+        assert_eq!(
+            error(r#"{"event":"EventRinging","ConnID":"xyz","ThisDN":"1"}"#),
+            "ConnID: \"xyz\" is not 1 to 16 hex digits"
+        );
+        assert_eq!(
+            error(r#"{"event":"EventRinging","ConnID":"00000000000000001","ThisDN":"1"}"#),
+            "ConnID: \"00000000000000001\" is not 1 to 16 hex digits"
+        );
+        assert_eq!(
+            error(r#"{"event":"EventRinging","ConnID":"1","ThisDN":"1","CallType":9}"#),
+            "CallType: 9 is not a call type (0-4 or Unknown, Internal, Inbound, Outbound, Consult)"
+        );
+        assert_eq!(
+            error(r#"{"event":"EventRinging","ConnID":"1","ThisDN":7001}"#),
+            "ThisDN: expected a string, found an integer"
+        );
+        assert_eq!(
+            error(r#"{"event":"EventRinging","ConnID":"1","ThisDN":"1","UserData":"x"}"#),
+            "UserData: expected an object, found a string"
+        );
+        assert!(
+            error(r#"{"event":"EventRinging","ConnID":"1","AttributeConnID":"2","ThisDN":"1"}"#)
+                .starts_with("duplicate field `ConnID`")
+        );
+        assert_eq!(
+            error(r#"{"event":"EventRinging","ConnID":"1","ThisDN":"1","EventSequenceNumber":-1}"#),
+            "EventSequenceNumber: -1 is not a non-negative integer"
+        );
+        assert_eq!(
+            decode_line(b"{\"event\":\"\xff\"}"),
+            Err(DecodeError::NotUtf8)
+        );
+    }
+}

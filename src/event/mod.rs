@@ -1,0 +1,124 @@
+//! T-Server events: the vocabulary of events.md and the decoder that turns one JSON line into an [`Event`].
+//!
+//! Decoding borrows from the line wherever it can (no allocation per string attribute) because it runs once
+//! per event on the hot path of both `fold` and `serve`.
+
+mod decode;
+pub(crate) mod kv;
+mod names;
+
+pub use decode::{DecodeError, Decoded, decode_line};
+pub use kv::{KvList, RecordDirective};
+pub use names::{CallType, EventKind, Role};
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// A T-Server connection id, normalised: at most 16 hex digits held as a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    /// Writes the normalised form: 16 lower-case hex digits, zero-padded.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl ConnId {
+    /// Parses 1 to 16 hex digits (either case). Returns `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.is_empty() || text.len() > 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u64::from_str_radix(text, 16).ok().map(ConnId)
+    }
+}
+
+/// An event time in microseconds since the Unix epoch.
+pub type Micros = i64;
+
+/// One decoded call-related event (any event of the events.md table).
+///
+/// Strings borrow from the input line unless they contained JSON escapes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event<'a> {
+    /// Which TLib event this is.
+    pub kind: EventKind,
+    /// The T-Server that sent it; `""` is the default T-Server.
+    pub server: Cow<'a, str>,
+    /// The call's ConnID (absent only on link events and some user events).
+    pub conn_id: Option<ConnId>,
+    /// `PreviousConnID`.
+    pub previous_conn_id: Option<ConnId>,
+    /// `TransferConnID`.
+    pub transfer_conn_id: Option<ConnId>,
+    /// `CallUUID`, when present and not empty.
+    pub call_uuid: Option<Cow<'a, str>>,
+    /// `CallType`.
+    pub call_type: Option<CallType>,
+    /// `CallState` reason code (informational only).
+    pub call_state: Option<u32>,
+    /// The DN this copy of the event is for (absent only on link and user events).
+    pub this_dn: Option<Cow<'a, str>>,
+    /// `ThisQueue`.
+    pub this_queue: Option<Cow<'a, str>>,
+    /// `ThisDNRole`.
+    pub this_dn_role: Option<Role>,
+    /// `OtherDN`, when present and not empty.
+    pub other_dn: Option<Cow<'a, str>>,
+    /// `OtherDNRole`.
+    pub other_dn_role: Option<Role>,
+    /// `ThirdPartyDN`, when present and not empty.
+    pub third_party_dn: Option<Cow<'a, str>>,
+    /// `ThirdPartyDNRole`.
+    pub third_party_dn_role: Option<Role>,
+    /// `ANI`, when present and not empty.
+    pub ani: Option<Cow<'a, str>>,
+    /// `DNIS`, when present and not empty.
+    pub dnis: Option<Cow<'a, str>>,
+    /// `UserData`: the call's whole attached data at this event.
+    pub user_data: Option<KvList>,
+    /// `Extensions` of this event.
+    pub extensions: Option<KvList>,
+    /// `EventSequenceNumber`.
+    pub sequence: Option<u64>,
+    /// The event time (`TimeinSecs`/`TimeinuSecs`, else `Time`), if given.
+    pub time: Option<Micros>,
+}
+
+impl Event<'_> {
+    /// The `ThisDN` of a call event; call events always have one after decoding.
+    pub fn this_dn(&self) -> &str {
+        self.this_dn.as_deref().unwrap_or("")
+    }
+
+    /// The party an EventPartyAdded/EventPartyDeleted names: ThirdPartyDN, else OtherDN, with its role.
+    pub fn third_party(&self) -> Option<(&str, Option<Role>)> {
+        match &self.third_party_dn {
+            Some(dn) => Some((dn, self.third_party_dn_role)),
+            None => self.other_dn.as_deref().map(|dn| (dn, self.other_dn_role)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn_id_normalises_and_bounds() {
+        assert_eq!(
+            ConnId::parse("1A2b").map(|c| c.to_string()),
+            Some("0000000000001a2b".into())
+        );
+        assert_eq!(
+            ConnId::parse("006F02A7B8C9D001").map(|c| c.to_string()),
+            Some("006f02a7b8c9d001".into())
+        );
+        assert_eq!(ConnId::parse(""), None);
+        assert_eq!(ConnId::parse("00000000000000001"), None);
+        assert_eq!(ConnId::parse("12g4"), None);
+        assert_eq!(ConnId::parse("+12"), None);
+    }
+}

@@ -1,0 +1,3 @@
+//! Ingest: getting event lines into callgate.
+
+pub mod framing;

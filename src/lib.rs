@@ -1,0 +1,11 @@
+//! callgate turns a Genesys T-Server's stream of telephony events into live GWS Voice API call resources.
+//!
+//! The crate follows the data's path: [`ingest`] frames lines, [`event`] decodes them, [`reduce`] folds
+//! events into call resources and notifications (a pure state machine shared by `fold` and `serve`), and
+//! [`enrich`] turns phone numbers into GWS participants.
+
+pub mod cli;
+pub mod enrich;
+pub mod event;
+pub mod ingest;
+pub mod reduce;

@@ -1,0 +1,429 @@
+//! One call resource (one call as one device sees it) and the rules that change it, field by field.
+
+use super::capabilities::Capabilities;
+use crate::enrich::{Participant, PhoneBook};
+use crate::event::{CallType, ConnId, Event, EventKind, Micros, RecordDirective, Role};
+use std::sync::Arc;
+
+/// The most parties a call keeps; EventPartyAdded beyond this is not shown (a TLib conference has at most a
+/// few dozen parties, so only bad input reaches it).
+pub const MAX_PARTICIPANTS: usize = 64;
+/// The most observers tracked on a call; further ones are not tracked.
+pub const MAX_OBSERVERS: usize = 16;
+
+/// A call's state as GWS names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallState {
+    /// Alerting at the device.
+    Ringing,
+    /// The device is placing the call.
+    Dialing,
+    /// Connected.
+    Established,
+    /// On hold at the device.
+    Held,
+    /// The device left the call (final).
+    Released,
+}
+
+impl CallState {
+    /// The name in call resources.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallState::Ringing => "Ringing",
+            CallState::Dialing => "Dialing",
+            CallState::Established => "Established",
+            CallState::Held => "Held",
+            CallState::Released => "Released",
+        }
+    }
+
+    /// The state an event of `kind` leads to, or `None` when it leaves the state as it is.
+    pub fn after(kind: EventKind) -> Option<CallState> {
+        use EventKind::*;
+        match kind {
+            Ringing => Some(CallState::Ringing),
+            Dialing | NetworkReached => Some(CallState::Dialing),
+            Established | Retrieved => Some(CallState::Established),
+            Held => Some(CallState::Held),
+            Released | Abandoned => Some(CallState::Released),
+            _ => None,
+        }
+    }
+
+    /// The state of a resource that an event of `kind` creates, or `None` when it creates none.
+    pub fn created_by(kind: EventKind) -> Option<CallState> {
+        match kind {
+            EventKind::PartyChanged => Some(CallState::Established),
+            EventKind::Released | EventKind::Abandoned => None,
+            other => CallState::after(other),
+        }
+    }
+}
+
+/// Whether the call is being recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecordingState {
+    /// Recording.
+    Recording,
+    /// Recording paused.
+    Paused,
+    /// Not recording (the default).
+    #[default]
+    Stopped,
+}
+
+impl RecordingState {
+    /// The name in call resources.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordingState::Recording => "Recording",
+            RecordingState::Paused => "Paused",
+            RecordingState::Stopped => "Stopped",
+        }
+    }
+
+    fn from_directive(directive: RecordDirective) -> Option<Self> {
+        match directive {
+            RecordDirective::Record => Some(RecordingState::Recording),
+            RecordDirective::Pause => Some(RecordingState::Paused),
+            RecordDirective::Stop => Some(RecordingState::Stopped),
+            RecordDirective::Unrecognised => None,
+        }
+    }
+}
+
+/// What an event changed in a resource, one bit per notification type of call-resource.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Changes(u8);
+
+impl Changes {
+    /// Created, or the state changed.
+    pub const STATUS: Changes = Changes(1);
+    /// Participants changed.
+    pub const PARTICIPANTS: Changes = Changes(2);
+    /// userData changed.
+    pub const USER_DATA: Changes = Changes(4);
+    /// recordingState changed.
+    pub const RECORDING: Changes = Changes(8);
+    /// monitoredUserMuted changed.
+    pub const MONITORED_MUTED: Changes = Changes(16);
+    /// Any other field (mute, connId, callUuid, dnis, callType, capabilities, parent link, ...).
+    pub const OTHER: Changes = Changes(32);
+
+    /// Adds `other`.
+    pub fn insert(&mut self, other: Changes) {
+        self.0 |= other.0;
+    }
+
+    /// Whether any bit of `other` is set.
+    pub fn contains(self, other: Changes) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// Whether nothing changed.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// Sets `*field` to `value` and records `change` when that is a change.
+fn set<T: PartialEq>(field: &mut T, value: T, changes: &mut Changes, change: Changes) {
+    if *field != value {
+        *field = value;
+        changes.insert(change);
+    }
+}
+
+/// One call at one device.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The stable `id`: the CallUUID, else the ConnID, of the event that created the resource.
+    pub id: Box<str>,
+    /// The latest CallUUID seen.
+    pub call_uuid: Option<Box<str>>,
+    /// The latest ConnID.
+    pub conn_id: ConnId,
+    /// The ConnID before the last change of ConnID.
+    pub previous_conn_id: Option<ConnId>,
+    /// The state.
+    pub state: CallState,
+    /// The other parties, in the order they were added.
+    pub participants: Vec<Arc<Participant>>,
+    /// The latest non-empty DNIS.
+    pub dnis: Option<Box<str>>,
+    /// The latest CallType given.
+    pub call_type: CallType,
+    /// The latest UserData, compact JSON; `None` when never given or empty.
+    pub user_data: Option<Box<str>>,
+    /// The recording directive in the current UserData's GSIP_RECORD, to see when it changes.
+    pub gsip_record: Option<RecordDirective>,
+    /// Recording state.
+    pub recording: RecordingState,
+    /// Whether this device is muted.
+    pub muted: bool,
+    /// DNs of the observers (supervisors) currently on the call.
+    pub observers: Vec<Box<str>>,
+    /// Whether this device is itself an observer of the call.
+    pub monitoring: bool,
+    /// The agent this observer monitors (OtherDN of the event that made the resource monitoring).
+    pub monitored_dn: Option<Box<str>>,
+    /// Whether the monitored agent is muted.
+    pub monitored_user_muted: bool,
+    /// The ConnID of the call this one consults about (TransferConnID / PreviousConnID).
+    pub parent_conn_id: Option<ConnId>,
+    /// Time of the first event with a time.
+    pub started: Option<Micros>,
+    /// `duration` of the current version, in whole seconds.
+    pub duration_secs: u64,
+    /// Derived: the capabilities of the current version.
+    pub capabilities: Capabilities,
+    /// Derived: the creation number of the live parent call this consultation is linked to.
+    pub parent: Option<u64>,
+}
+
+impl Call {
+    /// A new resource for `event`'s call, in `state`, before the event's other rules are applied.
+    pub fn new(event: &Event<'_>, conn_id: ConnId, state: CallState, time: Option<Micros>) -> Self {
+        let id: Box<str> = match &event.call_uuid {
+            Some(uuid) => (**uuid).into(),
+            None => conn_id.to_string().into(),
+        };
+        Call {
+            id,
+            call_uuid: None,
+            conn_id,
+            previous_conn_id: None,
+            state,
+            participants: Vec::new(),
+            dnis: None,
+            call_type: CallType::Unknown,
+            user_data: None,
+            gsip_record: None,
+            recording: RecordingState::Stopped,
+            muted: false,
+            observers: Vec::new(),
+            monitoring: false,
+            monitored_dn: None,
+            monitored_user_muted: false,
+            parent_conn_id: None,
+            started: time,
+            duration_secs: 0,
+            capabilities: Capabilities::NONE,
+            parent: None,
+        }
+    }
+
+    /// Whether the call is still live (not Released).
+    pub fn is_live(&self) -> bool {
+        self.state != CallState::Released
+    }
+
+    /// Applies `event` (addressed to this resource at device `this_dn`) to every field it rules directly.
+    /// The fields that depend on other calls (capabilities, parent link) are left to the caller.
+    pub fn apply(
+        &mut self,
+        event: &Event<'_>,
+        this_dn: &str,
+        phone_book: &mut PhoneBook,
+    ) -> Changes {
+        let mut changes = Changes::default();
+        if let Some(state) = CallState::after(event.kind) {
+            set(&mut self.state, state, &mut changes, Changes::STATUS);
+        }
+        if event.kind == EventKind::PartyChanged
+            && let Some(conn_id) = event.conn_id
+            && conn_id != self.conn_id
+        {
+            self.previous_conn_id = Some(self.conn_id);
+            self.conn_id = conn_id;
+            changes.insert(Changes::OTHER);
+        }
+        if let Some(uuid) = &event.call_uuid
+            && self.call_uuid.as_deref() != Some(uuid)
+        {
+            self.call_uuid = Some((**uuid).into());
+            changes.insert(Changes::OTHER);
+        }
+        if let Some(call_type) = event.call_type {
+            set(&mut self.call_type, call_type, &mut changes, Changes::OTHER);
+        }
+        if let Some(dnis) = &event.dnis
+            && self.dnis.as_deref() != Some(dnis)
+        {
+            self.dnis = Some((**dnis).into());
+            changes.insert(Changes::OTHER);
+        }
+        if let Some(parent) = event
+            .transfer_conn_id
+            .or(if event.kind == EventKind::PartyChanged {
+                None
+            } else {
+                event.previous_conn_id
+            })
+        {
+            self.parent_conn_id = Some(parent);
+        }
+        self.apply_participants(event, this_dn, phone_book, &mut changes);
+        let listening_in_before = self.supervisor_listening_in();
+        self.apply_observers(event);
+        if self.supervisor_listening_in() != listening_in_before {
+            changes.insert(Changes::OTHER);
+        }
+        self.apply_monitoring(event, this_dn, &mut changes);
+        self.apply_user_data(event, &mut changes);
+        if let Some(state) = event
+            .extensions
+            .as_ref()
+            .and_then(|ext| ext.record)
+            .and_then(RecordingState::from_directive)
+        {
+            set(&mut self.recording, state, &mut changes, Changes::RECORDING);
+        }
+        changes
+    }
+
+    /// `supervisorListeningIn`: whether any observer is on the call.
+    pub fn supervisor_listening_in(&self) -> bool {
+        !self.observers.is_empty()
+    }
+
+    /// Participant rules 1 to 5, in order.
+    fn apply_participants(
+        &mut self,
+        event: &Event<'_>,
+        this_dn: &str,
+        phone_book: &mut PhoneBook,
+        changes: &mut Changes,
+    ) {
+        let other = event.other_dn.as_deref();
+        let is_own = |number: &str| number == this_dn;
+        match event.kind {
+            EventKind::Ringing | EventKind::Dialing => {
+                if let Some(number) = other.or(event.ani.as_deref()) {
+                    self.replace_participants(number, is_own(number), phone_book, changes);
+                }
+            }
+            EventKind::Established => {
+                if let Some(number) = other
+                    && !is_own(number)
+                    && self.participants.len() < MAX_PARTICIPANTS
+                    && !self.has_participant(number)
+                {
+                    self.participants.push(phone_book.participant(number));
+                    changes.insert(Changes::PARTICIPANTS);
+                }
+            }
+            EventKind::PartyChanged => {
+                if let Some(number) = other {
+                    self.replace_participants(number, is_own(number), phone_book, changes);
+                }
+            }
+            EventKind::PartyAdded => {
+                if let Some((number, role)) = event.third_party()
+                    && role != Some(Role::Observer)
+                    && self.participants.len() < MAX_PARTICIPANTS
+                    && !is_own(number)
+                    && !self.has_participant(number)
+                {
+                    self.participants.push(phone_book.participant(number));
+                    changes.insert(Changes::PARTICIPANTS);
+                }
+            }
+            EventKind::PartyDeleted => {
+                if let Some((number, _)) = event.third_party()
+                    && let Some(at) = self.participants.iter().position(|p| &*p.number == number)
+                {
+                    self.participants.remove(at);
+                    changes.insert(Changes::PARTICIPANTS);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn has_participant(&self, number: &str) -> bool {
+        self.participants.iter().any(|p| &*p.number == number)
+    }
+
+    /// Participants become `[number]` (or `[]` when the number is the device's own DN).
+    fn replace_participants(
+        &mut self,
+        number: &str,
+        own: bool,
+        phone_book: &mut PhoneBook,
+        changes: &mut Changes,
+    ) {
+        let unchanged = if own {
+            self.participants.is_empty()
+        } else {
+            self.participants.len() == 1 && &*self.participants[0].number == number
+        };
+        if unchanged {
+            return;
+        }
+        self.participants.clear();
+        if !own {
+            self.participants.push(phone_book.participant(number));
+        }
+        changes.insert(Changes::PARTICIPANTS);
+    }
+
+    /// Supervisors joining (EventPartyAdded with role RoleObserver) and leaving.
+    fn apply_observers(&mut self, event: &Event<'_>) {
+        match (event.kind, event.third_party()) {
+            (EventKind::PartyAdded, Some((dn, Some(Role::Observer))))
+                if self.observers.len() < MAX_OBSERVERS
+                    && !self.observers.iter().any(|o| &**o == dn) =>
+            {
+                self.observers.push(dn.into());
+            }
+            (EventKind::PartyDeleted, Some((dn, _))) => self.observers.retain(|o| &**o != dn),
+            _ => {}
+        }
+    }
+
+    /// `monitoring`, `mute` and `monitoredUserMuted`.
+    fn apply_monitoring(&mut self, event: &Event<'_>, this_dn: &str, changes: &mut Changes) {
+        if !self.monitoring && event.this_dn_role == Some(Role::Observer) {
+            self.monitoring = true;
+            self.monitored_dn = event.other_dn.as_deref().map(Into::into);
+            changes.insert(Changes::OTHER);
+        }
+        let muted = match event.kind {
+            EventKind::MuteOn => true,
+            EventKind::MuteOff => false,
+            _ => return,
+        };
+        match event.other_dn.as_deref() {
+            None => set(&mut self.muted, muted, changes, Changes::OTHER),
+            Some(dn) if dn == this_dn => set(&mut self.muted, muted, changes, Changes::OTHER),
+            Some(dn) if self.monitoring && self.monitored_dn.as_deref() == Some(dn) => set(
+                &mut self.monitored_user_muted,
+                muted,
+                changes,
+                Changes::MONITORED_MUTED,
+            ),
+            Some(_) => {}
+        }
+    }
+
+    /// `userData` and recording through GSIP_RECORD. EventUserEvent's UserData is not the call's.
+    fn apply_user_data(&mut self, event: &Event<'_>, changes: &mut Changes) {
+        let Some(kv) = &event.user_data else { return };
+        if event.kind == EventKind::UserEvent {
+            return;
+        }
+        let new = (!kv.is_empty()).then_some(&*kv.json);
+        if self.user_data.as_deref() != new {
+            self.user_data = new.map(Into::into);
+            changes.insert(Changes::USER_DATA);
+        }
+        if kv.record != self.gsip_record {
+            self.gsip_record = kv.record;
+            if let Some(state) = kv.record.and_then(RecordingState::from_directive) {
+                set(&mut self.recording, state, changes, Changes::RECORDING);
+            }
+        }
+    }
+}

@@ -1,0 +1,536 @@
+//! The reducer: a pure state machine that folds T-Server events into call resources (call-resource.md).
+//!
+//! [`Reducer::apply`] takes one event and appends the notifications it produces. It knows nothing of
+//! clocks, sockets or threads: time comes from the events, so `fold` and `serve` give the same resources
+//! and the same notifications, byte for byte, for the same input.
+
+mod call;
+mod capabilities;
+mod notify;
+mod sequence;
+
+pub use call::{Call, CallState, Changes, RecordingState};
+pub use capabilities::{Capabilities, Capability, CapabilityInputs, ConsultRole, capabilities};
+pub use notify::{CallView, Notification, NotificationType, Notifications};
+pub use sequence::{RESTART_GAP, SequenceCheck, SequenceTracker};
+
+use crate::enrich::PhoneBook;
+use crate::event::{CallType, ConnId, DecodeError, Decoded, Event, EventKind, Micros, decode_line};
+use hashbrown::{Equivalent, HashMap};
+
+/// The base URL used when none is configured.
+pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:8080";
+/// How many resources (live and released) the reducer holds at most by default.
+pub const DEFAULT_MAX_CALLS: usize = 1_000_000;
+/// How many distinct T-Servers the reducer tracks at most.
+pub const MAX_SERVERS: usize = 1024;
+
+/// Settings of a reducer.
+#[derive(Debug, Clone)]
+pub struct ReducerConfig {
+    /// The gateway's public base URL, for `uri`, `deviceUri` and `parentCallUri`.
+    pub base_url: String,
+    /// The most resources held at once; an event that would create one more is ignored.
+    pub max_calls: usize,
+}
+
+impl Default for ReducerConfig {
+    fn default() -> Self {
+        Self {
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            max_calls: DEFAULT_MAX_CALLS,
+        }
+    }
+}
+
+/// What became of one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Taken by the reducer (it may or may not have changed a resource).
+    Applied,
+    /// Skipped: its EventSequenceNumber was applied already.
+    Duplicate,
+    /// EventReleased or EventAbandoned for a call no resource knows.
+    Orphan,
+    /// Not taken, for the reason given.
+    Ignored(IgnoreReason),
+}
+
+/// Why an event was ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IgnoreReason {
+    /// An event outside the events.md table.
+    UnknownEvent,
+    /// It is addressed to a resource that is already Released (final).
+    Released,
+    /// It would create a resource, but the reducer holds `max_calls` already.
+    AtCapacity,
+    /// It comes from a T-Server beyond the first [`MAX_SERVERS`].
+    TooManyServers,
+}
+
+/// Counts of events by disposition: the `fold` summary and the ingest acknowledgements.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Lines read (blank lines excepted).
+    pub read: u64,
+    /// Events applied.
+    pub applied: u64,
+    /// Duplicates skipped.
+    pub duplicates: u64,
+    /// Orphan releases.
+    pub orphans: u64,
+    /// Events ignored.
+    pub ignored: u64,
+    /// Lines rejected.
+    pub rejected: u64,
+}
+
+impl Counts {
+    /// Counts one line's outcome.
+    pub fn record(&mut self, outcome: &Result<Disposition, DecodeError>) {
+        self.read += 1;
+        match outcome {
+            Ok(Disposition::Applied) => self.applied += 1,
+            Ok(Disposition::Duplicate) => self.duplicates += 1,
+            Ok(Disposition::Orphan) => self.orphans += 1,
+            Ok(Disposition::Ignored(_)) => self.ignored += 1,
+            Err(_) => self.rejected += 1,
+        }
+    }
+}
+
+struct Server {
+    sequence: SequenceTracker,
+    last_time: Option<Micros>,
+    link_up: Option<bool>,
+}
+
+/// A device: one DN of one T-Server.
+#[derive(Debug)]
+pub struct Device {
+    /// The index of its T-Server in the reducer.
+    server: u32,
+    /// Its DN.
+    pub dn: Box<str>,
+    /// UUIDv5 of `tserver:{Server}/{ThisDN}` in the URL namespace.
+    pub device_id: Box<str>,
+    /// `deviceUri` as a JSON string literal.
+    device_uri_json: Box<str>,
+    /// Its live (not Released) calls, in creation order.
+    live: Vec<u64>,
+}
+
+/// Borrowed form of a device key, so a lookup by `(server, &str)` allocates nothing.
+#[derive(Hash)]
+struct DeviceKeyRef<'a>(u32, &'a str);
+
+impl Equivalent<(u32, Box<str>)> for DeviceKeyRef<'_> {
+    fn equivalent(&self, key: &(u32, Box<str>)) -> bool {
+        self.0 == key.0 && self.1 == &*key.1
+    }
+}
+
+struct Slot {
+    device: u32,
+    call: Call,
+}
+
+/// The reducer's state: every resource, indexed by device and ConnID.
+pub struct Reducer {
+    base_url: String,
+    calls_uri_prefix: String,
+    max_calls: usize,
+    servers: Vec<Server>,
+    server_index: HashMap<Box<str>, u32>,
+    server_names: Vec<Box<str>>,
+    devices: HashMap<u32, Device>,
+    device_index: HashMap<(u32, Box<str>), u32>,
+    next_device: u32,
+    /// Resources by creation number (numbers are never reused, so they double as creation order).
+    calls: HashMap<u64, Slot>,
+    by_conn: HashMap<(u32, ConnId), u64>,
+    next_call: u64,
+    phone_book: PhoneBook,
+}
+
+impl Default for Reducer {
+    fn default() -> Self {
+        Self::new(ReducerConfig::default())
+    }
+}
+
+impl Reducer {
+    /// An empty reducer.
+    pub fn new(config: ReducerConfig) -> Self {
+        let base_url = config.base_url.trim_end_matches('/').to_owned();
+        let calls_uri_prefix = notify::escaped(&format!("{base_url}/api/v2/me/calls/"));
+        Self {
+            base_url,
+            calls_uri_prefix,
+            max_calls: config.max_calls,
+            servers: Vec::new(),
+            server_index: HashMap::new(),
+            server_names: Vec::new(),
+            devices: HashMap::new(),
+            device_index: HashMap::new(),
+            next_device: 0,
+            calls: HashMap::new(),
+            by_conn: HashMap::new(),
+            next_call: 0,
+            phone_book: PhoneBook::default(),
+        }
+    }
+
+    /// Decodes one line and applies it. Unknown events come back as `Ignored(UnknownEvent)`.
+    pub fn apply_line(
+        &mut self,
+        line: &[u8],
+        out: &mut Notifications,
+    ) -> Result<Disposition, DecodeError> {
+        match decode_line(line)? {
+            Decoded::Event(event) => Ok(self.apply(&event, out)),
+            Decoded::Unknown { .. } => Ok(Disposition::Ignored(IgnoreReason::UnknownEvent)),
+        }
+    }
+
+    /// Applies one event, appending the notifications it produces to `out`.
+    pub fn apply(&mut self, event: &Event<'_>, out: &mut Notifications) -> Disposition {
+        let Some(server_no) = self.server_number(&event.server) else {
+            return Disposition::Ignored(IgnoreReason::TooManyServers);
+        };
+        let server = &mut self.servers[server_no as usize];
+        if let Some(number) = event.sequence
+            && server.sequence.check(number) == SequenceCheck::Duplicate
+        {
+            return Disposition::Duplicate;
+        }
+        if event.time.is_some() {
+            server.last_time = event.time;
+        }
+        let time = server.last_time;
+        match event.kind {
+            EventKind::LinkConnected => server.link_up = Some(true),
+            EventKind::LinkDisconnected => server.link_up = Some(false),
+            _ => {}
+        }
+        if !event.kind.is_call_event() {
+            return Disposition::Applied;
+        }
+        // The decoder guarantees both on call events.
+        let (Some(conn_id), Some(this_dn)) = (event.conn_id, event.this_dn.as_deref()) else {
+            return Disposition::Applied;
+        };
+
+        let device = self
+            .device_index
+            .get(&DeviceKeyRef(server_no, this_dn))
+            .copied();
+        let found =
+            device.and_then(|device| Some((device, self.find_call(device, event, conn_id)?)));
+        let (device, number, created) = match found {
+            Some((device, number)) => {
+                if !self.calls[&number].call.is_live() {
+                    return Disposition::Ignored(IgnoreReason::Released);
+                }
+                (device, number, false)
+            }
+            None => {
+                let Some(state) = CallState::created_by(event.kind) else {
+                    return if matches!(event.kind, EventKind::Released | EventKind::Abandoned) {
+                        Disposition::Orphan
+                    } else {
+                        Disposition::Applied
+                    };
+                };
+                if self.calls.len() >= self.max_calls {
+                    return Disposition::Ignored(IgnoreReason::AtCapacity);
+                }
+                let device = match device {
+                    Some(device) => device,
+                    None => self.add_device(server_no, this_dn),
+                };
+                let number = self.add_call(device, Call::new(event, conn_id, state, time));
+                (device, number, true)
+            }
+        };
+
+        let Some(slot) = self.calls.get_mut(&number) else {
+            return Disposition::Applied;
+        };
+        let old_conn_id = slot.call.conn_id;
+        let mut changes = slot.call.apply(event, this_dn, &mut self.phone_book);
+        if created {
+            changes.insert(Changes::STATUS);
+        }
+        if slot.call.started.is_none() {
+            slot.call.started = time;
+        }
+        let new_conn_id = slot.call.conn_id;
+        let live = slot.call.is_live();
+        if new_conn_id != old_conn_id {
+            if self.by_conn.get(&(device, old_conn_id)) == Some(&number) {
+                self.by_conn.remove(&(device, old_conn_id));
+            }
+            self.by_conn.insert((device, new_conn_id), number);
+        }
+        if !live && let Some(dev) = self.devices.get_mut(&device) {
+            dev.live.retain(|&n| n != number);
+        }
+
+        let mut others = self.refresh_links(device, number, &mut changes);
+        let extensions = event.extensions.as_ref().map(|kv| &*kv.json);
+        self.emit(number, changes, time, extensions, out);
+        others.sort_unstable_by_key(|(n, _)| *n);
+        for (other, other_changes) in others {
+            self.emit(other, other_changes, time, extensions, out);
+        }
+        Disposition::Applied
+    }
+
+    /// The resource an event belongs to: by PreviousConnID first for EventPartyChanged, then by ConnID.
+    fn find_call(&self, device: u32, event: &Event<'_>, conn_id: ConnId) -> Option<u64> {
+        if event.kind == EventKind::PartyChanged
+            && let Some(previous) = event.previous_conn_id
+            && let Some(&number) = self.by_conn.get(&(device, previous))
+        {
+            return Some(number);
+        }
+        self.by_conn.get(&(device, conn_id)).copied()
+    }
+
+    fn server_number(&mut self, name: &str) -> Option<u32> {
+        if let Some(&number) = self.server_index.get(name) {
+            return Some(number);
+        }
+        if self.servers.len() >= MAX_SERVERS {
+            return None;
+        }
+        let number = u32::try_from(self.servers.len()).ok()?;
+        self.servers.push(Server {
+            sequence: SequenceTracker::default(),
+            last_time: None,
+            link_up: None,
+        });
+        self.server_index.insert(name.into(), number);
+        self.server_names.push(name.into());
+        Some(number)
+    }
+
+    fn add_device(&mut self, server: u32, dn: &str) -> u32 {
+        let server_name = self.server_names.get(server as usize).map_or("", |s| &**s);
+        let device_id = uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_URL,
+            format!("tserver:{server_name}/{dn}").as_bytes(),
+        )
+        .hyphenated()
+        .to_string();
+        let mut device_uri_json = String::new();
+        crate::event::kv::write_json_str(
+            &mut device_uri_json,
+            &format!("{}/api/v2/devices/{device_id}", self.base_url),
+        );
+        let number = self.next_device;
+        self.next_device = self.next_device.wrapping_add(1);
+        self.devices.insert(
+            number,
+            Device {
+                server,
+                dn: dn.into(),
+                device_id: device_id.into(),
+                device_uri_json: device_uri_json.into(),
+                live: Vec::new(),
+            },
+        );
+        self.device_index.insert((server, dn.into()), number);
+        number
+    }
+
+    fn add_call(&mut self, device: u32, call: Call) -> u64 {
+        let number = self.next_call;
+        self.next_call += 1;
+        self.by_conn.insert((device, call.conn_id), number);
+        if let Some(dev) = self.devices.get_mut(&device) {
+            dev.live.push(number);
+        }
+        self.calls.insert(number, Slot { device, call });
+        number
+    }
+
+    /// The live call of `device` with `conn_id`.
+    fn live_call_by_conn(&self, device: u32, conn_id: ConnId) -> Option<u64> {
+        let number = *self.by_conn.get(&(device, conn_id))?;
+        self.calls
+            .get(&number)
+            .filter(|slot| slot.call.is_live())
+            .map(|_| number)
+    }
+
+    /// Recomputes the fields that depend on other calls of the device (capabilities, consultation link)
+    /// for `trigger` and for every call an event on it can affect. Marks `trigger_changes`, and returns the
+    /// other calls that changed.
+    fn refresh_links(
+        &mut self,
+        device: u32,
+        trigger: u64,
+        trigger_changes: &mut Changes,
+    ) -> Vec<(u64, Changes)> {
+        let Some(dev) = self.devices.get(&device) else {
+            return Vec::new();
+        };
+        // Only consultation calls and their parents can be linked, so those (and whatever the trigger was
+        // linked to before) are the only candidates: a device with many calls but no consultation costs
+        // one pass over its live calls.
+        let mut candidates: Vec<u64> = vec![trigger];
+        let mut consultations: Vec<(u64, Option<u64>)> = Vec::new();
+        if let Some(parent) = self.calls.get(&trigger).and_then(|s| s.call.parent) {
+            candidates.push(parent);
+        }
+        for &number in dev.live.iter().chain(std::iter::once(&trigger)) {
+            let Some(slot) = self.calls.get(&number) else {
+                continue;
+            };
+            let call = &slot.call;
+            if call.call_type != CallType::Consult {
+                continue;
+            }
+            let Some(parent_conn) = call.parent_conn_id else {
+                continue;
+            };
+            if consultations.iter().any(|(n, _)| *n == number) {
+                continue;
+            }
+            let parent = self
+                .live_call_by_conn(device, parent_conn)
+                .filter(|&parent| parent != number);
+            consultations.push((number, parent));
+            candidates.push(number);
+            candidates.extend(call.parent);
+            candidates.extend(parent);
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+
+        let mut others = Vec::new();
+        for number in candidates {
+            let Some(slot) = self.calls.get(&number) else {
+                continue;
+            };
+            let call = &slot.call;
+            let parent = consultations
+                .iter()
+                .find(|(n, _)| *n == number)
+                .and_then(|(_, parent)| *parent);
+            let is_parent_of_live_consultation = consultations.iter().any(|(n, p)| {
+                *p == Some(number) && self.calls.get(n).is_some_and(|s| s.call.is_live())
+            });
+            let consult = if parent.is_some() {
+                ConsultRole::Consultation
+            } else if is_parent_of_live_consultation {
+                ConsultRole::Parent
+            } else {
+                ConsultRole::None
+            };
+            let caps = capabilities(CapabilityInputs {
+                state: call.state,
+                monitoring: call.monitoring,
+                monitored_user_muted: call.monitored_user_muted,
+                recording: call.recording,
+                consult,
+            });
+            if caps == call.capabilities && parent == call.parent {
+                continue;
+            }
+            if let Some(slot) = self.calls.get_mut(&number) {
+                slot.call.capabilities = caps;
+                slot.call.parent = parent;
+            }
+            if number == trigger {
+                trigger_changes.insert(Changes::OTHER);
+            } else {
+                others.push((number, Changes::OTHER));
+            }
+        }
+        others
+    }
+
+    /// Produces the notification of a new version of call `number`, unless nothing changed.
+    fn emit(
+        &mut self,
+        number: u64,
+        changes: Changes,
+        time: Option<Micros>,
+        extensions: Option<&str>,
+        out: &mut Notifications,
+    ) {
+        let Some(kind) = NotificationType::for_changes(changes) else {
+            return;
+        };
+        let Some(slot) = self.calls.get_mut(&number) else {
+            return;
+        };
+        if let (Some(now), Some(started)) = (time, slot.call.started) {
+            slot.call.duration_secs =
+                u64::try_from(now.saturating_sub(started) / 1_000_000).unwrap_or(0);
+        }
+        if let Some(view) = self.view(number) {
+            out.push(kind, number, &view, extensions);
+        }
+    }
+
+    /// The current version of call `number`, ready to be written.
+    pub fn view(&self, number: u64) -> Option<CallView<'_>> {
+        let slot = self.calls.get(&number)?;
+        let device = self.devices.get(&slot.device)?;
+        Some(CallView {
+            call: &slot.call,
+            dn: &device.dn,
+            device_uri_json: &device.device_uri_json,
+            calls_uri_prefix: &self.calls_uri_prefix,
+            parent_id: slot
+                .call
+                .parent
+                .and_then(|parent| self.calls.get(&parent))
+                .map(|parent| &*parent.call.id),
+        })
+    }
+
+    /// The call with creation number `number` and its device.
+    pub fn call(&self, number: u64) -> Option<(&Call, &Device)> {
+        let slot = self.calls.get(&number)?;
+        Some((&slot.call, self.devices.get(&slot.device)?))
+    }
+
+    /// Creation numbers of every resource held, in creation order.
+    pub fn call_numbers(&self) -> Vec<u64> {
+        let mut numbers: Vec<u64> = self.calls.keys().copied().collect();
+        numbers.sort_unstable();
+        numbers
+    }
+
+    /// How many resources are held (live and released).
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Whether no resource is held.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// The name of the device's T-Server (`""` for the default one).
+    pub fn server_name(&self, device: &Device) -> &str {
+        self.server_names
+            .get(device.server as usize)
+            .map_or("", |s| s)
+    }
+
+    /// Link state of each T-Server seen: `Some(true)` after EventLinkConnected, `Some(false)` after
+    /// EventLinkDisconnected, `None` before either.
+    pub fn links(&self) -> impl Iterator<Item = (&str, Option<bool>)> {
+        self.server_names
+            .iter()
+            .zip(&self.servers)
+            .map(|(name, server)| (&**name, server.link_up))
+    }
+}

@@ -1,0 +1,244 @@
+//! Notifications (call-resource.md, "Notifications") and the JSON form of call resources.
+//!
+//! Every notification is serialized exactly once, into one buffer shared by all the notifications of an
+//! event. Transports wrap the serialized members with their own (`seq`, `epoch`, `type`) without touching
+//! the call document again.
+
+use super::call::{Call, Changes};
+use crate::event::kv::{push_json_escaped as push_escaped, write_json_str};
+use std::fmt::Write as _;
+use std::ops::Range;
+
+/// The `notificationType` of a notification, by priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NotificationType {
+    /// The resource was created or its state changed.
+    StatusChange,
+    /// Participants changed.
+    ParticipantsUpdated,
+    /// userData changed.
+    AttachedDataChanged,
+    /// recordingState changed.
+    CallRecordingStateChange,
+    /// monitoredUserMuted changed.
+    MonitoredUserMutedStateChange,
+    /// Any other field changed.
+    StatePropertiesChanged,
+}
+
+impl NotificationType {
+    /// The first type that applies to `changes`, or `None` when nothing changed.
+    pub fn for_changes(changes: Changes) -> Option<Self> {
+        const PRIORITY: [(Changes, NotificationType); 6] = [
+            (Changes::STATUS, NotificationType::StatusChange),
+            (Changes::PARTICIPANTS, NotificationType::ParticipantsUpdated),
+            (Changes::USER_DATA, NotificationType::AttachedDataChanged),
+            (
+                Changes::RECORDING,
+                NotificationType::CallRecordingStateChange,
+            ),
+            (
+                Changes::MONITORED_MUTED,
+                NotificationType::MonitoredUserMutedStateChange,
+            ),
+            (Changes::OTHER, NotificationType::StatePropertiesChanged),
+        ];
+        PRIORITY
+            .iter()
+            .find(|(bit, _)| changes.contains(*bit))
+            .map(|(_, kind)| *kind)
+    }
+
+    /// The name in notifications.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationType::StatusChange => "StatusChange",
+            NotificationType::ParticipantsUpdated => "ParticipantsUpdated",
+            NotificationType::AttachedDataChanged => "AttachedDataChanged",
+            NotificationType::CallRecordingStateChange => "CallRecordingStateChange",
+            NotificationType::MonitoredUserMutedStateChange => "MonitoredUserMutedStateChange",
+            NotificationType::StatePropertiesChanged => "StatePropertiesChanged",
+        }
+    }
+}
+
+/// One notification produced by an event, borrowed from [`Notifications`].
+#[derive(Debug, Clone, Copy)]
+pub struct Notification<'a> {
+    /// Its type.
+    pub kind: NotificationType,
+    /// The creation number of the resource it is about (see [`crate::reduce::Reducer::call`]).
+    pub resource: u64,
+    /// The notification's JSON members without the enclosing braces:
+    /// `"channel":"/v2/me/calls","data":{...}`. Wrap as `{` + your members + `,` + this + `}`.
+    pub members: &'a str,
+    /// The call resource document inside it.
+    pub call: &'a str,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    kind: NotificationType,
+    resource: u64,
+    members: Range<usize>,
+    call: Range<usize>,
+}
+
+/// The notifications of one or more events, in the order produced. Reused between events to avoid
+/// allocating: call [`Notifications::clear`] after consuming them.
+#[derive(Debug, Default, Clone)]
+pub struct Notifications {
+    buf: String,
+    entries: Vec<Entry>,
+}
+
+impl Notifications {
+    /// Forgets every notification, keeping the memory.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.entries.clear();
+    }
+
+    /// How many notifications are held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The notifications in the order produced.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Notification<'_>> + '_ {
+        self.entries.iter().map(|e| Notification {
+            kind: e.kind,
+            resource: e.resource,
+            members: &self.buf[e.members.clone()],
+            call: &self.buf[e.call.clone()],
+        })
+    }
+
+    /// Appends one notification.
+    pub(crate) fn push(
+        &mut self,
+        kind: NotificationType,
+        resource: u64,
+        view: &CallView<'_>,
+        extensions: Option<&str>,
+    ) {
+        let start = self.buf.len();
+        self.buf
+            .push_str("\"channel\":\"/v2/me/calls\",\"data\":{\"notificationType\":\"");
+        self.buf.push_str(kind.as_str());
+        self.buf.push_str("\",\"call\":");
+        let call_start = self.buf.len();
+        view.write(&mut self.buf);
+        let call_end = self.buf.len();
+        self.buf.push_str(",\"phoneNumber\":");
+        write_json_str(&mut self.buf, view.dn);
+        if let Some(extensions) = extensions {
+            self.buf.push_str(",\"extensions\":");
+            self.buf.push_str(extensions);
+        }
+        self.buf
+            .push_str(",\"messageType\":\"CallStateChangeMessage\"}");
+        self.entries.push(Entry {
+            kind,
+            resource,
+            members: start..self.buf.len(),
+            call: call_start..call_end,
+        });
+    }
+}
+
+/// What it takes to write a call resource: the call and the parts of the device and gateway it shows.
+#[derive(Debug, Clone, Copy)]
+pub struct CallView<'a> {
+    /// The call.
+    pub call: &'a Call,
+    /// The device's DN.
+    pub dn: &'a str,
+    /// The device's `deviceUri`, already a JSON string literal with its quotes.
+    pub device_uri_json: &'a str,
+    /// The gateway's `{base}/api/v2/me/calls/`, JSON-escaped without quotes.
+    pub calls_uri_prefix: &'a str,
+    /// The `id` of the live parent call, when this is a linked consultation.
+    pub parent_id: Option<&'a str>,
+}
+
+impl CallView<'_> {
+    /// Writes the call resource as compact JSON, members in the order of docs/semantics.md.
+    pub fn write(&self, out: &mut String) {
+        let call = self.call;
+        out.push_str("{\"id\":");
+        write_json_str(out, &call.id);
+        out.push_str(",\"state\":\"");
+        out.push_str(call.state.as_str());
+        out.push_str("\",\"callUuid\":");
+        write_json_str(out, call.call_uuid.as_deref().unwrap_or(""));
+        let _ = write!(out, ",\"connId\":\"{}\"", call.conn_id);
+        if let Some(previous) = call.previous_conn_id {
+            let _ = write!(out, ",\"previousConnId\":\"{previous}\"");
+        }
+        out.push_str(",\"deviceUri\":");
+        out.push_str(self.device_uri_json);
+        out.push_str(",\"participants\":[");
+        for (i, participant) in call.participants.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&participant.json);
+        }
+        out.push_str("],\"dnis\":");
+        write_json_str(out, call.dnis.as_deref().unwrap_or(""));
+        out.push_str(",\"callType\":\"");
+        out.push_str(call.call_type.as_str());
+        out.push_str("\",\"capabilities\":[");
+        for (i, name) in call.capabilities.names().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push('"');
+            out.push_str(name);
+            out.push('"');
+        }
+        out.push(']');
+        if let Some(user_data) = &call.user_data {
+            out.push_str(",\"userData\":");
+            out.push_str(user_data);
+        }
+        let _ = write!(
+            out,
+            ",\"duration\":\"{}\",\"mute\":\"{}\",\"recordingState\":\"{}\",\"supervisorListeningIn\":{},\
+             \"monitoredUserMuted\":{},\"monitoring\":{}",
+            call.duration_secs,
+            if call.muted { "On" } else { "Off" },
+            call.recording.as_str(),
+            call.supervisor_listening_in(),
+            call.monitored_user_muted,
+            call.monitoring,
+        );
+        if let Some(parent_id) = self.parent_id {
+            out.push_str(",\"parentCallUri\":\"");
+            out.push_str(self.calls_uri_prefix);
+            push_escaped(out, parent_id);
+            out.push_str("\",\"parentCallPath\":\"/calls/");
+            push_escaped(out, parent_id);
+            out.push('"');
+        }
+        out.push_str(",\"uri\":\"");
+        out.push_str(self.calls_uri_prefix);
+        push_escaped(out, &call.id);
+        out.push_str("\",\"path\":\"/calls/");
+        push_escaped(out, &call.id);
+        out.push_str("\"}");
+    }
+}
+
+/// `text` JSON-escaped without quotes.
+pub(crate) fn escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    push_escaped(&mut out, text);
+    out
+}
