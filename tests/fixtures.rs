@@ -72,12 +72,19 @@ fn differences(path: &str, got: &Value, want: &Value, out: &mut Vec<String>) {
 }
 
 fn compare(fixture: &Path, file: &str, got: &str, failures: &mut Vec<String>) {
-    let name = fixture.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = fixture
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let expected_text = std::fs::read_to_string(fixture.join(file)).unwrap_or_default();
     let want = json_lines(&expected_text, &format!("{name}/{file}"));
     let got = json_lines(got, &format!("{name} output"));
     if got.len() != want.len() {
-        failures.push(format!("{name}/{file}: {} lines, want {}", got.len(), want.len()));
+        failures.push(format!(
+            "{name}/{file}: {} lines, want {}",
+            got.len(),
+            want.len()
+        ));
     }
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         let mut diffs = Vec::new();
@@ -91,7 +98,11 @@ fn compare(fixture: &Path, file: &str, got: &str, failures: &mut Vec<String>) {
 #[test]
 fn every_fixture_folds_to_its_expected_output() {
     let dirs = fixture_dirs();
-    assert!(dirs.len() >= 14, "expected at least 14 fixtures, found {}", dirs.len());
+    assert!(
+        dirs.len() >= 14,
+        "expected at least 14 fixtures, found {}",
+        dirs.len()
+    );
     let mut failures = Vec::new();
     for dir in &dirs {
         let events = dir.join("events.ndjson");
@@ -105,10 +116,18 @@ fn every_fixture_folds_to_its_expected_output() {
             let want: Value = serde_json::from_str(&text).expect("summary.json parses");
             let got = format!(
                 "callgate fold: {} read, {} applied, {} duplicates, {} orphans, {} ignored, {} rejected",
-                want["read"], want["applied"], want["duplicates"], want["orphans"], want["ignored"], want["rejected"]
+                want["read"],
+                want["applied"],
+                want["duplicates"],
+                want["orphans"],
+                want["ignored"],
+                want["rejected"]
             );
             if got != summary_line {
-                failures.push(format!("{}: summary {summary_line:?}, want {got:?}", dir.display()));
+                failures.push(format!(
+                    "{}: summary {summary_line:?}, want {got:?}",
+                    dir.display()
+                ));
             }
         }
         let rejected: Vec<String> = updates
@@ -131,7 +150,12 @@ fn every_fixture_folds_to_its_expected_output() {
             ));
         }
     }
-    assert!(failures.is_empty(), "{} differences:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} differences:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -148,7 +172,10 @@ fn folding_is_byte_for_byte_deterministic() {
             let last = last_call_of_each
                 .iter()
                 .rev()
-                .find(|n| n["data"]["call"]["id"] == resource["id"] && n["data"]["call"]["deviceUri"] == resource["deviceUri"])
+                .find(|n| {
+                    n["data"]["call"]["id"] == resource["id"]
+                        && n["data"]["call"]["deviceUri"] == resource["deviceUri"]
+                })
                 .map(|n| &n["data"]["call"]);
             assert_eq!(last, Some(resource), "{}", dir.display());
         }

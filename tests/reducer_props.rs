@@ -1,0 +1,283 @@
+//! Property tests of the reducer: whatever the order of events, duplicates or replays, it never panics,
+//! Released stays final, ids never change, and the result is a pure function of the input.
+
+use callgate::reduce::{Disposition, Notifications, Reducer};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::Path;
+
+const KINDS: [&str; 22] = [
+    "EventQueued",
+    "EventDiverted",
+    "EventAbandoned",
+    "EventRinging",
+    "EventDialing",
+    "EventNetworkReached",
+    "EventDestinationBusy",
+    "EventEstablished",
+    "EventReleased",
+    "EventHeld",
+    "EventRetrieved",
+    "EventPartyChanged",
+    "EventPartyAdded",
+    "EventPartyDeleted",
+    "EventAttachedDataChanged",
+    "EventLinkDisconnected",
+    "EventLinkConnected",
+    "EventUserEvent",
+    "EventMuteOn",
+    "EventMuteOff",
+    "EventPrivateInfo",
+    "EventCallDataChanged",
+];
+const DNS: [&str; 4] = ["7001", "7002", "7101", "8001"];
+const NUMBERS: [&str; 6] = [
+    "7001",
+    "7002",
+    "7101",
+    "+14155550100",
+    "+442079460958",
+    "5551234",
+];
+const CONN_IDS: [&str; 3] = ["00a1", "00a2", "00a3"];
+
+fn pick<T: Clone + std::fmt::Debug + 'static>(
+    items: &'static [T],
+) -> impl Strategy<Value = Option<T>> {
+    prop_oneof![Just(None), proptest::sample::select(items).prop_map(Some)]
+}
+
+/// One random but valid event of the table, over a small universe of DNs and calls so that events meet.
+fn arb_event() -> impl Strategy<Value = Value> {
+    (
+        (proptest::sample::select(&KINDS[..]), proptest::sample::select(&DNS[..]), proptest::sample::select(&CONN_IDS[..])),
+        (pick(&CONN_IDS), pick(&CONN_IDS), pick(&[0u8, 1, 2, 3, 4][..])),
+        (pick(&NUMBERS), pick(&NUMBERS), pick(&["RoleObserver", "RoleDestination", "RoleOrigination"][..])),
+        (pick(&["RoleObserver", "RoleAddedBy"][..]), pick(&["start", "pause", "resume", "stop", "x"][..])),
+        (pick(&["ON", "PAUSED", "OFF"][..]), pick(&["A", "B"][..]), pick(&["SIP_A"][..])),
+    )
+        .prop_map(
+            |((kind, dn, conn), (prev, transfer, call_type), (other, third, this_role), (third_role, record), (gsip, data, server))| {
+                let mut e = json!({"event": kind, "ThisDN": dn, "ConnID": conn, "CallUUID": format!("UUID-{conn}")});
+                let o = e.as_object_mut().expect("object");
+                let mut set = |k: &str, v: Option<Value>| {
+                    if let Some(v) = v {
+                        o.insert(k.to_owned(), v);
+                    }
+                };
+                set("PreviousConnID", prev.map(Value::from));
+                set("TransferConnID", transfer.map(Value::from));
+                set("CallType", call_type.map(Value::from));
+                set("OtherDN", other.map(Value::from));
+                set("ThirdPartyDN", third.map(Value::from));
+                set("ThisDNRole", this_role.map(Value::from));
+                set("ThirdPartyDNRole", third_role.map(Value::from));
+                set("Extensions", record.map(|r| json!({"record": r})));
+                let mut user_data = serde_json::Map::new();
+                if let Some(g) = gsip {
+                    user_data.insert("GSIP_RECORD".into(), g.into());
+                }
+                if let Some(d) = data {
+                    user_data.insert("Segment".into(), d.into());
+                }
+                if gsip.is_some() || data.is_some() {
+                    set("UserData", Some(Value::Object(user_data)));
+                }
+                set("Server", server.map(Value::from));
+                e
+            },
+        )
+}
+
+/// A list of events with increasing times and (mostly) sequence numbers.
+fn arb_stream(max: usize) -> impl Strategy<Value = Vec<String>> {
+    proptest::collection::vec(
+        (arb_event(), 0u64..5, proptest::bool::weighted(0.9)),
+        1..max,
+    )
+    .prop_map(|events| {
+        let mut time = 1_763_900_000u64;
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(i, (mut event, step, numbered))| {
+                time += step;
+                event["TimeinSecs"] = time.into();
+                if numbered {
+                    event["EventSequenceNumber"] = (1000 + i as u64).into();
+                }
+                event.to_string()
+            })
+            .collect()
+    })
+}
+
+struct Folded {
+    notifications: Vec<(u64, String)>,
+    dispositions: Vec<Disposition>,
+    finals: Vec<String>,
+}
+
+fn fold_lines(reducer: &mut Reducer, lines: &[String]) -> Folded {
+    let mut out = Notifications::default();
+    let mut notifications = Vec::new();
+    let mut dispositions = Vec::new();
+    for line in lines {
+        let disposition = reducer
+            .apply_line(line.as_bytes(), &mut out)
+            .expect("valid line");
+        dispositions.push(disposition);
+        notifications.extend(out.iter().map(|n| (n.resource, n.members.to_owned())));
+        out.clear();
+    }
+    Folded {
+        notifications,
+        dispositions,
+        finals: finals(reducer),
+    }
+}
+
+fn finals(reducer: &Reducer) -> Vec<String> {
+    reducer
+        .call_numbers()
+        .into_iter()
+        .filter_map(|n| reducer.view(n))
+        .map(|view| {
+            let mut json = String::new();
+            view.write(&mut json);
+            json
+        })
+        .collect()
+}
+
+fn call_of(members: &str) -> Value {
+    let notification: Value =
+        serde_json::from_str(&format!("{{{members}}}")).expect("notification is JSON");
+    notification["data"]["call"].clone()
+}
+
+fn check_invariants(folded: &Folded) -> Result<(), TestCaseError> {
+    let mut ids: HashMap<u64, Value> = HashMap::new();
+    let mut released: HashMap<u64, bool> = HashMap::new();
+    for (resource, members) in &folded.notifications {
+        let call = call_of(members);
+        prop_assert!(
+            !released.get(resource).copied().unwrap_or(false),
+            "notification after Released: {members}"
+        );
+        released.insert(*resource, call["state"] == "Released");
+        let id = ids.entry(*resource).or_insert_with(|| call["id"].clone());
+        prop_assert_eq!(&*id, &call["id"]);
+        if call["state"] == "Released" {
+            prop_assert_eq!(&call["capabilities"], &json!([]));
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_streams_keep_the_invariants(lines in arb_stream(60)) {
+        let folded = fold_lines(&mut Reducer::default(), &lines);
+        check_invariants(&folded)?;
+    }
+
+    #[test]
+    fn folding_is_deterministic(lines in arb_stream(60)) {
+        let a = fold_lines(&mut Reducer::default(), &lines);
+        let b = fold_lines(&mut Reducer::default(), &lines);
+        prop_assert_eq!(a.notifications, b.notifications);
+        prop_assert_eq!(a.finals, b.finals);
+    }
+
+    #[test]
+    fn replaying_an_applied_prefix_changes_nothing(lines in arb_stream(60), cut in 0usize..60) {
+        let numbered: Vec<String> = lines
+            .iter()
+            .filter(|l| l.contains("EventSequenceNumber"))
+            .cloned()
+            .collect();
+        let mut reducer = Reducer::default();
+        let first = fold_lines(&mut reducer, &numbered);
+        let prefix = &numbered[..cut.min(numbered.len())];
+        let replay = fold_lines(&mut reducer, prefix);
+        prop_assert!(replay.notifications.is_empty());
+        prop_assert!(replay.dispositions.iter().all(|d| *d == Disposition::Duplicate));
+        prop_assert_eq!(first.finals, replay.finals);
+    }
+
+    #[test]
+    fn resent_duplicates_are_invisible(lines in arb_stream(40), resend in proptest::collection::vec(0usize..40, 0..20)) {
+        let numbered: Vec<String> = lines
+            .iter()
+            .filter(|l| l.contains("EventSequenceNumber"))
+            .cloned()
+            .collect();
+        prop_assume!(!numbered.is_empty());
+        // Insert each resent line right after some later original, as a reconnecting T-Server would.
+        let mut with_dups = Vec::new();
+        for (i, line) in numbered.iter().enumerate() {
+            with_dups.push(line.clone());
+            for &r in &resend {
+                if r % numbered.len() <= i && r % 3 == i % 3 {
+                    with_dups.push(numbered[r % numbered.len()].clone());
+                }
+            }
+        }
+        let clean = fold_lines(&mut Reducer::default(), &numbered);
+        let dirty = fold_lines(&mut Reducer::default(), &with_dups);
+        prop_assert_eq!(clean.notifications, dirty.notifications);
+        prop_assert_eq!(clean.finals, dirty.finals);
+    }
+}
+
+fn fixture_lines() -> Vec<Vec<String>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto-fixtures");
+    let mut scenarios = Vec::new();
+    let mut dirs: Vec<_> = std::fs::read_dir(root)
+        .expect("fixtures")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        if dir.ends_with("16-bad-input") {
+            continue;
+        }
+        if let Ok(text) = std::fs::read_to_string(dir.join("events.ndjson")) {
+            scenarios.push(
+                text.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            );
+        }
+    }
+    scenarios
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// The events of the real scenarios, in any order (each scenario shuffled, then all interleaved).
+    #[test]
+    fn any_interleaving_of_scenario_events_keeps_the_invariants(seed in any::<u64>()) {
+        let scenarios = fixture_lines();
+        let mut lines: Vec<String> = scenarios.into_iter().flatten().collect();
+        // A deterministic shuffle from the seed (Fisher-Yates with a xorshift generator).
+        let mut state = seed | 1;
+        for i in (1..lines.len()).rev() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            lines.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        let folded = fold_lines(&mut Reducer::default(), &lines);
+        check_invariants(&folded)?;
+        let again = fold_lines(&mut Reducer::default(), &lines);
+        prop_assert_eq!(folded.notifications, again.notifications);
+    }
+}
