@@ -1,1 +1,80 @@
-fn main() {}
+//! Fold throughput: decode + reduce + serialize every notification, on one core, over a realistic
+//! simulated stream of at least one million events. Also the decode step alone, to see where time goes.
+//!
+//! Run: `cargo bench --bench fold`. Events/s is criterion's "thrpt" (elements = events).
+
+use callgate::event::decode_line;
+use callgate::reduce::{Notifications, Reducer};
+use callgate::sim::{SimConfig, Simulator};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+use std::io::Write;
+use std::time::Duration;
+
+/// A day-like stream: 2,000 agents, 8 queues, 20 supervisors, the default scenario mix.
+fn stream(min_events: usize) -> Vec<String> {
+    let config = SimConfig {
+        seed: 7,
+        agents: 2000,
+        queues: 8,
+        supervisors: 20,
+        calls_per_second: 8.0,
+        ..SimConfig::default()
+    };
+    Simulator::new(config)
+        .take(min_events)
+        .map(|e| e.line)
+        .collect()
+}
+
+fn fold_all(lines: &[String], sink: &mut Vec<u8>) -> u64 {
+    let mut reducer = Reducer::default();
+    let mut out = Notifications::default();
+    let mut seq = 0u64;
+    for line in lines {
+        let _ = black_box(reducer.apply_line(line.as_bytes(), &mut out));
+        // What `fold --updates` does with each notification, into memory instead of stdout.
+        for notification in out.iter() {
+            seq += 1;
+            let _ = write!(sink, "{{\"seq\":{seq},");
+            sink.extend_from_slice(notification.members.as_bytes());
+            sink.extend_from_slice(b"}\n");
+        }
+        out.clear();
+        if sink.len() > 1 << 20 {
+            sink.clear();
+        }
+    }
+    seq
+}
+
+fn bench_fold(c: &mut Criterion) {
+    let lines = stream(1_000_000);
+    let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+    eprintln!(
+        "fold input: {} events, {:.0} bytes/event on average",
+        lines.len(),
+        bytes as f64 / lines.len() as f64
+    );
+    let mut sink = Vec::with_capacity(2 << 20);
+    eprintln!("notifications per fold: {}", fold_all(&lines, &mut sink));
+
+    let mut group = c.benchmark_group("fold");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(25));
+    group.throughput(Throughput::Elements(lines.len() as u64));
+    group.bench_function("decode+reduce+serialize 1M events", |b| {
+        b.iter(|| fold_all(&lines, &mut sink))
+    });
+    group.bench_function("decode only 1M events", |b| {
+        b.iter(|| {
+            for line in &lines {
+                let _ = black_box(decode_line(line.as_bytes()));
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_fold);
+criterion_main!(benches);

@@ -9,3 +9,4 @@ pub mod enrich;
 pub mod event;
 pub mod ingest;
 pub mod reduce;
+pub mod sim;

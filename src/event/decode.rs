@@ -3,12 +3,11 @@
 //! Attributes are first captured loosely (any JSON scalar, or the raw text of a KV list) so that an event
 //! outside the table is ignored "whatever it carries"; only events of the table are then checked strictly.
 
-use super::kv::KvList;
+use super::kv::{ExtensionsAttribute, ReasonsAttribute, UserDataAttribute};
 use super::names::{CallType, EventKind, Role};
 use super::{ConnId, Event, Micros};
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -138,12 +137,12 @@ struct RawEvent<'a> {
     ani: Option<Scalar<'a>>,
     #[serde(borrow, rename = "DNIS", alias = "AttributeDNIS")]
     dnis: Option<Scalar<'a>>,
-    #[serde(borrow, rename = "UserData", alias = "AttributeUserData")]
-    user_data: Option<&'a RawValue>,
-    #[serde(borrow, rename = "Extensions", alias = "AttributeExtensions")]
-    extensions: Option<&'a RawValue>,
-    #[serde(borrow, rename = "Reasons", alias = "AttributeReasons")]
-    reasons: Option<&'a RawValue>,
+    #[serde(rename = "UserData", alias = "AttributeUserData")]
+    user_data: Option<UserDataAttribute>,
+    #[serde(rename = "Extensions", alias = "AttributeExtensions")]
+    extensions: Option<ExtensionsAttribute>,
+    #[serde(rename = "Reasons", alias = "AttributeReasons")]
+    reasons: Option<ReasonsAttribute>,
     #[serde(
         borrow,
         rename = "EventSequenceNumber",
@@ -203,8 +202,8 @@ impl<'a> RawEvent<'a> {
             (None, Some(text)) => Some(parse_rfc3339(&text)?),
             (None, None) => None,
         };
-        if let Some(raw) = self.reasons {
-            KvList::parse(raw.get(), "Reasons", "").map_err(DecodeError::KvList)?;
+        if let Some(ReasonsAttribute(Err(problem))) = self.reasons {
+            return Err(DecodeError::KvList(problem));
         }
 
         Ok(Decoded::Event(Event {
@@ -225,8 +224,16 @@ impl<'a> RawEvent<'a> {
             third_party_dn_role: role("ThirdPartyDNRole", self.third_party_dn_role)?,
             ani: non_empty(string("ANI", self.ani)?),
             dnis: non_empty(string("DNIS", self.dnis)?),
-            user_data: kv_list("UserData", "GSIP_RECORD", self.user_data)?,
-            extensions: kv_list("Extensions", "record", self.extensions)?,
+            user_data: self
+                .user_data
+                .map(|a| a.0)
+                .transpose()
+                .map_err(DecodeError::KvList)?,
+            extensions: self
+                .extensions
+                .map(|a| a.0)
+                .transpose()
+                .map_err(DecodeError::KvList)?,
             sequence: unsigned("EventSequenceNumber", self.sequence)?,
             time,
         }))
@@ -360,20 +367,6 @@ fn role(attribute: &'static str, value: Option<Scalar<'_>>) -> Result<Option<Rol
             .ok_or_else(|| bad_value(attribute, &*name, EXPECTED)),
         Some(Scalar::Int(n)) => Err(bad_value(attribute, n, EXPECTED)),
         Some(other) => Err(wrong_type(attribute, "a number or a name", &other)),
-    }
-}
-
-fn kv_list(
-    attribute: &'static str,
-    record_key: &str,
-    raw: Option<&RawValue>,
-) -> Result<Option<KvList>, DecodeError> {
-    match raw {
-        None => Ok(None),
-        Some(raw) if raw.get() == "null" => Ok(None),
-        Some(raw) => KvList::parse(raw.get(), attribute, record_key)
-            .map(Some)
-            .map_err(DecodeError::KvList),
     }
 }
 

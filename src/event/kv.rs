@@ -5,7 +5,7 @@
 //! byte comparison for change, and the string is written into notifications verbatim.
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 /// What a recording key (`GSIP_RECORD` in UserData, `record` in Extensions) asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,47 +58,116 @@ impl KvList {
     ///
     /// Values must be strings, integers or nested objects (TLib KV lists); the error names the key path.
     pub fn parse(raw: &str, attribute: &str, record_key: &str) -> Result<Self, String> {
-        let mut writer = KvWriter {
-            out: String::with_capacity(raw.len()),
-            problem: None,
-        };
         let mut de = serde_json::Deserializer::from_str(raw);
-        let seed = ValueSeed {
-            writer: &mut writer,
-            path: attribute,
-            top: true,
-            record_key,
-            record: None,
-        };
-        match seed.deserialize(&mut de) {
-            Ok(record) => Ok(KvList {
-                json: writer.out.into_boxed_str(),
-                record,
-            }),
-            Err(err) => Err(writer
-                .problem
-                .unwrap_or_else(|| format!("{attribute}: {err}"))),
-        }
+        let parsed = parse_lenient(&mut de, attribute, record_key)
+            .map_err(|err| format!("{attribute}: {err}"))?;
+        de.end().map_err(|err| format!("{attribute}: {err}"))?;
+        parsed
     }
 }
 
-struct KvWriter {
+/// Reads one KV list from `de`, compacting and checking it in the same pass. Only malformed JSON fails the
+/// deserializer; a value of the wrong type is consumed and reported in the inner `Err`, so that the caller
+/// can decide later whether it matters (for events outside the table it does not).
+pub(crate) fn parse_lenient<'de, D: Deserializer<'de>>(
+    de: D,
+    attribute: &str,
+    record_key: &str,
+) -> Result<Result<KvList, String>, D::Error> {
+    let mut writer = KvWriter {
+        out: String::new(),
+        problem: None,
+        attribute,
+    };
+    let seed = ValueSeed {
+        writer: &mut writer,
+        path: None,
+        record_key,
+    };
+    let record = seed.deserialize(de)?;
+    Ok(match writer.problem {
+        Some(problem) => Err(problem),
+        None => Ok(KvList {
+            json: writer.out.into_boxed_str(),
+            record,
+        }),
+    })
+}
+
+/// Defines a `Deserialize` wrapper that reads one named KV list attribute leniently (see [`parse_lenient`]).
+macro_rules! kv_attribute {
+    ($(#[$doc:meta])* $name:ident, $attribute:literal, $record_key:literal) => {
+        $(#[$doc])*
+        pub(crate) struct $name(pub(crate) Result<KvList, String>);
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+                parse_lenient(de, $attribute, $record_key).map($name)
+            }
+        }
+    };
+}
+
+kv_attribute!(
+    /// `UserData`, whose `GSIP_RECORD` controls recording.
+    UserDataAttribute, "UserData", "GSIP_RECORD"
+);
+kv_attribute!(
+    /// `Extensions`, whose `record` controls recording.
+    ExtensionsAttribute, "Extensions", "record"
+);
+kv_attribute!(
+    /// `Reasons` (checked, not used).
+    ReasonsAttribute, "Reasons", ""
+);
+
+struct KvWriter<'a> {
     out: String,
-    /// Our own message for the first problem found, without serde_json's position suffix.
+    /// The first problem found, naming its key path.
     problem: Option<String>,
+    attribute: &'a str,
 }
 
-/// Deserializes one value at `path`, writing its compact form. Returns the record directive found at the
-/// top level (only the top-level map looks for it).
-struct ValueSeed<'w, 'p> {
-    writer: &'w mut KvWriter,
-    path: &'p str,
-    top: bool,
+/// A key path, built only when a problem must be reported.
+struct PathNode<'p> {
+    parent: Option<&'p PathNode<'p>>,
+    key: &'p str,
+}
+
+impl KvWriter<'_> {
+    fn report(&mut self, path: Option<&PathNode<'_>>, found: &str) {
+        if self.problem.is_some() {
+            return;
+        }
+        let mut keys = Vec::new();
+        let mut node = path;
+        while let Some(n) = node {
+            keys.push(n.key);
+            node = n.parent;
+        }
+        let mut text = self.attribute.to_owned();
+        for key in keys.iter().rev() {
+            text.push('.');
+            text.push_str(key);
+        }
+        let expected = if path.is_none() {
+            "an object"
+        } else {
+            "a string, an integer or an object"
+        };
+        self.problem = Some(format!("{text}: expected {expected}, found {found}"));
+    }
+}
+
+/// Deserializes one value at `path` (`None`: the list itself), writing its compact form. Returns the record
+/// directive found at the top level.
+struct ValueSeed<'w, 'a, 'p> {
+    writer: &'w mut KvWriter<'a>,
+    path: Option<&'p PathNode<'p>>,
     record_key: &'p str,
-    record: Option<RecordDirective>,
 }
 
-impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_, '_> {
     type Value = Option<RecordDirective>;
 
     fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
@@ -106,20 +175,14 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
     }
 }
 
-impl ValueSeed<'_, '_> {
-    fn reject<E: serde::de::Error>(self, found: &str) -> Result<Option<RecordDirective>, E> {
-        let expected = if self.top {
-            "an object"
-        } else {
-            "a string, an integer or an object"
-        };
-        let message = format!("{}: expected {expected}, found {found}", self.path);
-        self.writer.problem.get_or_insert(message);
-        Err(E::custom("invalid KV list"))
+impl ValueSeed<'_, '_, '_> {
+    fn wrong<E>(self, found: &str) -> Result<Option<RecordDirective>, E> {
+        self.writer.report(self.path, found);
+        Ok(None)
     }
 }
 
-impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
+impl<'de> Visitor<'de> for ValueSeed<'_, '_, '_> {
     type Value = Option<RecordDirective>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -127,50 +190,51 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
     }
 
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        if self.top {
-            return self.reject("a string");
+        if self.path.is_none() {
+            return self.wrong("a string");
         }
         write_json_str(&mut self.writer.out, v);
         Ok(None)
     }
 
     fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        if self.top {
-            return self.reject("a number");
+        if self.path.is_none() {
+            return self.wrong("a number");
         }
-        let _ = write!(self.writer.out, "{v}");
+        push_integer(&mut self.writer.out, v, false);
         Ok(None)
     }
 
     fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        if self.top {
-            return self.reject("a number");
+        if self.path.is_none() {
+            return self.wrong("a number");
         }
-        let _ = write!(self.writer.out, "{v}");
+        push_integer(&mut self.writer.out, v.unsigned_abs(), v < 0);
         Ok(None)
     }
 
     fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        self.reject("a fractional number")
+        self.wrong("a fractional number")
     }
 
     fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        self.reject("a boolean")
+        self.wrong("a boolean")
     }
 
     fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-        self.reject("null")
+        self.wrong("null")
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        self.reject("an array")
+        self.wrong("an array")
     }
 
-    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Self::Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let top = self.path.is_none();
+        let mut record = None;
         self.writer.out.push('{');
         let mut first = true;
-        let mut child_path = String::new();
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if !first {
                 self.writer.out.push(',');
@@ -179,26 +243,46 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
             write_json_str(&mut self.writer.out, &key);
             self.writer.out.push(':');
             let value_start = self.writer.out.len();
-            child_path.clear();
-            let _ = write!(child_path, "{}.{}", self.path, key);
+            let node = PathNode {
+                parent: self.path,
+                key: &key,
+            };
             map.next_value_seed(ValueSeed {
-                writer: self.writer,
-                path: &child_path,
-                top: false,
+                writer: &mut *self.writer,
+                path: Some(&node),
                 record_key: "",
-                record: None,
             })?;
-            if self.top && *key == *self.record_key {
+            if top && !self.record_key.is_empty() && *key == *self.record_key {
                 let value = &self.writer.out[value_start..];
-                self.record = value
+                record = value
                     .strip_prefix('"')
                     .and_then(|v| v.strip_suffix('"'))
                     .map(RecordDirective::from_value);
             }
         }
         self.writer.out.push('}');
-        Ok(self.record)
+        Ok(record)
     }
+}
+
+/// Appends a decimal integer (with a minus sign when `negative`) without going through `fmt`.
+pub(crate) fn push_integer(out: &mut String, value: u64, negative: bool) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = value;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if negative {
+        out.push('-');
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or("0"));
 }
 
 /// Appends `value` as a JSON string literal (quotes and escapes) to `out`.
@@ -212,28 +296,44 @@ pub(crate) fn write_json_str(out: &mut String, value: &str) {
 pub(crate) fn push_json_escaped(out: &mut String, value: &str) {
     let bytes = value.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &str = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0x00..=0x1f => "",
-            _ => continue,
-        };
+    while let Some(offset) = bytes[start..]
+        .iter()
+        .position(|&b| NEEDS_ESCAPE[b as usize])
+    {
+        let i = start + offset;
         out.push_str(&value[start..i]);
-        if escape.is_empty() {
-            let _ = write!(out, "\\u{b:04x}");
-        } else {
-            out.push_str(escape);
+        match bytes[i] {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            b => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\u00");
+                out.push(HEX[(b >> 4) as usize] as char);
+                out.push(HEX[(b & 15) as usize] as char);
+            }
         }
         start = i + 1;
     }
     out.push_str(&value[start..]);
 }
+
+/// Bytes that JSON strings must escape: control characters, `"` and `\`.
+static NEEDS_ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
 
 #[cfg(test)]
 mod tests {

@@ -5,8 +5,8 @@
 //! the call document again.
 
 use super::call::{Call, Changes};
-use crate::event::kv::{push_json_escaped as push_escaped, write_json_str};
-use std::fmt::Write as _;
+use crate::event::ConnId;
+use crate::event::kv::{push_integer, push_json_escaped as push_escaped, write_json_str};
 use std::ops::Range;
 
 /// The `notificationType` of a notification, by priority.
@@ -177,10 +177,13 @@ impl CallView<'_> {
         out.push_str(call.state.as_str());
         out.push_str("\",\"callUuid\":");
         write_json_str(out, call.call_uuid.as_deref().unwrap_or(""));
-        let _ = write!(out, ",\"connId\":\"{}\"", call.conn_id);
+        out.push_str(",\"connId\":\"");
+        push_conn_id(out, call.conn_id);
         if let Some(previous) = call.previous_conn_id {
-            let _ = write!(out, ",\"previousConnId\":\"{previous}\"");
+            out.push_str("\",\"previousConnId\":\"");
+            push_conn_id(out, previous);
         }
+        out.push('"');
         out.push_str(",\"deviceUri\":");
         out.push_str(self.device_uri_json);
         out.push_str(",\"participants\":[");
@@ -208,17 +211,20 @@ impl CallView<'_> {
             out.push_str(",\"userData\":");
             out.push_str(user_data);
         }
-        let _ = write!(
-            out,
-            ",\"duration\":\"{}\",\"mute\":\"{}\",\"recordingState\":\"{}\",\"supervisorListeningIn\":{},\
-             \"monitoredUserMuted\":{},\"monitoring\":{}",
-            call.duration_secs,
-            if call.muted { "On" } else { "Off" },
-            call.recording.as_str(),
-            call.supervisor_listening_in(),
-            call.monitored_user_muted,
-            call.monitoring,
-        );
+        out.push_str(",\"duration\":\"");
+        push_integer(out, call.duration_secs, false);
+        out.push_str(if call.muted {
+            "\",\"mute\":\"On\",\"recordingState\":\""
+        } else {
+            "\",\"mute\":\"Off\",\"recordingState\":\""
+        });
+        out.push_str(call.recording.as_str());
+        out.push_str("\",\"supervisorListeningIn\":");
+        out.push_str(bool_str(call.supervisor_listening_in()));
+        out.push_str(",\"monitoredUserMuted\":");
+        out.push_str(bool_str(call.monitored_user_muted));
+        out.push_str(",\"monitoring\":");
+        out.push_str(bool_str(call.monitoring));
         if let Some(parent_id) = self.parent_id {
             out.push_str(",\"parentCallUri\":\"");
             out.push_str(self.calls_uri_prefix);
@@ -234,6 +240,20 @@ impl CallView<'_> {
         push_escaped(out, &call.id);
         out.push_str("\"}");
     }
+}
+
+fn bool_str(value: bool) -> &'static str {
+    if value { "true" } else { "false" }
+}
+
+/// Appends a ConnID in its normalised form (16 lower-case hex digits) without going through `fmt`.
+fn push_conn_id(out: &mut String, conn_id: ConnId) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    for (i, digit) in digits.iter_mut().enumerate() {
+        *digit = HEX[((conn_id.0 >> (60 - 4 * i)) & 15) as usize];
+    }
+    out.push_str(std::str::from_utf8(&digits).unwrap_or("0000000000000000"));
 }
 
 /// `text` JSON-escaped without quotes.

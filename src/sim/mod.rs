@@ -1,0 +1,1015 @@
+//! A seeded T-Server simulator: a contact center's call traffic as the events its T-Server would send.
+//!
+//! Calls arrive as a Poisson process. Each call is scripted in full when it arrives (queue wait, ringing,
+//! talk, hold, recording, supervision, transfer or conference, release), using agents that are free for the
+//! whole time they are needed, so an agent is never in two places at once. Every party that T-Server
+//! monitors (agents, queues, supervisors) gets its own copy of each event, and the copies are released in
+//! time order with increasing EventSequenceNumbers.
+
+mod rng;
+
+pub use rng::Rng;
+
+use crate::event::Micros;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fmt::Write as _;
+use std::rc::Rc;
+
+/// How often each kind of call and each feature occurs (probabilities in 0..=1).
+#[derive(Debug, Clone)]
+pub struct Mix {
+    /// Share of calls that are outbound (agent dials a customer).
+    pub outbound: f64,
+    /// Share of calls that are internal (agent to agent).
+    pub internal: f64,
+    /// Inbound: the caller hangs up while the agent's phone rings.
+    pub abandon_ringing: f64,
+    /// Inbound: the agent holds and retrieves the call.
+    pub hold: f64,
+    /// Inbound: the agent attaches more data to the call.
+    pub user_data_update: f64,
+    /// Inbound: recording controlled through Extensions `record` (start, pause, resume).
+    pub recording_extensions: f64,
+    /// Inbound: recording controlled through UserData `GSIP_RECORD`.
+    pub recording_gsip: f64,
+    /// Inbound: a supervisor listens in (and may mute the agent).
+    pub supervisor: f64,
+    /// Inbound: ends in a two-step transfer to another agent.
+    pub two_step_transfer: f64,
+    /// Inbound: a consultation that is cancelled (the agent retrieves the customer).
+    pub consult_cancelled: f64,
+    /// Inbound: ends in a single-step transfer.
+    pub single_step_transfer: f64,
+    /// Inbound: a conference with another agent, who stays after the first leaves.
+    pub conference: f64,
+    /// Outbound: the customer's line is busy.
+    pub outbound_busy: f64,
+    /// Outbound: nobody answers.
+    pub outbound_no_answer: f64,
+}
+
+impl Default for Mix {
+    fn default() -> Self {
+        Self {
+            outbound: 0.15,
+            internal: 0.05,
+            abandon_ringing: 0.03,
+            hold: 0.2,
+            user_data_update: 0.3,
+            recording_extensions: 0.15,
+            recording_gsip: 0.1,
+            supervisor: 0.05,
+            two_step_transfer: 0.08,
+            consult_cancelled: 0.03,
+            single_step_transfer: 0.05,
+            conference: 0.03,
+            outbound_busy: 0.15,
+            outbound_no_answer: 0.15,
+        }
+    }
+}
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Seed: the same seed and settings give the same events.
+    pub seed: u64,
+    /// Agents (DNs 7001, 7002, ...).
+    pub agents: u32,
+    /// ACD queues (DNs 8001, 8002, ...).
+    pub queues: u32,
+    /// Supervisors (DNs 7901, 7902, ...).
+    pub supervisors: u32,
+    /// Mean call arrivals per second.
+    pub calls_per_second: f64,
+    /// Stop creating calls after this many (calls in progress still finish).
+    pub max_calls: Option<u64>,
+    /// Stop creating calls after this much simulated time, in seconds.
+    pub duration_secs: Option<f64>,
+    /// Mean talk time in seconds.
+    pub talk_secs: f64,
+    /// Agent wrap-up time after a call, in seconds.
+    pub wrap_up_secs: f64,
+    /// Time of the first arrival.
+    pub start: Micros,
+    /// `Server` attribute on every event (`None`: the default T-Server).
+    pub server: Option<String>,
+    /// Scenario mix.
+    pub mix: Mix,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            agents: 50,
+            queues: 4,
+            supervisors: 3,
+            calls_per_second: 0.2,
+            max_calls: None,
+            duration_secs: None,
+            talk_secs: 180.0,
+            wrap_up_secs: 10.0,
+            start: 1_763_900_000_000_000,
+            server: None,
+            mix: Mix::default(),
+        }
+    }
+}
+
+/// One event line and its time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimEvent {
+    /// Event time.
+    pub time: Micros,
+    /// The JSON line, without a line end.
+    pub line: String,
+}
+
+/// One copy of one TLib event, before it gets its sequence number.
+#[derive(Debug, Clone)]
+struct Ev {
+    kind: &'static str,
+    this_dn: Rc<str>,
+    conn: u64,
+    uuid: Rc<str>,
+    call_type: &'static str,
+    this_role: Option<&'static str>,
+    other: Option<Rc<str>>,
+    other_role: Option<&'static str>,
+    third: Option<Rc<str>>,
+    third_role: Option<&'static str>,
+    ani: Option<Rc<str>>,
+    dnis: Option<Rc<str>>,
+    queue: Option<Rc<str>>,
+    user_data: Option<Rc<str>>,
+    extensions: Option<&'static str>,
+    previous_conn: Option<u64>,
+    transfer_conn: Option<u64>,
+    call_state: Option<u32>,
+}
+
+struct Pending {
+    time: Micros,
+    order: u64,
+    event: Ev,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time, self.order) == (other.time, other.order)
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.time, self.order).cmp(&(other.time, other.order))
+    }
+}
+
+struct Party {
+    dn: Rc<str>,
+    free_at: Micros,
+}
+
+const SECOND: f64 = 1_000_000.0;
+
+fn micros(secs: f64) -> Micros {
+    (secs * SECOND) as Micros
+}
+
+/// The simulator: an iterator of event lines in time order.
+pub struct Simulator {
+    config: SimConfig,
+    rng: Rng,
+    agents: Vec<Party>,
+    supervisors: Vec<Party>,
+    queues: Vec<Rc<str>>,
+    pending: BinaryHeap<Reverse<Pending>>,
+    order: u64,
+    next_arrival: Micros,
+    calls_started: u64,
+    next_conn: u64,
+    sequence: u64,
+    line: String,
+}
+
+impl Simulator {
+    /// A simulator for `config`.
+    pub fn new(config: SimConfig) -> Self {
+        let mut rng = Rng::new(config.seed);
+        let party = |dn: String| Party {
+            dn: dn.into(),
+            free_at: Micros::MIN,
+        };
+        let agents = (1..=config.agents.max(1))
+            .map(|i| party(format!("{}", 7000 + i)))
+            .collect();
+        let supervisors = (1..=config.supervisors)
+            .map(|i| party(format!("{}", 7900 + i)))
+            .collect();
+        let queues = (1..=config.queues.max(1))
+            .map(|i| Rc::from(format!("{}", 8000 + i)))
+            .collect();
+        let first_gap = rng.exponential(1.0 / config.calls_per_second.max(1e-9));
+        let next_arrival = config.start + micros(first_gap);
+        let next_conn = 0x006f_02a7_0000_0000 | (rng.next_u64() & 0xffff_0000);
+        Self {
+            config,
+            rng,
+            agents,
+            supervisors,
+            queues,
+            pending: BinaryHeap::new(),
+            order: 0,
+            next_arrival,
+            calls_started: 0,
+            next_conn,
+            sequence: 0,
+            line: String::new(),
+        }
+    }
+
+    fn arrivals_open(&self) -> bool {
+        let by_count = self
+            .config
+            .max_calls
+            .is_none_or(|max| self.calls_started < max);
+        let by_time = self
+            .config
+            .duration_secs
+            .is_none_or(|secs| self.next_arrival < self.config.start + micros(secs));
+        by_count && by_time
+    }
+
+    fn push(&mut self, time: Micros, event: Ev) {
+        self.order += 1;
+        self.pending.push(Reverse(Pending {
+            time,
+            order: self.order,
+            event,
+        }));
+    }
+
+    fn new_conn(&mut self) -> u64 {
+        self.next_conn = self.next_conn.wrapping_add(1);
+        self.next_conn
+    }
+
+    fn new_uuid(&mut self) -> Rc<str> {
+        const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUV";
+        let mut bits = self.rng.next_u64();
+        let mut more = self.rng.next_u64();
+        let uuid: String = (0..32)
+            .map(|i| {
+                if i == 12 {
+                    bits = more;
+                    more = 0;
+                }
+                let c = ALPHABET[(bits & 31) as usize] as char;
+                bits >>= 5;
+                c
+            })
+            .collect();
+        uuid.into()
+    }
+
+    fn customer_number(&mut self) -> Rc<str> {
+        const US_AREAS: [u32; 7] = [415, 212, 312, 617, 206, 303, 713];
+        let n = self.rng.below(100);
+        let number = match self.rng.below(10) {
+            0..=5 => format!(
+                "+1{}5550{:03}",
+                US_AREAS[self.rng.below(7) as usize],
+                100 + n
+            ),
+            6..=7 => format!("+4420794600{n:02}"),
+            8 => format!("+3314268{:04}", 5300 + n),
+            _ => format!("+4930{:06}", 123_400 + n),
+        };
+        number.into()
+    }
+
+    fn user_data(&mut self) -> String {
+        const SEGMENTS: [&str; 3] = ["Gold", "Silver", "Bronze"];
+        const SERVICES: [&str; 3] = ["Sales", "Support", "Billing"];
+        const LANGUAGES: [&str; 3] = ["en", "es", "fr"];
+        format!(
+            r#"{{"AccountNumber":"{:08}","Segment":"{}","ServiceType":"{}","Language":"{}","IVRPath":{{"Menu":"{}","Attempts":{}}}}}"#,
+            self.rng.below(100_000_000),
+            SEGMENTS[self.rng.below(3) as usize],
+            SERVICES[self.rng.below(3) as usize],
+            LANGUAGES[self.rng.below(3) as usize],
+            1 + self.rng.below(4),
+            1 + self.rng.below(3),
+        )
+    }
+
+    /// The party of `pool` free the earliest, and when it is free (never before `not_before`).
+    fn earliest(
+        pool: &[Party],
+        not_before: Micros,
+        except: Option<usize>,
+    ) -> Option<(usize, Micros)> {
+        pool.iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != except)
+            .min_by_key(|(_, p)| p.free_at)
+            .map(|(i, p)| (i, p.free_at.max(not_before)))
+    }
+
+    fn base(
+        &self,
+        kind: &'static str,
+        this_dn: &Rc<str>,
+        conn: u64,
+        uuid: &Rc<str>,
+        call_type: &'static str,
+    ) -> Ev {
+        Ev {
+            kind,
+            this_dn: Rc::clone(this_dn),
+            conn,
+            uuid: Rc::clone(uuid),
+            call_type,
+            this_role: None,
+            other: None,
+            other_role: None,
+            third: None,
+            third_role: None,
+            ani: None,
+            dnis: None,
+            queue: None,
+            user_data: None,
+            extensions: None,
+            previous_conn: None,
+            transfer_conn: None,
+            call_state: None,
+        }
+    }
+
+    fn start_call(&mut self, t0: Micros) {
+        self.calls_started += 1;
+        let roll = self.rng.unit();
+        if roll < self.config.mix.outbound {
+            self.outbound(t0);
+        } else if roll < self.config.mix.outbound + self.config.mix.internal
+            && self.agents.len() > 1
+        {
+            self.internal(t0);
+        } else {
+            self.inbound(t0);
+        }
+    }
+
+    fn inbound(&mut self, t0: Micros) {
+        let queue = Rc::clone(&self.queues[self.rng.below(self.queues.len() as u64) as usize]);
+        let customer = self.customer_number();
+        let conn = self.new_conn();
+        let uuid = self.new_uuid();
+        let mut data = self.user_data();
+        let user_data: Rc<str> = data.clone().into();
+        let mix = self.config.mix.clone();
+
+        let mut queued = self.base("EventQueued", &queue, conn, &uuid, "Inbound");
+        queued.other = Some(Rc::clone(&customer));
+        queued.ani = Some(Rc::clone(&customer));
+        queued.dnis = Some(Rc::clone(&queue));
+        queued.user_data = Some(Rc::clone(&user_data));
+        self.push(t0, queued);
+
+        let Some((a, ring_at)) =
+            Self::earliest(&self.agents, t0 + micros(self.rng.between(1.0, 6.0)), None)
+        else {
+            return;
+        };
+        let agent = Rc::clone(&self.agents[a].dn);
+        let mut diverted = self.base("EventDiverted", &queue, conn, &uuid, "Inbound");
+        diverted.third = Some(Rc::clone(&agent));
+        self.push(ring_at, diverted);
+        let mut ringing = self.base("EventRinging", &agent, conn, &uuid, "Inbound");
+        ringing.this_role = Some("RoleDestination");
+        ringing.other = Some(Rc::clone(&customer));
+        ringing.other_role = Some("RoleOrigination");
+        ringing.ani = Some(Rc::clone(&customer));
+        ringing.dnis = Some(Rc::clone(&queue));
+        ringing.queue = Some(Rc::clone(&queue));
+        ringing.user_data = Some(Rc::clone(&user_data));
+        self.push(ring_at, ringing);
+
+        let ring = micros(self.rng.between(2.0, 8.0));
+        if self.rng.chance(mix.abandon_ringing) {
+            let at = ring_at + ring / 2;
+            let mut abandoned = self.base("EventAbandoned", &agent, conn, &uuid, "Inbound");
+            abandoned.call_state = Some(21);
+            self.push(at, abandoned);
+            self.agents[a].free_at = at + micros(1.0);
+            return;
+        }
+        let answered = ring_at + ring;
+        let mut established = self.base("EventEstablished", &agent, conn, &uuid, "Inbound");
+        established.other = Some(Rc::clone(&customer));
+        self.push(answered, established);
+
+        let talk = micros(self.rng.lognormal(self.config.talk_secs, 0.8).max(10.0));
+        let at = |share: f64| answered + (talk as f64 * share) as Micros;
+
+        if self.rng.chance(mix.recording_extensions) {
+            for (share, directive) in [
+                (0.02, r#"{"record":"start"}"#),
+                (0.6, r#"{"record":"pause"}"#),
+                (0.7, r#"{"record":"resume"}"#),
+            ] {
+                let mut info = self.base("EventPrivateInfo", &agent, conn, &uuid, "Inbound");
+                info.extensions = Some(directive);
+                self.push(at(share), info);
+            }
+        } else if self.rng.chance(mix.recording_gsip) {
+            for (share, value) in [(0.02, "ON"), (0.65, "PAUSED"), (0.75, "ON")] {
+                data = with_key(&data, "GSIP_RECORD", value);
+                let mut changed =
+                    self.base("EventAttachedDataChanged", &agent, conn, &uuid, "Inbound");
+                changed.user_data = Some(data.clone().into());
+                self.push(at(share), changed);
+            }
+        }
+        if self.rng.chance(mix.user_data_update) {
+            data = with_key(
+                &data,
+                "Disposition",
+                ["Resolved", "FollowUp", "Escalated"][self.rng.below(3) as usize],
+            );
+            let mut changed = self.base("EventAttachedDataChanged", &agent, conn, &uuid, "Inbound");
+            changed.user_data = Some(data.clone().into());
+            self.push(at(0.15), changed);
+        }
+        if self.rng.chance(mix.supervisor)
+            && let Some((s, free)) = Self::earliest(&self.supervisors, at(0.2), None)
+            && free <= at(0.2)
+        {
+            self.supervise(s, &agent, conn, &uuid, at(0.2), at(0.45));
+        }
+        if self.rng.chance(mix.hold) {
+            self.push(
+                at(0.5),
+                self.base("EventHeld", &agent, conn, &uuid, "Inbound"),
+            );
+            self.push(
+                at(0.58),
+                self.base("EventRetrieved", &agent, conn, &uuid, "Inbound"),
+            );
+        }
+
+        let end = answered + talk;
+        let ending = self.rng.unit();
+        let thresholds = [
+            mix.two_step_transfer,
+            mix.two_step_transfer + mix.consult_cancelled,
+            mix.two_step_transfer + mix.consult_cancelled + mix.single_step_transfer,
+            mix.two_step_transfer
+                + mix.consult_cancelled
+                + mix.single_step_transfer
+                + mix.conference,
+        ];
+        let second =
+            Self::earliest(&self.agents, end, Some(a)).filter(|(b, free)| *free <= end && *b != a);
+        let agent_free = match (second, thresholds.iter().position(|t| ending < *t)) {
+            (Some((b, _)), Some(0)) => self.consult(
+                a,
+                b,
+                &customer,
+                conn,
+                &uuid,
+                &user_data,
+                end,
+                Ending::Transfer,
+            ),
+            (Some((b, _)), Some(1)) => self.consult(
+                a,
+                b,
+                &customer,
+                conn,
+                &uuid,
+                &user_data,
+                end,
+                Ending::Cancel,
+            ),
+            (Some((b, _)), Some(2)) => {
+                self.single_step(a, b, &customer, conn, &uuid, &user_data, end)
+            }
+            (Some((b, _)), Some(3)) => self.consult(
+                a,
+                b,
+                &customer,
+                conn,
+                &uuid,
+                &user_data,
+                end,
+                Ending::Conference,
+            ),
+            _ => {
+                let mut released = self.base("EventReleased", &agent, conn, &uuid, "Inbound");
+                released.call_state = Some(if self.rng.chance(0.5) { 0 } else { 5 });
+                self.push(end, released);
+                end
+            }
+        };
+        self.agents[a].free_at = agent_free + micros(self.config.wrap_up_secs);
+    }
+
+    /// A supervisor `s` silently monitors `agent`'s call from `from` to `until`, muting the agent a while.
+    fn supervise(
+        &mut self,
+        s: usize,
+        agent: &Rc<str>,
+        conn: u64,
+        uuid: &Rc<str>,
+        from: Micros,
+        until: Micros,
+    ) {
+        let supervisor = Rc::clone(&self.supervisors[s].dn);
+        let mut added = self.base("EventPartyAdded", agent, conn, uuid, "Inbound");
+        added.third = Some(Rc::clone(&supervisor));
+        added.third_role = Some("RoleObserver");
+        self.push(from, added);
+        let mut joined = self.base("EventEstablished", &supervisor, conn, uuid, "Inbound");
+        joined.this_role = Some("RoleObserver");
+        joined.other = Some(Rc::clone(agent));
+        self.push(from, joined);
+        if self.rng.chance(0.3) {
+            let mid = from + (until - from) / 3;
+            for (kind, at) in [
+                ("EventMuteOn", mid),
+                ("EventMuteOff", mid + (until - from) / 3),
+            ] {
+                for dn in [agent, &supervisor] {
+                    let mut mute = self.base(kind, dn, conn, uuid, "Inbound");
+                    mute.other = Some(Rc::clone(agent));
+                    self.push(at, mute);
+                }
+            }
+        }
+        let mut deleted = self.base("EventPartyDeleted", agent, conn, uuid, "Inbound");
+        deleted.third = Some(Rc::clone(&supervisor));
+        self.push(until, deleted);
+        self.push(
+            until,
+            self.base("EventReleased", &supervisor, conn, uuid, "Inbound"),
+        );
+        self.supervisors[s].free_at = until + micros(1.0);
+    }
+
+    /// Agent `a` consults agent `b` about the customer's call `conn` at `start`, then transfers, cancels or
+    /// conferences. Returns when agent `a` is done with the call.
+    #[allow(clippy::too_many_arguments)]
+    fn consult(
+        &mut self,
+        a: usize,
+        b: usize,
+        customer: &Rc<str>,
+        conn: u64,
+        uuid: &Rc<str>,
+        user_data: &Rc<str>,
+        start: Micros,
+        ending: Ending,
+    ) -> Micros {
+        let agent = Rc::clone(&self.agents[a].dn);
+        let other = Rc::clone(&self.agents[b].dn);
+        let consult_conn = self.new_conn();
+        let consult_uuid = self.new_uuid();
+        self.push(start, self.base("EventHeld", &agent, conn, uuid, "Inbound"));
+        let dial_at = start + micros(1.0);
+        let mut dialing = self.base(
+            "EventDialing",
+            &agent,
+            consult_conn,
+            &consult_uuid,
+            "Consult",
+        );
+        dialing.this_role = Some("RoleOrigination");
+        dialing.other = Some(Rc::clone(&other));
+        dialing.transfer_conn = Some(conn);
+        dialing.user_data = Some(Rc::clone(user_data));
+        self.push(dial_at, dialing);
+        let mut ringing = self.base(
+            "EventRinging",
+            &other,
+            consult_conn,
+            &consult_uuid,
+            "Consult",
+        );
+        ringing.this_role = Some("RoleDestination");
+        ringing.other = Some(Rc::clone(&agent));
+        ringing.transfer_conn = Some(conn);
+        ringing.user_data = Some(Rc::clone(user_data));
+        self.push(dial_at + micros(0.2), ringing);
+        let answer_at = dial_at + micros(self.rng.between(2.0, 6.0));
+        let mut b_established = self.base(
+            "EventEstablished",
+            &other,
+            consult_conn,
+            &consult_uuid,
+            "Consult",
+        );
+        b_established.other = Some(Rc::clone(&agent));
+        self.push(answer_at, b_established);
+        let mut a_established = self.base(
+            "EventEstablished",
+            &agent,
+            consult_conn,
+            &consult_uuid,
+            "Consult",
+        );
+        a_established.other = Some(Rc::clone(&other));
+        self.push(answer_at, a_established);
+        let done = answer_at + micros(self.rng.between(10.0, 40.0));
+        let b_talk = micros(
+            self.rng
+                .lognormal(self.config.talk_secs * 0.6, 0.7)
+                .max(10.0),
+        );
+
+        let (a_free, b_free) = match ending {
+            Ending::Transfer => {
+                let mut released = self.base("EventReleased", &agent, conn, uuid, "Inbound");
+                released.call_state = Some(1);
+                self.push(done, released);
+                let mut changed = self.base("EventPartyChanged", &other, conn, uuid, "Inbound");
+                changed.previous_conn = Some(consult_conn);
+                changed.other = Some(Rc::clone(customer));
+                changed.third = Some(Rc::clone(&agent));
+                self.push(done, changed);
+                let mut released = self.base(
+                    "EventReleased",
+                    &agent,
+                    consult_conn,
+                    &consult_uuid,
+                    "Consult",
+                );
+                released.call_state = Some(1);
+                self.push(done, released);
+                let b_end = done + b_talk;
+                self.push(
+                    b_end,
+                    self.base("EventReleased", &other, conn, uuid, "Inbound"),
+                );
+                (done, b_end)
+            }
+            Ending::Cancel => {
+                self.push(
+                    done,
+                    self.base(
+                        "EventReleased",
+                        &agent,
+                        consult_conn,
+                        &consult_uuid,
+                        "Consult",
+                    ),
+                );
+                self.push(
+                    done,
+                    self.base(
+                        "EventReleased",
+                        &other,
+                        consult_conn,
+                        &consult_uuid,
+                        "Consult",
+                    ),
+                );
+                let back = done + micros(1.0);
+                self.push(
+                    back,
+                    self.base("EventRetrieved", &agent, conn, uuid, "Inbound"),
+                );
+                let end = back + micros(self.rng.between(10.0, 60.0));
+                self.push(
+                    end,
+                    self.base("EventReleased", &agent, conn, uuid, "Inbound"),
+                );
+                (end, done)
+            }
+            Ending::Conference => {
+                let mut released = self.base(
+                    "EventReleased",
+                    &agent,
+                    consult_conn,
+                    &consult_uuid,
+                    "Consult",
+                );
+                released.call_state = Some(2);
+                self.push(done, released);
+                self.push(
+                    done,
+                    self.base("EventRetrieved", &agent, conn, uuid, "Inbound"),
+                );
+                let mut added = self.base("EventPartyAdded", &agent, conn, uuid, "Inbound");
+                added.third = Some(Rc::clone(&other));
+                added.third_role = Some("RoleConferenceMember");
+                self.push(done, added);
+                let mut changed = self.base("EventPartyChanged", &other, conn, uuid, "Inbound");
+                changed.previous_conn = Some(consult_conn);
+                changed.other = Some(Rc::clone(customer));
+                self.push(done, changed);
+                let mut added = self.base("EventPartyAdded", &other, conn, uuid, "Inbound");
+                added.third = Some(Rc::clone(&agent));
+                added.third_role = Some("RoleConferenceMember");
+                self.push(done, added);
+                let a_leaves = done + micros(self.rng.between(20.0, 90.0));
+                self.push(
+                    a_leaves,
+                    self.base("EventReleased", &agent, conn, uuid, "Inbound"),
+                );
+                let mut deleted = self.base("EventPartyDeleted", &other, conn, uuid, "Inbound");
+                deleted.third = Some(Rc::clone(&agent));
+                self.push(a_leaves, deleted);
+                let b_end = a_leaves + b_talk;
+                self.push(
+                    b_end,
+                    self.base("EventReleased", &other, conn, uuid, "Inbound"),
+                );
+                (a_leaves, b_end)
+            }
+        };
+        self.agents[b].free_at = b_free + micros(self.config.wrap_up_secs);
+        a_free
+    }
+
+    /// Agent `a` transfers the customer's call to agent `b` in one step at `at`.
+    #[allow(clippy::too_many_arguments)]
+    fn single_step(
+        &mut self,
+        a: usize,
+        b: usize,
+        customer: &Rc<str>,
+        conn: u64,
+        uuid: &Rc<str>,
+        user_data: &Rc<str>,
+        at: Micros,
+    ) -> Micros {
+        let agent = Rc::clone(&self.agents[a].dn);
+        let other = Rc::clone(&self.agents[b].dn);
+        let mut released = self.base("EventReleased", &agent, conn, uuid, "Inbound");
+        released.call_state = Some(1);
+        released.third = Some(Rc::clone(&other));
+        self.push(at, released);
+        let mut ringing = self.base("EventRinging", &other, conn, uuid, "Inbound");
+        ringing.other = Some(Rc::clone(customer));
+        ringing.ani = Some(Rc::clone(customer));
+        ringing.user_data = Some(Rc::clone(user_data));
+        self.push(at + micros(0.2), ringing);
+        let answered = at + micros(self.rng.between(2.0, 6.0));
+        let mut established = self.base("EventEstablished", &other, conn, uuid, "Inbound");
+        established.other = Some(Rc::clone(customer));
+        self.push(answered, established);
+        let end = answered
+            + micros(
+                self.rng
+                    .lognormal(self.config.talk_secs * 0.6, 0.7)
+                    .max(10.0),
+            );
+        self.push(
+            end,
+            self.base("EventReleased", &other, conn, uuid, "Inbound"),
+        );
+        self.agents[b].free_at = end + micros(self.config.wrap_up_secs);
+        at
+    }
+
+    fn outbound(&mut self, t0: Micros) {
+        let Some((a, start)) = Self::earliest(&self.agents, t0, None) else {
+            return;
+        };
+        let agent = Rc::clone(&self.agents[a].dn);
+        let customer = self.customer_number();
+        let conn = self.new_conn();
+        let uuid = self.new_uuid();
+        let mut dialing = self.base("EventDialing", &agent, conn, &uuid, "Outbound");
+        dialing.this_role = Some("RoleOrigination");
+        dialing.other = Some(Rc::clone(&customer));
+        dialing.dnis = Some(Rc::clone(&customer));
+        self.push(start, dialing);
+        self.push(
+            start + micros(1.0),
+            self.base("EventNetworkReached", &agent, conn, &uuid, "Outbound"),
+        );
+        let roll = self.rng.unit();
+        let mix = &self.config.mix;
+        let end = if roll < mix.outbound_busy {
+            let at = start + micros(2.0);
+            self.push(
+                at,
+                self.base("EventDestinationBusy", &agent, conn, &uuid, "Outbound"),
+            );
+            let mut released = self.base("EventReleased", &agent, conn, &uuid, "Outbound");
+            released.call_state = Some(6);
+            self.push(at + micros(1.0), released);
+            at + micros(1.0)
+        } else if roll < mix.outbound_busy + mix.outbound_no_answer {
+            let at = start + micros(25.0);
+            let mut released = self.base("EventReleased", &agent, conn, &uuid, "Outbound");
+            released.call_state = Some(7);
+            self.push(at, released);
+            at
+        } else {
+            let answered = start + micros(self.rng.between(5.0, 20.0));
+            let mut established = self.base("EventEstablished", &agent, conn, &uuid, "Outbound");
+            established.other = Some(Rc::clone(&customer));
+            self.push(answered, established);
+            let end = answered
+                + micros(
+                    self.rng
+                        .lognormal(self.config.talk_secs * 0.7, 0.8)
+                        .max(5.0),
+                );
+            self.push(
+                end,
+                self.base("EventReleased", &agent, conn, &uuid, "Outbound"),
+            );
+            end
+        };
+        self.agents[a].free_at = end + micros(self.config.wrap_up_secs);
+    }
+
+    fn internal(&mut self, t0: Micros) {
+        let Some((a, start)) = Self::earliest(&self.agents, t0, None) else {
+            return;
+        };
+        let Some((b, free)) = Self::earliest(&self.agents, start, Some(a)) else {
+            return;
+        };
+        if free > start {
+            // Nobody free to call: the agent makes no internal call now.
+            return;
+        }
+        let caller = Rc::clone(&self.agents[a].dn);
+        let callee = Rc::clone(&self.agents[b].dn);
+        let conn = self.new_conn();
+        let uuid = self.new_uuid();
+        let mut dialing = self.base("EventDialing", &caller, conn, &uuid, "Internal");
+        dialing.this_role = Some("RoleOrigination");
+        dialing.other = Some(Rc::clone(&callee));
+        self.push(start, dialing);
+        let mut ringing = self.base("EventRinging", &callee, conn, &uuid, "Internal");
+        ringing.this_role = Some("RoleDestination");
+        ringing.other = Some(Rc::clone(&caller));
+        self.push(start + micros(0.1), ringing);
+        let answered = start + micros(self.rng.between(2.0, 6.0));
+        for (dn, other) in [(&callee, &caller), (&caller, &callee)] {
+            let mut established = self.base("EventEstablished", dn, conn, &uuid, "Internal");
+            established.other = Some(Rc::clone(other));
+            self.push(answered, established);
+        }
+        let end = answered + micros(self.rng.lognormal(60.0, 0.6).max(5.0));
+        self.push(
+            end,
+            self.base("EventReleased", &caller, conn, &uuid, "Internal"),
+        );
+        self.push(
+            end + micros(0.05),
+            self.base("EventReleased", &callee, conn, &uuid, "Internal"),
+        );
+        self.agents[a].free_at = end + micros(self.config.wrap_up_secs);
+        self.agents[b].free_at = end + micros(self.config.wrap_up_secs);
+    }
+
+    fn render(&mut self, time: Micros, ev: &Ev) -> SimEvent {
+        self.sequence += 1;
+        let line = &mut self.line;
+        line.clear();
+        let _ = write!(
+            line,
+            r#"{{"event":"{}","EventSequenceNumber":{},"TimeinSecs":{},"TimeinuSecs":{}"#,
+            ev.kind,
+            self.sequence,
+            time.div_euclid(1_000_000),
+            time.rem_euclid(1_000_000)
+        );
+        if let Some(server) = &self.config.server {
+            let _ = write!(line, r#","Server":"{server}""#);
+        }
+        let _ = write!(
+            line,
+            r#","ConnID":"{:016x}","CallUUID":"{}","CallType":"{}","ThisDN":"{}""#,
+            ev.conn, ev.uuid, ev.call_type, ev.this_dn
+        );
+        let mut attr = |key: &str, value: Option<&str>| {
+            if let Some(value) = value {
+                let _ = write!(line, r#","{key}":"{value}""#);
+            }
+        };
+        attr("ThisDNRole", ev.this_role);
+        attr("OtherDN", ev.other.as_deref());
+        attr("OtherDNRole", ev.other_role);
+        attr("ThirdPartyDN", ev.third.as_deref());
+        attr("ThirdPartyDNRole", ev.third_role);
+        attr("ANI", ev.ani.as_deref());
+        attr("DNIS", ev.dnis.as_deref());
+        attr("ThisQueue", ev.queue.as_deref());
+        if let Some(previous) = ev.previous_conn {
+            let _ = write!(line, r#","PreviousConnID":"{previous:016x}""#);
+        }
+        if let Some(transfer) = ev.transfer_conn {
+            let _ = write!(line, r#","TransferConnID":"{transfer:016x}""#);
+        }
+        if let Some(state) = ev.call_state {
+            let _ = write!(line, r#","CallState":{state}"#);
+        }
+        if let Some(user_data) = &ev.user_data {
+            let _ = write!(line, r#","UserData":{user_data}"#);
+        }
+        if let Some(extensions) = ev.extensions {
+            let _ = write!(line, r#","Extensions":{extensions}"#);
+        }
+        line.push('}');
+        SimEvent {
+            time,
+            line: line.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Ending {
+    Transfer,
+    Cancel,
+    Conference,
+}
+
+/// `data` (a flat-or-nested JSON object written by this module) with `key` set to the string `value`.
+fn with_key(data: &str, key: &str, value: &str) -> String {
+    let needle = format!(r#","{key}":""#);
+    let body = data.strip_suffix('}').unwrap_or(data);
+    let body = match body.find(&needle) {
+        Some(at) => {
+            let rest = &body[at + needle.len()..];
+            let end = rest
+                .find('"')
+                .map_or(body.len(), |e| at + needle.len() + e + 1);
+            format!("{}{}", &body[..at], &body[end..])
+        }
+        None => body.to_owned(),
+    };
+    format!(r#"{body},"{key}":"{value}"}}"#)
+}
+
+impl Iterator for Simulator {
+    type Item = SimEvent;
+
+    fn next(&mut self) -> Option<SimEvent> {
+        loop {
+            let due = self.pending.peek().map(|Reverse(p)| p.time);
+            let arrivals_open = self.arrivals_open();
+            match due {
+                Some(time) if !arrivals_open || time <= self.next_arrival => {
+                    let Reverse(pending) = self.pending.pop()?;
+                    return Some(self.render(pending.time, &pending.event));
+                }
+                _ if arrivals_open => {
+                    let t0 = self.next_arrival;
+                    self.start_call(t0);
+                    let gap = self
+                        .rng
+                        .exponential(1.0 / self.config.calls_per_second.max(1e-9));
+                    self.next_arrival = t0 + micros(gap).max(1);
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_key_adds_and_replaces() {
+        let data = r#"{"A":"1","N":{"x":1}}"#;
+        let once = with_key(data, "GSIP_RECORD", "ON");
+        assert_eq!(once, r#"{"A":"1","N":{"x":1},"GSIP_RECORD":"ON"}"#);
+        assert_eq!(
+            with_key(&once, "GSIP_RECORD", "OFF"),
+            r#"{"A":"1","N":{"x":1},"GSIP_RECORD":"OFF"}"#
+        );
+    }
+
+    #[test]
+    fn same_seed_same_events_and_times_never_go_back() {
+        let config = SimConfig {
+            max_calls: Some(300),
+            calls_per_second: 2.0,
+            ..SimConfig::default()
+        };
+        let a: Vec<SimEvent> = Simulator::new(config.clone()).collect();
+        let b: Vec<SimEvent> = Simulator::new(config).collect();
+        assert_eq!(a, b);
+        assert!(a.len() > 300 * 4);
+        assert!(a.windows(2).all(|w| w[0].time <= w[1].time));
+    }
+}
