@@ -11,6 +11,10 @@ use std::hint::black_box;
 use std::io::Write;
 use std::time::Duration;
 
+/// The same allocator as the `callgate` binary, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A day-like stream: 2,000 agents, 8 queues, 20 supervisors, the default scenario mix.
 fn stream(min_events: usize) -> Vec<String> {
     let config = SimConfig {

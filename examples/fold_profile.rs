@@ -43,3 +43,7 @@ fn main() {
         );
     }
 }
+
+/// The same allocator as the `callgate` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

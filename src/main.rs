@@ -6,6 +6,10 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc: the reducer allocates small strings per event, and glibc's allocator cost ~9% of fold time.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A gateway from Genesys T-Server events to live GWS Voice API call resources.
 #[derive(Parser)]
 #[command(name = "callgate", version, about)]

@@ -3,7 +3,7 @@
 //! Attributes are first captured loosely (any JSON scalar, or the raw text of a KV list) so that an event
 //! outside the table is ignored "whatever it carries"; only events of the table are then checked strictly.
 
-use super::kv::{ExtensionsAttribute, ReasonsAttribute, UserDataAttribute};
+use super::kv::{ExtensionsAttribute, Key, ReasonsAttribute, UserDataAttribute};
 use super::names::{CallType, EventKind, Role};
 use super::{ConnId, Event, Micros};
 use serde::Deserialize;
@@ -81,14 +81,17 @@ pub enum Decoded<'a> {
 
 /// Decodes one line (without its line end).
 pub fn decode_line(line: &[u8]) -> Result<Decoded<'_>, DecodeError> {
-    let text = std::str::from_utf8(line).map_err(|_| DecodeError::NotUtf8)?;
-    if text.trim_start().as_bytes().first() != Some(&b'{') {
+    if line.trim_ascii_start().first() != Some(&b'{') {
         return Err(DecodeError::NotObject);
     }
-    let raw: RawEvent<'_> = serde_json::from_str(text).map_err(|err| {
+    // serde_json checks UTF-8 inside strings as it goes; outside strings only ASCII is valid JSON anyway,
+    // so a separate UTF-8 pass over the line is not needed.
+    let raw: RawEvent<'_> = serde_json::from_slice(line).map_err(|err| {
         let message = err.to_string();
         if message.starts_with("duplicate field") {
             DecodeError::Duplicate(message)
+        } else if message.starts_with("invalid unicode code point") {
+            DecodeError::NotUtf8
         } else {
             DecodeError::Json(message)
         }
@@ -96,65 +99,99 @@ pub fn decode_line(line: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     raw.into_decoded()
 }
 
-/// The line as captured before checking: every attribute loosely typed.
-#[derive(Deserialize)]
+/// The line as captured before checking: every attribute loosely typed. JSON `null` counts as absent.
+#[derive(Default)]
 struct RawEvent<'a> {
-    #[serde(borrow, alias = "Attributeevent")]
     event: Option<Scalar<'a>>,
-    #[serde(borrow, rename = "Server", alias = "AttributeServer")]
     server: Option<Scalar<'a>>,
-    #[serde(borrow, rename = "ConnID", alias = "AttributeConnID")]
     conn_id: Option<Scalar<'a>>,
-    #[serde(borrow, rename = "PreviousConnID", alias = "AttributePreviousConnID")]
     previous_conn_id: Option<Scalar<'a>>,
-    #[serde(borrow, rename = "TransferConnID", alias = "AttributeTransferConnID")]
     transfer_conn_id: Option<Scalar<'a>>,
-    #[serde(borrow, rename = "CallUUID", alias = "AttributeCallUUID")]
     call_uuid: Option<Scalar<'a>>,
-    #[serde(borrow, rename = "CallType", alias = "AttributeCallType")]
     call_type: Option<Scalar<'a>>,
-    #[serde(borrow, rename = "CallState", alias = "AttributeCallState")]
     call_state: Option<Scalar<'a>>,
-    #[serde(borrow, rename = "ThisDN", alias = "AttributeThisDN")]
     this_dn: Option<Scalar<'a>>,
-    #[serde(borrow, rename = "ThisQueue", alias = "AttributeThisQueue")]
     this_queue: Option<Scalar<'a>>,
-    #[serde(borrow, rename = "ThisDNRole", alias = "AttributeThisDNRole")]
     this_dn_role: Option<Scalar<'a>>,
-    #[serde(borrow, rename = "OtherDN", alias = "AttributeOtherDN")]
     other_dn: Option<Scalar<'a>>,
-    #[serde(borrow, rename = "OtherDNRole", alias = "AttributeOtherDNRole")]
     other_dn_role: Option<Scalar<'a>>,
-    #[serde(borrow, rename = "ThirdPartyDN", alias = "AttributeThirdPartyDN")]
     third_party_dn: Option<Scalar<'a>>,
-    #[serde(
-        borrow,
-        rename = "ThirdPartyDNRole",
-        alias = "AttributeThirdPartyDNRole"
-    )]
     third_party_dn_role: Option<Scalar<'a>>,
-    #[serde(borrow, rename = "ANI", alias = "AttributeANI")]
     ani: Option<Scalar<'a>>,
-    #[serde(borrow, rename = "DNIS", alias = "AttributeDNIS")]
     dnis: Option<Scalar<'a>>,
-    #[serde(rename = "UserData", alias = "AttributeUserData")]
     user_data: Option<UserDataAttribute>,
-    #[serde(rename = "Extensions", alias = "AttributeExtensions")]
     extensions: Option<ExtensionsAttribute>,
-    #[serde(rename = "Reasons", alias = "AttributeReasons")]
     reasons: Option<ReasonsAttribute>,
-    #[serde(
-        borrow,
-        rename = "EventSequenceNumber",
-        alias = "AttributeEventSequenceNumber"
-    )]
     sequence: Option<Scalar<'a>>,
-    #[serde(borrow, rename = "TimeinSecs", alias = "AttributeTimeinSecs")]
     time_secs: Option<Scalar<'a>>,
-    #[serde(borrow, rename = "TimeinuSecs", alias = "AttributeTimeinuSecs")]
     time_usecs: Option<Scalar<'a>>,
-    #[serde(borrow, rename = "Time", alias = "AttributeTime")]
     time_text: Option<Scalar<'a>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawEvent<'a> {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_map(RawEventVisitor(std::marker::PhantomData))
+    }
+}
+
+struct RawEventVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for RawEventVisitor<'a> {
+    type Value = RawEvent<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a T-Server event object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut raw = RawEvent::default();
+        // Hand-written rather than derived: keys are matched once with the `Attribute` prefix removed
+        // (instead of against 48 names), most frequent first, and nothing is buffered.
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            let name = key.strip_prefix("Attribute").unwrap_or(&key);
+            macro_rules! take {
+                ($field:ident) => {{
+                    let value = map.next_value()?;
+                    if raw.$field.is_some() {
+                        return Err(serde::de::Error::custom(format_args!(
+                            "duplicate field `{name}`"
+                        )));
+                    }
+                    raw.$field = value;
+                }};
+            }
+            match name {
+                "event" => take!(event),
+                "EventSequenceNumber" => take!(sequence),
+                "TimeinSecs" => take!(time_secs),
+                "TimeinuSecs" => take!(time_usecs),
+                "ConnID" => take!(conn_id),
+                "CallUUID" => take!(call_uuid),
+                "CallType" => take!(call_type),
+                "ThisDN" => take!(this_dn),
+                "OtherDN" => take!(other_dn),
+                "UserData" => take!(user_data),
+                "ThisDNRole" => take!(this_dn_role),
+                "OtherDNRole" => take!(other_dn_role),
+                "ANI" => take!(ani),
+                "DNIS" => take!(dnis),
+                "ThisQueue" => take!(this_queue),
+                "ThirdPartyDN" => take!(third_party_dn),
+                "ThirdPartyDNRole" => take!(third_party_dn_role),
+                "PreviousConnID" => take!(previous_conn_id),
+                "TransferConnID" => take!(transfer_conn_id),
+                "CallState" => take!(call_state),
+                "Extensions" => take!(extensions),
+                "Reasons" => take!(reasons),
+                "Server" => take!(server),
+                "Time" => take!(time_text),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(raw)
+    }
 }
 
 impl<'a> RawEvent<'a> {

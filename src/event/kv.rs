@@ -235,7 +235,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_, '_> {
         let mut record = None;
         self.writer.out.push('{');
         let mut first = true;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             if !first {
                 self.writer.out.push(',');
             }
@@ -262,6 +262,29 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_, '_> {
         }
         self.writer.out.push('}');
         Ok(record)
+    }
+}
+
+/// A map key or string that borrows from the input when it has no escapes. (serde's own `Cow<str>`
+/// always allocates.)
+pub(crate) struct Key<'a>(pub(crate) std::borrow::Cow<'a, str>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Key<'a> {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct KeyVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for KeyVisitor<'a> {
+            type Value = Key<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+        de.deserialize_str(KeyVisitor(std::marker::PhantomData))
     }
 }
 
@@ -296,10 +319,7 @@ pub(crate) fn write_json_str(out: &mut String, value: &str) {
 pub(crate) fn push_json_escaped(out: &mut String, value: &str) {
     let bytes = value.as_bytes();
     let mut start = 0;
-    while let Some(offset) = bytes[start..]
-        .iter()
-        .position(|&b| NEEDS_ESCAPE[b as usize])
-    {
+    while let Some(offset) = find_escape(&bytes[start..]) {
         let i = start + offset;
         out.push_str(&value[start..i]);
         match bytes[i] {
@@ -320,6 +340,36 @@ pub(crate) fn push_json_escaped(out: &mut String, value: &str) {
         start = i + 1;
     }
     out.push_str(&value[start..]);
+}
+
+/// The position of the first byte that needs escaping. Scans eight bytes at a time (SWAR): strings in
+/// events rarely need escaping, and this runs for every string of every notification.
+fn find_escape(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word);
+        let below_space = v.wrapping_sub(ONES * 0x20) & !v & HIGHS;
+        if below_space | has_zero(v ^ (ONES * b'"' as u64)) | has_zero(v ^ (ONES * b'\\' as u64))
+            != 0
+        {
+            return chunk
+                .iter()
+                .position(|&b| NEEDS_ESCAPE[b as usize])
+                .map(|p| offset + p);
+        }
+        offset += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| NEEDS_ESCAPE[b as usize])
+        .map(|p| offset + p)
 }
 
 /// Bytes that JSON strings must escape: control characters, `"` and `\`.
@@ -382,6 +432,23 @@ mod tests {
             "Reasons.l: expected a string, an integer or an object, found an array"
         );
         assert!(KvList::parse(r#"{}"#, "UserData", "").unwrap().is_empty());
+    }
+
+    #[test]
+    fn finds_every_byte_that_needs_escaping_at_any_position() {
+        for len in 0..20 {
+            for at in 0..len {
+                for special in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = special;
+                    assert_eq!(find_escape(&bytes), Some(at), "{bytes:?}");
+                }
+            }
+            let plain: Vec<u8> = (0..len)
+                .map(|i| [b'a', 0x20, 0x7f, 0xc3, 0xa9, b'~'][i % 6])
+                .collect();
+            assert_eq!(find_escape(&plain), None, "{plain:?}");
+        }
     }
 
     #[test]

@@ -178,7 +178,7 @@ pub struct Call {
     pub duration_secs: u64,
     /// Derived: the capabilities of the current version.
     pub capabilities: Capabilities,
-    /// Derived: the creation number of the live parent call this consultation is linked to.
+    /// Derived: the call number of the live parent call this consultation is linked to.
     pub parent: Option<u64>,
 }
 

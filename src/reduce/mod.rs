@@ -8,11 +8,13 @@ mod call;
 mod capabilities;
 mod notify;
 mod sequence;
+mod table;
 
 pub use call::{Call, CallState, Changes, RecordingState};
 pub use capabilities::{Capabilities, Capability, CapabilityInputs, ConsultRole, capabilities};
 pub use notify::{CallView, Notification, NotificationType, Notifications};
 pub use sequence::{RESTART_GAP, SequenceCheck, SequenceTracker};
+pub use table::MAX_SLOTS;
 
 use crate::enrich::PhoneBook;
 use crate::event::{CallType, ConnId, DecodeError, Decoded, Event, EventKind, Micros, decode_line};
@@ -30,7 +32,8 @@ pub const MAX_SERVERS: usize = 1024;
 pub struct ReducerConfig {
     /// The gateway's public base URL, for `uri`, `deviceUri` and `parentCallUri`.
     pub base_url: String,
-    /// The most resources held at once; an event that would create one more is ignored.
+    /// The most resources held at once (at most [`MAX_SLOTS`]); an event that would create one more is
+    /// ignored.
     pub max_calls: usize,
 }
 
@@ -119,6 +122,8 @@ pub struct Device {
     device_uri_json: Box<str>,
     /// Its live (not Released) calls, in creation order.
     live: Vec<u64>,
+    /// How many resources (live or released) it has; the device is forgotten when none is left.
+    held: u32,
 }
 
 /// Borrowed form of a device key, so a lookup by `(server, &str)` allocates nothing.
@@ -147,10 +152,9 @@ pub struct Reducer {
     devices: HashMap<u32, Device>,
     device_index: HashMap<(u32, Box<str>), u32>,
     next_device: u32,
-    /// Resources by creation number (numbers are never reused, so they double as creation order).
-    calls: HashMap<u64, Slot>,
+    /// Resources by call number (numbers sort in creation order and are never reused).
+    calls: table::Table<Slot>,
     by_conn: HashMap<(u32, ConnId), u64>,
-    next_call: u64,
     phone_book: PhoneBook,
 }
 
@@ -168,16 +172,15 @@ impl Reducer {
         Self {
             base_url,
             calls_uri_prefix,
-            max_calls: config.max_calls,
+            max_calls: config.max_calls.min(MAX_SLOTS),
             servers: Vec::new(),
             server_index: HashMap::new(),
             server_names: Vec::new(),
             devices: HashMap::new(),
             device_index: HashMap::new(),
             next_device: 0,
-            calls: HashMap::new(),
+            calls: table::Table::default(),
             by_conn: HashMap::new(),
-            next_call: 0,
             phone_book: PhoneBook::default(),
         }
     }
@@ -230,7 +233,11 @@ impl Reducer {
             device.and_then(|device| Some((device, self.find_call(device, event, conn_id)?)));
         let (device, number, created) = match found {
             Some((device, number)) => {
-                if !self.calls[&number].call.is_live() {
+                if !self
+                    .calls
+                    .get(number)
+                    .is_some_and(|slot| slot.call.is_live())
+                {
                     return Disposition::Ignored(IgnoreReason::Released);
                 }
                 (device, number, false)
@@ -250,12 +257,15 @@ impl Reducer {
                     Some(device) => device,
                     None => self.add_device(server_no, this_dn),
                 };
-                let number = self.add_call(device, Call::new(event, conn_id, state, time));
+                let Some(number) = self.add_call(device, Call::new(event, conn_id, state, time))
+                else {
+                    return Disposition::Ignored(IgnoreReason::AtCapacity);
+                };
                 (device, number, true)
             }
         };
 
-        let Some(slot) = self.calls.get_mut(&number) else {
+        let Some(slot) = self.calls.get_mut(number) else {
             return Disposition::Applied;
         };
         let old_conn_id = slot.call.conn_id;
@@ -340,28 +350,59 @@ impl Reducer {
                 device_id: device_id.into(),
                 device_uri_json: device_uri_json.into(),
                 live: Vec::new(),
+                held: 0,
             },
         );
         self.device_index.insert((server, dn.into()), number);
         number
     }
 
-    fn add_call(&mut self, device: u32, call: Call) -> u64 {
-        let number = self.next_call;
-        self.next_call += 1;
-        self.by_conn.insert((device, call.conn_id), number);
+    fn add_call(&mut self, device: u32, call: Call) -> Option<u64> {
+        let conn_id = call.conn_id;
+        let number = self.calls.insert(Slot { device, call }).ok()?;
+        self.by_conn.insert((device, conn_id), number);
         if let Some(dev) = self.devices.get_mut(&device) {
             dev.live.push(number);
+            dev.held += 1;
         }
-        self.calls.insert(number, Slot { device, call });
-        number
+        Some(number)
+    }
+
+    /// Drops a Released resource (the linger time of `serve` is over), and its device when that was the
+    /// device's last resource. Live resources are never dropped: returns `false` for them and for unknown
+    /// numbers.
+    pub fn remove(&mut self, number: u64) -> bool {
+        if self
+            .calls
+            .get(number)
+            .is_none_or(|slot| slot.call.is_live())
+        {
+            return false;
+        }
+        let Some(slot) = self.calls.remove(number) else {
+            return false;
+        };
+        let key = (slot.device, slot.call.conn_id);
+        if self.by_conn.get(&key) == Some(&number) {
+            self.by_conn.remove(&key);
+        }
+        if let Some(device) = self.devices.get_mut(&slot.device) {
+            device.held = device.held.saturating_sub(1);
+            if device.held == 0
+                && let Some(device) = self.devices.remove(&slot.device)
+            {
+                self.device_index
+                    .remove(&DeviceKeyRef(device.server, &device.dn));
+            }
+        }
+        true
     }
 
     /// The live call of `device` with `conn_id`.
     fn live_call_by_conn(&self, device: u32, conn_id: ConnId) -> Option<u64> {
         let number = *self.by_conn.get(&(device, conn_id))?;
         self.calls
-            .get(&number)
+            .get(number)
             .filter(|slot| slot.call.is_live())
             .map(|_| number)
     }
@@ -383,11 +424,11 @@ impl Reducer {
         // one pass over its live calls.
         let mut candidates: Vec<u64> = vec![trigger];
         let mut consultations: Vec<(u64, Option<u64>)> = Vec::new();
-        if let Some(parent) = self.calls.get(&trigger).and_then(|s| s.call.parent) {
+        if let Some(parent) = self.calls.get(trigger).and_then(|s| s.call.parent) {
             candidates.push(parent);
         }
         for &number in dev.live.iter().chain(std::iter::once(&trigger)) {
-            let Some(slot) = self.calls.get(&number) else {
+            let Some(slot) = self.calls.get(number) else {
                 continue;
             };
             let call = &slot.call;
@@ -413,7 +454,7 @@ impl Reducer {
 
         let mut others = Vec::new();
         for number in candidates {
-            let Some(slot) = self.calls.get(&number) else {
+            let Some(slot) = self.calls.get(number) else {
                 continue;
             };
             let call = &slot.call;
@@ -422,7 +463,7 @@ impl Reducer {
                 .find(|(n, _)| *n == number)
                 .and_then(|(_, parent)| *parent);
             let is_parent_of_live_consultation = consultations.iter().any(|(n, p)| {
-                *p == Some(number) && self.calls.get(n).is_some_and(|s| s.call.is_live())
+                *p == Some(number) && self.calls.get(*n).is_some_and(|s| s.call.is_live())
             });
             let consult = if parent.is_some() {
                 ConsultRole::Consultation
@@ -441,7 +482,7 @@ impl Reducer {
             if caps == call.capabilities && parent == call.parent {
                 continue;
             }
-            if let Some(slot) = self.calls.get_mut(&number) {
+            if let Some(slot) = self.calls.get_mut(number) {
                 slot.call.capabilities = caps;
                 slot.call.parent = parent;
             }
@@ -466,7 +507,7 @@ impl Reducer {
         let Some(kind) = NotificationType::for_changes(changes) else {
             return;
         };
-        let Some(slot) = self.calls.get_mut(&number) else {
+        let Some(slot) = self.calls.get_mut(number) else {
             return;
         };
         if let (Some(now), Some(started)) = (time, slot.call.started) {
@@ -480,7 +521,7 @@ impl Reducer {
 
     /// The current version of call `number`, ready to be written.
     pub fn view(&self, number: u64) -> Option<CallView<'_>> {
-        let slot = self.calls.get(&number)?;
+        let slot = self.calls.get(number)?;
         let device = self.devices.get(&slot.device)?;
         Some(CallView {
             call: &slot.call,
@@ -490,22 +531,25 @@ impl Reducer {
             parent_id: slot
                 .call
                 .parent
-                .and_then(|parent| self.calls.get(&parent))
+                .and_then(|parent| self.calls.get(parent))
                 .map(|parent| &*parent.call.id),
         })
     }
 
-    /// The call with creation number `number` and its device.
+    /// The call with call number `number` and its device.
     pub fn call(&self, number: u64) -> Option<(&Call, &Device)> {
-        let slot = self.calls.get(&number)?;
+        let slot = self.calls.get(number)?;
         Some((&slot.call, self.devices.get(&slot.device)?))
     }
 
-    /// Creation numbers of every resource held, in creation order.
+    /// Call numbers of every resource held, in creation order.
     pub fn call_numbers(&self) -> Vec<u64> {
-        let mut numbers: Vec<u64> = self.calls.keys().copied().collect();
-        numbers.sort_unstable();
-        numbers
+        self.calls.numbers()
+    }
+
+    /// How many devices have resources.
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
     }
 
     /// How many resources are held (live and released).
@@ -532,5 +576,82 @@ impl Reducer {
             .iter()
             .zip(&self.servers)
             .map(|(name, server)| (&**name, server.link_up))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(reducer: &mut Reducer, line: &str) -> (Disposition, Vec<(u64, String)>) {
+        let mut out = Notifications::default();
+        let disposition = reducer
+            .apply_line(line.as_bytes(), &mut out)
+            .expect("valid line");
+        let notes = out
+            .iter()
+            .map(|n| (n.resource, n.kind.as_str().to_owned()))
+            .collect();
+        (disposition, notes)
+    }
+
+    #[test]
+    fn released_calls_can_be_removed_and_then_are_forgotten() {
+        let mut reducer = Reducer::default();
+        let ringing = r#"{"event":"EventRinging","ConnID":"1","ThisDN":"7001","OtherDN":"7002"}"#;
+        let (_, notes) = apply(&mut reducer, ringing);
+        let number = notes[0].0;
+        assert!(!reducer.remove(number), "a live call stays");
+        apply(
+            &mut reducer,
+            r#"{"event":"EventReleased","ConnID":"1","ThisDN":"7001"}"#,
+        );
+        assert_eq!(
+            apply(&mut reducer, ringing).0,
+            Disposition::Ignored(IgnoreReason::Released),
+            "Released is final while the resource is held"
+        );
+        assert!(reducer.remove(number));
+        assert!(reducer.is_empty());
+        assert_eq!(reducer.device_count(), 0);
+        assert!(reducer.call(number).is_none());
+        // Once dropped, the same ConnID at the same DN is a new call with a new number.
+        let (_, notes) = apply(&mut reducer, ringing);
+        assert_eq!(notes[0].1, "StatusChange");
+        assert_ne!(notes[0].0, number);
+    }
+
+    #[test]
+    fn the_call_bound_ignores_creations_but_not_updates() {
+        let mut reducer = Reducer::new(ReducerConfig {
+            max_calls: 1,
+            ..ReducerConfig::default()
+        });
+        apply(
+            &mut reducer,
+            r#"{"event":"EventRinging","ConnID":"1","ThisDN":"7001"}"#,
+        );
+        let (disposition, _) = apply(
+            &mut reducer,
+            r#"{"event":"EventRinging","ConnID":"2","ThisDN":"7001"}"#,
+        );
+        assert_eq!(disposition, Disposition::Ignored(IgnoreReason::AtCapacity));
+        let (disposition, notes) = apply(
+            &mut reducer,
+            r#"{"event":"EventEstablished","ConnID":"1","ThisDN":"7001"}"#,
+        );
+        assert_eq!((disposition, notes.len()), (Disposition::Applied, 1));
+    }
+
+    #[test]
+    fn link_events_track_each_server() {
+        let mut reducer = Reducer::default();
+        apply(
+            &mut reducer,
+            r#"{"event":"EventLinkDisconnected","Server":"SIP_A"}"#,
+        );
+        apply(&mut reducer, r#"{"event":"EventLinkConnected"}"#);
+        let links: Vec<_> = reducer.links().collect();
+        assert_eq!(links, [("SIP_A", Some(false)), ("", Some(true))]);
     }
 }

@@ -67,7 +67,7 @@ impl NotificationType {
 pub struct Notification<'a> {
     /// Its type.
     pub kind: NotificationType,
-    /// The creation number of the resource it is about (see [`crate::reduce::Reducer::call`]).
+    /// The call number of the resource it is about (see [`crate::reduce::Reducer::call`]).
     pub resource: u64,
     /// The notification's JSON members without the enclosing braces:
     /// `"channel":"/v2/me/calls","data":{...}`. Wrap as `{` + your members + `,` + this + `}`.

@@ -1,0 +1,124 @@
+//! The resources, in a slab addressed by call numbers that also give the creation order.
+//!
+//! A hash map of resources would move every resource at each growth; a slab keeps them in place and turns
+//! every lookup into an index. A call number is `serial << 24 | slot`: the serial counts creations (so
+//! numbers sort in creation order and are never reused), the slot is where the resource lives. A number
+//! whose slot holds a different serial is stale and finds nothing.
+
+/// Bits of a call number that address the slot.
+const SLOT_BITS: u32 = 24;
+/// The most resources a table can hold at once (16,777,216).
+pub const MAX_SLOTS: usize = 1 << SLOT_BITS;
+
+/// A slab of `T` keyed by call numbers.
+#[derive(Debug)]
+pub struct Table<T> {
+    slots: Vec<Option<(u64, T)>>,
+    free: Vec<u32>,
+    next_serial: u64,
+    len: usize,
+}
+
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Self {
+            slots: Vec::new(),
+            free: Vec::new(),
+            next_serial: 0,
+            len: 0,
+        }
+    }
+}
+
+impl<T> Table<T> {
+    /// Stores `value` and returns its number, or gives it back when the table is full.
+    pub fn insert(&mut self, value: T) -> Result<u64, T> {
+        let slot = match self.free.pop() {
+            Some(slot) => slot as usize,
+            None if self.slots.len() < MAX_SLOTS => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+            None => return Err(value),
+        };
+        let number = (self.next_serial << SLOT_BITS) | slot as u64;
+        self.next_serial += 1;
+        self.slots[slot] = Some((number, value));
+        self.len += 1;
+        Ok(number)
+    }
+
+    /// The value with `number`, if it is still held.
+    pub fn get(&self, number: u64) -> Option<&T> {
+        match self.slots.get(Self::slot(number))? {
+            Some((n, value)) if *n == number => Some(value),
+            _ => None,
+        }
+    }
+
+    /// The value with `number`, mutably.
+    pub fn get_mut(&mut self, number: u64) -> Option<&mut T> {
+        match self.slots.get_mut(Self::slot(number))? {
+            Some((n, value)) if *n == number => Some(value),
+            _ => None,
+        }
+    }
+
+    /// Removes and returns the value with `number`.
+    pub fn remove(&mut self, number: u64) -> Option<T> {
+        let slot = Self::slot(number);
+        match self.slots.get(slot)? {
+            Some((n, _)) if *n == number => {}
+            _ => return None,
+        }
+        let (_, value) = self.slots[slot].take()?;
+        self.free.push(slot as u32);
+        self.len -= 1;
+        Some(value)
+    }
+
+    /// How many values are held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every number held, in creation order.
+    pub fn numbers(&self) -> Vec<u64> {
+        let mut numbers: Vec<u64> = self.slots.iter().flatten().map(|(n, _)| *n).collect();
+        numbers.sort_unstable();
+        numbers
+    }
+
+    fn slot(number: u64) -> usize {
+        (number & ((1 << SLOT_BITS) - 1)) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_in_creation_order_and_never_reused() {
+        let mut table = Table::default();
+        let a = table.insert("a").unwrap();
+        let b = table.insert("b").unwrap();
+        assert_eq!(table.remove(a), Some("a"));
+        let c = table.insert("c").unwrap();
+        assert!(a < b && b < c);
+        assert_eq!(
+            table.get(a),
+            None,
+            "a stale number finds nothing, though its slot was reused"
+        );
+        assert_eq!(table.get(c), Some(&"c"));
+        assert_eq!(table.numbers(), vec![b, c]);
+        assert_eq!(table.len(), 2);
+        assert_eq!(table.remove(a), None);
+    }
+}
