@@ -8,7 +8,6 @@ use callgate::reduce::{Notifications, Reducer};
 use callgate::sim::{SimConfig, Simulator};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
-use std::io::Write;
 use std::time::Duration;
 
 /// The same allocator as the `callgate` binary, so the figures are the binary's.
@@ -40,9 +39,7 @@ fn fold_all(lines: &[String], sink: &mut Vec<u8>) -> u64 {
         // What `fold --updates` does with each notification, into memory instead of stdout.
         for notification in out.iter() {
             seq += 1;
-            let _ = write!(sink, "{{\"seq\":{seq},");
-            sink.extend_from_slice(notification.members.as_bytes());
-            sink.extend_from_slice(b"}\n");
+            notification.write_line_with_seq(seq, sink);
         }
         out.clear();
         if sink.len() > 1 << 20 {

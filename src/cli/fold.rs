@@ -53,6 +53,7 @@ pub fn fold(
         counts: Counts::default(),
         updates: options.updates,
         seq: 0,
+        line: Vec::with_capacity(8192),
     };
     let stdin_only = [PathBuf::from("-")];
     let inputs = if options.inputs.is_empty() {
@@ -104,6 +105,8 @@ struct Folder<'r> {
     counts: Counts,
     updates: bool,
     seq: u64,
+    /// The output of one event, written with one call.
+    line: Vec<u8>,
 }
 
 impl Folder<'_> {
@@ -165,12 +168,12 @@ impl Folder<'_> {
             writeln!(stderr, "{name}:{number}: {err}")?;
         }
         if self.updates {
+            self.line.clear();
             for notification in self.notifications.iter() {
                 self.seq += 1;
-                write!(out, "{{\"seq\":{},", self.seq)?;
-                out.write_all(notification.members.as_bytes())?;
-                out.write_all(b"}\n")?;
+                notification.write_line_with_seq(self.seq, &mut self.line);
             }
+            out.write_all(&self.line)?;
         }
         self.notifications.clear();
         Ok(())

@@ -75,7 +75,8 @@ pub(crate) fn parse_lenient<'de, D: Deserializer<'de>>(
     record_key: &str,
 ) -> Result<Result<KvList, String>, D::Error> {
     let mut writer = KvWriter {
-        out: String::new(),
+        // Most attached data sets fit; the string is moved, not copied, into the resource that keeps it.
+        out: String::with_capacity(256),
         problem: None,
         attribute,
     };

@@ -2,7 +2,7 @@
 
 use super::capabilities::Capabilities;
 use crate::enrich::{Participant, PhoneBook};
-use crate::event::{CallType, ConnId, Event, EventKind, Micros, RecordDirective, Role};
+use crate::event::{CallType, ConnId, Event, EventKind, KvList, Micros, RecordDirective, Role};
 use std::sync::Arc;
 
 /// The most parties a call keeps; EventPartyAdded beyond this is not shown (a TLib conference has at most a
@@ -220,10 +220,12 @@ impl Call {
     }
 
     /// Applies `event` (addressed to this resource at device `this_dn`) to every field it rules directly.
+    /// The event's UserData comes separately, by value, so that it can be kept without a copy.
     /// The fields that depend on other calls (capabilities, parent link) are left to the caller.
     pub fn apply(
         &mut self,
         event: &Event<'_>,
+        user_data: Option<KvList>,
         this_dn: &str,
         phone_book: &mut PhoneBook,
     ) -> Changes {
@@ -271,7 +273,7 @@ impl Call {
             changes.insert(Changes::OTHER);
         }
         self.apply_monitoring(event, this_dn, &mut changes);
-        self.apply_user_data(event, &mut changes);
+        self.apply_user_data(event.kind, user_data, &mut changes);
         if let Some(state) = event
             .extensions
             .as_ref()
@@ -409,14 +411,19 @@ impl Call {
     }
 
     /// `userData` and recording through GSIP_RECORD. EventUserEvent's UserData is not the call's.
-    fn apply_user_data(&mut self, event: &Event<'_>, changes: &mut Changes) {
-        let Some(kv) = &event.user_data else { return };
-        if event.kind == EventKind::UserEvent {
+    fn apply_user_data(
+        &mut self,
+        kind: EventKind,
+        user_data: Option<KvList>,
+        changes: &mut Changes,
+    ) {
+        if kind == EventKind::UserEvent {
             return;
         }
+        let Some(kv) = user_data else { return };
         let new = (!kv.is_empty()).then_some(&*kv.json);
         if self.user_data.as_deref() != new {
-            self.user_data = new.map(Into::into);
+            self.user_data = (!kv.is_empty()).then_some(kv.json);
             changes.insert(Changes::USER_DATA);
         }
         if kv.record != self.gsip_record {

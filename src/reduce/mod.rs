@@ -136,6 +136,14 @@ impl Equivalent<(u32, Box<str>)> for DeviceKeyRef<'_> {
     }
 }
 
+/// Lists reused from event to event so that linking calls allocates nothing.
+#[derive(Default)]
+struct Scratch {
+    candidates: Vec<u64>,
+    consultations: Vec<(u64, Option<u64>)>,
+    others: Vec<u64>,
+}
+
 struct Slot {
     device: u32,
     call: Call,
@@ -156,6 +164,7 @@ pub struct Reducer {
     calls: table::Table<Slot>,
     by_conn: HashMap<(u32, ConnId), u64>,
     phone_book: PhoneBook,
+    scratch: Scratch,
 }
 
 impl Default for Reducer {
@@ -182,6 +191,7 @@ impl Reducer {
             calls: table::Table::default(),
             by_conn: HashMap::new(),
             phone_book: PhoneBook::default(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -192,13 +202,14 @@ impl Reducer {
         out: &mut Notifications,
     ) -> Result<Disposition, DecodeError> {
         match decode_line(line)? {
-            Decoded::Event(event) => Ok(self.apply(&event, out)),
+            Decoded::Event(event) => Ok(self.apply(event, out)),
             Decoded::Unknown { .. } => Ok(Disposition::Ignored(IgnoreReason::UnknownEvent)),
         }
     }
 
-    /// Applies one event, appending the notifications it produces to `out`.
-    pub fn apply(&mut self, event: &Event<'_>, out: &mut Notifications) -> Disposition {
+    /// Applies one event, appending the notifications it produces to `out`. The event is taken by value so
+    /// that its attached data can move into the resource without a copy.
+    pub fn apply(&mut self, mut event: Event<'_>, out: &mut Notifications) -> Disposition {
         let Some(server_no) = self.server_number(&event.server) else {
             return Disposition::Ignored(IgnoreReason::TooManyServers);
         };
@@ -220,6 +231,7 @@ impl Reducer {
         if !event.kind.is_call_event() {
             return Disposition::Applied;
         }
+        let user_data = event.user_data.take();
         // The decoder guarantees both on call events.
         let (Some(conn_id), Some(this_dn)) = (event.conn_id, event.this_dn.as_deref()) else {
             return Disposition::Applied;
@@ -230,7 +242,7 @@ impl Reducer {
             .get(&DeviceKeyRef(server_no, this_dn))
             .copied();
         let found =
-            device.and_then(|device| Some((device, self.find_call(device, event, conn_id)?)));
+            device.and_then(|device| Some((device, self.find_call(device, &event, conn_id)?)));
         let (device, number, created) = match found {
             Some((device, number)) => {
                 if !self
@@ -257,7 +269,7 @@ impl Reducer {
                     Some(device) => device,
                     None => self.add_device(server_no, this_dn),
                 };
-                let Some(number) = self.add_call(device, Call::new(event, conn_id, state, time))
+                let Some(number) = self.add_call(device, Call::new(&event, conn_id, state, time))
                 else {
                     return Disposition::Ignored(IgnoreReason::AtCapacity);
                 };
@@ -269,7 +281,9 @@ impl Reducer {
             return Disposition::Applied;
         };
         let old_conn_id = slot.call.conn_id;
-        let mut changes = slot.call.apply(event, this_dn, &mut self.phone_book);
+        let mut changes = slot
+            .call
+            .apply(&event, user_data, this_dn, &mut self.phone_book);
         if created {
             changes.insert(Changes::STATUS);
         }
@@ -288,13 +302,17 @@ impl Reducer {
             dev.live.retain(|&n| n != number);
         }
 
-        let mut others = self.refresh_links(device, number, &mut changes);
+        let mut others = std::mem::take(&mut self.scratch.others);
+        others.clear();
+        self.refresh_links(device, number, &mut changes, &mut others);
         let extensions = event.extensions.as_ref().map(|kv| &*kv.json);
         self.emit(number, changes, time, extensions, out);
-        others.sort_unstable_by_key(|(n, _)| *n);
-        for (other, other_changes) in others {
-            self.emit(other, other_changes, time, extensions, out);
+        // Call numbers sort in creation order, and `refresh_links` visits candidates sorted.
+        for &other in &others {
+            // Only derived fields (capabilities, parent link) of the other calls changed.
+            self.emit(other, Changes::OTHER, time, extensions, out);
         }
+        self.scratch.others = others;
         Disposition::Applied
     }
 
@@ -415,15 +433,19 @@ impl Reducer {
         device: u32,
         trigger: u64,
         trigger_changes: &mut Changes,
-    ) -> Vec<(u64, Changes)> {
+        others: &mut Vec<u64>,
+    ) {
         let Some(dev) = self.devices.get(&device) else {
-            return Vec::new();
+            return;
         };
         // Only consultation calls and their parents can be linked, so those (and whatever the trigger was
         // linked to before) are the only candidates: a device with many calls but no consultation costs
-        // one pass over its live calls.
-        let mut candidates: Vec<u64> = vec![trigger];
-        let mut consultations: Vec<(u64, Option<u64>)> = Vec::new();
+        // one pass over its live calls. The lists are kept between events so that this allocates nothing.
+        let mut candidates = std::mem::take(&mut self.scratch.candidates);
+        let mut consultations = std::mem::take(&mut self.scratch.consultations);
+        candidates.clear();
+        consultations.clear();
+        candidates.push(trigger);
         if let Some(parent) = self.calls.get(trigger).and_then(|s| s.call.parent) {
             candidates.push(parent);
         }
@@ -452,8 +474,7 @@ impl Reducer {
         candidates.sort_unstable();
         candidates.dedup();
 
-        let mut others = Vec::new();
-        for number in candidates {
+        for &number in &candidates {
             let Some(slot) = self.calls.get(number) else {
                 continue;
             };
@@ -489,10 +510,11 @@ impl Reducer {
             if number == trigger {
                 trigger_changes.insert(Changes::OTHER);
             } else {
-                others.push((number, Changes::OTHER));
+                others.push(number);
             }
         }
-        others
+        self.scratch.candidates = candidates;
+        self.scratch.consultations = consultations;
     }
 
     /// Produces the notification of a new version of call `number`, unless nothing changed.
