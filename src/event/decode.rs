@@ -84,14 +84,12 @@ pub fn decode_line(line: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     if line.trim_ascii_start().first() != Some(&b'{') {
         return Err(DecodeError::NotObject);
     }
-    // serde_json checks UTF-8 inside strings as it goes; outside strings only ASCII is valid JSON anyway,
-    // so a separate UTF-8 pass over the line is not needed.
-    let raw: RawEvent<'_> = serde_json::from_slice(line).map_err(|err| {
+    // One UTF-8 check of the whole line is cheaper than serde_json's check of every string in it.
+    let text = std::str::from_utf8(line).map_err(|_| DecodeError::NotUtf8)?;
+    let raw: RawEvent<'_> = serde_json::from_str(text).map_err(|err| {
         let message = err.to_string();
         if message.starts_with("duplicate field") {
             DecodeError::Duplicate(message)
-        } else if message.starts_with("invalid unicode code point") {
-            DecodeError::NotUtf8
         } else {
             DecodeError::Json(message)
         }
@@ -149,6 +147,22 @@ impl<'de: 'a, 'a> Visitor<'de> for RawEventVisitor<'a> {
         // (instead of against 48 names), most frequent first, and nothing is buffered.
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let name = key.strip_prefix("Attribute").unwrap_or(&key);
+            // Scalars are read directly (null becomes absent here) rather than through serde's `Option`,
+            // which adds a pass over the value's first byte for every attribute.
+            macro_rules! scalar {
+                ($field:ident) => {{
+                    let value = match map.next_value::<Scalar<'a>>()? {
+                        Scalar::Null => None,
+                        other => Some(other),
+                    };
+                    if raw.$field.is_some() {
+                        return Err(serde::de::Error::custom(format_args!(
+                            "duplicate field `{name}`"
+                        )));
+                    }
+                    raw.$field = value;
+                }};
+            }
             macro_rules! take {
                 ($field:ident) => {{
                     let value = map.next_value()?;
@@ -161,30 +175,30 @@ impl<'de: 'a, 'a> Visitor<'de> for RawEventVisitor<'a> {
                 }};
             }
             match name {
-                "event" => take!(event),
-                "EventSequenceNumber" => take!(sequence),
-                "TimeinSecs" => take!(time_secs),
-                "TimeinuSecs" => take!(time_usecs),
-                "ConnID" => take!(conn_id),
-                "CallUUID" => take!(call_uuid),
-                "CallType" => take!(call_type),
-                "ThisDN" => take!(this_dn),
-                "OtherDN" => take!(other_dn),
+                "event" => scalar!(event),
+                "EventSequenceNumber" => scalar!(sequence),
+                "TimeinSecs" => scalar!(time_secs),
+                "TimeinuSecs" => scalar!(time_usecs),
+                "ConnID" => scalar!(conn_id),
+                "CallUUID" => scalar!(call_uuid),
+                "CallType" => scalar!(call_type),
+                "ThisDN" => scalar!(this_dn),
+                "OtherDN" => scalar!(other_dn),
                 "UserData" => take!(user_data),
-                "ThisDNRole" => take!(this_dn_role),
-                "OtherDNRole" => take!(other_dn_role),
-                "ANI" => take!(ani),
-                "DNIS" => take!(dnis),
-                "ThisQueue" => take!(this_queue),
-                "ThirdPartyDN" => take!(third_party_dn),
-                "ThirdPartyDNRole" => take!(third_party_dn_role),
-                "PreviousConnID" => take!(previous_conn_id),
-                "TransferConnID" => take!(transfer_conn_id),
-                "CallState" => take!(call_state),
+                "ThisDNRole" => scalar!(this_dn_role),
+                "OtherDNRole" => scalar!(other_dn_role),
+                "ANI" => scalar!(ani),
+                "DNIS" => scalar!(dnis),
+                "ThisQueue" => scalar!(this_queue),
+                "ThirdPartyDN" => scalar!(third_party_dn),
+                "ThirdPartyDNRole" => scalar!(third_party_dn_role),
+                "PreviousConnID" => scalar!(previous_conn_id),
+                "TransferConnID" => scalar!(transfer_conn_id),
+                "CallState" => scalar!(call_state),
                 "Extensions" => take!(extensions),
                 "Reasons" => take!(reasons),
-                "Server" => take!(server),
-                "Time" => take!(time_text),
+                "Server" => scalar!(server),
+                "Time" => scalar!(time_text),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
