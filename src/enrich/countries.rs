@@ -19,7 +19,8 @@
 /// Besides the officially assigned codes, the libphonenumber regions `AC` (Ascension Island),
 /// `TA` (Tristan da Cunha) and `XK` (Kosovo) are known. Unknown codes return `None`.
 ///
-/// ```ignore
+/// ```
+/// use callgate::enrich::countries::country_name;
 /// assert_eq!(country_name("KR"), Some("South Korea"));
 /// assert_eq!(country_name("ZZ"), None);
 /// ```
