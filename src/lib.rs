@@ -2,11 +2,18 @@
 //!
 //! The crate follows the data's path: [`ingest`] frames lines, [`event`] decodes them, [`reduce`] folds
 //! events into call resources and notifications (a pure state machine shared by `fold` and `serve`), and
-//! [`enrich`] turns phone numbers into GWS participants.
+//! [`enrich`] turns phone numbers into GWS participants. `serve` adds [`pipeline`] (sequencer, reducer shards,
+//! publisher), [`store`], [`fanout`] (subscriptions, outboxes) and [`api`] (REST and WebSocket).
 
+pub mod api;
 pub mod cli;
 pub mod enrich;
 pub mod event;
+pub mod fanout;
 pub mod ingest;
+pub mod pipeline;
 pub mod reduce;
+pub mod serve;
 pub mod sim;
+pub mod store;
+pub mod telemetry;

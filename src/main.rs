@@ -2,6 +2,7 @@
 
 use callgate::cli::fold::{FoldError, FoldOptions, fold};
 use callgate::reduce::{DEFAULT_BASE_URL, DEFAULT_MAX_CALLS};
+use callgate::serve::ServeArgs;
 use callgate::sim::{SimConfig, Simulator};
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -36,6 +37,8 @@ enum Command {
         /// Event files, read in order; none or `-` reads standard input.
         files: Vec<PathBuf>,
     },
+    /// Run the gateway: TCP ingest, WebSocket fanout, REST.
+    Serve(ServeArgs),
     /// Generate realistic T-Server traffic (JSON lines) on standard output, as fast as possible.
     Sim {
         /// Seed; the same seed and options give the same events.
@@ -68,6 +71,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => serve(args),
         Command::Sim {
             seed,
             agents,
@@ -137,5 +141,64 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let config = match args.resolve() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("callgate serve: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    callgate::telemetry::init_logs(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("callgate serve: cannot start the runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(callgate::serve::run(config, shutdown_signal(), |bound| {
+        // The one line on standard output, once ready (api.md).
+        println!(
+            "{{\"listening\":\"{}\",\"ingest\":\"{}\"}}",
+            bound.listen, bound.ingest
+        );
+        let _ = std::io::stdout().flush();
+    }));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("callgate serve: {err}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
     }
 }

@@ -88,6 +88,36 @@ pub struct Event<'a> {
 }
 
 impl Event<'_> {
+    /// The same event owning its strings, to send it to another thread.
+    pub fn into_owned(self) -> Event<'static> {
+        fn own(text: Option<Cow<'_, str>>) -> Option<Cow<'static, str>> {
+            text.map(|t| Cow::Owned(t.into_owned()))
+        }
+        Event {
+            kind: self.kind,
+            server: Cow::Owned(self.server.into_owned()),
+            conn_id: self.conn_id,
+            previous_conn_id: self.previous_conn_id,
+            transfer_conn_id: self.transfer_conn_id,
+            call_uuid: own(self.call_uuid),
+            call_type: self.call_type,
+            call_state: self.call_state,
+            this_dn: own(self.this_dn),
+            this_queue: own(self.this_queue),
+            this_dn_role: self.this_dn_role,
+            other_dn: own(self.other_dn),
+            other_dn_role: self.other_dn_role,
+            third_party_dn: own(self.third_party_dn),
+            third_party_dn_role: self.third_party_dn_role,
+            ani: own(self.ani),
+            dnis: own(self.dnis),
+            user_data: self.user_data,
+            extensions: self.extensions,
+            sequence: self.sequence,
+            time: self.time,
+        }
+    }
+
     /// The `ThisDN` of a call event; call events always have one after decoding.
     pub fn this_dn(&self) -> &str {
         self.this_dn.as_deref().unwrap_or("")

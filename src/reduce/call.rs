@@ -139,7 +139,7 @@ fn set<T: PartialEq>(field: &mut T, value: T, changes: &mut Changes, change: Cha
 #[derive(Debug, Clone)]
 pub struct Call {
     /// The stable `id`: the CallUUID, else the ConnID, of the event that created the resource.
-    pub id: Box<str>,
+    pub id: Arc<str>,
     /// The latest CallUUID seen.
     pub call_uuid: Option<Box<str>>,
     /// The latest ConnID.
@@ -185,7 +185,7 @@ pub struct Call {
 impl Call {
     /// A new resource for `event`'s call, in `state`, before the event's other rules are applied.
     pub fn new(event: &Event<'_>, conn_id: ConnId, state: CallState, time: Option<Micros>) -> Self {
-        let id: Box<str> = match &event.call_uuid {
+        let id: Arc<str> = match &event.call_uuid {
             Some(uuid) => (**uuid).into(),
             None => conn_id.to_string().into(),
         };

@@ -13,12 +13,13 @@ mod table;
 pub use call::{Call, CallState, Changes, RecordingState};
 pub use capabilities::{Capabilities, Capability, CapabilityInputs, ConsultRole, capabilities};
 pub use notify::{CallView, Notification, NotificationType, Notifications};
-pub use sequence::{RESTART_GAP, SequenceCheck, SequenceTracker};
+pub use sequence::{Admission, RESTART_GAP, SequenceCheck, SequenceTracker, Sequencer};
 pub use table::MAX_SLOTS;
 
 use crate::enrich::PhoneBook;
 use crate::event::{CallType, ConnId, DecodeError, Decoded, Event, EventKind, Micros, decode_line};
 use hashbrown::{Equivalent, HashMap};
+use std::sync::Arc;
 
 /// The base URL used when none is configured.
 pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:8080";
@@ -103,21 +104,15 @@ impl Counts {
     }
 }
 
-struct Server {
-    sequence: SequenceTracker,
-    last_time: Option<Micros>,
-    link_up: Option<bool>,
-}
-
 /// A device: one DN of one T-Server.
 #[derive(Debug)]
 pub struct Device {
     /// The index of its T-Server in the reducer.
     server: u32,
     /// Its DN.
-    pub dn: Box<str>,
+    pub dn: Arc<str>,
     /// UUIDv5 of `tserver:{Server}/{ThisDN}` in the URL namespace.
-    pub device_id: Box<str>,
+    pub device_id: Arc<str>,
     /// `deviceUri` as a JSON string literal.
     device_uri_json: Box<str>,
     /// Its live (not Released) calls, in creation order.
@@ -154,7 +149,7 @@ pub struct Reducer {
     base_url: String,
     calls_uri_prefix: String,
     max_calls: usize,
-    servers: Vec<Server>,
+    sequencer: Sequencer,
     server_index: HashMap<Box<str>, u32>,
     server_names: Vec<Box<str>>,
     devices: HashMap<u32, Device>,
@@ -182,7 +177,7 @@ impl Reducer {
             base_url,
             calls_uri_prefix,
             max_calls: config.max_calls.min(MAX_SLOTS),
-            servers: Vec::new(),
+            sequencer: Sequencer::default(),
             server_index: HashMap::new(),
             server_names: Vec::new(),
             devices: HashMap::new(),
@@ -209,28 +204,28 @@ impl Reducer {
 
     /// Applies one event, appending the notifications it produces to `out`. The event is taken by value so
     /// that its attached data can move into the resource without a copy.
-    pub fn apply(&mut self, mut event: Event<'_>, out: &mut Notifications) -> Disposition {
-        let Some(server_no) = self.server_number(&event.server) else {
-            return Disposition::Ignored(IgnoreReason::TooManyServers);
-        };
-        let server = &mut self.servers[server_no as usize];
-        if let Some(number) = event.sequence
-            && server.sequence.check(number) == SequenceCheck::Duplicate
-        {
-            return Disposition::Duplicate;
+    pub fn apply(&mut self, event: Event<'_>, out: &mut Notifications) -> Disposition {
+        match self.sequencer.admit(&event, None) {
+            Admission::Admitted { time } => self.apply_admitted(event, time, out),
+            Admission::Duplicate => Disposition::Duplicate,
+            Admission::TooManyServers => Disposition::Ignored(IgnoreReason::TooManyServers),
         }
-        if event.time.is_some() {
-            server.last_time = event.time;
-        }
-        let time = server.last_time;
-        match event.kind {
-            EventKind::LinkConnected => server.link_up = Some(true),
-            EventKind::LinkDisconnected => server.link_up = Some(false),
-            _ => {}
-        }
+    }
+
+    /// Applies an event that a [`Sequencer`] admitted, at `time`: the reducer proper, without duplicate
+    /// detection. `serve` runs one sequencer in front of several reducers (one per shard of devices).
+    pub fn apply_admitted(
+        &mut self,
+        mut event: Event<'_>,
+        time: Option<Micros>,
+        out: &mut Notifications,
+    ) -> Disposition {
         if !event.kind.is_call_event() {
             return Disposition::Applied;
         }
+        let Some(server_no) = self.server_number(&event.server) else {
+            return Disposition::Ignored(IgnoreReason::TooManyServers);
+        };
         let user_data = event.user_data.take();
         // The decoder guarantees both on call events.
         let (Some(conn_id), Some(this_dn)) = (event.conn_id, event.this_dn.as_deref()) else {
@@ -331,15 +326,10 @@ impl Reducer {
         if let Some(&number) = self.server_index.get(name) {
             return Some(number);
         }
-        if self.servers.len() >= MAX_SERVERS {
+        if self.server_names.len() >= MAX_SERVERS {
             return None;
         }
-        let number = u32::try_from(self.servers.len()).ok()?;
-        self.servers.push(Server {
-            sequence: SequenceTracker::default(),
-            last_time: None,
-            link_up: None,
-        });
+        let number = u32::try_from(self.server_names.len()).ok()?;
         self.server_index.insert(name.into(), number);
         self.server_names.push(name.into());
         Some(number)
@@ -594,10 +584,7 @@ impl Reducer {
     /// Link state of each T-Server seen: `Some(true)` after EventLinkConnected, `Some(false)` after
     /// EventLinkDisconnected, `None` before either.
     pub fn links(&self) -> impl Iterator<Item = (&str, Option<bool>)> {
-        self.server_names
-            .iter()
-            .zip(&self.servers)
-            .map(|(name, server)| (&**name, server.link_up))
+        self.sequencer.links()
     }
 }
 

@@ -63,7 +63,7 @@ impl NotificationType {
 }
 
 /// One notification produced by an event, borrowed from [`Notifications`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Notification<'a> {
     /// Its type.
     pub kind: NotificationType,
@@ -74,6 +74,8 @@ pub struct Notification<'a> {
     pub members: &'a str,
     /// The call resource document inside it.
     pub call: &'a str,
+    /// Where `call` lies within `members`.
+    pub call_in_members: Range<usize>,
 }
 
 impl Notification<'_> {
@@ -143,6 +145,7 @@ impl Notifications {
             resource: e.resource,
             members: &self.buf[e.members.clone()],
             call: &self.buf[e.call.clone()],
+            call_in_members: e.call.start - e.members.start..e.call.end - e.members.start,
         })
     }
 

@@ -14,7 +14,7 @@ use crate::event::Micros;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fmt::Write as _;
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// How often each kind of call and each feature occurs (probabilities in 0..=1).
 #[derive(Debug, Clone)]
@@ -131,19 +131,19 @@ pub struct SimEvent {
 #[derive(Debug, Clone)]
 struct Ev {
     kind: &'static str,
-    this_dn: Rc<str>,
+    this_dn: Arc<str>,
     conn: u64,
-    uuid: Rc<str>,
+    uuid: Arc<str>,
     call_type: &'static str,
     this_role: Option<&'static str>,
-    other: Option<Rc<str>>,
+    other: Option<Arc<str>>,
     other_role: Option<&'static str>,
-    third: Option<Rc<str>>,
+    third: Option<Arc<str>>,
     third_role: Option<&'static str>,
-    ani: Option<Rc<str>>,
-    dnis: Option<Rc<str>>,
-    queue: Option<Rc<str>>,
-    user_data: Option<Rc<str>>,
+    ani: Option<Arc<str>>,
+    dnis: Option<Arc<str>>,
+    queue: Option<Arc<str>>,
+    user_data: Option<Arc<str>>,
     extensions: Option<&'static str>,
     previous_conn: Option<u64>,
     transfer_conn: Option<u64>,
@@ -174,7 +174,7 @@ impl Ord for Pending {
 }
 
 struct Party {
-    dn: Rc<str>,
+    dn: Arc<str>,
     free_at: Micros,
 }
 
@@ -190,7 +190,7 @@ pub struct Simulator {
     rng: Rng,
     agents: Vec<Party>,
     supervisors: Vec<Party>,
-    queues: Vec<Rc<str>>,
+    queues: Vec<Arc<str>>,
     pending: BinaryHeap<Reverse<Pending>>,
     order: u64,
     next_arrival: Micros,
@@ -215,7 +215,7 @@ impl Simulator {
             .map(|i| party(format!("{}", 7900 + i)))
             .collect();
         let queues = (1..=config.queues.max(1))
-            .map(|i| Rc::from(format!("{}", 8000 + i)))
+            .map(|i| Arc::from(format!("{}", 8000 + i)))
             .collect();
         let first_gap = rng.exponential(1.0 / config.calls_per_second.max(1e-9));
         let next_arrival = config.start + micros(first_gap);
@@ -262,7 +262,7 @@ impl Simulator {
         self.next_conn
     }
 
-    fn new_uuid(&mut self) -> Rc<str> {
+    fn new_uuid(&mut self) -> Arc<str> {
         const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUV";
         let mut bits = self.rng.next_u64();
         let mut more = self.rng.next_u64();
@@ -280,7 +280,7 @@ impl Simulator {
         uuid.into()
     }
 
-    fn customer_number(&mut self) -> Rc<str> {
+    fn customer_number(&mut self) -> Arc<str> {
         const US_AREAS: [u32; 7] = [415, 212, 312, 617, 206, 303, 713];
         let n = self.rng.below(100);
         let number = match self.rng.below(10) {
@@ -327,16 +327,16 @@ impl Simulator {
     fn base(
         &self,
         kind: &'static str,
-        this_dn: &Rc<str>,
+        this_dn: &Arc<str>,
         conn: u64,
-        uuid: &Rc<str>,
+        uuid: &Arc<str>,
         call_type: &'static str,
     ) -> Ev {
         Ev {
             kind,
-            this_dn: Rc::clone(this_dn),
+            this_dn: Arc::clone(this_dn),
             conn,
-            uuid: Rc::clone(uuid),
+            uuid: Arc::clone(uuid),
             call_type,
             this_role: None,
             other: None,
@@ -369,19 +369,19 @@ impl Simulator {
     }
 
     fn inbound(&mut self, t0: Micros) {
-        let queue = Rc::clone(&self.queues[self.rng.below(self.queues.len() as u64) as usize]);
+        let queue = Arc::clone(&self.queues[self.rng.below(self.queues.len() as u64) as usize]);
         let customer = self.customer_number();
         let conn = self.new_conn();
         let uuid = self.new_uuid();
         let mut data = self.user_data();
-        let user_data: Rc<str> = data.clone().into();
+        let user_data: Arc<str> = data.clone().into();
         let mix = self.config.mix.clone();
 
         let mut queued = self.base("EventQueued", &queue, conn, &uuid, "Inbound");
-        queued.other = Some(Rc::clone(&customer));
-        queued.ani = Some(Rc::clone(&customer));
-        queued.dnis = Some(Rc::clone(&queue));
-        queued.user_data = Some(Rc::clone(&user_data));
+        queued.other = Some(Arc::clone(&customer));
+        queued.ani = Some(Arc::clone(&customer));
+        queued.dnis = Some(Arc::clone(&queue));
+        queued.user_data = Some(Arc::clone(&user_data));
         self.push(t0, queued);
 
         let Some((a, ring_at)) =
@@ -389,18 +389,18 @@ impl Simulator {
         else {
             return;
         };
-        let agent = Rc::clone(&self.agents[a].dn);
+        let agent = Arc::clone(&self.agents[a].dn);
         let mut diverted = self.base("EventDiverted", &queue, conn, &uuid, "Inbound");
-        diverted.third = Some(Rc::clone(&agent));
+        diverted.third = Some(Arc::clone(&agent));
         self.push(ring_at, diverted);
         let mut ringing = self.base("EventRinging", &agent, conn, &uuid, "Inbound");
         ringing.this_role = Some("RoleDestination");
-        ringing.other = Some(Rc::clone(&customer));
+        ringing.other = Some(Arc::clone(&customer));
         ringing.other_role = Some("RoleOrigination");
-        ringing.ani = Some(Rc::clone(&customer));
-        ringing.dnis = Some(Rc::clone(&queue));
-        ringing.queue = Some(Rc::clone(&queue));
-        ringing.user_data = Some(Rc::clone(&user_data));
+        ringing.ani = Some(Arc::clone(&customer));
+        ringing.dnis = Some(Arc::clone(&queue));
+        ringing.queue = Some(Arc::clone(&queue));
+        ringing.user_data = Some(Arc::clone(&user_data));
         self.push(ring_at, ringing);
 
         let ring = micros(self.rng.between(2.0, 8.0));
@@ -414,7 +414,7 @@ impl Simulator {
         }
         let answered = ring_at + ring;
         let mut established = self.base("EventEstablished", &agent, conn, &uuid, "Inbound");
-        established.other = Some(Rc::clone(&customer));
+        established.other = Some(Arc::clone(&customer));
         self.push(answered, established);
 
         let talk = micros(self.rng.lognormal(self.config.talk_secs, 0.8).max(10.0));
@@ -527,20 +527,20 @@ impl Simulator {
     fn supervise(
         &mut self,
         s: usize,
-        agent: &Rc<str>,
+        agent: &Arc<str>,
         conn: u64,
-        uuid: &Rc<str>,
+        uuid: &Arc<str>,
         from: Micros,
         until: Micros,
     ) {
-        let supervisor = Rc::clone(&self.supervisors[s].dn);
+        let supervisor = Arc::clone(&self.supervisors[s].dn);
         let mut added = self.base("EventPartyAdded", agent, conn, uuid, "Inbound");
-        added.third = Some(Rc::clone(&supervisor));
+        added.third = Some(Arc::clone(&supervisor));
         added.third_role = Some("RoleObserver");
         self.push(from, added);
         let mut joined = self.base("EventEstablished", &supervisor, conn, uuid, "Inbound");
         joined.this_role = Some("RoleObserver");
-        joined.other = Some(Rc::clone(agent));
+        joined.other = Some(Arc::clone(agent));
         self.push(from, joined);
         if self.rng.chance(0.3) {
             let mid = from + (until - from) / 3;
@@ -550,13 +550,13 @@ impl Simulator {
             ] {
                 for dn in [agent, &supervisor] {
                     let mut mute = self.base(kind, dn, conn, uuid, "Inbound");
-                    mute.other = Some(Rc::clone(agent));
+                    mute.other = Some(Arc::clone(agent));
                     self.push(at, mute);
                 }
             }
         }
         let mut deleted = self.base("EventPartyDeleted", agent, conn, uuid, "Inbound");
-        deleted.third = Some(Rc::clone(&supervisor));
+        deleted.third = Some(Arc::clone(&supervisor));
         self.push(until, deleted);
         self.push(
             until,
@@ -572,15 +572,15 @@ impl Simulator {
         &mut self,
         a: usize,
         b: usize,
-        customer: &Rc<str>,
+        customer: &Arc<str>,
         conn: u64,
-        uuid: &Rc<str>,
-        user_data: &Rc<str>,
+        uuid: &Arc<str>,
+        user_data: &Arc<str>,
         start: Micros,
         ending: Ending,
     ) -> Micros {
-        let agent = Rc::clone(&self.agents[a].dn);
-        let other = Rc::clone(&self.agents[b].dn);
+        let agent = Arc::clone(&self.agents[a].dn);
+        let other = Arc::clone(&self.agents[b].dn);
         let consult_conn = self.new_conn();
         let consult_uuid = self.new_uuid();
         self.push(start, self.base("EventHeld", &agent, conn, uuid, "Inbound"));
@@ -593,9 +593,9 @@ impl Simulator {
             "Consult",
         );
         dialing.this_role = Some("RoleOrigination");
-        dialing.other = Some(Rc::clone(&other));
+        dialing.other = Some(Arc::clone(&other));
         dialing.transfer_conn = Some(conn);
-        dialing.user_data = Some(Rc::clone(user_data));
+        dialing.user_data = Some(Arc::clone(user_data));
         self.push(dial_at, dialing);
         let mut ringing = self.base(
             "EventRinging",
@@ -605,9 +605,9 @@ impl Simulator {
             "Consult",
         );
         ringing.this_role = Some("RoleDestination");
-        ringing.other = Some(Rc::clone(&agent));
+        ringing.other = Some(Arc::clone(&agent));
         ringing.transfer_conn = Some(conn);
-        ringing.user_data = Some(Rc::clone(user_data));
+        ringing.user_data = Some(Arc::clone(user_data));
         self.push(dial_at + micros(0.2), ringing);
         let answer_at = dial_at + micros(self.rng.between(2.0, 6.0));
         let mut b_established = self.base(
@@ -617,7 +617,7 @@ impl Simulator {
             &consult_uuid,
             "Consult",
         );
-        b_established.other = Some(Rc::clone(&agent));
+        b_established.other = Some(Arc::clone(&agent));
         self.push(answer_at, b_established);
         let mut a_established = self.base(
             "EventEstablished",
@@ -626,7 +626,7 @@ impl Simulator {
             &consult_uuid,
             "Consult",
         );
-        a_established.other = Some(Rc::clone(&other));
+        a_established.other = Some(Arc::clone(&other));
         self.push(answer_at, a_established);
         let done = answer_at + micros(self.rng.between(10.0, 40.0));
         let b_talk = micros(
@@ -642,8 +642,8 @@ impl Simulator {
                 self.push(done, released);
                 let mut changed = self.base("EventPartyChanged", &other, conn, uuid, "Inbound");
                 changed.previous_conn = Some(consult_conn);
-                changed.other = Some(Rc::clone(customer));
-                changed.third = Some(Rc::clone(&agent));
+                changed.other = Some(Arc::clone(customer));
+                changed.third = Some(Arc::clone(&agent));
                 self.push(done, changed);
                 let mut released = self.base(
                     "EventReleased",
@@ -709,15 +709,15 @@ impl Simulator {
                     self.base("EventRetrieved", &agent, conn, uuid, "Inbound"),
                 );
                 let mut added = self.base("EventPartyAdded", &agent, conn, uuid, "Inbound");
-                added.third = Some(Rc::clone(&other));
+                added.third = Some(Arc::clone(&other));
                 added.third_role = Some("RoleConferenceMember");
                 self.push(done, added);
                 let mut changed = self.base("EventPartyChanged", &other, conn, uuid, "Inbound");
                 changed.previous_conn = Some(consult_conn);
-                changed.other = Some(Rc::clone(customer));
+                changed.other = Some(Arc::clone(customer));
                 self.push(done, changed);
                 let mut added = self.base("EventPartyAdded", &other, conn, uuid, "Inbound");
-                added.third = Some(Rc::clone(&agent));
+                added.third = Some(Arc::clone(&agent));
                 added.third_role = Some("RoleConferenceMember");
                 self.push(done, added);
                 let a_leaves = done + micros(self.rng.between(20.0, 90.0));
@@ -726,7 +726,7 @@ impl Simulator {
                     self.base("EventReleased", &agent, conn, uuid, "Inbound"),
                 );
                 let mut deleted = self.base("EventPartyDeleted", &other, conn, uuid, "Inbound");
-                deleted.third = Some(Rc::clone(&agent));
+                deleted.third = Some(Arc::clone(&agent));
                 self.push(a_leaves, deleted);
                 let b_end = a_leaves + b_talk;
                 self.push(
@@ -746,26 +746,26 @@ impl Simulator {
         &mut self,
         a: usize,
         b: usize,
-        customer: &Rc<str>,
+        customer: &Arc<str>,
         conn: u64,
-        uuid: &Rc<str>,
-        user_data: &Rc<str>,
+        uuid: &Arc<str>,
+        user_data: &Arc<str>,
         at: Micros,
     ) -> Micros {
-        let agent = Rc::clone(&self.agents[a].dn);
-        let other = Rc::clone(&self.agents[b].dn);
+        let agent = Arc::clone(&self.agents[a].dn);
+        let other = Arc::clone(&self.agents[b].dn);
         let mut released = self.base("EventReleased", &agent, conn, uuid, "Inbound");
         released.call_state = Some(1);
-        released.third = Some(Rc::clone(&other));
+        released.third = Some(Arc::clone(&other));
         self.push(at, released);
         let mut ringing = self.base("EventRinging", &other, conn, uuid, "Inbound");
-        ringing.other = Some(Rc::clone(customer));
-        ringing.ani = Some(Rc::clone(customer));
-        ringing.user_data = Some(Rc::clone(user_data));
+        ringing.other = Some(Arc::clone(customer));
+        ringing.ani = Some(Arc::clone(customer));
+        ringing.user_data = Some(Arc::clone(user_data));
         self.push(at + micros(0.2), ringing);
         let answered = at + micros(self.rng.between(2.0, 6.0));
         let mut established = self.base("EventEstablished", &other, conn, uuid, "Inbound");
-        established.other = Some(Rc::clone(customer));
+        established.other = Some(Arc::clone(customer));
         self.push(answered, established);
         let end = answered
             + micros(
@@ -785,14 +785,14 @@ impl Simulator {
         let Some((a, start)) = Self::earliest(&self.agents, t0, None) else {
             return;
         };
-        let agent = Rc::clone(&self.agents[a].dn);
+        let agent = Arc::clone(&self.agents[a].dn);
         let customer = self.customer_number();
         let conn = self.new_conn();
         let uuid = self.new_uuid();
         let mut dialing = self.base("EventDialing", &agent, conn, &uuid, "Outbound");
         dialing.this_role = Some("RoleOrigination");
-        dialing.other = Some(Rc::clone(&customer));
-        dialing.dnis = Some(Rc::clone(&customer));
+        dialing.other = Some(Arc::clone(&customer));
+        dialing.dnis = Some(Arc::clone(&customer));
         self.push(start, dialing);
         self.push(
             start + micros(1.0),
@@ -819,7 +819,7 @@ impl Simulator {
         } else {
             let answered = start + micros(self.rng.between(5.0, 20.0));
             let mut established = self.base("EventEstablished", &agent, conn, &uuid, "Outbound");
-            established.other = Some(Rc::clone(&customer));
+            established.other = Some(Arc::clone(&customer));
             self.push(answered, established);
             let end = answered
                 + micros(
@@ -847,22 +847,22 @@ impl Simulator {
             // Nobody free to call: the agent makes no internal call now.
             return;
         }
-        let caller = Rc::clone(&self.agents[a].dn);
-        let callee = Rc::clone(&self.agents[b].dn);
+        let caller = Arc::clone(&self.agents[a].dn);
+        let callee = Arc::clone(&self.agents[b].dn);
         let conn = self.new_conn();
         let uuid = self.new_uuid();
         let mut dialing = self.base("EventDialing", &caller, conn, &uuid, "Internal");
         dialing.this_role = Some("RoleOrigination");
-        dialing.other = Some(Rc::clone(&callee));
+        dialing.other = Some(Arc::clone(&callee));
         self.push(start, dialing);
         let mut ringing = self.base("EventRinging", &callee, conn, &uuid, "Internal");
         ringing.this_role = Some("RoleDestination");
-        ringing.other = Some(Rc::clone(&caller));
+        ringing.other = Some(Arc::clone(&caller));
         self.push(start + micros(0.1), ringing);
         let answered = start + micros(self.rng.between(2.0, 6.0));
         for (dn, other) in [(&callee, &caller), (&caller, &callee)] {
             let mut established = self.base("EventEstablished", dn, conn, &uuid, "Internal");
-            established.other = Some(Rc::clone(other));
+            established.other = Some(Arc::clone(other));
             self.push(answered, established);
         }
         let end = answered + micros(self.rng.lognormal(60.0, 0.6).max(5.0));

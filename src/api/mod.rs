@@ -1,0 +1,57 @@
+//! The HTTP door: REST snapshots, health, metrics, and the WebSocket, all on one port (axum).
+
+pub mod http;
+pub mod ws;
+
+use crate::fanout::Fanout;
+use crate::pipeline::Pipeline;
+use crate::store::Store;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The calls.
+    pub store: Arc<Store>,
+    /// Subscriptions and delivery.
+    pub fanout: Arc<Fanout>,
+    /// The pipeline (for link state).
+    pub pipeline: Arc<Pipeline>,
+    /// The public base URL, without a trailing slash.
+    pub base_url: Arc<str>,
+    /// The Prometheus recorder.
+    pub metrics: PrometheusHandle,
+    /// True once every listener is bound and the pipeline runs; false again while shutting down.
+    pub ready: Arc<AtomicBool>,
+    /// Cancelled at shutdown.
+    pub cancel: CancellationToken,
+    /// Tracks WebSocket tasks, which axum's graceful shutdown does not wait for.
+    pub tracker: TaskTracker,
+    /// WebSocket connections open now.
+    pub ws_open: Arc<AtomicUsize>,
+    /// WebSocket connections allowed at once.
+    pub ws_max: usize,
+}
+
+/// All routes.
+pub fn router(state: AppState) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/api/v2/calls", get(http::calls))
+        .route("/api/v2/devices", get(http::devices))
+        .route("/api/v2/devices/{device_id}/calls", get(http::device_calls))
+        .route(
+            "/api/v2/devices/{device_id}/calls/{call_id}",
+            get(http::device_call),
+        )
+        .route("/api/v2/ws", get(ws::upgrade))
+        .route("/healthz", get(http::healthz))
+        .route("/readyz", get(http::readyz))
+        .route("/metrics", get(http::metrics))
+        .fallback(http::not_found)
+        .with_state(state)
+}

@@ -1,0 +1,273 @@
+//! The queue in front of one WebSocket connection, bounded, with newest-version coalescing.
+//!
+//! Policy at the bounds (api.md): up to `soft` frames queue as they come. Past `soft`, a new version of a call
+//! replaces the older version still queued for it (older versions of a call are worthless once a newer
+//! exists), so the queue holds at most one frame per call plus control frames, and the newest version of
+//! every call is always delivered. Past `hard` frames or `hard_bytes` (a client that cannot keep up even with
+//! one frame per call), the connection is marked overflowed and its writer closes it with code 4008.
+
+use crate::store::CallKey;
+use axum::extract::ws::Utf8Bytes;
+use hashbrown::HashMap;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use tokio::sync::Notify;
+
+/// Bounds of one outbox.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxLimits {
+    /// Frames queued before coalescing starts.
+    pub soft: usize,
+    /// Frames queued (after coalescing) before the connection is closed.
+    pub hard: usize,
+    /// Bytes queued before the connection is closed.
+    pub hard_bytes: usize,
+}
+
+impl Default for OutboxLimits {
+    fn default() -> Self {
+        Self {
+            soft: 1024,
+            hard: 16_384,
+            hard_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+enum Slot {
+    Control(Utf8Bytes),
+    Notification(Utf8Bytes),
+    /// A notification replaced by a newer version of its call.
+    Dropped,
+}
+
+#[derive(Default)]
+struct State {
+    slots: VecDeque<Slot>,
+    /// Position (absolute, see `head`) of the queued frame of each call.
+    latest: HashMap<CallKey, u64>,
+    /// Absolute position of `slots[0]`.
+    head: u64,
+    live: usize,
+    bytes: usize,
+    overflowed: bool,
+    closed: bool,
+}
+
+/// One connection's outbound queue.
+pub struct Outbox {
+    limits: OutboxLimits,
+    state: Mutex<State>,
+    ready: Notify,
+}
+
+/// What a push did, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued.
+    Queued,
+    /// Queued, replacing an older version of the same call.
+    Coalesced,
+    /// The outbox is over its hard bound or closed: nothing queued.
+    Refused,
+}
+
+impl Outbox {
+    /// An empty outbox.
+    pub fn new(limits: OutboxLimits) -> Self {
+        Self {
+            limits,
+            state: Mutex::new(State::default()),
+            ready: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock leaves plain data behind; keep serving.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues a control frame (subscribed, error, pong): never coalesced.
+    pub fn push_control(&self, frame: Utf8Bytes) -> Pushed {
+        let mut state = self.lock();
+        if state.overflowed || state.closed {
+            return Pushed::Refused;
+        }
+        state.bytes += frame.len();
+        state.live += 1;
+        state.slots.push_back(Slot::Control(frame));
+        self.check_hard(&mut state);
+        drop(state);
+        self.ready.notify_one();
+        Pushed::Queued
+    }
+
+    /// Queues a notification frame about `call`.
+    pub fn push_notification(&self, call: CallKey, frame: Utf8Bytes) -> Pushed {
+        let mut state = self.lock();
+        if state.overflowed || state.closed {
+            return Pushed::Refused;
+        }
+        let mut result = Pushed::Queued;
+        if state.live >= self.limits.soft
+            && let Some(&position) = state.latest.get(&call)
+            && let Some(index) = position.checked_sub(state.head)
+            && let Some(slot) = state.slots.get_mut(index as usize)
+            && let Slot::Notification(old) = std::mem::replace(slot, Slot::Dropped)
+        {
+            state.bytes -= old.len();
+            state.live -= 1;
+            result = Pushed::Coalesced;
+        }
+        let position = state.head + state.slots.len() as u64;
+        state.latest.insert(call, position);
+        state.bytes += frame.len();
+        state.live += 1;
+        state.slots.push_back(Slot::Notification(frame));
+        self.check_hard(&mut state);
+        drop(state);
+        self.ready.notify_one();
+        result
+    }
+
+    fn check_hard(&self, state: &mut State) {
+        if state.live > self.limits.hard || state.bytes > self.limits.hard_bytes {
+            state.overflowed = true;
+            state.slots.clear();
+            state.latest.clear();
+            state.live = 0;
+            state.bytes = 0;
+        }
+    }
+
+    /// Takes every queued frame, in order, into `out`. Returns `Err(())` when the outbox overflowed.
+    pub fn drain(&self, out: &mut Vec<Utf8Bytes>) -> Result<(), Overflowed> {
+        let mut state = self.lock();
+        if state.overflowed {
+            return Err(Overflowed);
+        }
+        let count = state.slots.len() as u64;
+        for slot in state.slots.drain(..) {
+            match slot {
+                Slot::Control(frame) | Slot::Notification(frame) => out.push(frame),
+                Slot::Dropped => {}
+            }
+        }
+        state.head += count;
+        state.latest.clear();
+        state.live = 0;
+        state.bytes = 0;
+        Ok(())
+    }
+
+    /// Waits until something is queued (or the outbox is closed).
+    pub async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Marks the outbox closed: later pushes are refused, and the writer is woken.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+    }
+
+    /// Whether the outbox overflowed its hard bound.
+    pub fn overflowed(&self) -> bool {
+        self.lock().overflowed
+    }
+
+    /// Frames and bytes queued now.
+    pub fn queued(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.live, state.bytes)
+    }
+}
+
+/// The outbox went past its hard bound: the connection must be closed with 4008.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overflowed;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(number: u64) -> CallKey {
+        CallKey { shard: 0, number }
+    }
+
+    fn frames(outbox: &Outbox) -> Vec<String> {
+        let mut out = Vec::new();
+        outbox.drain(&mut out).unwrap();
+        out.iter().map(|f| f.as_str().to_owned()).collect()
+    }
+
+    #[test]
+    fn below_the_soft_bound_everything_is_kept_in_order() {
+        let outbox = Outbox::new(OutboxLimits {
+            soft: 10,
+            hard: 20,
+            hard_bytes: 1 << 20,
+        });
+        outbox.push_notification(key(1), "a1".into());
+        outbox.push_notification(key(1), "a2".into());
+        outbox.push_control("c".into());
+        assert_eq!(frames(&outbox), ["a1", "a2", "c"]);
+    }
+
+    #[test]
+    fn past_the_soft_bound_only_the_newest_version_of_each_call_is_kept() {
+        let outbox = Outbox::new(OutboxLimits {
+            soft: 2,
+            hard: 10,
+            hard_bytes: 1 << 20,
+        });
+        outbox.push_notification(key(1), "a1".into());
+        outbox.push_notification(key(2), "b1".into());
+        assert_eq!(
+            outbox.push_notification(key(1), "a2".into()),
+            Pushed::Coalesced
+        );
+        assert_eq!(
+            outbox.push_notification(key(2), "b2".into()),
+            Pushed::Coalesced
+        );
+        assert_eq!(
+            outbox.push_notification(key(1), "a3".into()),
+            Pushed::Coalesced
+        );
+        assert_eq!(frames(&outbox), ["b2", "a3"]);
+        // After a drain, positions start again and nothing stale is replaced.
+        outbox.push_notification(key(1), "a4".into());
+        assert_eq!(frames(&outbox), ["a4"]);
+    }
+
+    #[test]
+    fn past_the_hard_bound_the_outbox_overflows() {
+        let outbox = Outbox::new(OutboxLimits {
+            soft: 2,
+            hard: 3,
+            hard_bytes: 1 << 20,
+        });
+        for n in 0..4 {
+            outbox.push_notification(key(n), "x".into());
+        }
+        assert!(outbox.overflowed());
+        assert_eq!(outbox.push_control("c".into()), Pushed::Refused);
+        assert_eq!(outbox.drain(&mut Vec::new()), Err(Overflowed));
+    }
+
+    #[test]
+    fn byte_bound_counts_too() {
+        let outbox = Outbox::new(OutboxLimits {
+            soft: 100,
+            hard: 100,
+            hard_bytes: 5,
+        });
+        outbox.push_notification(key(1), "abc".into());
+        assert!(!outbox.overflowed());
+        outbox.push_notification(key(2), "abc".into());
+        assert!(outbox.overflowed());
+    }
+}

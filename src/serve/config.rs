@@ -1,0 +1,225 @@
+//! `callgate serve` settings: command-line flags, `CALLGATE_*` environment variables, an optional TOML
+//! file, and defaults, in that order of precedence.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The flags of `callgate serve` (each also `CALLGATE_<NAME>`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// HTTP and WebSocket address [default: 127.0.0.1:8080].
+    #[arg(long, env = "CALLGATE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Ingest socket address [default: 127.0.0.1:7000].
+    #[arg(long, env = "CALLGATE_INGEST")]
+    pub ingest: Option<SocketAddr>,
+    /// Public base URL [default: http:// + the bound listen address].
+    #[arg(long, env = "CALLGATE_BASE_URL")]
+    pub base_url: Option<String>,
+    /// Seconds a Released call stays readable [default: 30].
+    #[arg(long, env = "CALLGATE_RELEASED_LINGER")]
+    pub released_linger: Option<f64>,
+    /// Notifications held for resuming [default: 100000].
+    #[arg(long, env = "CALLGATE_HISTORY")]
+    pub history: Option<usize>,
+    /// Feed the gateway from the built-in simulator.
+    #[arg(long, env = "CALLGATE_DEMO")]
+    pub demo: bool,
+    /// Log format [default: text].
+    #[arg(long, env = "CALLGATE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Reducer shards (threads) [default: the number of CPUs].
+    #[arg(long, env = "CALLGATE_SHARDS")]
+    pub shards: Option<usize>,
+    /// WebSocket connections allowed at once [default: 20000].
+    #[arg(long, env = "CALLGATE_MAX_WS_CONNECTIONS")]
+    pub max_ws_connections: Option<usize>,
+    /// Ingest connections allowed at once [default: 256].
+    #[arg(long, env = "CALLGATE_MAX_INGEST_CONNECTIONS")]
+    pub max_ingest_connections: Option<usize>,
+    /// Call resources held at once [default: 1000000].
+    #[arg(long, env = "CALLGATE_MAX_CALLS")]
+    pub max_calls: Option<usize>,
+    /// A TOML file with any of these settings (keys as the flags: `listen`, `released-linger`, ...).
+    #[arg(long, env = "CALLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The TOML file's keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    ingest: Option<SocketAddr>,
+    base_url: Option<String>,
+    released_linger: Option<f64>,
+    history: Option<usize>,
+    demo: Option<bool>,
+    log_format: Option<LogFormat>,
+    shards: Option<usize>,
+    max_ws_connections: Option<usize>,
+    max_ingest_connections: Option<usize>,
+    max_calls: Option<usize>,
+}
+
+/// Settings after merging every source.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// HTTP and WebSocket address.
+    pub listen: SocketAddr,
+    /// Ingest address.
+    pub ingest: SocketAddr,
+    /// Public base URL, when given (else derived from the bound address).
+    pub base_url: Option<String>,
+    /// Linger of Released calls.
+    pub released_linger: Duration,
+    /// Resume history length.
+    pub history: usize,
+    /// Feed from the simulator.
+    pub demo: bool,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Reducer shards.
+    pub shards: usize,
+    /// WebSocket connection limit.
+    pub max_ws_connections: usize,
+    /// Ingest connection limit.
+    pub max_ingest_connections: usize,
+    /// Call resource limit.
+    pub max_calls: usize,
+}
+
+/// A settings problem (exit status 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML file is not valid.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ServeArgs {
+    /// Merges flags and environment (already in `self`) over the file over the defaults.
+    pub fn resolve(self) -> Result<ServeConfig, ConfigError> {
+        let file = match &self.config {
+            None => FileConfig::default(),
+            Some(path) => {
+                let name = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: name.clone(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|err| ConfigError::Parse {
+                    path: name,
+                    message: err.to_string(),
+                })?
+            }
+        };
+        let linger = self
+            .released_linger
+            .or(file.released_linger)
+            .unwrap_or(30.0);
+        if !(0.0..=86_400.0).contains(&linger) {
+            return Err(ConfigError::Invalid(format!(
+                "released-linger must be 0 to 86400 seconds, not {linger}"
+            )));
+        }
+        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+        Ok(ServeConfig {
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            ingest: self
+                .ingest
+                .or(file.ingest)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7000))),
+            base_url: self.base_url.or(file.base_url),
+            released_linger: Duration::from_secs_f64(linger),
+            history: self
+                .history
+                .or(file.history)
+                .unwrap_or(100_000)
+                .min(10_000_000),
+            demo: self.demo || file.demo.unwrap_or(false),
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            shards: self.shards.or(file.shards).unwrap_or(cpus).clamp(1, 64),
+            max_ws_connections: self
+                .max_ws_connections
+                .or(file.max_ws_connections)
+                .unwrap_or(20_000),
+            max_ingest_connections: self
+                .max_ingest_connections
+                .or(file.max_ingest_connections)
+                .unwrap_or(256),
+            max_calls: self
+                .max_calls
+                .or(file.max_calls)
+                .unwrap_or(crate::reduce::DEFAULT_MAX_CALLS),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = std::env::temp_dir().join(format!("callgate-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("callgate.toml");
+        std::fs::write(
+            &path,
+            "history = 5\nreleased-linger = 2.5\nlisten = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        let config = ServeArgs {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(config.listen.port(), 0);
+        assert_eq!(config.history, 5);
+        assert_eq!(config.released_linger, Duration::from_millis(2500));
+        assert_eq!(config.ingest.port(), 7000);
+        std::fs::write(&path, "colour = \"red\"\n").unwrap();
+        let err = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+    }
+}

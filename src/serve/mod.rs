@@ -1,0 +1,221 @@
+//! `callgate serve`: wiring the ingest socket, the pipeline, the fanout and the HTTP door together, and
+//! taking them down gracefully.
+
+pub mod config;
+
+use crate::api::{self, AppState};
+use crate::event::{Decoded, decode_line};
+use crate::fanout::Fanout;
+use crate::fanout::outbox::OutboxLimits;
+use crate::pipeline::{ConnStats, Pipeline, PipelineConfig, Submission};
+use crate::reduce::ReducerConfig;
+use crate::sim::{SimConfig, Simulator};
+use crate::store::Store;
+pub use config::{LogFormat, ServeArgs, ServeConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long shutdown waits for connections to finish before exiting anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the server could not run (exit status 1).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The metrics recorder could not be installed.
+    #[error("metrics: {0}")]
+    Metrics(String),
+    /// The HTTP server failed.
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+}
+
+/// The addresses the server bound.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// HTTP and WebSocket.
+    pub listen: SocketAddr,
+    /// Ingest.
+    pub ingest: SocketAddr,
+}
+
+/// Runs the gateway until `shutdown` completes, then shuts down gracefully. `on_ready` is called once
+/// every listener is bound.
+pub async fn run(
+    config: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+    on_ready: impl FnOnce(Bound),
+) -> Result<(), ServeError> {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            &[
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ],
+        )
+        .map_err(|err| ServeError::Metrics(err.to_string()))?
+        .install_recorder()
+        .map_err(|err| ServeError::Metrics(err.to_string()))?;
+    let http = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let ingest = TcpListener::bind(config.ingest)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.ingest,
+            source,
+        })?;
+    let bound = Bound {
+        listen: http.local_addr().map_err(ServeError::Http)?,
+        ingest: ingest.local_addr().map_err(ServeError::Http)?,
+    };
+    let base_url = config
+        .base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", bound.listen))
+        .trim_end_matches('/')
+        .to_owned();
+
+    // Load the phone-number metadata and geocoding index now, not on the first event's hot path.
+    let _ = crate::enrich::phone::build("+14155550100");
+    let epoch = epoch();
+    let store = Arc::new(Store::default());
+    let fanout = Arc::new(Fanout::new(
+        &epoch,
+        config.history,
+        Arc::clone(&store),
+        OutboxLimits::default(),
+    ));
+    let (pipeline, publisher) = Pipeline::start(
+        PipelineConfig {
+            shards: config.shards,
+            reducer: ReducerConfig {
+                base_url: base_url.clone(),
+                max_calls: config.max_calls,
+            },
+            released_linger: config.released_linger,
+        },
+        Arc::clone(&fanout),
+    );
+
+    let cancel = CancellationToken::new();
+    let connections = TaskTracker::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = AppState {
+        store,
+        fanout: Arc::clone(&fanout),
+        pipeline: Arc::clone(&pipeline),
+        base_url: base_url.clone().into(),
+        metrics,
+        ready: Arc::clone(&ready),
+        cancel: cancel.clone(),
+        tracker: connections.clone(),
+        ws_open: Arc::new(AtomicUsize::new(0)),
+        ws_max: config.max_ws_connections,
+    };
+
+    let ingest_task = tokio::spawn(crate::ingest::tcp::serve(
+        ingest,
+        Arc::clone(&pipeline),
+        config.max_ingest_connections,
+        cancel.clone(),
+        connections.clone(),
+    ));
+    let http_cancel = cancel.clone();
+    let http_task = tokio::spawn(async move {
+        axum::serve(http, api::router(state))
+            .with_graceful_shutdown(async move { http_cancel.cancelled().await })
+            .await
+    });
+    if config.demo {
+        connections.spawn(demo(Arc::clone(&pipeline), cancel.clone()));
+    }
+
+    ready.store(true, Ordering::Release);
+    tracing::info!(listen = %bound.listen, ingest = %bound.ingest, %epoch, "callgate serving");
+    on_ready(bound);
+
+    shutdown.await;
+    tracing::info!("shutting down: no new connections; draining");
+    ready.store(false, Ordering::Release);
+    cancel.cancel();
+    let _ = ingest_task.await;
+    connections.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not finish within {SHUTDOWN_GRACE:?}");
+    }
+    pipeline.close().await;
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, publisher).await;
+    match tokio::time::timeout(SHUTDOWN_GRACE, http_task).await {
+        Ok(Ok(Err(err))) => return Err(ServeError::Http(err)),
+        Ok(_) => {}
+        Err(_) => tracing::warn!("HTTP server did not stop within {SHUTDOWN_GRACE:?}"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// A name for this run of the gateway, different at every start.
+fn epoch() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{:x}-{:x}", nanos as u64, std::process::id())
+}
+
+/// `--demo`: a small contact center, simulated in real time, fed straight into the pipeline.
+async fn demo(pipeline: Arc<Pipeline>, cancel: CancellationToken) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(0))
+        .unwrap_or(0);
+    let config = SimConfig {
+        seed: u64::try_from(now).unwrap_or(1),
+        agents: 20,
+        queues: 2,
+        supervisors: 2,
+        calls_per_second: 0.15,
+        talk_secs: 60.0,
+        start: now,
+        ..SimConfig::default()
+    };
+    let stats = Arc::new(ConnStats::default());
+    let started = Instant::now();
+    let simulator = Simulator::new(config);
+    tracing::info!("demo: simulating 20 agents, 2 queues, 2 supervisors in real time");
+    for event in simulator {
+        let due = started + Duration::from_micros(u64::try_from(event.time - now).unwrap_or(0));
+        tokio::select! {
+            () = tokio::time::sleep_until(due.into()) => {}
+            () = cancel.cancelled() => break,
+        }
+        if let Ok(Decoded::Event(decoded)) = decode_line(event.line.as_bytes()) {
+            pipeline
+                .submit(vec![Submission {
+                    event: decoded.into_owned(),
+                    stats: Arc::clone(&stats),
+                    ingested: Instant::now(),
+                }])
+                .await;
+        }
+    }
+}
