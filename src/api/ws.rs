@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 /// Largest client frame accepted.
 pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
+/// Read buffer per connection.
+const READ_BUFFER: usize = 4 * 1024;
 /// How often the server pings.
 const PING_INTERVAL: Duration = Duration::from_secs(20);
 /// A connection that has sent nothing (not even a pong) for this long is closed.
@@ -41,7 +43,10 @@ pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Res
         );
     }
     let tracker = state.tracker.clone();
-    ws.max_message_size(MAX_CLIENT_FRAME)
+    // A small read buffer: clients send little, tungstenite zero-fills the buffer's free space on every
+    // read attempt, and an idle connection should cost kilobytes, not the default 128 KiB.
+    ws.read_buffer_size(READ_BUFFER)
+        .max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
         .on_upgrade(move |socket| async move {
             // Tracked so that shutdown waits for the close frame to go out (axum does not wait for
@@ -124,91 +129,104 @@ fn handle_text(state: &AppState, connection: u64, outbox: &Outbox, text: &str) {
     }
 }
 
+/// Milliseconds since `origin`, for the shared last-heard clock.
+fn millis_since(origin: Instant) -> u64 {
+    u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Reads client messages until the client closes, fails, or sends an over-long frame. Runs as its own task
+/// so that delivering notifications never polls the socket for reading.
+async fn read_requests(
+    mut stream: futures_util::stream::SplitStream<WebSocket>,
+    state: AppState,
+    connection: u64,
+    outbox: Arc<Outbox>,
+    origin: Instant,
+    last_heard: Arc<std::sync::atomic::AtomicU64>,
+) -> Option<(u16, &'static str)> {
+    while let Some(message) = stream.next().await {
+        last_heard.store(millis_since(origin), Ordering::Relaxed);
+        match message {
+            Ok(Message::Text(text)) => handle_text(&state, connection, &outbox, text.as_str()),
+            Ok(Message::Binary(_)) => {
+                outbox.push_control(error_frame(
+                    None,
+                    "bad-request",
+                    "binary frames are not supported",
+                ));
+            }
+            Ok(Message::Close(_)) => return Some((1000, "")),
+            Ok(Message::Ping(_) | Message::Pong(_)) => {}
+            Err(err) => {
+                tracing::debug!("WebSocket read failed: {err}");
+                let text = err.to_string().to_lowercase();
+                let too_big = text.contains("space limit")
+                    || text.contains("too long")
+                    || text.contains("size");
+                return too_big.then_some((1009, "frame too large"));
+            }
+        }
+    }
+    None
+}
+
 async fn connection(socket: WebSocket, state: AppState) {
     let (connection, outbox) = state.fanout.connect();
     metrics::gauge!("callgate_ws_connections_open").increment(1.0);
-    let (mut sink, mut stream) = socket.split();
-    let last_heard = std::sync::Mutex::new(Instant::now());
-    let heard = || {
-        if let Ok(mut at) = last_heard.lock() {
-            *at = Instant::now();
-        }
-    };
+    let (mut sink, stream) = socket.split();
+    let origin = Instant::now();
+    let last_heard = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut reader = tokio::spawn(read_requests(
+        stream,
+        state.clone(),
+        connection,
+        Arc::clone(&outbox),
+        origin,
+        Arc::clone(&last_heard),
+    ));
 
-    let reader = async {
-        while let Some(message) = stream.next().await {
-            heard();
-            match message {
-                Ok(Message::Text(text)) => handle_text(&state, connection, &outbox, text.as_str()),
-                Ok(Message::Binary(_)) => {
-                    outbox.push_control(error_frame(
-                        None,
-                        "bad-request",
-                        "binary frames are not supported",
-                    ));
+    let mut ping = tokio::time::interval(PING_INTERVAL);
+    ping.tick().await;
+    let mut frames = Vec::new();
+    let close: Option<(u16, &str)> = loop {
+        tokio::select! {
+            () = outbox.ready() => {}
+            _ = ping.tick() => {
+                let idle = Duration::from_millis(millis_since(origin).saturating_sub(last_heard.load(Ordering::Relaxed)));
+                if idle > IDLE_TIMEOUT {
+                    break Some((4010, "no answer to pings"));
                 }
-                Ok(Message::Close(_)) => return None,
-                Ok(Message::Ping(_) | Message::Pong(_)) => {}
-                Err(err) => {
-                    tracing::debug!("WebSocket read failed: {err}");
-                    let too_big = err.to_string().contains("Space limit exceeded")
-                        || err.to_string().to_lowercase().contains("too long")
-                        || err.to_string().to_lowercase().contains("size");
-                    return too_big.then_some((1009u16, "frame too large"));
+                if sink.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
+                    break None;
                 }
+                continue;
             }
+            read = &mut reader => break read.ok().flatten(),
+            () = state.cancel.cancelled() => break Some((1001, "server shutting down")),
         }
-        None
-    };
-
-    let writer = async {
-        let mut ping = tokio::time::interval(PING_INTERVAL);
-        ping.tick().await;
-        let mut frames = Vec::new();
-        loop {
-            tokio::select! {
-                () = outbox.ready() => {}
-                _ = ping.tick() => {
-                    let idle = last_heard.lock().map(|at| at.elapsed()).unwrap_or_default();
-                    if idle > IDLE_TIMEOUT {
-                        return Some((4010u16, "no answer to pings"));
-                    }
-                    if sink.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
-                        return None;
-                    }
-                    continue;
-                }
-                () = state.cancel.cancelled() => return Some((1001, "server shutting down")),
+        frames.clear();
+        if outbox.drain(&mut frames).is_err() {
+            metrics::counter!("callgate_slow_consumer_closes_total").increment(1);
+            break Some((4008, "slow consumer: resume with since"));
+        }
+        // Batch every queued frame into one flush: one write per frame caps fanout far lower.
+        let write = async {
+            for frame in frames.drain(..) {
+                sink.feed(Message::Text(frame)).await?;
             }
-            frames.clear();
-            if outbox.drain(&mut frames).is_err() {
+            sink.flush().await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => break None,
+            Err(_) => {
                 metrics::counter!("callgate_slow_consumer_closes_total").increment(1);
-                return Some((4008, "slow consumer: resume with since"));
-            }
-            // Batch every queued frame into one flush: one write per frame caps fanout far lower.
-            let write = async {
-                for frame in frames.drain(..) {
-                    sink.feed(Message::Text(frame)).await?;
-                }
-                sink.flush().await
-            };
-            match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return None,
-                Err(_) => {
-                    metrics::counter!("callgate_slow_consumer_closes_total").increment(1);
-                    return Some((4008, "slow consumer: resume with since"));
-                }
+                break Some((4008, "slow consumer: resume with since"));
             }
         }
     };
-
-    let close = tokio::select! {
-        close = reader => close,
-        close = writer => close,
-    };
+    reader.abort();
     state.fanout.disconnect(connection);
-    let mut socket = sink;
     if let Some((code, reason)) = close {
         let frame = CloseFrame {
             code,
@@ -216,10 +234,10 @@ async fn connection(socket: WebSocket, state: AppState) {
         };
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
-            socket.send(Message::Close(Some(frame))),
+            sink.send(Message::Close(Some(frame))),
         )
         .await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), socket.close()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
     metrics::gauge!("callgate_ws_connections_open").decrement(1.0);
 }

@@ -138,6 +138,12 @@ pub async fn run(
     ));
     let http_cancel = cancel.clone();
     let http_task = tokio::spawn(async move {
+        // Nagle's algorithm would hold small frames back waiting for the client's delayed ACK (40 ms).
+        let http = axum::serve::ListenerExt::tap_io(http, |tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY: {err}");
+            }
+        });
         axum::serve(http, api::router(state))
             .with_graceful_shutdown(async move { http_cancel.cancelled().await })
             .await
