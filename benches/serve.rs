@@ -328,6 +328,30 @@ async fn fanout_p99(clients: usize, notifications_per_second: u64, seconds: u64)
         ),
         &run,
     );
+    report_gateway_histogram(&gateway);
+}
+
+/// The gateway's own view: ingest to publish (into the outboxes), from its /metrics histogram.
+fn report_gateway_histogram(gateway: &Gateway) {
+    let Ok(mut stream) = std::net::TcpStream::connect(&gateway.http) else {
+        return;
+    };
+    let _ = write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = std::io::Read::read_to_string(&mut stream, &mut text);
+    let buckets: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("callgate_ingest_to_publish_seconds_bucket"))
+        .collect();
+    println!(
+        "  gateway ingest->publish histogram: {}",
+        buckets
+            .join(" | ")
+            .replace("callgate_ingest_to_publish_seconds_bucket", "")
+    );
 }
 
 async fn saturation(clients: usize, events: usize) {

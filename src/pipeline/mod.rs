@@ -103,7 +103,7 @@ enum ShardInput {
 struct Admitter {
     sequencer: Sequencer,
     shards: Vec<mpsc::Sender<ShardInput>>,
-    tickets: mpsc::Sender<Vec<u16>>,
+    tickets: mpsc::Sender<PublisherInput>,
 }
 
 /// Settings of the pipeline.
@@ -138,7 +138,9 @@ impl Pipeline {
         fanout: Arc<Fanout>,
     ) -> (Arc<Pipeline>, tokio::task::JoinHandle<()>) {
         let shard_count = config.shards.clamp(1, 64);
-        let (tickets_tx, tickets_rx) = mpsc::channel::<Vec<u16>>(SHARD_QUEUE * shard_count);
+        let (tickets_tx, tickets_rx) = mpsc::channel::<PublisherInput>(SHARD_QUEUE * shard_count);
+        // Weak: the sweeper must not keep the channel open once the admitter closes it at shutdown.
+        let sweeper_tx = tickets_tx.downgrade();
         let mut shard_txs = Vec::with_capacity(shard_count);
         let mut result_rxs = Vec::with_capacity(shard_count);
         for shard in 0..shard_count {
@@ -162,13 +164,33 @@ impl Pipeline {
             }),
             shard_count,
         });
-        let publisher = tokio::spawn(run_publisher(
-            tickets_rx,
-            result_rxs,
-            forget_txs,
-            fanout,
-            config.released_linger,
-        ));
+        // The publisher runs on its own thread: on a runtime worker it would queue behind the thousands of
+        // WebSocket writer tasks that each notification wakes, and every notification after it would wait.
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let linger = config.released_linger;
+        std::thread::Builder::new()
+            .name("callgate-publisher".into())
+            .spawn(move || {
+                run_publisher(tickets_rx, result_rxs, forget_txs, fanout, linger);
+                let _ = done_tx.send(());
+            })
+            .map_err(|err| tracing::error!("cannot start the publisher: {err}"))
+            .ok();
+        let publisher = tokio::spawn(async move {
+            let mut sweep = tokio::time::interval(Duration::from_millis(250));
+            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut done = done_rx;
+            loop {
+                tokio::select! {
+                    _ = sweep.tick() => {
+                        let Some(tx) = sweeper_tx.upgrade() else { break };
+                        // A full queue means the publisher is busy and will sweep soon anyway.
+                        let _ = tx.try_send(PublisherInput::Sweep);
+                    }
+                    _ = &mut done => break,
+                }
+            }
+        });
         (pipeline, publisher)
     }
 
@@ -233,7 +255,13 @@ impl Pipeline {
                 tracing::error!("reducer shard {shard} has stopped");
             }
         }
-        if !tickets.is_empty() && admitter.tickets.send(tickets).await.is_err() {
+        if !tickets.is_empty()
+            && admitter
+                .tickets
+                .send(PublisherInput::Order(tickets))
+                .await
+                .is_err()
+        {
             tracing::error!("publisher has stopped");
         }
     }
@@ -327,8 +355,16 @@ fn run_shard(
     }
 }
 
-async fn run_publisher(
-    mut tickets: mpsc::Receiver<Vec<u16>>,
+/// What the publisher thread receives.
+enum PublisherInput {
+    /// The shards of the next events, in ingest order.
+    Order(Vec<u16>),
+    /// Time to forget calls whose linger is over.
+    Sweep,
+}
+
+fn run_publisher(
+    mut tickets: mpsc::Receiver<PublisherInput>,
     mut results: Vec<mpsc::Receiver<Vec<JobResult>>>,
     shards: Vec<mpsc::Sender<ShardInput>>,
     fanout: Arc<Fanout>,
@@ -336,23 +372,20 @@ async fn run_publisher(
 ) {
     let mut pending: Vec<VecDeque<JobResult>> = results.iter().map(|_| VecDeque::new()).collect();
     let mut lingering: VecDeque<(Instant, CallKey)> = VecDeque::new();
-    let mut sweep = tokio::time::interval(Duration::from_millis(250));
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let order = tokio::select! {
-            order = tickets.recv() => order,
-            _ = sweep.tick() => {
-                forget_expired(&mut lingering, &fanout, &shards).await;
+    while let Some(input) = tickets.blocking_recv() {
+        let order = match input {
+            PublisherInput::Order(order) => order,
+            PublisherInput::Sweep => {
+                forget_expired(&mut lingering, &fanout, &shards);
                 continue;
             }
         };
-        let Some(order) = order else { break };
         let mut batch = Vec::new();
         let mut taken = Vec::with_capacity(order.len());
         for shard in order {
             let shard = shard as usize;
             while pending[shard].is_empty() {
-                match results[shard].recv().await {
+                match results[shard].blocking_recv() {
                     Some(result) => pending[shard].extend(result),
                     None => return,
                 }
@@ -372,7 +405,7 @@ async fn run_publisher(
     }
 }
 
-async fn forget_expired(
+fn forget_expired(
     lingering: &mut VecDeque<(Instant, CallKey)>,
     fanout: &Fanout,
     shards: &[mpsc::Sender<ShardInput>],
@@ -399,7 +432,7 @@ async fn forget_expired(
     }
     for (shard, numbers) in by_shard.into_iter().enumerate() {
         if !numbers.is_empty() {
-            let _ = shards[shard].send(ShardInput::Forget(numbers)).await;
+            let _ = shards[shard].blocking_send(ShardInput::Forget(numbers));
         }
     }
 }
