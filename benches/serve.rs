@@ -56,6 +56,11 @@ impl Gateway {
         }
     }
 
+    /// CPU time (user + system) the gateway process has used so far.
+    fn cpu_seconds(&self) -> f64 {
+        cpu_seconds_of(&self.child.id().to_string())
+    }
+
     fn rss_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
@@ -66,6 +71,27 @@ impl Gateway {
             .and_then(|kb| kb.parse::<u64>().ok())
             .map_or(0, |kb| kb * 1024)
     }
+}
+
+/// CPU seconds (user + system) of process `pid` (`self` for this one).
+fn cpu_seconds_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|u| u.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    ticks / 100.0
 }
 
 impl Drop for Gateway {
@@ -236,6 +262,10 @@ struct Run {
     clients: Vec<ClientStats>,
     sent: usize,
     send_time: Duration,
+    /// Gateway CPU seconds used from the first event sent to the end of the settle time.
+    gateway_cpu: f64,
+    /// This process's (the clients' and the load generator's) CPU seconds over the same time.
+    client_cpu: f64,
 }
 
 async fn run_clients(
@@ -264,8 +294,12 @@ async fn run_clients(
     while ready.load(Ordering::Acquire) < count {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let cpu_before = gateway.cpu_seconds();
+    let client_before = cpu_seconds_of("self");
     let send_time = feed(&gateway.ingest, lines, rate).await;
     tokio::time::sleep(settle).await;
+    let gateway_cpu = gateway.cpu_seconds() - cpu_before;
+    let client_cpu = cpu_seconds_of("self") - client_before;
     stop.cancel();
     let mut clients = Vec::new();
     for task in tasks {
@@ -275,6 +309,8 @@ async fn run_clients(
         clients,
         sent: lines.len(),
         send_time,
+        gateway_cpu,
+        client_cpu,
     }
 }
 
@@ -287,11 +323,13 @@ fn report_latency(name: &str, run: &Run) {
     all.sort_unstable();
     let frames: u64 = run.clients.iter().map(|c| c.frames).sum();
     println!(
-        "{name}: {} events in {:.1} s ({:.0}/s), {} deliveries; latency ms p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
+        "{name}: {} events in {:.1} s ({:.0}/s), {} deliveries, CPU per delivery: gateway {:.1} us, clients {:.1} us; latency ms p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
         run.sent,
         run.send_time.as_secs_f64(),
         run.sent as f64 / run.send_time.as_secs_f64(),
         frames,
+        run.gateway_cpu * 1e6 / frames.max(1) as f64,
+        run.client_cpu * 1e6 / frames.max(1) as f64,
         percentile(&all, 0.5),
         percentile(&all, 0.99),
         percentile(&all, 0.999),
