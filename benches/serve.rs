@@ -351,6 +351,7 @@ async fn latency(agents: u32, wallboards: usize, rate: u64, seconds: u64) {
         ),
         &run,
     );
+    report_gateway_histogram(&gateway);
 }
 
 async fn fanout_p99(clients: usize, notifications_per_second: u64, seconds: u64) {
