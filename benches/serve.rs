@@ -354,6 +354,21 @@ async fn latency(agents: u32, wallboards: usize, rate: u64, seconds: u64) {
     report_gateway_histogram(&gateway);
 }
 
+/// The gateway's own ingest-to-publish latency with no WebSocket client at all.
+async fn pipeline_only(rate: u64) {
+    let gateway = Gateway::start();
+    let lines = traffic(1000, (rate * 5) as usize, 14);
+    let cpu_before = gateway.cpu_seconds();
+    feed(&gateway.ingest, &lines, rate).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    println!(
+        "pipeline only: {} events at {rate}/s, gateway CPU {:.1} us/event",
+        lines.len(),
+        (gateway.cpu_seconds() - cpu_before) * 1e6 / lines.len() as f64
+    );
+    report_gateway_histogram(&gateway);
+}
+
 async fn fanout_p99(clients: usize, notifications_per_second: u64, seconds: u64) {
     let gateway = Gateway::start();
     // About 0.78 notifications per simulated event.
@@ -450,6 +465,10 @@ fn main() {
     runtime.block_on(async {
         if runs("latency") {
             latency(1000, 10, 20_000, 10).await;
+        }
+        if runs("pipeline-only") {
+            pipeline_only(1_000).await;
+            pipeline_only(20_000).await;
         }
         if runs("fanout-p99") {
             fanout_p99(1000, 100, 10).await;
