@@ -9,5 +9,6 @@ done
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --all-targets --locked
+# Benches are compiled (and linted) by clippy above; running them is `cargo bench`, not a test.
+cargo test --lib --bins --tests --examples --locked
 cargo test --doc --locked

@@ -86,6 +86,7 @@ fn sort_resources(mut calls: Vec<Value>) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fixture_through_the_socket_gives_folds_notifications_and_resources() {
+    let _serial = support::exclusive().await;
     let mut dirs: Vec<_> = std::fs::read_dir(fixtures_dir())
         .expect("fixtures")
         .flatten()
@@ -190,6 +191,7 @@ fn lines(events: &[&str]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_then_updates_filtered_by_dn() {
+    let _serial = support::exclusive().await;
     let gateway = Gateway::start(&[]);
     ingest(&gateway, lines(&[RINGING_7001, RINGING_7002])).await;
     let mut agent = ws_connect(&gateway).await;
@@ -271,6 +273,7 @@ async fn snapshot_then_updates_filtered_by_dn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_inside_the_history_and_snapshot_fallbacks() {
+    let _serial = support::exclusive().await;
     let gateway = Gateway::start(&["--history", "3"]);
     let mut first = ws_connect(&gateway).await;
     let subscribed = subscribe(&mut first, json!({"type":"subscribe","sub":"all"})).await;
@@ -324,6 +327,7 @@ async fn resume_inside_the_history_and_snapshot_fallbacks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_errors_and_the_connections_stay() {
+    let _serial = support::exclusive().await;
     let gateway = Gateway::start(&[]);
     let mut ws = ws_connect(&gateway).await;
     for (request, code) in [
@@ -395,6 +399,7 @@ async fn bad_requests_get_errors_and_the_connections_stay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tserver_that_reconnects_and_resends_from_its_last_ack_ends_as_fold() {
+    let _serial = support::exclusive().await;
     let dir = fixtures_dir().join("05-two-step-transfer");
     let text = std::fs::read_to_string(dir.join("events.ndjson")).expect("events");
     let events: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -430,6 +435,7 @@ async fn a_tserver_that_reconnects_and_resends_from_its_last_ack_ends_as_fold() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_gets_the_newest_state_and_slows_no_one() {
+    let _serial = support::exclusive().await;
     let gateway = Gateway::start(&[]);
     let sim = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
         .args([
@@ -530,6 +536,7 @@ async fn a_stalled_client_gets_the_newest_state_and_slows_no_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_websockets_with_1001_acks_ingest_and_exits_zero() {
+    let _serial = support::exclusive().await;
     let gateway = Gateway::start(&[]);
     let mut ws = ws_connect(&gateway).await;
     subscribe(&mut ws, json!({"type":"subscribe","sub":"all"})).await;

@@ -289,24 +289,44 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Key<'a> {
     }
 }
 
-/// Appends a decimal integer (with a minus sign when `negative`) without going through `fmt`.
-pub(crate) fn push_integer(out: &mut String, value: u64, negative: bool) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = value;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
+/// A number in decimal, formatted without going through `fmt` (this runs for every notification).
+pub(crate) struct Decimal {
+    digits: [u8; 20],
+    start: usize,
+}
+
+impl Decimal {
+    /// The decimal digits of `value`.
+    pub(crate) fn new(value: u64) -> Self {
+        let mut decimal = Decimal {
+            digits: [0; 20],
+            start: 20,
+        };
+        let mut rest = value;
+        loop {
+            decimal.start -= 1;
+            decimal.digits[decimal.start] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
         }
+        decimal
     }
+
+    /// The digits as text.
+    pub(crate) fn as_str(&self) -> &str {
+        // Only ASCII digits were written.
+        std::str::from_utf8(&self.digits[self.start..]).unwrap_or("0")
+    }
+}
+
+/// Appends a decimal integer (with a minus sign when `negative`).
+pub(crate) fn push_integer(out: &mut String, value: u64, negative: bool) {
     if negative {
         out.push('-');
     }
-    // Only ASCII digits were written.
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or("0"));
+    out.push_str(Decimal::new(value).as_str());
 }
 
 /// Appends `value` as a JSON string literal (quotes and escapes) to `out`.

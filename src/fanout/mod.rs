@@ -8,7 +8,7 @@
 pub mod filter;
 pub mod outbox;
 
-use crate::event::kv::write_json_str;
+use crate::event::kv::{Decimal, write_json_str};
 use crate::reduce::CallState;
 use crate::store::{CallKey, CallMeta, Store, StoredCall};
 use axum::extract::ws::Utf8Bytes;
@@ -238,7 +238,7 @@ impl Fanout {
             frame.push_str("{\"type\":\"notification\",\"epoch\":");
             write_json_str(&mut frame, &self.epoch);
             frame.push_str(",\"seq\":");
-            frame.push_str(itoa(seq).as_str());
+            frame.push_str(Decimal::new(seq).as_str());
             frame.push(',');
             let offset = frame.len();
             frame.push_str(&published.members);
@@ -373,7 +373,7 @@ impl Fanout {
         message.push_str(",\"epoch\":");
         write_json_str(&mut message, &self.epoch);
         message.push_str(",\"seq\":");
-        message.push_str(itoa(core.seq).as_str());
+        message.push_str(Decimal::new(core.seq).as_str());
 
         let oldest = core.history.front().map_or(core.seq + 1, |entry| entry.seq);
         let resumable = since.as_ref().is_some_and(|since| {
@@ -442,34 +442,5 @@ impl Fanout {
             .values()
             .map(|c| Arc::clone(&c.outbox))
             .collect()
-    }
-}
-
-/// Formats an unsigned integer (small helper to keep `fmt` off the publish path).
-fn itoa(value: u64) -> ItoaBuf {
-    let mut buf = ItoaBuf {
-        digits: [0; 20],
-        start: 20,
-    };
-    let mut rest = value;
-    loop {
-        buf.start -= 1;
-        buf.digits[buf.start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    buf
-}
-
-struct ItoaBuf {
-    digits: [u8; 20],
-    start: usize,
-}
-
-impl ItoaBuf {
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.digits[self.start..]).unwrap_or("0")
     }
 }

@@ -6,7 +6,7 @@
 
 use super::call::{Call, Changes};
 use crate::event::ConnId;
-use crate::event::kv::{push_integer, push_json_escaped as push_escaped, write_json_str};
+use crate::event::kv::{Decimal, push_integer, push_json_escaped as push_escaped, write_json_str};
 use std::ops::Range;
 
 /// The `notificationType` of a notification, by priority.
@@ -82,27 +82,11 @@ impl Notification<'_> {
     /// Appends the notification as one line of `fold --updates`: `{"seq":N,"channel":...,"data":{...}}\n`.
     pub fn write_line_with_seq(&self, seq: u64, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"seq\":");
-        push_integer_bytes(out, seq);
+        out.extend_from_slice(Decimal::new(seq).as_str().as_bytes());
         out.push(b',');
         out.extend_from_slice(self.members.as_bytes());
         out.extend_from_slice(b"}\n");
     }
-}
-
-/// Appends a decimal number without going through `fmt` (this runs once per notification).
-fn push_integer_bytes(out: &mut Vec<u8>, value: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = value;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 #[derive(Debug, Clone)]
