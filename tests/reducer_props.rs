@@ -281,3 +281,41 @@ proptest! {
         prop_assert_eq!(folded.notifications, again.notifications);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// Any bytes at all: a clean rejection or an event, never a panic, and the reducer takes whatever
+    /// decodes.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let mut reducer = Reducer::default();
+        let mut out = Notifications::default();
+        let _ = reducer.apply_line(&bytes, &mut out);
+    }
+
+    /// Real event lines with bytes flipped, cut or repeated: the decoder and the reducer stay whole.
+    #[test]
+    fn mangled_scenario_lines_never_panic(
+        seed in any::<u64>(),
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+        cut in any::<usize>(),
+    ) {
+        let scenarios = fixture_lines();
+        let lines: Vec<String> = scenarios.into_iter().flatten().collect();
+        let mut line = lines[(seed as usize) % lines.len()].clone().into_bytes();
+        for (at, byte) in edits {
+            if !line.is_empty() {
+                let at = at % line.len();
+                line[at] = byte;
+            }
+        }
+        line.truncate(cut % (line.len() + 1) + line.len() / 2);
+        let mut reducer = Reducer::default();
+        let mut out = Notifications::default();
+        for line in lines.iter().take(20) {
+            let _ = reducer.apply_line(line.as_bytes(), &mut out);
+        }
+        let _ = reducer.apply_line(&line, &mut out);
+    }
+}

@@ -570,3 +570,56 @@ async fn sigterm_closes_websockets_with_1001_acks_ingest_and_exits_zero() {
         Some(r#"{"ack":1,"applied":1,"duplicates":0,"rejected":0}"#)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_is_taken_in_full_with_bounded_memory() {
+    let _serial = support::exclusive().await;
+    let gateway = Gateway::start(&[]);
+    let sim = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args([
+            "sim",
+            "--agents",
+            "500",
+            "--calls-per-second",
+            "5",
+            "--events",
+            "50000",
+            "--seed",
+            "5",
+        ])
+        .output()
+        .expect("sim runs");
+    let lines = sim.stdout.iter().filter(|&&b| b == b'\n').count();
+    let pid = gateway.child.id();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let watcher = {
+        let peak = std::sync::Arc::clone(&peak);
+        tokio::spawn(async move {
+            loop {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let kib: u64 = status
+                    .lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                peak.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    // As fast as the socket takes it: the gateway reads only as fast as its reducers go.
+    let replies = ingest(&gateway, sim.stdout).await;
+    watcher.abort();
+    let last = replies.last().expect("final ack");
+    assert_eq!(
+        last["applied"].as_u64().unwrap_or(0) + last["duplicates"].as_u64().unwrap_or(0),
+        lines as u64,
+        "{last}"
+    );
+    assert_eq!(last["rejected"], 0);
+    let peak_mib = peak.load(std::sync::atomic::Ordering::Relaxed) / 1024;
+    assert!(peak_mib < 512, "gateway RSS peaked at {peak_mib} MiB");
+    assert_eq!(gateway.get("/healthz").0, 200);
+}
