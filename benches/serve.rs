@@ -466,6 +466,12 @@ fn main() {
         if runs("latency") {
             latency(1000, 10, 20_000, 10).await;
         }
+        if runs("light") {
+            latency(10, 1, 1_000, 5).await;
+        }
+        if runs("agents-only") {
+            latency(1000, 0, 20_000, 10).await;
+        }
         if runs("pipeline-only") {
             pipeline_only(1_000).await;
             pipeline_only(20_000).await;
