@@ -105,6 +105,20 @@ fn ack_line(state: AckState) -> String {
     }
 }
 
+/// Acknowledge received data at once. A T-Server writes many small segments; with delayed ACKs (up to
+/// 40 ms) its congestion window fills with unacknowledged segments and its next events wait on the wire
+/// (measured: a 40 ms p99 between an event's write and its arrival, at 1,000 events/s). Linux turns quick
+/// ACKs off again by itself, so it is set after every read.
+fn quick_ack(reader: &tokio::net::tcp::OwnedReadHalf) {
+    #[cfg(target_os = "linux")]
+    {
+        let stream: &TcpStream = reader.as_ref();
+        let _ = socket2::SockRef::from(stream).set_tcp_quickack(true);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = reader;
+}
+
 async fn connection(
     stream: TcpStream,
     pipeline: Arc<Pipeline>,
@@ -134,6 +148,7 @@ async fn connection(
             }
             read = reader.read_buf(&mut buf) => read?,
         };
+        quick_ack(&reader);
         let mut batch = Vec::new();
         let ingested = Instant::now();
         let take = |frame: Frame, batch: &mut Vec<Submission>, replies: &mut Vec<u8>| {
