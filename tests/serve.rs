@@ -368,6 +368,27 @@ async fn bad_requests_get_errors_and_the_connections_stay() {
         Some(json!({"type":"pong"}))
     );
 
+    // A frame over 64 KiB closes the connection with 1009 (message too big).
+    let mut big = ws_connect(&gateway).await;
+    big.send(Message::text(format!(
+        "{{\"type\":\"ping\",\"pad\":\"{}\"}}",
+        "x".repeat(70 * 1024)
+    )))
+    .await
+    .expect("send");
+    let mut code = None;
+    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(5), big.next()).await {
+        match message {
+            Ok(Message::Close(frame)) => {
+                code = frame.map(|f| f.code);
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    assert_eq!(code, Some(CloseCode::Size));
+
     // Bad ingest lines: an error line each, the stream goes on.
     let replies = ingest(
         &gateway,
