@@ -183,6 +183,16 @@ const RINGING_7002: &str = r#"{"event":"EventRinging","EventSequenceNumber":2,"T
 const ESTABLISHED_7001: &str = r#"{"event":"EventEstablished","EventSequenceNumber":3,"TimeinSecs":104,"ConnID":"a1","ThisDN":"7001","OtherDN":"+14155550100"}"#;
 const ESTABLISHED_7002: &str = r#"{"event":"EventEstablished","EventSequenceNumber":4,"TimeinSecs":105,"ConnID":"a2","ThisDN":"7002","OtherDN":"+14155550123"}"#;
 
+/// `callgate sim ARGS` output.
+fn simulate(args: &[&str]) -> Vec<u8> {
+    std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .arg("sim")
+        .args(args)
+        .output()
+        .expect("sim runs")
+        .stdout
+}
+
 fn lines(events: &[&str]) -> Vec<u8> {
     let mut bytes = events.join("\n").into_bytes();
     bytes.push(b'\n');
@@ -458,23 +468,19 @@ async fn a_tserver_that_reconnects_and_resends_from_its_last_ack_ends_as_fold() 
 async fn a_stalled_client_gets_the_newest_state_and_slows_no_one() {
     let _serial = support::exclusive().await;
     let gateway = Gateway::start(&[]);
-    let sim = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
-        .args([
-            "sim",
-            "--agents",
-            "400",
-            "--calls-per-second",
-            "2",
-            "--events",
-            "30000",
-            "--seed",
-            "3",
-        ])
-        .output()
-        .expect("sim runs");
+    let sim = simulate(&[
+        "--agents",
+        "400",
+        "--calls-per-second",
+        "2",
+        "--events",
+        "30000",
+        "--seed",
+        "3",
+    ]);
     // Through a file: writing fold's stdin while it fills its stdout pipe would deadlock.
     let input = std::env::temp_dir().join(format!("callgate-stall-{}.ndjson", std::process::id()));
-    std::fs::write(&input, &sim.stdout).expect("write sim output");
+    std::fs::write(&input, &sim).expect("write sim output");
     let fold = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
         .args(["fold", "--updates"])
         .arg(&input)
@@ -490,7 +496,6 @@ async fn a_stalled_client_gets_the_newest_state_and_slows_no_one() {
     // Paced like a busy T-Server (thousands of events a second), so that a client that reads keeps up.
     let mut paced = Ingest::connect(&gateway);
     let input_lines: Vec<Vec<u8>> = sim
-        .stdout
         .split_inclusive(|&b| b == b'\n')
         .map(<[u8]>::to_vec)
         .collect();
@@ -596,21 +601,17 @@ async fn sigterm_closes_websockets_with_1001_acks_ingest_and_exits_zero() {
 async fn a_flood_is_taken_in_full_with_bounded_memory() {
     let _serial = support::exclusive().await;
     let gateway = Gateway::start(&[]);
-    let sim = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
-        .args([
-            "sim",
-            "--agents",
-            "500",
-            "--calls-per-second",
-            "5",
-            "--events",
-            "50000",
-            "--seed",
-            "5",
-        ])
-        .output()
-        .expect("sim runs");
-    let lines = sim.stdout.iter().filter(|&&b| b == b'\n').count();
+    let sim = simulate(&[
+        "--agents",
+        "500",
+        "--calls-per-second",
+        "5",
+        "--events",
+        "50000",
+        "--seed",
+        "5",
+    ]);
+    let lines = sim.iter().filter(|&&b| b == b'\n').count();
     let pid = gateway.child.id();
     let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let watcher = {
@@ -631,7 +632,7 @@ async fn a_flood_is_taken_in_full_with_bounded_memory() {
         })
     };
     // As fast as the socket takes it: the gateway reads only as fast as its reducers go.
-    let replies = ingest(&gateway, sim.stdout).await;
+    let replies = ingest(&gateway, sim).await;
     watcher.abort();
     let last = replies.last().expect("final ack");
     assert_eq!(
