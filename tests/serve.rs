@@ -645,3 +645,29 @@ async fn a_flood_is_taken_in_full_with_bounded_memory() {
     assert!(peak_mib < 512, "gateway RSS peaked at {peak_mib} MiB");
     assert_eq!(gateway.get("/healthz").0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_are_refused_and_slots_come_back() {
+    let _serial = support::exclusive().await;
+    let gateway = Gateway::start(&["--max-ws-connections", "2"]);
+    let first = ws_connect(&gateway).await;
+    let _second = ws_connect(&gateway).await;
+    let refused = tokio_tungstenite::connect_async(gateway.ws_url()).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503)
+        }
+        other => panic!("expected a 503 refusal, got {other:?}"),
+    }
+    // Closing one frees its slot.
+    drop(first);
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok((ws, _)) = tokio_tungstenite::connect_async(gateway.ws_url()).await {
+            again = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(again.is_some(), "a slot came back after a client left");
+}

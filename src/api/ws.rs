@@ -43,11 +43,16 @@ pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Res
         );
     }
     let tracker = state.tracker.clone();
+    let slot = Arc::clone(&state.ws_open);
     // A small read buffer: clients send little, tungstenite zero-fills the buffer's free space on every
     // read attempt, and an idle connection should cost kilobytes, not the default 128 KiB.
     ws.read_buffer_size(READ_BUFFER)
         .max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
+        // A handshake that fails after the slot was counted must give it back.
+        .on_failed_upgrade(move |_| {
+            slot.fetch_sub(1, Ordering::AcqRel);
+        })
         .on_upgrade(move |socket| async move {
             // Tracked so that shutdown waits for the close frame to go out (axum does not wait for
             // upgraded connections).
