@@ -1,9 +1,9 @@
 //! The `callgate` command.
 
 use callgate::cli::fold::{FoldError, FoldOptions, fold};
+use callgate::cli::sim::SimArgs;
 use callgate::reduce::{DEFAULT_BASE_URL, DEFAULT_MAX_CALLS};
 use callgate::serve::ServeArgs;
-use callgate::sim::{SimConfig, Simulator};
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
@@ -39,78 +39,21 @@ enum Command {
     },
     /// Run the gateway: TCP ingest, WebSocket fanout, REST.
     Serve(ServeArgs),
-    /// Generate realistic T-Server traffic (JSON lines) on standard output, as fast as possible.
-    Sim {
-        /// Seed; the same seed and options give the same events.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Number of agents (DNs 7001...).
-        #[arg(long, default_value_t = 50)]
-        agents: u32,
-        /// Number of ACD queues (DNs 8001...).
-        #[arg(long, default_value_t = 4)]
-        queues: u32,
-        /// Number of supervisors (DNs 7901...).
-        #[arg(long, default_value_t = 3)]
-        supervisors: u32,
-        /// Mean call arrivals per second of simulated time.
-        #[arg(long, default_value_t = 0.2)]
-        calls_per_second: f64,
-        /// Stop after this many calls (calls in progress finish).
-        #[arg(long)]
-        calls: Option<u64>,
-        /// Stop creating calls after this many seconds of simulated time.
-        #[arg(long)]
-        duration: Option<f64>,
-        /// Stop after this many events.
-        #[arg(long)]
-        events: Option<u64>,
-    },
+    /// Generate realistic T-Server traffic (JSON lines): to stdout, a file, or an ingest socket.
+    Sim(SimArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Sim {
-            seed,
-            agents,
-            queues,
-            supervisors,
-            calls_per_second,
-            calls,
-            duration,
-            events,
-        } => {
-            if calls.is_none() && duration.is_none() && events.is_none() {
-                eprintln!("callgate sim: give --calls, --duration or --events");
-                return ExitCode::from(2);
+        Command::Sim(args) => match callgate::cli::sim::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("callgate sim: {err}");
+                ExitCode::from(2)
             }
-            let config = SimConfig {
-                seed,
-                agents,
-                queues,
-                supervisors,
-                calls_per_second,
-                max_calls: calls,
-                duration_secs: duration,
-                ..SimConfig::default()
-            };
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let limit = events.unwrap_or(u64::MAX);
-            for event in Simulator::new(config).take(usize::try_from(limit).unwrap_or(usize::MAX)) {
-                let written = out
-                    .write_all(event.line.as_bytes())
-                    .and_then(|()| out.write_all(b"\n"));
-                if written.is_err() {
-                    return ExitCode::from(2);
-                }
-            }
-            match out.flush() {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(_) => ExitCode::from(2),
-            }
-        }
+        },
         Command::Fold {
             base_url,
             updates,

@@ -692,3 +692,47 @@ async fn connections_past_the_limit_are_refused_and_slots_come_back() {
     }
     assert!(again.is_some(), "a slot came back after a client left");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_connect_feeds_a_gateway_at_a_multiple_of_real_time() {
+    let _serial = support::exclusive().await;
+    let gateway = Gateway::start(&[]);
+    let ingest = gateway.ingest.clone();
+    let started = std::time::Instant::now();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
+            .args([
+                "sim",
+                "--calls",
+                "10",
+                "--calls-per-second",
+                "5",
+                "--talk-secs",
+                "5",
+                "--speed",
+                "20",
+            ])
+            .args(["--connect", &ingest])
+            .output()
+            .expect("sim runs")
+    })
+    .await
+    .expect("sim task");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Ten calls at 5/s take a few simulated seconds: paced at 20x, well over 50 ms of wall time.
+    assert!(started.elapsed() > Duration::from_millis(50));
+    let ack: Value = serde_json::from_str(String::from_utf8_lossy(&output.stderr).trim())
+        .expect("final ack on stderr");
+    assert!(ack["ack"].as_u64().is_some_and(|n| n > 10), "{ack}");
+    assert_eq!(ack["rejected"], 0);
+    let (_, body) = gateway.get("/api/v2/calls");
+    let calls = serde_json::from_str::<Value>(&body).expect("JSON")["calls"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!calls.is_empty());
+}
