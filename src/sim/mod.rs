@@ -150,6 +150,62 @@ struct Ev {
     call_state: Option<u32>,
 }
 
+/// Setters for the attributes a script adds to an event copy.
+impl Ev {
+    fn this_role(mut self, role: &'static str) -> Self {
+        self.this_role = Some(role);
+        self
+    }
+    fn other(mut self, dn: &Arc<str>) -> Self {
+        self.other = Some(Arc::clone(dn));
+        self
+    }
+    fn other_role(mut self, role: &'static str) -> Self {
+        self.other_role = Some(role);
+        self
+    }
+    fn third(mut self, dn: &Arc<str>) -> Self {
+        self.third = Some(Arc::clone(dn));
+        self
+    }
+    fn third_role(mut self, role: &'static str) -> Self {
+        self.third_role = Some(role);
+        self
+    }
+    fn ani(mut self, number: &Arc<str>) -> Self {
+        self.ani = Some(Arc::clone(number));
+        self
+    }
+    fn dnis(mut self, number: &Arc<str>) -> Self {
+        self.dnis = Some(Arc::clone(number));
+        self
+    }
+    fn queue(mut self, dn: &Arc<str>) -> Self {
+        self.queue = Some(Arc::clone(dn));
+        self
+    }
+    fn user_data(mut self, data: Arc<str>) -> Self {
+        self.user_data = Some(data);
+        self
+    }
+    fn extensions(mut self, extensions: &'static str) -> Self {
+        self.extensions = Some(extensions);
+        self
+    }
+    fn previous_conn(mut self, conn: u64) -> Self {
+        self.previous_conn = Some(conn);
+        self
+    }
+    fn transfer_conn(mut self, conn: u64) -> Self {
+        self.transfer_conn = Some(conn);
+        self
+    }
+    fn call_state(mut self, state: u32) -> Self {
+        self.call_state = Some(state);
+        self
+    }
+}
+
 struct Pending {
     time: Micros,
     order: u64,
@@ -377,12 +433,14 @@ impl Simulator {
         let user_data: Arc<str> = data.clone().into();
         let mix = self.config.mix.clone();
 
-        let mut queued = self.base("EventQueued", &queue, conn, &uuid, "Inbound");
-        queued.other = Some(Arc::clone(&customer));
-        queued.ani = Some(Arc::clone(&customer));
-        queued.dnis = Some(Arc::clone(&queue));
-        queued.user_data = Some(Arc::clone(&user_data));
-        self.push(t0, queued);
+        self.push(
+            t0,
+            self.base("EventQueued", &queue, conn, &uuid, "Inbound")
+                .other(&customer)
+                .ani(&customer)
+                .dnis(&queue)
+                .user_data(Arc::clone(&user_data)),
+        );
 
         let Some((a, ring_at)) =
             Self::earliest(&self.agents, t0 + micros(self.rng.between(1.0, 6.0)), None)
@@ -390,32 +448,40 @@ impl Simulator {
             return;
         };
         let agent = Arc::clone(&self.agents[a].dn);
-        let mut diverted = self.base("EventDiverted", &queue, conn, &uuid, "Inbound");
-        diverted.third = Some(Arc::clone(&agent));
-        self.push(ring_at, diverted);
-        let mut ringing = self.base("EventRinging", &agent, conn, &uuid, "Inbound");
-        ringing.this_role = Some("RoleDestination");
-        ringing.other = Some(Arc::clone(&customer));
-        ringing.other_role = Some("RoleOrigination");
-        ringing.ani = Some(Arc::clone(&customer));
-        ringing.dnis = Some(Arc::clone(&queue));
-        ringing.queue = Some(Arc::clone(&queue));
-        ringing.user_data = Some(Arc::clone(&user_data));
-        self.push(ring_at, ringing);
+        self.push(
+            ring_at,
+            self.base("EventDiverted", &queue, conn, &uuid, "Inbound")
+                .third(&agent),
+        );
+        self.push(
+            ring_at,
+            self.base("EventRinging", &agent, conn, &uuid, "Inbound")
+                .this_role("RoleDestination")
+                .other(&customer)
+                .other_role("RoleOrigination")
+                .ani(&customer)
+                .dnis(&queue)
+                .queue(&queue)
+                .user_data(Arc::clone(&user_data)),
+        );
 
         let ring = micros(self.rng.between(2.0, 8.0));
         if self.rng.chance(mix.abandon_ringing) {
             let at = ring_at + ring / 2;
-            let mut abandoned = self.base("EventAbandoned", &agent, conn, &uuid, "Inbound");
-            abandoned.call_state = Some(21);
-            self.push(at, abandoned);
+            self.push(
+                at,
+                self.base("EventAbandoned", &agent, conn, &uuid, "Inbound")
+                    .call_state(21),
+            );
             self.agents[a].free_at = at + micros(1.0);
             return;
         }
         let answered = ring_at + ring;
-        let mut established = self.base("EventEstablished", &agent, conn, &uuid, "Inbound");
-        established.other = Some(Arc::clone(&customer));
-        self.push(answered, established);
+        self.push(
+            answered,
+            self.base("EventEstablished", &agent, conn, &uuid, "Inbound")
+                .other(&customer),
+        );
 
         let talk = micros(self.rng.lognormal(self.config.talk_secs, 0.8).max(10.0));
         let at = |share: f64| answered + (talk as f64 * share) as Micros;
@@ -426,9 +492,11 @@ impl Simulator {
                 (0.6, r#"{"record":"pause"}"#),
                 (0.7, r#"{"record":"resume"}"#),
             ] {
-                let mut info = self.base("EventPrivateInfo", &agent, conn, &uuid, "Inbound");
-                info.extensions = Some(directive);
-                self.push(at(share), info);
+                self.push(
+                    at(share),
+                    self.base("EventPrivateInfo", &agent, conn, &uuid, "Inbound")
+                        .extensions(directive),
+                );
             }
         } else if self.rng.chance(mix.recording_gsip) {
             for (share, value) in [(0.02, "ON"), (0.65, "PAUSED"), (0.75, "ON")] {
@@ -445,9 +513,11 @@ impl Simulator {
                 "Disposition",
                 ["Resolved", "FollowUp", "Escalated"][self.rng.below(3) as usize],
             );
-            let mut changed = self.base("EventAttachedDataChanged", &agent, conn, &uuid, "Inbound");
-            changed.user_data = Some(data.clone().into());
-            self.push(at(0.15), changed);
+            self.push(
+                at(0.15),
+                self.base("EventAttachedDataChanged", &agent, conn, &uuid, "Inbound")
+                    .user_data(data.clone().into()),
+            );
         }
         if self.rng.chance(mix.supervisor)
             && let Some((s, free)) = Self::earliest(&self.supervisors, at(0.2), None)
@@ -514,9 +584,13 @@ impl Simulator {
                 Ending::Conference,
             ),
             _ => {
-                let mut released = self.base("EventReleased", &agent, conn, &uuid, "Inbound");
-                released.call_state = Some(if self.rng.chance(0.5) { 0 } else { 5 });
-                self.push(end, released);
+                // Either side hangs up: Ok, or RemoteRelease.
+                let state = if self.rng.chance(0.5) { 0 } else { 5 };
+                self.push(
+                    end,
+                    self.base("EventReleased", &agent, conn, &uuid, "Inbound")
+                        .call_state(state),
+                );
                 end
             }
         };
@@ -534,14 +608,18 @@ impl Simulator {
         until: Micros,
     ) {
         let supervisor = Arc::clone(&self.supervisors[s].dn);
-        let mut added = self.base("EventPartyAdded", agent, conn, uuid, "Inbound");
-        added.third = Some(Arc::clone(&supervisor));
-        added.third_role = Some("RoleObserver");
-        self.push(from, added);
-        let mut joined = self.base("EventEstablished", &supervisor, conn, uuid, "Inbound");
-        joined.this_role = Some("RoleObserver");
-        joined.other = Some(Arc::clone(agent));
-        self.push(from, joined);
+        self.push(
+            from,
+            self.base("EventPartyAdded", agent, conn, uuid, "Inbound")
+                .third(&supervisor)
+                .third_role("RoleObserver"),
+        );
+        self.push(
+            from,
+            self.base("EventEstablished", &supervisor, conn, uuid, "Inbound")
+                .this_role("RoleObserver")
+                .other(agent),
+        );
         if self.rng.chance(0.3) {
             let mid = from + (until - from) / 3;
             for (kind, at) in [
@@ -549,15 +627,15 @@ impl Simulator {
                 ("EventMuteOff", mid + (until - from) / 3),
             ] {
                 for dn in [agent, &supervisor] {
-                    let mut mute = self.base(kind, dn, conn, uuid, "Inbound");
-                    mute.other = Some(Arc::clone(agent));
-                    self.push(at, mute);
+                    self.push(at, self.base(kind, dn, conn, uuid, "Inbound").other(agent));
                 }
             }
         }
-        let mut deleted = self.base("EventPartyDeleted", agent, conn, uuid, "Inbound");
-        deleted.third = Some(Arc::clone(&supervisor));
-        self.push(until, deleted);
+        self.push(
+            until,
+            self.base("EventPartyDeleted", agent, conn, uuid, "Inbound")
+                .third(&supervisor),
+        );
         self.push(
             until,
             self.base("EventReleased", &supervisor, conn, uuid, "Inbound"),
@@ -585,49 +663,57 @@ impl Simulator {
         let consult_uuid = self.new_uuid();
         self.push(start, self.base("EventHeld", &agent, conn, uuid, "Inbound"));
         let dial_at = start + micros(1.0);
-        let mut dialing = self.base(
-            "EventDialing",
-            &agent,
-            consult_conn,
-            &consult_uuid,
-            "Consult",
+        self.push(
+            dial_at,
+            self.base(
+                "EventDialing",
+                &agent,
+                consult_conn,
+                &consult_uuid,
+                "Consult",
+            )
+            .this_role("RoleOrigination")
+            .other(&other)
+            .transfer_conn(conn)
+            .user_data(Arc::clone(user_data)),
         );
-        dialing.this_role = Some("RoleOrigination");
-        dialing.other = Some(Arc::clone(&other));
-        dialing.transfer_conn = Some(conn);
-        dialing.user_data = Some(Arc::clone(user_data));
-        self.push(dial_at, dialing);
-        let mut ringing = self.base(
-            "EventRinging",
-            &other,
-            consult_conn,
-            &consult_uuid,
-            "Consult",
+        self.push(
+            dial_at + micros(0.2),
+            self.base(
+                "EventRinging",
+                &other,
+                consult_conn,
+                &consult_uuid,
+                "Consult",
+            )
+            .this_role("RoleDestination")
+            .other(&agent)
+            .transfer_conn(conn)
+            .user_data(Arc::clone(user_data)),
         );
-        ringing.this_role = Some("RoleDestination");
-        ringing.other = Some(Arc::clone(&agent));
-        ringing.transfer_conn = Some(conn);
-        ringing.user_data = Some(Arc::clone(user_data));
-        self.push(dial_at + micros(0.2), ringing);
         let answer_at = dial_at + micros(self.rng.between(2.0, 6.0));
-        let mut b_established = self.base(
-            "EventEstablished",
-            &other,
-            consult_conn,
-            &consult_uuid,
-            "Consult",
+        self.push(
+            answer_at,
+            self.base(
+                "EventEstablished",
+                &other,
+                consult_conn,
+                &consult_uuid,
+                "Consult",
+            )
+            .other(&agent),
         );
-        b_established.other = Some(Arc::clone(&agent));
-        self.push(answer_at, b_established);
-        let mut a_established = self.base(
-            "EventEstablished",
-            &agent,
-            consult_conn,
-            &consult_uuid,
-            "Consult",
+        self.push(
+            answer_at,
+            self.base(
+                "EventEstablished",
+                &agent,
+                consult_conn,
+                &consult_uuid,
+                "Consult",
+            )
+            .other(&other),
         );
-        a_established.other = Some(Arc::clone(&other));
-        self.push(answer_at, a_established);
         let done = answer_at + micros(self.rng.between(10.0, 40.0));
         let b_talk = micros(
             self.rng
@@ -637,23 +723,29 @@ impl Simulator {
 
         let (a_free, b_free) = match ending {
             Ending::Transfer => {
-                let mut released = self.base("EventReleased", &agent, conn, uuid, "Inbound");
-                released.call_state = Some(1);
-                self.push(done, released);
-                let mut changed = self.base("EventPartyChanged", &other, conn, uuid, "Inbound");
-                changed.previous_conn = Some(consult_conn);
-                changed.other = Some(Arc::clone(customer));
-                changed.third = Some(Arc::clone(&agent));
-                self.push(done, changed);
-                let mut released = self.base(
-                    "EventReleased",
-                    &agent,
-                    consult_conn,
-                    &consult_uuid,
-                    "Consult",
+                self.push(
+                    done,
+                    self.base("EventReleased", &agent, conn, uuid, "Inbound")
+                        .call_state(1),
                 );
-                released.call_state = Some(1);
-                self.push(done, released);
+                self.push(
+                    done,
+                    self.base("EventPartyChanged", &other, conn, uuid, "Inbound")
+                        .previous_conn(consult_conn)
+                        .other(customer)
+                        .third(&agent),
+                );
+                self.push(
+                    done,
+                    self.base(
+                        "EventReleased",
+                        &agent,
+                        consult_conn,
+                        &consult_uuid,
+                        "Consult",
+                    )
+                    .call_state(1),
+                );
                 let b_end = done + b_talk;
                 self.push(
                     b_end,
@@ -695,39 +787,49 @@ impl Simulator {
                 (end, done)
             }
             Ending::Conference => {
-                let mut released = self.base(
-                    "EventReleased",
-                    &agent,
-                    consult_conn,
-                    &consult_uuid,
-                    "Consult",
+                self.push(
+                    done,
+                    self.base(
+                        "EventReleased",
+                        &agent,
+                        consult_conn,
+                        &consult_uuid,
+                        "Consult",
+                    )
+                    .call_state(2),
                 );
-                released.call_state = Some(2);
-                self.push(done, released);
                 self.push(
                     done,
                     self.base("EventRetrieved", &agent, conn, uuid, "Inbound"),
                 );
-                let mut added = self.base("EventPartyAdded", &agent, conn, uuid, "Inbound");
-                added.third = Some(Arc::clone(&other));
-                added.third_role = Some("RoleConferenceMember");
-                self.push(done, added);
-                let mut changed = self.base("EventPartyChanged", &other, conn, uuid, "Inbound");
-                changed.previous_conn = Some(consult_conn);
-                changed.other = Some(Arc::clone(customer));
-                self.push(done, changed);
-                let mut added = self.base("EventPartyAdded", &other, conn, uuid, "Inbound");
-                added.third = Some(Arc::clone(&agent));
-                added.third_role = Some("RoleConferenceMember");
-                self.push(done, added);
+                self.push(
+                    done,
+                    self.base("EventPartyAdded", &agent, conn, uuid, "Inbound")
+                        .third(&other)
+                        .third_role("RoleConferenceMember"),
+                );
+                self.push(
+                    done,
+                    self.base("EventPartyChanged", &other, conn, uuid, "Inbound")
+                        .previous_conn(consult_conn)
+                        .other(customer),
+                );
+                self.push(
+                    done,
+                    self.base("EventPartyAdded", &other, conn, uuid, "Inbound")
+                        .third(&agent)
+                        .third_role("RoleConferenceMember"),
+                );
                 let a_leaves = done + micros(self.rng.between(20.0, 90.0));
                 self.push(
                     a_leaves,
                     self.base("EventReleased", &agent, conn, uuid, "Inbound"),
                 );
-                let mut deleted = self.base("EventPartyDeleted", &other, conn, uuid, "Inbound");
-                deleted.third = Some(Arc::clone(&agent));
-                self.push(a_leaves, deleted);
+                self.push(
+                    a_leaves,
+                    self.base("EventPartyDeleted", &other, conn, uuid, "Inbound")
+                        .third(&agent),
+                );
                 let b_end = a_leaves + b_talk;
                 self.push(
                     b_end,
@@ -754,19 +856,25 @@ impl Simulator {
     ) -> Micros {
         let agent = Arc::clone(&self.agents[a].dn);
         let other = Arc::clone(&self.agents[b].dn);
-        let mut released = self.base("EventReleased", &agent, conn, uuid, "Inbound");
-        released.call_state = Some(1);
-        released.third = Some(Arc::clone(&other));
-        self.push(at, released);
-        let mut ringing = self.base("EventRinging", &other, conn, uuid, "Inbound");
-        ringing.other = Some(Arc::clone(customer));
-        ringing.ani = Some(Arc::clone(customer));
-        ringing.user_data = Some(Arc::clone(user_data));
-        self.push(at + micros(0.2), ringing);
+        self.push(
+            at,
+            self.base("EventReleased", &agent, conn, uuid, "Inbound")
+                .call_state(1)
+                .third(&other),
+        );
+        self.push(
+            at + micros(0.2),
+            self.base("EventRinging", &other, conn, uuid, "Inbound")
+                .other(customer)
+                .ani(customer)
+                .user_data(Arc::clone(user_data)),
+        );
         let answered = at + micros(self.rng.between(2.0, 6.0));
-        let mut established = self.base("EventEstablished", &other, conn, uuid, "Inbound");
-        established.other = Some(Arc::clone(customer));
-        self.push(answered, established);
+        self.push(
+            answered,
+            self.base("EventEstablished", &other, conn, uuid, "Inbound")
+                .other(customer),
+        );
         let end = answered
             + micros(
                 self.rng
@@ -789,11 +897,13 @@ impl Simulator {
         let customer = self.customer_number();
         let conn = self.new_conn();
         let uuid = self.new_uuid();
-        let mut dialing = self.base("EventDialing", &agent, conn, &uuid, "Outbound");
-        dialing.this_role = Some("RoleOrigination");
-        dialing.other = Some(Arc::clone(&customer));
-        dialing.dnis = Some(Arc::clone(&customer));
-        self.push(start, dialing);
+        self.push(
+            start,
+            self.base("EventDialing", &agent, conn, &uuid, "Outbound")
+                .this_role("RoleOrigination")
+                .other(&customer)
+                .dnis(&customer),
+        );
         self.push(
             start + micros(1.0),
             self.base("EventNetworkReached", &agent, conn, &uuid, "Outbound"),
@@ -806,21 +916,27 @@ impl Simulator {
                 at,
                 self.base("EventDestinationBusy", &agent, conn, &uuid, "Outbound"),
             );
-            let mut released = self.base("EventReleased", &agent, conn, &uuid, "Outbound");
-            released.call_state = Some(6);
-            self.push(at + micros(1.0), released);
+            self.push(
+                at + micros(1.0),
+                self.base("EventReleased", &agent, conn, &uuid, "Outbound")
+                    .call_state(6),
+            );
             at + micros(1.0)
         } else if roll < mix.outbound_busy + mix.outbound_no_answer {
             let at = start + micros(25.0);
-            let mut released = self.base("EventReleased", &agent, conn, &uuid, "Outbound");
-            released.call_state = Some(7);
-            self.push(at, released);
+            self.push(
+                at,
+                self.base("EventReleased", &agent, conn, &uuid, "Outbound")
+                    .call_state(7),
+            );
             at
         } else {
             let answered = start + micros(self.rng.between(5.0, 20.0));
-            let mut established = self.base("EventEstablished", &agent, conn, &uuid, "Outbound");
-            established.other = Some(Arc::clone(&customer));
-            self.push(answered, established);
+            self.push(
+                answered,
+                self.base("EventEstablished", &agent, conn, &uuid, "Outbound")
+                    .other(&customer),
+            );
             let end = answered
                 + micros(
                     self.rng
@@ -851,19 +967,25 @@ impl Simulator {
         let callee = Arc::clone(&self.agents[b].dn);
         let conn = self.new_conn();
         let uuid = self.new_uuid();
-        let mut dialing = self.base("EventDialing", &caller, conn, &uuid, "Internal");
-        dialing.this_role = Some("RoleOrigination");
-        dialing.other = Some(Arc::clone(&callee));
-        self.push(start, dialing);
-        let mut ringing = self.base("EventRinging", &callee, conn, &uuid, "Internal");
-        ringing.this_role = Some("RoleDestination");
-        ringing.other = Some(Arc::clone(&caller));
-        self.push(start + micros(0.1), ringing);
+        self.push(
+            start,
+            self.base("EventDialing", &caller, conn, &uuid, "Internal")
+                .this_role("RoleOrigination")
+                .other(&callee),
+        );
+        self.push(
+            start + micros(0.1),
+            self.base("EventRinging", &callee, conn, &uuid, "Internal")
+                .this_role("RoleDestination")
+                .other(&caller),
+        );
         let answered = start + micros(self.rng.between(2.0, 6.0));
         for (dn, other) in [(&callee, &caller), (&caller, &callee)] {
-            let mut established = self.base("EventEstablished", dn, conn, &uuid, "Internal");
-            established.other = Some(Arc::clone(other));
-            self.push(answered, established);
+            self.push(
+                answered,
+                self.base("EventEstablished", dn, conn, &uuid, "Internal")
+                    .other(other),
+            );
         }
         let end = answered + micros(self.rng.lognormal(60.0, 0.6).max(5.0));
         self.push(
