@@ -1,21 +1,13 @@
 //! Folds every scenario in `proto-fixtures/` and compares with its hand-checked expected output:
 //! final resources, the notification stream, the summary counts and the rejected lines.
 
+mod support;
+
 use callgate::cli::fold::{FoldOptions, fold};
 use callgate::reduce::{DEFAULT_BASE_URL, DEFAULT_MAX_CALLS};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-
-fn fixture_dirs() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto-fixtures");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .expect("proto-fixtures/ exists")
-        .map(|entry| entry.expect("readable entry").path())
-        .filter(|path| path.join("events.ndjson").is_file())
-        .collect();
-    dirs.sort();
-    dirs
-}
+use std::path::Path;
+use support::fixture_dirs;
 
 struct Run {
     stdout: String,

@@ -1,7 +1,9 @@
 //! Black-box tests of `callgate fold`: the real binary, its output streams and exit statuses (api.md).
 
+mod support;
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 fn callgate(args: &[&str], stdin: Option<&[u8]>) -> Output {
@@ -23,13 +25,6 @@ fn callgate(args: &[&str], stdin: Option<&[u8]>) -> Output {
     output
 }
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("proto-fixtures")
-        .join(name)
-        .join("events.ndjson")
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -39,7 +34,7 @@ const RELEASED: &str = r#"{"event":"EventReleased","EventSequenceNumber":2,"Time
 
 #[test]
 fn good_input_exits_zero_with_resources_and_a_summary() {
-    let path = fixture("01-inbound-via-queue");
+    let path = support::fixture("01-inbound-via-queue").join("events.ndjson");
     let out = callgate(&["fold", path.to_str().expect("utf-8 path")], None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let expected =

@@ -1,11 +1,12 @@
 //! Property tests of the reducer: whatever the order of events, duplicates or replays, it never panics,
 //! Released stays final, ids never change, and the result is a pure function of the input.
 
+mod support;
+
 use callgate::reduce::{Disposition, Notifications, Reducer};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::path::Path;
 
 const KINDS: [&str; 22] = [
     "EventQueued",
@@ -235,15 +236,8 @@ proptest! {
 }
 
 fn fixture_lines() -> Vec<Vec<String>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto-fixtures");
     let mut scenarios = Vec::new();
-    let mut dirs: Vec<_> = std::fs::read_dir(root)
-        .expect("fixtures")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    dirs.sort();
-    for dir in dirs {
+    for dir in support::fixture_dirs() {
         if dir.ends_with("16-bad-input") {
             continue;
         }

@@ -6,7 +6,7 @@ mod support;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::{Gateway, Ingest, fixtures_dir, json_lines};
+use support::{Gateway, Ingest, fixture, fixture_dirs, json_lines};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -87,13 +87,7 @@ fn sort_resources(mut calls: Vec<Value>) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fixture_through_the_socket_gives_folds_notifications_and_resources() {
     let _serial = support::exclusive().await;
-    let mut dirs: Vec<_> = std::fs::read_dir(fixtures_dir())
-        .expect("fixtures")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    dirs.sort();
-    for dir in dirs {
+    for dir in fixture_dirs() {
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -431,7 +425,7 @@ async fn bad_requests_get_errors_and_the_connections_stay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tserver_that_reconnects_and_resends_from_its_last_ack_ends_as_fold() {
     let _serial = support::exclusive().await;
-    let dir = fixtures_dir().join("05-two-step-transfer");
+    let dir = fixture("05-two-step-transfer");
     let text = std::fs::read_to_string(dir.join("events.ndjson")).expect("events");
     let events: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let gateway = Gateway::start(&["--base-url", "http://127.0.0.1:8080"]);

@@ -434,13 +434,4 @@ impl Fanout {
             seq: core.seq,
         }
     }
-
-    /// Every connection's outbox, to close them at shutdown.
-    pub fn outboxes(&self) -> Vec<Arc<Outbox>> {
-        self.lock()
-            .connections
-            .values()
-            .map(|c| Arc::clone(&c.outbox))
-            .collect()
-    }
 }

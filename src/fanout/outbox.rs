@@ -177,12 +177,6 @@ impl Outbox {
     pub fn overflowed(&self) -> bool {
         self.lock().overflowed
     }
-
-    /// Frames and bytes queued now.
-    pub fn queued(&self) -> (usize, usize) {
-        let state = self.lock();
-        (state.live, state.bytes)
-    }
 }
 
 /// The outbox went past its hard bound: the connection must be closed with 4008.

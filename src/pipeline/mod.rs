@@ -146,7 +146,11 @@ impl Pipeline {
         for shard in 0..shard_count {
             let (tx, rx) = mpsc::channel::<ShardInput>(SHARD_QUEUE);
             let (result_tx, result_rx) = mpsc::channel::<Vec<JobResult>>(SHARD_QUEUE);
-            let reducer = Reducer::new(config.reducer.clone());
+            // `max_calls` bounds the whole gateway: each shard holds its share.
+            let reducer = Reducer::new(ReducerConfig {
+                max_calls: config.reducer.max_calls.div_ceil(shard_count),
+                ..config.reducer.clone()
+            });
             // A task, not a thread: the runtime runs it right after the ingest task that fed it (on the
             // same core, no wake-up of a sleeping CPU), and spreads shards over the cores when busy.
             tokio::spawn(run_shard(shard as u16, reducer, rx, result_tx));

@@ -574,13 +574,6 @@ impl Reducer {
         self.calls.is_empty()
     }
 
-    /// The name of the device's T-Server (`""` for the default one).
-    pub fn server_name(&self, device: &Device) -> &str {
-        self.server_names
-            .get(device.server as usize)
-            .map_or("", |s| s)
-    }
-
     /// Link state of each T-Server seen: `Some(true)` after EventLinkConnected, `Some(false)` after
     /// EventLinkDisconnected, `None` before either.
     pub fn links(&self) -> impl Iterator<Item = (&str, Option<bool>)> {

@@ -158,8 +158,23 @@ impl Ingest {
     }
 }
 
-pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("proto-fixtures")
+/// Every scenario folder of `proto-fixtures/` (those with an `events.ndjson`), sorted by name.
+pub fn fixture_dirs() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto-fixtures");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("proto-fixtures/ exists")
+        .map(|entry| entry.expect("readable entry").path())
+        .filter(|path| path.join("events.ndjson").is_file())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// One scenario folder by name.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("proto-fixtures")
+        .join(name)
 }
 
 pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
