@@ -192,6 +192,10 @@ async fn connection(socket: WebSocket, state: AppState) {
 
     let mut ping = tokio::time::interval(PING_INTERVAL);
     ping.tick().await;
+    // Made once: a fresh `cancelled()` future per wake-up would register with the token every time, and
+    // the token is shared by every connection.
+    let cancelled = state.cancel.cancelled();
+    tokio::pin!(cancelled);
     let mut frames = Vec::new();
     let close: Option<(u16, &str)> = loop {
         tokio::select! {
@@ -207,12 +211,15 @@ async fn connection(socket: WebSocket, state: AppState) {
                 continue;
             }
             read = &mut reader => break read.ok().flatten(),
-            () = state.cancel.cancelled() => break Some((1001, "server shutting down")),
+            () = &mut cancelled => break Some((1001, "server shutting down")),
         }
         frames.clear();
         if outbox.drain(&mut frames).is_err() {
             metrics::counter!("callgate_slow_consumer_closes_total").increment(1);
             break Some((4008, "slow consumer: resume with since"));
+        }
+        if frames.is_empty() {
+            continue;
         }
         // Batch every queued frame into one flush: one write per frame caps fanout far lower.
         let write = async {
@@ -221,7 +228,14 @@ async fn connection(socket: WebSocket, state: AppState) {
             }
             sink.flush().await
         };
-        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        tokio::pin!(write);
+        // Most batches fit the socket buffer and finish at once; only one that must wait for the client
+        // pays for a timer.
+        let written = match futures_util::poll!(&mut write) {
+            std::task::Poll::Ready(result) => Ok(result),
+            std::task::Poll::Pending => tokio::time::timeout(WRITE_TIMEOUT, write).await,
+        };
+        match written {
             Ok(Ok(())) => {}
             Ok(Err(_)) => break None,
             Err(_) => {

@@ -171,6 +171,8 @@ struct Core {
     next_connection: u64,
     index: Index,
     candidates: Vec<u64>,
+    /// Outboxes that became non-empty during the batch being published: woken once it is all queued.
+    to_wake: Vec<Arc<Outbox>>,
 }
 
 /// Counters the fanout keeps for /metrics.
@@ -207,6 +209,7 @@ impl Fanout {
                 next_connection: 0,
                 index: Index::default(),
                 candidates: Vec::new(),
+                to_wake: Vec::new(),
             }),
         }
     }
@@ -229,8 +232,8 @@ impl Fanout {
         if batch.is_empty() {
             return released;
         }
-        let mut core = self.lock();
-        let core = &mut *core;
+        let mut guard = self.lock();
+        let core = &mut *guard;
         for published in batch {
             core.seq += 1;
             let seq = core.seq;
@@ -269,10 +272,13 @@ impl Fanout {
                 {
                     continue;
                 }
-                match conn
+                let (pushed, wake) = conn
                     .outbox
-                    .push_notification(published.meta.key, frame.clone())
-                {
+                    .queue_notification(published.meta.key, frame.clone());
+                if wake {
+                    core.to_wake.push(Arc::clone(&conn.outbox));
+                }
+                match pushed {
                     Pushed::Queued => delivered += 1,
                     Pushed::Coalesced => {
                         delivered += 1;
@@ -300,6 +306,13 @@ impl Fanout {
                 });
             }
         }
+        // Woken after the lock is released, so a writer on the other core does not wait for it.
+        let mut to_wake = std::mem::take(&mut core.to_wake);
+        drop(guard);
+        for outbox in to_wake.drain(..) {
+            outbox.wake();
+        }
+        self.lock().to_wake = to_wake;
         released
     }
 

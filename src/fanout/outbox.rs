@@ -36,7 +36,7 @@ impl Default for OutboxLimits {
 
 enum Slot {
     Control(Utf8Bytes),
-    Notification(Utf8Bytes),
+    Notification(CallKey, Utf8Bytes),
     /// A notification replaced by a newer version of its call.
     Dropped,
 }
@@ -44,14 +44,30 @@ enum Slot {
 #[derive(Default)]
 struct State {
     slots: VecDeque<Slot>,
-    /// Position (absolute, see `head`) of the queued frame of each call.
-    latest: HashMap<CallKey, u64>,
-    /// Absolute position of `slots[0]`.
-    head: u64,
+    /// Index in `slots` of the queued frame of each call. Built only when the queue first reaches the soft
+    /// bound and dropped when it drains: a client that keeps up never pays for it, and a map sized for a
+    /// past backlog is not kept alive by an idle connection.
+    latest: Option<HashMap<CallKey, usize>>,
     live: usize,
     bytes: usize,
     overflowed: bool,
     closed: bool,
+}
+
+impl State {
+    /// The coalescing index, built from the queue on first use.
+    fn latest(&mut self) -> &mut HashMap<CallKey, usize> {
+        let slots = &self.slots;
+        self.latest.get_or_insert_with(|| {
+            let mut latest = HashMap::with_capacity(slots.len());
+            for (index, slot) in slots.iter().enumerate() {
+                if let Slot::Notification(call, _) = slot {
+                    latest.insert(*call, index);
+                }
+            }
+            latest
+        })
+    }
 }
 
 /// One connection's outbound queue.
@@ -104,59 +120,82 @@ impl Outbox {
         Pushed::Queued
     }
 
-    /// Queues a notification frame about `call`.
+    /// Queues a notification frame about `call` and wakes the writer if it needs waking.
     pub fn push_notification(&self, call: CallKey, frame: Utf8Bytes) -> Pushed {
+        let (pushed, wake) = self.queue_notification(call, frame);
+        if wake {
+            self.wake();
+        }
+        pushed
+    }
+
+    /// Queues a notification frame about `call` without waking the writer. When the second value is true
+    /// the caller must call [`Outbox::wake`] once it has queued the rest of its batch: a writer woken only
+    /// then finds the whole batch and sends it in one write.
+    pub fn queue_notification(&self, call: CallKey, frame: Utf8Bytes) -> (Pushed, bool) {
         let mut state = self.lock();
         if state.overflowed || state.closed {
-            return Pushed::Refused;
+            return (Pushed::Refused, false);
         }
+        // The writer empties the whole queue each time it wakes, so only the push that makes the queue
+        // non-empty needs to wake it.
+        let wake = state.slots.is_empty();
         let mut result = Pushed::Queued;
-        if state.live >= self.limits.soft
-            && let Some(&position) = state.latest.get(&call)
-            && let Some(index) = position.checked_sub(state.head)
-            && let Some(slot) = state.slots.get_mut(index as usize)
-            && let Slot::Notification(old) = std::mem::replace(slot, Slot::Dropped)
-        {
-            state.bytes -= old.len();
-            state.live -= 1;
-            result = Pushed::Coalesced;
+        let index = state.slots.len();
+        if state.live >= self.limits.soft {
+            let replaced = state.latest().insert(call, index);
+            if let Some(old) = replaced
+                && let Some(slot) = state.slots.get_mut(old)
+                && let Slot::Notification(_, old) = std::mem::replace(slot, Slot::Dropped)
+            {
+                state.bytes -= old.len();
+                state.live -= 1;
+                result = Pushed::Coalesced;
+            }
+        } else if let Some(latest) = &mut state.latest {
+            latest.insert(call, index);
         }
-        let position = state.head + state.slots.len() as u64;
-        state.latest.insert(call, position);
         state.bytes += frame.len();
         state.live += 1;
-        state.slots.push_back(Slot::Notification(frame));
+        state.slots.push_back(Slot::Notification(call, frame));
         self.check_hard(&mut state);
-        drop(state);
+        (result, wake)
+    }
+
+    /// Wakes the writer.
+    pub fn wake(&self) {
         self.ready.notify_one();
-        result
     }
 
     fn check_hard(&self, state: &mut State) {
         if state.live > self.limits.hard || state.bytes > self.limits.hard_bytes {
             state.overflowed = true;
-            state.slots.clear();
-            state.latest.clear();
+            state.slots = VecDeque::new();
+            state.latest = None;
             state.live = 0;
             state.bytes = 0;
         }
     }
 
-    /// Takes every queued frame, in order, into `out`. Returns `Err(())` when the outbox overflowed.
+    /// Takes every queued frame, in order, into `out`. Returns `Err(Overflowed)` when the outbox overflowed.
     pub fn drain(&self, out: &mut Vec<Utf8Bytes>) -> Result<(), Overflowed> {
         let mut state = self.lock();
         if state.overflowed {
             return Err(Overflowed);
         }
-        let count = state.slots.len() as u64;
+        out.reserve(state.live);
         for slot in state.slots.drain(..) {
             match slot {
-                Slot::Control(frame) | Slot::Notification(frame) => out.push(frame),
+                Slot::Control(frame) | Slot::Notification(_, frame) => out.push(frame),
                 Slot::Dropped => {}
             }
         }
-        state.head += count;
-        state.latest.clear();
+        // A queue that grew far past the soft bound gives its memory back rather than keeping it for an
+        // idle connection.
+        if state.slots.capacity() > self.limits.soft {
+            state.slots = VecDeque::new();
+        }
+        state.latest = None;
         state.live = 0;
         state.bytes = 0;
         Ok(())
@@ -235,6 +274,23 @@ mod tests {
         // After a drain, positions start again and nothing stale is replaced.
         outbox.push_notification(key(1), "a4".into());
         assert_eq!(frames(&outbox), ["a4"]);
+    }
+
+    #[test]
+    fn every_push_into_an_empty_queue_wakes_the_writer() {
+        use futures_util::FutureExt;
+        let outbox = Outbox::new(OutboxLimits::default());
+        assert!(outbox.ready().now_or_never().is_none());
+        outbox.push_notification(key(1), "a1".into());
+        outbox.push_notification(key(1), "a2".into());
+        assert!(outbox.ready().now_or_never().is_some());
+        assert_eq!(frames(&outbox), ["a1", "a2"]);
+        // Drained: the second push of the earlier batch left no stale wake-up behind...
+        assert!(outbox.ready().now_or_never().is_none());
+        // ...and the next push into the empty queue wakes it again.
+        outbox.push_notification(key(2), "b1".into());
+        assert!(outbox.ready().now_or_never().is_some());
+        assert_eq!(frames(&outbox), ["b1"]);
     }
 
     #[test]
