@@ -1324,6 +1324,8 @@ mod tests {
         let config = SimConfig {
             max_calls: Some(300),
             calls_per_second: 2.0,
+            // Enough agents for the load, so that most calls are answered rather than abandoned.
+            agents: 400,
             ..SimConfig::default()
         };
         let a: Vec<SimEvent> = Simulator::new(config.clone()).collect();
