@@ -14,13 +14,13 @@ pub struct SimArgs {
     /// Seed; the same seed and options give the same events.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Number of agents (DNs 7001...).
+    /// Number of agents (DNs 7001...; 70001... when more than 899).
     #[arg(long, default_value_t = 50)]
     pub agents: u32,
     /// Number of ACD queues (DNs 8001...).
     #[arg(long, default_value_t = 4)]
     pub queues: u32,
-    /// Number of supervisors (DNs 7901...).
+    /// Number of supervisors (DNs 7901...; 79001... beside five-digit agents).
     #[arg(long, default_value_t = 3)]
     pub supervisors: u32,
     /// Mean call arrivals per second of simulated time.

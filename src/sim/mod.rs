@@ -2,7 +2,9 @@
 //!
 //! Calls arrive as a Poisson process. Each call is scripted in full when it arrives (queue wait, ringing,
 //! talk, hold, recording, supervision, transfer or conference, release), using agents that are free for the
-//! whole time they are needed, so an agent is never in two places at once. Every party that T-Server
+//! whole time they are needed, so an agent is never in two places at once. An inbound caller waits in the
+//! queue until an agent is free, unless they hang up first (the abandon-queue share, or a wait longer than
+//! their patience); such a call never reaches an agent. docs/simulator.md describes it all. Every party that T-Server
 //! monitors (agents, queues, supervisors) gets its own copy of each event, and the copies are released in
 //! time order with increasing EventSequenceNumbers.
 
@@ -193,11 +195,11 @@ impl Mix {
 pub struct SimConfig {
     /// Seed: the same seed and settings give the same events.
     pub seed: u64,
-    /// Agents (DNs 7001, 7002, ...).
+    /// Agents (DNs 7001, 7002, ...; 70001, ... when there are more than 899).
     pub agents: u32,
     /// ACD queues (DNs 8001, 8002, ...).
     pub queues: u32,
-    /// Supervisors (DNs 7901, 7902, ...).
+    /// Supervisors (DNs 7901, 7902, ...; 79001, ... beside five-digit agents).
     pub supervisors: u32,
     /// Mean call arrivals per second.
     pub calls_per_second: f64,
@@ -380,6 +382,42 @@ struct Party {
     free_at: Micros,
 }
 
+/// Directory numbers: agents 7001..., supervisors 7901..., queues 8001... while they fit in four digits.
+/// A larger center gets wider numbers (agents 70001..., supervisors 79001...), because an agent numbered
+/// like a supervisor or a queue would be one device in two places at once.
+struct NumberPlan {
+    /// 10^k: agents are 7·10^k + i (i < 9·10^(k-1)), supervisors 7·10^k + 9·10^(k-1) + i (i < 10^(k-1)).
+    staff: u64,
+    /// 10^m: queues are 8·10^m + i (i < 10^m); a leading 8 never meets a staff number.
+    queues: u64,
+}
+
+impl NumberPlan {
+    fn new(agents: u32, supervisors: u32, queues: u32) -> Self {
+        let mut staff = 1_000u64;
+        while u64::from(agents) >= staff / 10 * 9 || u64::from(supervisors) >= staff / 10 {
+            staff *= 10;
+        }
+        let mut queue_width = 1_000u64;
+        while u64::from(queues) >= queue_width {
+            queue_width *= 10;
+        }
+        Self {
+            staff,
+            queues: queue_width,
+        }
+    }
+    fn agent(&self, i: u32) -> u64 {
+        7 * self.staff + u64::from(i)
+    }
+    fn supervisor(&self, i: u32) -> u64 {
+        7 * self.staff + self.staff / 10 * 9 + u64::from(i)
+    }
+    fn queue(&self, i: u32) -> u64 {
+        8 * self.queues + u64::from(i)
+    }
+}
+
 const SECOND: f64 = 1_000_000.0;
 
 fn micros(secs: f64) -> Micros {
@@ -413,14 +451,19 @@ impl Simulator {
             dn: dn.into(),
             free_at: Micros::MIN,
         };
+        let plan = NumberPlan::new(
+            config.agents.max(1),
+            config.supervisors,
+            config.queues.max(1),
+        );
         let agents = (1..=config.agents.max(1))
-            .map(|i| party(format!("{}", 7000 + i)))
+            .map(|i| party(plan.agent(i).to_string()))
             .collect();
         let supervisors = (1..=config.supervisors)
-            .map(|i| party(format!("{}", 7900 + i)))
+            .map(|i| party(plan.supervisor(i).to_string()))
             .collect();
         let queues = (1..=config.queues.max(1))
-            .map(|i| Arc::from(format!("{}", 8000 + i)))
+            .map(|i| Arc::from(plan.queue(i).to_string()))
             .collect();
         let first_gap = rng.exponential(1.0 / config.calls_per_second.max(1e-9));
         let next_arrival = config.start + micros(first_gap);
@@ -1307,6 +1350,29 @@ impl Iterator for Simulator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_stay_four_digits_while_they_fit_and_never_collide() {
+        let small = NumberPlan::new(899, 99, 999);
+        assert_eq!(
+            (small.agent(1), small.agent(899), small.supervisor(1)),
+            (7001, 7899, 7901)
+        );
+        assert_eq!((small.supervisor(99), small.queue(1)), (7999, 8001));
+        for (agents, supervisors, queues) in [(900, 3, 4), (2000, 20, 8), (50, 100, 1000)] {
+            let plan = NumberPlan::new(agents, supervisors, queues);
+            let mut all: Vec<u64> = (1..=agents).map(|i| plan.agent(i)).collect();
+            all.extend((1..=supervisors).map(|i| plan.supervisor(i)));
+            all.extend((1..=queues).map(|i| plan.queue(i)));
+            let count = all.len();
+            all.sort_unstable();
+            all.dedup();
+            assert_eq!(all.len(), count, "{agents} {supervisors} {queues}");
+            assert!(plan.agent(1).to_string().starts_with("70"));
+            assert!(plan.supervisor(1).to_string().starts_with("79"));
+            assert!(plan.queue(1).to_string().starts_with("80"));
+        }
+    }
 
     #[test]
     fn with_key_adds_and_replaces() {
