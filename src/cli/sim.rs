@@ -41,7 +41,7 @@ pub struct SimArgs {
     /// T-Server name put in every event's `Server` attribute (none: the default T-Server).
     #[arg(long)]
     pub server: Option<String>,
-    /// Time of the first arrival, in Unix seconds.
+    /// Start of the simulated clock, in Unix seconds (the first call arrives one random gap later).
     #[arg(long, default_value_t = SimConfig::default().start / 1_000_000)]
     pub start: i64,
     /// Stop after this many calls (calls in progress finish).

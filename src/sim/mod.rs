@@ -213,7 +213,7 @@ pub struct SimConfig {
     pub wrap_up_secs: f64,
     /// Mean patience of a caller waiting in a queue, in seconds: a caller still waiting then hangs up.
     pub patience_secs: f64,
-    /// Time of the first arrival.
+    /// Start of the simulated clock (the first call arrives one inter-arrival gap later).
     pub start: Micros,
     /// `Server` attribute on every event (`None`: the default T-Server).
     pub server: Option<String>,
