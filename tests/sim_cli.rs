@@ -236,3 +236,15 @@ fn help_lists_every_mix_name_with_its_default() {
         assert!(help.contains(option), "{option}");
     }
 }
+
+#[test]
+fn docs_list_every_mix_name_with_its_default() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/simulator.md"))
+        .expect("docs/simulator.md");
+    let mut defaults = Mix::default();
+    for field in &MIX_FIELDS {
+        let default = *(field.slot)(&mut defaults);
+        let row = format!("| `{}` | {default} |", field.name);
+        assert!(docs.contains(&row), "docs/simulator.md lacks {row}");
+    }
+}

@@ -4,9 +4,9 @@
 //! talk, hold, recording, supervision, transfer or conference, release), using agents that are free for the
 //! whole time they are needed, so an agent is never in two places at once. An inbound caller waits in the
 //! queue until an agent is free, unless they hang up first (the abandon-queue share, or a wait longer than
-//! their patience); such a call never reaches an agent. docs/simulator.md describes it all. Every party that T-Server
-//! monitors (agents, queues, supervisors) gets its own copy of each event, and the copies are released in
-//! time order with increasing EventSequenceNumbers.
+//! their patience); such a call never reaches an agent. Every party that T-Server monitors (agents, queues,
+//! supervisors) gets its own copy of each event, and the copies are released in time order with
+//! increasing EventSequenceNumbers. docs/simulator.md describes the scenarios and distributions.
 
 mod rng;
 
@@ -87,8 +87,8 @@ pub struct MixField {
     pub slot: fn(&mut Mix) -> &mut f64,
 }
 
-/// Every field of [`Mix`], in declaration order. `--mix`, its help text and docs/simulator.md are built on
-/// this one list so that a new field cannot be forgotten by any of them.
+/// Every field of [`Mix`], in declaration order. `--mix` and its help text are built on this one list so
+/// that neither can forget a new field; tests check that --help and docs/simulator.md list them all.
 pub const MIX_FIELDS: [MixField; 15] = [
     MixField {
         name: "outbound",
