@@ -1,34 +1,51 @@
 //! The simulator's traffic is valid and consistent: folding an hour of a 200-agent contact center gives no
-//! rejected lines, no orphans, no duplicates, every call ends Released and every agent ends idle.
+//! rejected lines, no duplicates, nothing ignored, every call ends Released and every agent ends idle.
+//!
+//! The only orphans allowed are the callers who hang up in a queue: T-Server sends that EventAbandoned to
+//! the queue DN, where no call resource exists, and call-resource.md counts it as an orphan. So the test
+//! checks that the orphans are exactly those abandons, one for each the simulator reports.
 
-use callgate::reduce::{CallState, Counts, Notifications, Reducer};
+use callgate::reduce::{CallState, Counts, Disposition, Notifications, Reducer};
 use callgate::sim::{SimConfig, Simulator};
 use std::collections::{HashMap, HashSet};
 
 #[test]
 fn an_hour_of_a_200_agent_center_folds_cleanly() {
+    let queues = 6;
     let config = SimConfig {
         seed: 42,
         agents: 200,
-        queues: 6,
+        queues,
         supervisors: 8,
         // About 200 agents busy ~70% with ~4 minute handle times.
         calls_per_second: 0.6,
         duration_secs: Some(3600.0),
         ..SimConfig::default()
     };
+    let queue_dns: HashSet<String> = (1..=queues).map(|i| (8000 + i).to_string()).collect();
+    let mut simulator = Simulator::new(config);
     let mut reducer = Reducer::default();
     let mut out = Notifications::default();
     let mut counts = Counts::default();
     let mut live_per_dn: HashMap<String, i64> = HashMap::new();
     let mut most_live_per_agent = 0;
     let mut lines = 0u64;
+    let mut queue_abandons = 0u64;
     let mut seen = HashSet::new();
-    for event in Simulator::new(config) {
+    for event in simulator.by_ref() {
         lines += 1;
         let outcome = reducer.apply_line(event.line.as_bytes(), &mut out);
         assert!(outcome.is_ok(), "{}: {outcome:?}", event.line);
         counts.record(&outcome);
+        if matches!(outcome, Ok(Disposition::Orphan)) {
+            let value: serde_json::Value = serde_json::from_str(&event.line).unwrap();
+            assert_eq!(value["event"], "EventAbandoned", "orphan {}", event.line);
+            assert_eq!(value["CallState"], 21, "orphan {}", event.line);
+            let this_dn = value["ThisDN"].as_str().unwrap_or_default();
+            assert!(queue_dns.contains(this_dn), "orphan {}", event.line);
+            assert_eq!(value["ThisQueue"], this_dn, "orphan {}", event.line);
+            queue_abandons += 1;
+        }
         for notification in out.iter() {
             let (call, device) = reducer
                 .call(notification.resource)
@@ -46,11 +63,20 @@ fn an_hour_of_a_200_agent_center_folds_cleanly() {
         }
         out.clear();
     }
+    let stats = simulator.stats();
     assert!(lines > 10_000, "only {lines} events");
     assert_eq!(counts.rejected, 0);
-    assert_eq!(counts.orphans, 0);
     assert_eq!(counts.duplicates, 0);
     assert_eq!(counts.ignored, 0);
+    // Orphans are the queue abandons, all of them, and nothing else.
+    assert!(stats.abandoned_in_queue > 0, "{stats:?}");
+    assert_eq!(counts.orphans, queue_abandons);
+    assert_eq!(counts.orphans, stats.abandoned_in_queue, "{stats:?}");
+    // A center staffed for its load answers almost everyone: the abandon-queue share (3%) and few more.
+    assert!(
+        stats.abandoned_in_queue * 100 < stats.inbound * 10,
+        "{stats:?}"
+    );
     // An agent holds at most a customer call and a consultation at once.
     assert!(
         most_live_per_agent <= 2,
@@ -68,4 +94,36 @@ fn an_hour_of_a_200_agent_center_folds_cleanly() {
         );
     }
     assert!(live_per_dn.values().all(|&n| n == 0), "{live_per_dn:?}");
+}
+
+#[test]
+fn an_understaffed_center_loses_callers_who_wait_too_long() {
+    let config = SimConfig {
+        seed: 9,
+        agents: 10,
+        queues: 2,
+        supervisors: 1,
+        // Four times the calls ten agents can take.
+        calls_per_second: 0.2,
+        duration_secs: Some(1800.0),
+        patience_secs: 60.0,
+        ..SimConfig::default()
+    };
+    let mut simulator = Simulator::new(config);
+    let mut reducer = Reducer::default();
+    let mut out = Notifications::default();
+    let mut counts = Counts::default();
+    for event in simulator.by_ref() {
+        let outcome = reducer.apply_line(event.line.as_bytes(), &mut out);
+        counts.record(&outcome);
+        out.clear();
+    }
+    let stats = simulator.stats();
+    assert!(stats.abandoned_waiting * 4 > stats.inbound, "{stats:?}");
+    assert_eq!(counts.orphans, stats.abandoned_in_queue, "{stats:?}");
+    assert_eq!(counts.rejected + counts.duplicates + counts.ignored, 0);
+    for number in reducer.call_numbers() {
+        let (call, _) = reducer.call(number).expect("call");
+        assert_eq!(call.state, CallState::Released, "call {}", call.id);
+    }
 }

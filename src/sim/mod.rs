@@ -2,9 +2,11 @@
 //!
 //! Calls arrive as a Poisson process. Each call is scripted in full when it arrives (queue wait, ringing,
 //! talk, hold, recording, supervision, transfer or conference, release), using agents that are free for the
-//! whole time they are needed, so an agent is never in two places at once. Every party that T-Server
-//! monitors (agents, queues, supervisors) gets its own copy of each event, and the copies are released in
-//! time order with increasing EventSequenceNumbers.
+//! whole time they are needed, so an agent is never in two places at once. An inbound caller waits in the
+//! queue until an agent is free, unless they hang up first (the abandon-queue share, or a wait longer than
+//! their patience); such a call never reaches an agent. Every party that T-Server monitors (agents, queues,
+//! supervisors) gets its own copy of each event, and the copies are released in time order with
+//! increasing EventSequenceNumbers. docs/simulator.md describes the scenarios and distributions.
 
 mod rng;
 
@@ -23,6 +25,9 @@ pub struct Mix {
     pub outbound: f64,
     /// Share of calls that are internal (agent to agent).
     pub internal: f64,
+    /// Inbound: the caller hangs up while waiting in the queue, before any agent rings (on top of the
+    /// callers who run out of patience because no agent is free).
+    pub abandon_queue: f64,
     /// Inbound: the caller hangs up while the agent's phone rings.
     pub abandon_ringing: f64,
     /// Inbound: the agent holds and retrieves the call.
@@ -54,6 +59,7 @@ impl Default for Mix {
         Self {
             outbound: 0.15,
             internal: 0.05,
+            abandon_queue: 0.03,
             abandon_ringing: 0.03,
             hold: 0.2,
             user_data_update: 0.3,
@@ -70,16 +76,130 @@ impl Default for Mix {
     }
 }
 
+/// One field of [`Mix`] as the command line names it.
+#[derive(Debug, Clone, Copy)]
+pub struct MixField {
+    /// Kebab-case name (`two-step-transfer`).
+    pub name: &'static str,
+    /// What the probability is the probability of.
+    pub about: &'static str,
+    /// The field itself, to read or set it by name.
+    pub slot: fn(&mut Mix) -> &mut f64,
+}
+
+/// Every field of [`Mix`], in declaration order. `--mix` and its help text are built on this one list so
+/// that neither can forget a new field; tests check that --help and docs/simulator.md list them all.
+pub const MIX_FIELDS: [MixField; 15] = [
+    MixField {
+        name: "outbound",
+        about: "share of calls that are outbound (an agent dials a customer)",
+        slot: |m| &mut m.outbound,
+    },
+    MixField {
+        name: "internal",
+        about: "share of calls that are internal (agent to agent); the rest are inbound",
+        slot: |m| &mut m.internal,
+    },
+    MixField {
+        name: "abandon-queue",
+        about: "inbound: the caller hangs up in the queue before any agent rings",
+        slot: |m| &mut m.abandon_queue,
+    },
+    MixField {
+        name: "abandon-ringing",
+        about: "inbound: the caller hangs up while the agent's phone rings",
+        slot: |m| &mut m.abandon_ringing,
+    },
+    MixField {
+        name: "hold",
+        about: "inbound: the agent holds and retrieves the call",
+        slot: |m| &mut m.hold,
+    },
+    MixField {
+        name: "user-data-update",
+        about: "inbound: the agent attaches a disposition to the call",
+        slot: |m| &mut m.user_data_update,
+    },
+    MixField {
+        name: "recording-extensions",
+        about: "inbound: recording started, paused, resumed through Extensions `record`",
+        slot: |m| &mut m.recording_extensions,
+    },
+    MixField {
+        name: "recording-gsip",
+        about: "inbound, when not recorded through Extensions: recording through UserData GSIP_RECORD",
+        slot: |m| &mut m.recording_gsip,
+    },
+    MixField {
+        name: "supervisor",
+        about: "inbound: a supervisor listens in (and may mute the agent a while)",
+        slot: |m| &mut m.supervisor,
+    },
+    MixField {
+        name: "two-step-transfer",
+        about: "inbound ending: consultation with a second agent, then transfer",
+        slot: |m| &mut m.two_step_transfer,
+    },
+    MixField {
+        name: "consult-cancelled",
+        about: "inbound ending: consultation, then the agent takes the customer back",
+        slot: |m| &mut m.consult_cancelled,
+    },
+    MixField {
+        name: "single-step-transfer",
+        about: "inbound ending: single-step transfer to a second agent",
+        slot: |m| &mut m.single_step_transfer,
+    },
+    MixField {
+        name: "conference",
+        about: "inbound ending: consultation, then a conference the second agent stays in",
+        slot: |m| &mut m.conference,
+    },
+    MixField {
+        name: "outbound-busy",
+        about: "outbound: the customer's line is busy",
+        slot: |m| &mut m.outbound_busy,
+    },
+    MixField {
+        name: "outbound-no-answer",
+        about: "outbound: nobody answers",
+        slot: |m| &mut m.outbound_no_answer,
+    },
+];
+
+/// Groups of [`Mix`] fields that exclude each other (one roll picks at most one of them), so their sum
+/// must not exceed 1.
+pub const MIX_EXCLUSIVE: [&[&str]; 3] = [
+    &["outbound", "internal"],
+    &[
+        "two-step-transfer",
+        "consult-cancelled",
+        "single-step-transfer",
+        "conference",
+    ],
+    &["outbound-busy", "outbound-no-answer"],
+];
+
+impl Mix {
+    /// The field named `name` (kebab-case, as in [`MIX_FIELDS`]).
+    pub fn field(&mut self, name: &str) -> Option<&mut f64> {
+        MIX_FIELDS
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| (f.slot)(self))
+    }
+}
+
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     /// Seed: the same seed and settings give the same events.
     pub seed: u64,
-    /// Agents (DNs 7001, 7002, ...).
+    /// Agents (DNs 7001, 7002, ...; 70001, ... when there are more than 899).
     pub agents: u32,
     /// ACD queues (DNs 8001, 8002, ...).
     pub queues: u32,
-    /// Supervisors (DNs 7901, 7902, ...).
+    /// Supervisors (DNs 7901, 7902, ...; 79001, ... beside five-digit agents).
     pub supervisors: u32,
     /// Mean call arrivals per second.
     pub calls_per_second: f64,
@@ -91,7 +211,9 @@ pub struct SimConfig {
     pub talk_secs: f64,
     /// Agent wrap-up time after a call, in seconds.
     pub wrap_up_secs: f64,
-    /// Time of the first arrival.
+    /// Mean patience of a caller waiting in a queue, in seconds: a caller still waiting then hangs up.
+    pub patience_secs: f64,
+    /// Start of the simulated clock (the first call arrives one inter-arrival gap later).
     pub start: Micros,
     /// `Server` attribute on every event (`None`: the default T-Server).
     pub server: Option<String>,
@@ -111,11 +233,37 @@ impl Default for SimConfig {
             duration_secs: None,
             talk_secs: 180.0,
             wrap_up_secs: 10.0,
+            patience_secs: 120.0,
             start: 1_763_900_000_000_000,
             server: None,
             mix: Mix::default(),
         }
     }
+}
+
+/// What the simulator has generated so far, by kind of call and outcome.
+///
+/// A call is counted when it is scripted (on arrival), before all its events are out; once the iterator
+/// has ended, the counts describe exactly the events it produced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Calls started (every arrival, whatever became of it).
+    pub calls: u64,
+    /// Inbound calls, abandoned ones included.
+    pub inbound: u64,
+    /// Outbound calls.
+    pub outbound: u64,
+    /// Internal (agent to agent) calls.
+    pub internal: u64,
+    /// Internal calls not placed because no second agent was free.
+    pub internal_skipped: u64,
+    /// Inbound calls whose caller hung up in the queue: each is one EventAbandoned at the queue DN, which
+    /// no call resource knows (an orphan to the reducer, per call-resource.md).
+    pub abandoned_in_queue: u64,
+    /// Of those, the callers who gave up because no agent became free within their patience.
+    pub abandoned_waiting: u64,
+    /// Inbound calls abandoned while ringing at an agent.
+    pub abandoned_ringing: u64,
 }
 
 /// One event line and its time.
@@ -234,6 +382,42 @@ struct Party {
     free_at: Micros,
 }
 
+/// Directory numbers: agents 7001..., supervisors 7901..., queues 8001... while they fit in four digits.
+/// A larger center gets wider numbers (agents 70001..., supervisors 79001...), because an agent numbered
+/// like a supervisor or a queue would be one device in two places at once.
+struct NumberPlan {
+    /// 10^k: agents are 7·10^k + i (i < 9·10^(k-1)), supervisors 7·10^k + 9·10^(k-1) + i (i < 10^(k-1)).
+    staff: u64,
+    /// 10^m: queues are 8·10^m + i (i < 10^m); a leading 8 never meets a staff number.
+    queues: u64,
+}
+
+impl NumberPlan {
+    fn new(agents: u32, supervisors: u32, queues: u32) -> Self {
+        let mut staff = 1_000u64;
+        while u64::from(agents) >= staff / 10 * 9 || u64::from(supervisors) >= staff / 10 {
+            staff *= 10;
+        }
+        let mut queue_width = 1_000u64;
+        while u64::from(queues) >= queue_width {
+            queue_width *= 10;
+        }
+        Self {
+            staff,
+            queues: queue_width,
+        }
+    }
+    fn agent(&self, i: u32) -> u64 {
+        7 * self.staff + u64::from(i)
+    }
+    fn supervisor(&self, i: u32) -> u64 {
+        7 * self.staff + self.staff / 10 * 9 + u64::from(i)
+    }
+    fn queue(&self, i: u32) -> u64 {
+        8 * self.queues + u64::from(i)
+    }
+}
+
 const SECOND: f64 = 1_000_000.0;
 
 fn micros(secs: f64) -> Micros {
@@ -254,6 +438,9 @@ pub struct Simulator {
     next_conn: u64,
     sequence: u64,
     line: String,
+    /// The `Server` attribute, escaped for JSON once.
+    server: Option<String>,
+    stats: SimStats,
 }
 
 impl Simulator {
@@ -264,18 +451,29 @@ impl Simulator {
             dn: dn.into(),
             free_at: Micros::MIN,
         };
+        let plan = NumberPlan::new(
+            config.agents.max(1),
+            config.supervisors,
+            config.queues.max(1),
+        );
         let agents = (1..=config.agents.max(1))
-            .map(|i| party(format!("{}", 7000 + i)))
+            .map(|i| party(plan.agent(i).to_string()))
             .collect();
         let supervisors = (1..=config.supervisors)
-            .map(|i| party(format!("{}", 7900 + i)))
+            .map(|i| party(plan.supervisor(i).to_string()))
             .collect();
         let queues = (1..=config.queues.max(1))
-            .map(|i| Arc::from(format!("{}", 8000 + i)))
+            .map(|i| Arc::from(plan.queue(i).to_string()))
             .collect();
         let first_gap = rng.exponential(1.0 / config.calls_per_second.max(1e-9));
         let next_arrival = config.start + micros(first_gap);
         let next_conn = 0x006f_02a7_0000_0000 | (rng.next_u64() & 0xffff_0000);
+        // The name comes from the command line: quotes or backslashes in it must not break the JSON.
+        let server = config
+            .server
+            .as_deref()
+            .filter(|name| !name.is_empty())
+            .map(|name| serde_json::Value::from(name).to_string());
         Self {
             config,
             rng,
@@ -289,7 +487,14 @@ impl Simulator {
             next_conn,
             sequence: 0,
             line: String::new(),
+            server,
+            stats: SimStats::default(),
         }
+    }
+
+    /// What has been generated so far (see [`SimStats`]).
+    pub fn stats(&self) -> SimStats {
+        self.stats
     }
 
     fn arrivals_open(&self) -> bool {
@@ -412,14 +617,18 @@ impl Simulator {
 
     fn start_call(&mut self, t0: Micros) {
         self.calls_started += 1;
+        self.stats.calls += 1;
         let roll = self.rng.unit();
         if roll < self.config.mix.outbound {
+            self.stats.outbound += 1;
             self.outbound(t0);
         } else if roll < self.config.mix.outbound + self.config.mix.internal
             && self.agents.len() > 1
         {
+            self.stats.internal += 1;
             self.internal(t0);
         } else {
+            self.stats.inbound += 1;
             self.inbound(t0);
         }
     }
@@ -439,19 +648,49 @@ impl Simulator {
                 .other(&customer)
                 .ani(&customer)
                 .dnis(&queue)
+                .queue(&queue)
                 .user_data(Arc::clone(&user_data)),
         );
 
-        let Some((a, ring_at)) =
-            Self::earliest(&self.agents, t0 + micros(self.rng.between(1.0, 6.0)), None)
-        else {
+        // Routing (announcement, strategy) takes a few seconds even when an agent is free; after that the
+        // call waits, first come first served, for the agent free the earliest.
+        let routed = t0 + micros(self.rng.between(1.0, 6.0));
+        let Some((a, ring_at)) = Self::earliest(&self.agents, routed, None) else {
             return;
         };
+        let gives_up = if self.rng.chance(mix.abandon_queue) {
+            // This caller hangs up before being routed, however soon an agent would be free.
+            Some((
+                t0 + ((ring_at - t0) as f64 * self.rng.between(0.2, 0.95)) as Micros,
+                false,
+            ))
+        } else {
+            // Patience counts from the end of routing, so that a center with free agents loses no calls
+            // beyond the abandon-queue share; a long wait for an agent does lose them.
+            let patience = micros(self.rng.lognormal(self.config.patience_secs, 0.8));
+            (ring_at - routed > patience).then_some((routed + patience, true))
+        };
+        if let Some((at, out_of_patience)) = gives_up {
+            self.stats.abandoned_in_queue += 1;
+            self.stats.abandoned_waiting += u64::from(out_of_patience);
+            // The agent was never rung, so it stays free for the next caller.
+            self.push(
+                at,
+                self.base("EventAbandoned", &queue, conn, &uuid, "Inbound")
+                    .other(&customer)
+                    .ani(&customer)
+                    .dnis(&queue)
+                    .queue(&queue)
+                    .call_state(21),
+            );
+            return;
+        }
         let agent = Arc::clone(&self.agents[a].dn);
         self.push(
             ring_at,
             self.base("EventDiverted", &queue, conn, &uuid, "Inbound")
-                .third(&agent),
+                .third(&agent)
+                .queue(&queue),
         );
         self.push(
             ring_at,
@@ -467,6 +706,7 @@ impl Simulator {
 
         let ring = micros(self.rng.between(2.0, 8.0));
         if self.rng.chance(mix.abandon_ringing) {
+            self.stats.abandoned_ringing += 1;
             let at = ring_at + ring / 2;
             self.push(
                 at,
@@ -961,6 +1201,7 @@ impl Simulator {
         };
         if free > start {
             // Nobody free to call: the agent makes no internal call now.
+            self.stats.internal_skipped += 1;
             return;
         }
         let caller = Arc::clone(&self.agents[a].dn);
@@ -1012,8 +1253,8 @@ impl Simulator {
             time.div_euclid(1_000_000),
             time.rem_euclid(1_000_000)
         );
-        if let Some(server) = &self.config.server {
-            let _ = write!(line, r#","Server":"{server}""#);
+        if let Some(server) = &self.server {
+            let _ = write!(line, r#","Server":{server}"#);
         }
         let _ = write!(
             line,
@@ -1111,6 +1352,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn numbers_stay_four_digits_while_they_fit_and_never_collide() {
+        let small = NumberPlan::new(899, 99, 999);
+        assert_eq!(
+            (small.agent(1), small.agent(899), small.supervisor(1)),
+            (7001, 7899, 7901)
+        );
+        assert_eq!((small.supervisor(99), small.queue(1)), (7999, 8001));
+        for (agents, supervisors, queues) in [(900, 3, 4), (2000, 20, 8), (50, 100, 1000)] {
+            let plan = NumberPlan::new(agents, supervisors, queues);
+            let mut all: Vec<u64> = (1..=agents).map(|i| plan.agent(i)).collect();
+            all.extend((1..=supervisors).map(|i| plan.supervisor(i)));
+            all.extend((1..=queues).map(|i| plan.queue(i)));
+            let count = all.len();
+            all.sort_unstable();
+            all.dedup();
+            assert_eq!(all.len(), count, "{agents} {supervisors} {queues}");
+            assert!(plan.agent(1).to_string().starts_with("70"));
+            assert!(plan.supervisor(1).to_string().starts_with("79"));
+            assert!(plan.queue(1).to_string().starts_with("80"));
+        }
+    }
+
+    #[test]
     fn with_key_adds_and_replaces() {
         let data = r#"{"A":"1","N":{"x":1}}"#;
         let once = with_key(data, "GSIP_RECORD", "ON");
@@ -1126,6 +1390,8 @@ mod tests {
         let config = SimConfig {
             max_calls: Some(300),
             calls_per_second: 2.0,
+            // Enough agents for the load, so that most calls are answered rather than abandoned.
+            agents: 400,
             ..SimConfig::default()
         };
         let a: Vec<SimEvent> = Simulator::new(config.clone()).collect();
