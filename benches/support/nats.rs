@@ -7,7 +7,7 @@
 //! WebSocket byte stream. Clients record what callgate's clients record ([`crate::ClientStats`]), so both
 //! servers' figures come out of the same arithmetic.
 
-use crate::{ClientStats, Run, cpu_seconds_of, now_micros, settle};
+use crate::{ClientStats, Run, cpu_seconds_of, now_micros, settle, wait_ready};
 use futures_util::{SinkExt, StreamExt};
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -403,9 +403,7 @@ pub async fn fanout(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    while ready.load(Ordering::Acquire) < clients as u64 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_ready(&ready, clients as u64).await;
     let mut publisher = Publisher::connect(&server.client).await;
     let notifications: usize = events.iter().map(Vec::len).sum();
     let expected = (notifications * clients) as u64;
