@@ -700,12 +700,12 @@ async fn ingest_throughput(connections: usize, events: usize) {
         .iter()
         .map(|bytes| tokio::spawn(feed_until_acked(gateway.ingest.clone(), Arc::clone(bytes))))
         .collect();
-    let mut taken = 0u64;
-    let mut rejected = 0u64;
+    let (mut applied, mut duplicates, mut rejected) = (0u64, 0u64, 0u64);
     for task in tasks {
         let ack = task.await.expect("ingest task");
         let count = |key: &str| ack[key].as_u64().unwrap_or(0);
-        taken += count("applied") + count("duplicates");
+        applied += count("applied");
+        duplicates += count("duplicates");
         rejected += count("rejected");
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -713,7 +713,7 @@ async fn ingest_throughput(connections: usize, events: usize) {
     let client_cpu = cpu_seconds_of("self") - client_before;
     let total = (connections * events) as f64;
     println!(
-        "ingest: {connections} connections × {events} events, no WebSocket client: {total:.0} events in {elapsed:.2} s = {:.0} events/s; acknowledged {taken}, rejected {rejected}; CPU: gateway {gateway_cpu:.2} s ({:.2} us/event), client {client_cpu:.2} s",
+        "ingest: {connections} connections × {events} events, no WebSocket client: {total:.0} events in {elapsed:.2} s = {:.0} events/s; final acks: {applied} applied, {duplicates} duplicates, {rejected} rejected; CPU: gateway {gateway_cpu:.2} s ({:.2} us/event), client {client_cpu:.2} s",
         total / elapsed,
         gateway_cpu * 1e6 / total,
     );
