@@ -46,6 +46,7 @@ fn sized<T>(full: T, small: T) -> T {
     if quick() { small } else { full }
 }
 
+/// A `callgate serve` process on free loopback ports, killed on drop.
 struct Gateway {
     child: Child,
     http: String,
@@ -53,6 +54,7 @@ struct Gateway {
 }
 
 impl Gateway {
+    /// Starts the gateway with default settings.
     fn start() -> Gateway {
         Gateway::start_with(&[])
     }
@@ -102,6 +104,7 @@ impl Gateway {
         cpu_seconds_of(&self.child.id().to_string())
     }
 
+    /// The gateway's resident set (VmRSS).
     fn rss_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
@@ -182,6 +185,7 @@ fn check_open_files(needed: u64) {
     }
 }
 
+/// The wall clock in microseconds, the unit of `SentAt`.
 fn now_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -458,6 +462,7 @@ async fn wait_ready(ready: &AtomicU64, count: u64) {
     }
 }
 
+/// The `p` quantile of `sorted` microseconds, in milliseconds (NaN when empty).
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -481,6 +486,7 @@ struct Run {
 }
 
 impl Run {
+    /// Frames received across clients.
     fn delivered(&self) -> u64 {
         self.clients.iter().map(|c| c.frames).sum()
     }
@@ -500,10 +506,12 @@ impl Run {
         self.clients.iter().map(|c| c.bytes).sum::<u64>() as f64 / self.delivered().max(1) as f64
     }
 
+    /// Deliveries over the first-to-last receipt span.
     fn deliveries_per_second(&self) -> f64 {
         self.delivered() as f64 / self.span()
     }
 
+    /// Every client's latency samples (µs), sorted.
     fn latencies(&self) -> Vec<u64> {
         let mut all: Vec<u64> = self
             .clients
@@ -524,6 +532,8 @@ impl Run {
     }
 }
 
+/// Opens one callgate client per filter, writes `lines` at `rate` events/s (0: as fast as possible) and
+/// waits until deliveries stop. `notifications`, when known, is what each all-calls client should get.
 async fn run_clients(
     gateway: &Gateway,
     filters: Vec<serde_json::Value>,
@@ -577,6 +587,7 @@ async fn run_clients(
     }
 }
 
+/// Prints a run's deliveries, CPU per delivery and latency quantiles; `server` names the server's CPU.
 fn report_latency(name: &str, server: &str, run: &Run) {
     let all = run.latencies();
     let (server_us, client_us) = run.cpu_per_delivery();
@@ -725,11 +736,13 @@ fn events_per_second_for(notifications_per_second: u64) -> u64 {
     notifications_per_second * 100 / 78
 }
 
+/// The events of a fanout-p99 run, and their rate in events/s.
 fn fanout_traffic(notifications_per_second: u64, seconds: u64) -> (Vec<String>, u64) {
     let rate = events_per_second_for(notifications_per_second);
     (traffic(200, (rate * seconds) as usize, 12), rate)
 }
 
+/// Issue 4, item 4: callgate's latency at a low notification rate to many all-calls clients.
 async fn fanout_p99(clients: usize, notifications_per_second: u64, seconds: u64) -> Run {
     let gateway = Gateway::start();
     let (lines, rate) = fanout_traffic(notifications_per_second, seconds);
@@ -764,6 +777,7 @@ async fn nats_fanout_p99(clients: usize, notifications_per_second: u64, seconds:
     run
 }
 
+/// How many notifications the library's reducer makes of `lines` (what each all-calls client gets).
 fn count_notifications(lines: &[String]) -> u64 {
     let mut reducer = callgate::reduce::Reducer::default();
     let mut out = callgate::reduce::Notifications::default();
@@ -776,6 +790,7 @@ fn count_notifications(lines: &[String]) -> u64 {
     count
 }
 
+/// Warns when nats-server cut clients off, which makes its run incomparable.
 fn report_slow_consumers(server: &nats::NatsServer) {
     let slow = server.slow_consumers();
     if slow > 0 {
@@ -808,10 +823,12 @@ fn saturation_sizes() -> Vec<(usize, usize)> {
     )
 }
 
+/// The events of a saturation run.
 fn saturation_traffic(events: usize) -> Vec<String> {
     traffic(500, events, 13)
 }
 
+/// Prints a saturation run: deliveries of expected, rate, and both processes' CPU.
 fn report_saturation(name: &str, server: &str, clients: usize, events: usize, run: &Run) {
     let (server_us, client_us) = run.cpu_per_delivery();
     println!(
@@ -827,6 +844,7 @@ fn report_saturation(name: &str, server: &str, clients: usize, events: usize, ru
     );
 }
 
+/// Issue 4, item 4: callgate's deliveries/s to `clients` all-calls clients, events as fast as possible.
 async fn saturation(clients: usize, events: usize) -> Run {
     check_open_files(clients as u64 + 256);
     let gateway = Gateway::start();
@@ -838,6 +856,7 @@ async fn saturation(clients: usize, events: usize) -> Run {
     run
 }
 
+/// Issue 4, item 6: the same as [`saturation`], delivered by nats-server.
 async fn nats_saturation(clients: usize, events: usize) -> Run {
     check_open_files(clients as u64 + 256);
     let server = nats::NatsServer::start();
@@ -848,6 +867,7 @@ async fn nats_saturation(clients: usize, events: usize) -> Run {
     run
 }
 
+/// Clients, notifications/s and seconds of the fanout-p99 runs.
 fn fanout_p99_sizes() -> (usize, u64, u64) {
     sized((1000, 100, 10), (100, 100, 2))
 }
@@ -943,6 +963,7 @@ async fn live_calls_memory(calls: u64) {
     );
 }
 
+/// Issue 4, item 5b: resident memory per subscribed idle WebSocket connection.
 async fn idle_memory(connections: usize) {
     check_open_files(connections as u64 + 256);
     let gateway = Gateway::start();
@@ -990,6 +1011,7 @@ const IN_COMPARE: &[&str] = &[
     "nats-fanout-p99",
 ];
 
+/// Runs the scenarios named on the command line (`cargo bench --bench serve -- NAME...`), or the suite.
 fn main() {
     let wanted: Vec<String> = std::env::args()
         .skip(1)

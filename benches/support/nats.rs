@@ -259,7 +259,9 @@ impl Publisher {
 enum Op<'a> {
     /// A message's payload.
     Msg(&'a [u8]),
+    /// The server checks we are alive: answer PONG.
     Ping,
+    /// The answer to our PING.
     Pong,
     /// `-ERR '...'`.
     Err(String),
@@ -276,6 +278,7 @@ struct Parser {
 }
 
 impl Parser {
+    /// Appends bytes received, first dropping those already parsed.
     fn extend(&mut self, bytes: &[u8]) {
         if self.pos > 0 {
             self.buf.drain(..self.pos);
