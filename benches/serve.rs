@@ -1,12 +1,31 @@
-//! Live gateway benchmarks against the real `callgate serve` binary on loopback. Client and server share
-//! this machine's two cores; the client's own cost is part of every figure.
+//! Live gateway benchmarks against the real `callgate serve` binary on loopback, and the same fanout
+//! workloads delivered by nats-server's WebSocket listener (issue 4). Client and server share this
+//! machine's two cores; the client's own cost is part of every figure, and is reported next to it.
 //!
-//! Run: `cargo bench --bench serve` (all scenarios) or `cargo bench --bench serve -- NAME` for one of
-//! `latency`, `fanout-p99`, `saturation`, `idle-memory`.
+//! Run: `cargo bench --bench serve` (the issue-4 suite: `ingest`, `latency-matrix`, `compare`,
+//! `live-calls-memory`, `idle-memory`), `cargo bench --bench serve -- all` (the suite and the
+//! diagnostic scenarios), or `cargo bench --bench serve -- NAME...` for any of:
+//! - `ingest`: ingest throughput over 4 connections, each its own T-Server, no WebSocket client;
+//! - `latency-matrix`: ingest→WebSocket latency at 1k/10k/20k events/s × 100/1,000/10,000 agent clients
+//!   (+ 10 all-calls clients);
+//! - `saturation`, `fanout-p99`: callgate's fanout; `nats-saturation`, `nats-fanout-p99`: nats-server's;
+//!   `compare`: both back to back with identical parameters, and their ratios;
+//! - `live-calls-memory`: resident memory per live call at 100,000 live calls;
+//! - `idle-memory`: resident memory per idle subscribed WebSocket at 10,000 connections;
+//! - diagnostics: `latency` (one 10 s cell), `light`, `agents-only`, `pipeline-only`.
+//!
+//! `BENCH_QUICK=1` shrinks every count and duration (about a tenth) to check that the scenarios work;
+//! its figures mean nothing. `BENCH_SHARDS=N` sets the gateway's reducer shards; `BENCH_GATEWAY_ARGS`
+//! adds flags to every gateway started (e.g. `"--history 1000"`).
 //!
 //! Latency is counted at the client from a timestamp: the load generator stamps every event with
 //! `Extensions.SentAt` (wall-clock microseconds) as it writes it to the ingest socket, the gateway passes
-//! the event's Extensions into its notifications, and each client subtracts.
+//! the event's Extensions into its notifications, and each client subtracts. The nats-server peer
+//! publishes the notifications the library's reducer makes of the same events, framed exactly as the
+//! gateway frames them, and stamps `SentAt` in them as it writes them.
+
+#[path = "support/nats.rs"]
+mod nats;
 
 use futures_util::{SinkExt, StreamExt};
 use std::io::{BufRead, BufReader, Write as _};
@@ -14,9 +33,20 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
+/// Whether `BENCH_QUICK` asks for a smoke run.
+fn quick() -> bool {
+    std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// `full`, or `small` in a smoke run.
+fn sized<T>(full: T, small: T) -> T {
+    if quick() { small } else { full }
+}
+
+/// A `callgate serve` process on free loopback ports, killed on drop.
 struct Gateway {
     child: Child,
     http: String,
@@ -24,7 +54,13 @@ struct Gateway {
 }
 
 impl Gateway {
+    /// Starts the gateway with default settings.
     fn start() -> Gateway {
+        Gateway::start_with(&[])
+    }
+
+    /// Starts the gateway on free loopback ports with `extra` flags and waits for its ready line.
+    fn start_with(extra: &[&str]) -> Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_callgate"))
             .args([
                 "serve",
@@ -35,6 +71,13 @@ impl Gateway {
                 "--released-linger",
                 "5",
             ])
+            .args(extra)
+            // Extra flags for every gateway this bench starts, to try a setting without editing code.
+            .args(
+                std::env::var("BENCH_GATEWAY_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
             .env("RUST_LOG", "warn")
             .envs(
                 std::env::var("BENCH_SHARDS")
@@ -61,6 +104,7 @@ impl Gateway {
         cpu_seconds_of(&self.child.id().to_string())
     }
 
+    /// The gateway's resident set (VmRSS).
     fn rss_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
@@ -70,6 +114,29 @@ impl Gateway {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|kb| kb.parse::<u64>().ok())
             .map_or(0, |kb| kb * 1024)
+    }
+
+    /// The gateway's `/metrics` text.
+    fn metrics(&self) -> String {
+        let Ok(mut stream) = std::net::TcpStream::connect(&self.http) else {
+            return String::new();
+        };
+        let _ = write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        );
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stream, &mut text);
+        text
+    }
+
+    /// The value of an unlabelled metric.
+    fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics().lines().find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
     }
 }
 
@@ -101,6 +168,24 @@ impl Drop for Gateway {
     }
 }
 
+/// Fails early, with the fix, when this process may not open `needed` files: thousands of clients would
+/// otherwise fail one by one in the middle of a run. The gateway and nats-server inherit the same limit.
+fn check_open_files(needed: u64) {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse::<u64>().ok());
+    if let Some(soft) = soft {
+        assert!(
+            soft >= needed,
+            "this run needs about {needed} open files but the limit is {soft}: raise it (`ulimit -n {needed}`) and run again"
+        );
+    }
+}
+
+/// The wall clock in microseconds, the unit of `SentAt`.
 fn now_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -126,7 +211,11 @@ fn traffic(agents: u32, events: usize, seed: u64) -> Vec<String> {
 
 /// The line with `Extensions.SentAt` set to now.
 fn stamp(line: &str) -> String {
-    let sent = now_micros();
+    stamp_with(line, now_micros())
+}
+
+/// The line with `Extensions.SentAt` set to `sent`.
+fn stamp_with(line: &str, sent: u64) -> String {
     if let Some(at) = line.find("\"Extensions\":{") {
         let at = at + "\"Extensions\":{".len();
         format!("{}\"SentAt\":{sent},{}", &line[..at], &line[at..])
@@ -136,6 +225,56 @@ fn stamp(line: &str) -> String {
             &line[..line.len() - 1]
         )
     }
+}
+
+/// A `SentAt` of 16 digits, as wide as the wall clock in microseconds (until the year 2286), so the
+/// publisher can overwrite it in place.
+const PLACEHOLDER_STAMP: u64 = 1_000_000_000_000_000;
+
+/// What callgate's WebSocket clients receive for `lines`, per event: the library's reducer folds the
+/// events (stamped with a placeholder `SentAt`) and each notification is framed as the gateway frames it
+/// (`{"type":"notification","epoch":...,"seq":N,` + the notification's members + `}`), with an epoch and
+/// a base URL of the gateway's lengths. So the nats-server peer carries the same bytes, within a few.
+fn notification_frames(lines: &[String]) -> Vec<Vec<nats::Payload>> {
+    let mut reducer = callgate::reduce::Reducer::new(callgate::reduce::ReducerConfig {
+        base_url: "http://127.0.0.1:40000".to_owned(),
+        max_calls: callgate::reduce::DEFAULT_MAX_CALLS,
+    });
+    let epoch = format!(
+        "{:x}-{:x}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+        std::process::id()
+    );
+    let mut notifications = callgate::reduce::Notifications::default();
+    let mut seq = 0u64;
+    lines
+        .iter()
+        .map(|line| {
+            let stamped = stamp_with(line, PLACEHOLDER_STAMP);
+            let _ = reducer.apply_line(stamped.trim_end().as_bytes(), &mut notifications);
+            let frames = notifications
+                .iter()
+                .map(|n| {
+                    seq += 1;
+                    let frame = format!(
+                        "{{\"type\":\"notification\",\"epoch\":\"{epoch}\",\"seq\":{seq},{}}}",
+                        n.members
+                    );
+                    let stamp_at = frame
+                        .find(&format!("\"SentAt\":{PLACEHOLDER_STAMP}"))
+                        .map(|at| at + "\"SentAt\":".len());
+                    nats::Payload {
+                        bytes: frame.into_bytes(),
+                        stamp_at,
+                    }
+                })
+                .collect();
+            notifications.clear();
+            frames
+        })
+        .collect()
 }
 
 /// Writes `lines` to the ingest socket at `rate` events per second (0: as fast as possible).
@@ -180,6 +319,28 @@ async fn feed(ingest: &str, lines: &[String], rate: u64) -> Duration {
     elapsed
 }
 
+/// Writes `bytes` (event lines) to a new ingest connection as fast as possible, half-closes, and reads
+/// until the gateway closes: returns the last acknowledgement line, which the gateway writes once it has
+/// taken every event.
+async fn feed_until_acked(ingest: String, bytes: Arc<Vec<u8>>) -> serde_json::Value {
+    let mut stream = tokio::net::TcpStream::connect(&ingest)
+        .await
+        .expect("ingest connects");
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.split();
+    let send = async {
+        writer.write_all(&bytes).await.expect("write events");
+        writer.shutdown().await.expect("half-close");
+    };
+    let mut replies = Vec::new();
+    let receive = reader.read_to_end(&mut replies);
+    let ((), read) = tokio::join!(send, receive);
+    read.expect("read acknowledgements");
+    let text = String::from_utf8_lossy(&replies);
+    let last = text.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|_| panic!("final ack, got {last:?}"))
+}
+
 /// A client as a browser would be: small read buffer (tungstenite's default 128 KiB buffer is zero-filled
 /// on every read, which would make the client, not the gateway, the bottleneck).
 async fn connect(
@@ -195,12 +356,32 @@ async fn connect(
         .expect("WebSocket connects")
 }
 
+/// What one client saw; the same for callgate's and nats-server's clients.
 #[derive(Default)]
 struct ClientStats {
     latencies_us: Vec<u64>,
     frames: u64,
+    /// Payload bytes of those frames, to show both servers carried the same sizes.
+    bytes: u64,
     first: Option<Instant>,
     last: Option<Instant>,
+}
+
+impl ClientStats {
+    /// Records the latency of a notification from its `SentAt` stamp, if it has one.
+    fn record_stamp(&mut self, text: &str) {
+        let Some(at) = text.find("\"SentAt\":") else {
+            return;
+        };
+        let digits = &text.as_bytes()[at + "\"SentAt\":".len()..];
+        let len = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+        if let Some(sent) = std::str::from_utf8(&digits[..len])
+            .ok()
+            .and_then(|d| d.parse::<u64>().ok())
+        {
+            self.latencies_us.push(now_micros().saturating_sub(sent));
+        }
+    }
 }
 
 /// Opens a WebSocket, subscribes with `filter`, then records every notification until `stop`.
@@ -208,6 +389,7 @@ async fn client(
     url: String,
     filter: serde_json::Value,
     ready: Arc<AtomicU64>,
+    received: Arc<AtomicU64>,
     stop: tokio_util::sync::CancellationToken,
 ) -> ClientStats {
     let (mut ws, _) = connect(&url).await;
@@ -235,21 +417,52 @@ async fn client(
         }
         let now = Instant::now();
         stats.frames += 1;
+        stats.bytes += text.len() as u64;
+        received.fetch_add(1, Ordering::Relaxed);
         stats.first.get_or_insert(now);
         stats.last = Some(now);
-        if let Some(at) = text.as_str().find("\"SentAt\":") {
-            let digits: String = text.as_str()[at + 9..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            if let Ok(sent) = digits.parse::<u64>() {
-                stats.latencies_us.push(now_micros().saturating_sub(sent));
-            }
-        }
+        stats.record_stamp(text.as_str());
     }
     stats
 }
 
+/// Waits until every `expected` delivery has arrived or deliveries stopped: none for 1 s after the first
+/// (or after 5 s without any). A fixed wait would either cut a slow run short or idle a fast one.
+async fn settle(received: &AtomicU64, expected: Option<u64>) {
+    const QUIET: Duration = Duration::from_secs(1);
+    let started = Instant::now();
+    let mut last = received.load(Ordering::Relaxed);
+    let mut changed = Instant::now();
+    while started.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = received.load(Ordering::Relaxed);
+        if expected.is_some_and(|e| now >= e) {
+            break;
+        }
+        if now != last {
+            last = now;
+            changed = Instant::now();
+        } else if changed.elapsed() >= QUIET && (now > 0 || started.elapsed() >= QUIET * 5) {
+            break;
+        }
+    }
+}
+
+/// Waits until `count` clients have subscribed. A client that fails panics in its task and never counts,
+/// so this gives up after two minutes rather than hang the suite.
+async fn wait_ready(ready: &AtomicU64, count: u64) {
+    let started = Instant::now();
+    while ready.load(Ordering::Acquire) < count {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "only {} of {count} clients subscribed within 120 s",
+            ready.load(Ordering::Acquire)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The `p` quantile of `sorted` microseconds, in milliseconds (NaN when empty).
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -258,47 +471,106 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[index] as f64 / 1000.0
 }
 
+/// One fanout run's measurements, from callgate or nats-server.
 struct Run {
     clients: Vec<ClientStats>,
+    /// Events written (callgate) or published events' worth of notifications (nats-server).
     sent: usize,
+    /// Notifications the server had to deliver to each all-calls client (0: not counted).
+    notifications: u64,
     send_time: Duration,
-    /// Gateway CPU seconds used from the first event sent to the end of the settle time.
-    gateway_cpu: f64,
+    /// Server CPU seconds used from the first event sent to the end of the settle time.
+    server_cpu: f64,
     /// This process's (the clients' and the load generator's) CPU seconds over the same time.
     client_cpu: f64,
 }
 
+impl Run {
+    /// Frames received across clients.
+    fn delivered(&self) -> u64 {
+        self.clients.iter().map(|c| c.frames).sum()
+    }
+
+    /// Seconds from the first receipt to the last, across clients.
+    fn span(&self) -> f64 {
+        let first = self.clients.iter().filter_map(|c| c.first).min();
+        let last = self.clients.iter().filter_map(|c| c.last).max();
+        match (first, last) {
+            (Some(a), Some(b)) => (b - a).as_secs_f64(),
+            _ => f64::NAN,
+        }
+    }
+
+    /// Mean payload bytes per delivery.
+    fn mean_bytes(&self) -> f64 {
+        self.clients.iter().map(|c| c.bytes).sum::<u64>() as f64 / self.delivered().max(1) as f64
+    }
+
+    /// Deliveries over the first-to-last receipt span.
+    fn deliveries_per_second(&self) -> f64 {
+        self.delivered() as f64 / self.span()
+    }
+
+    /// Every client's latency samples (µs), sorted.
+    fn latencies(&self) -> Vec<u64> {
+        let mut all: Vec<u64> = self
+            .clients
+            .iter()
+            .flat_map(|c| c.latencies_us.iter().copied())
+            .collect();
+        all.sort_unstable();
+        all
+    }
+
+    /// Server and client CPU microseconds per delivery.
+    fn cpu_per_delivery(&self) -> (f64, f64) {
+        let frames = self.delivered().max(1) as f64;
+        (
+            self.server_cpu * 1e6 / frames,
+            self.client_cpu * 1e6 / frames,
+        )
+    }
+}
+
+/// Opens one callgate client per filter, writes `lines` at `rate` events/s (0: as fast as possible) and
+/// waits until deliveries stop. `notifications`, when known, is what each all-calls client should get.
 async fn run_clients(
     gateway: &Gateway,
     filters: Vec<serde_json::Value>,
     lines: &[String],
     rate: u64,
-    settle: Duration,
+    notifications: u64,
 ) -> Run {
     let url = format!("ws://{}/api/v2/ws", gateway.http);
     let ready = Arc::new(AtomicU64::new(0));
+    let received = Arc::new(AtomicU64::new(0));
     let stop = tokio_util::sync::CancellationToken::new();
     let count = filters.len() as u64;
+    // Only all-calls clients make the expected total knowable.
+    let expected = filters
+        .iter()
+        .all(|f| f.as_object().is_some_and(serde_json::Map::is_empty))
+        .then_some(notifications * count)
+        .filter(|&e| e > 0);
     let mut tasks = Vec::new();
     for (i, filter) in filters.into_iter().enumerate() {
         tasks.push(tokio::spawn(client(
             url.clone(),
             filter,
             Arc::clone(&ready),
+            Arc::clone(&received),
             stop.clone(),
         )));
         if i % 200 == 199 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    while ready.load(Ordering::Acquire) < count {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_ready(&ready, count).await;
     let cpu_before = gateway.cpu_seconds();
     let client_before = cpu_seconds_of("self");
     let send_time = feed(&gateway.ingest, lines, rate).await;
-    tokio::time::sleep(settle).await;
-    let gateway_cpu = gateway.cpu_seconds() - cpu_before;
+    settle(&received, expected).await;
+    let server_cpu = gateway.cpu_seconds() - cpu_before;
     let client_cpu = cpu_seconds_of("self") - client_before;
     stop.cancel();
     let mut clients = Vec::new();
@@ -308,28 +580,24 @@ async fn run_clients(
     Run {
         clients,
         sent: lines.len(),
+        notifications,
         send_time,
-        gateway_cpu,
+        server_cpu,
         client_cpu,
     }
 }
 
-fn report_latency(name: &str, run: &Run) {
-    let mut all: Vec<u64> = run
-        .clients
-        .iter()
-        .flat_map(|c| c.latencies_us.iter().copied())
-        .collect();
-    all.sort_unstable();
-    let frames: u64 = run.clients.iter().map(|c| c.frames).sum();
+/// Prints a run's deliveries, CPU per delivery and latency quantiles; `server` names the server's CPU.
+fn report_latency(name: &str, server: &str, run: &Run) {
+    let all = run.latencies();
+    let (server_us, client_us) = run.cpu_per_delivery();
     println!(
-        "{name}: {} events in {:.1} s ({:.0}/s), {} deliveries, CPU per delivery: gateway {:.1} us, clients {:.1} us; latency ms p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
+        "{name}: {} events in {:.1} s ({:.0}/s), {} deliveries ({:.0} B each), CPU per delivery: {server} {server_us:.1} us, clients {client_us:.1} us; latency ms p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
         run.sent,
         run.send_time.as_secs_f64(),
         run.sent as f64 / run.send_time.as_secs_f64(),
-        frames,
-        run.gateway_cpu * 1e6 / frames.max(1) as f64,
-        run.client_cpu * 1e6 / frames.max(1) as f64,
+        run.delivered(),
+        run.mean_bytes(),
         percentile(&all, 0.5),
         percentile(&all, 0.99),
         percentile(&all, 0.999),
@@ -337,21 +605,63 @@ fn report_latency(name: &str, run: &Run) {
     );
 }
 
-async fn latency(agents: u32, wallboards: usize, rate: u64, seconds: u64) {
+/// One latency cell: `agents` clients each filtered to its own DN plus `wallboards` all-calls clients,
+/// `rate` events/s for `seconds`.
+async fn latency(agents: u32, wallboards: usize, rate: u64, seconds: u64) -> Run {
+    check_open_files(u64::from(agents) + wallboards as u64 + 256);
     let gateway = Gateway::start();
     let lines = traffic(agents, (rate * seconds) as usize, 11);
     let mut filters: Vec<serde_json::Value> = (1..=agents)
         .map(|i| serde_json::json!({"dn":[format!("{}", 7000 + i)]}))
         .collect();
     filters.extend((0..wallboards).map(|_| serde_json::json!({})));
-    let run = run_clients(&gateway, filters, &lines, rate, Duration::from_secs(2)).await;
+    let run = run_clients(&gateway, filters, &lines, rate, 0).await;
     report_latency(
         &format!(
             "latency: {agents} agent clients + {wallboards} all-calls clients at {rate} events/s"
         ),
+        "gateway",
         &run,
     );
     report_gateway_histogram(&gateway);
+    run
+}
+
+/// Issue 4, item 3: latency at 1k, 10k and 20k events/s × 100, 1,000 and 10,000 agent clients, each with
+/// 10 all-calls clients; a fresh gateway per cell.
+async fn latency_matrix() {
+    let seconds = sized(5, 1);
+    let agent_counts: [u32; 3] = sized([100, 1_000, 10_000], [10, 100, 1_000]);
+    let mut rows = Vec::new();
+    for agents in agent_counts {
+        for rate in [1_000, 10_000, 20_000] {
+            let run = latency(agents, 10, rate, seconds).await;
+            rows.push((agents, rate, run));
+        }
+    }
+    println!("latency-matrix ({seconds} s per cell, + 10 all-calls clients each):");
+    println!(
+        "  {:>7} {:>8} {:>11} {:>8} {:>8} {:>8} {:>11} {:>11}",
+        "agents",
+        "events/s",
+        "deliveries",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "gw us/del",
+        "cli us/del"
+    );
+    for (agents, rate, run) in &rows {
+        let all = run.latencies();
+        let (server_us, client_us) = run.cpu_per_delivery();
+        println!(
+            "  {agents:>7} {rate:>8} {:>11} {:>8.2} {:>8.2} {:>8.2} {server_us:>11.1} {client_us:>11.1}",
+            run.delivered(),
+            percentile(&all, 0.5),
+            percentile(&all, 0.99),
+            percentile(&all, 0.999),
+        );
+    }
 }
 
 /// The gateway's own ingest-to-publish latency with no WebSocket client at all.
@@ -369,33 +679,130 @@ async fn pipeline_only(rate: u64) {
     report_gateway_histogram(&gateway);
 }
 
-async fn fanout_p99(clients: usize, notifications_per_second: u64, seconds: u64) {
+/// Issue 4, item 2: `connections` ingest connections, each a T-Server of its own (`Server` differs) with
+/// 1,000 agents, write `events` events each as fast as possible; no WebSocket client. The rate is every
+/// event over the time until the last connection's final acknowledgement, which the gateway writes only
+/// after its reducer has taken all of that connection's events.
+async fn ingest_throughput(connections: usize, events: usize) {
     let gateway = Gateway::start();
-    // About 0.78 notifications per simulated event.
-    let rate = notifications_per_second * 100 / 78;
-    let lines = traffic(200, (rate * seconds) as usize, 12);
+    let feeds: Vec<Arc<Vec<u8>>> = (0..connections)
+        .map(|i| {
+            let config = callgate::sim::SimConfig {
+                seed: 100 + i as u64,
+                agents: 1000,
+                queues: 8,
+                supervisors: 10,
+                calls_per_second: 5.0,
+                server: Some(format!("TS{}", i + 1)),
+                ..callgate::sim::SimConfig::default()
+            };
+            let mut bytes = Vec::with_capacity(events * 320);
+            for event in callgate::sim::Simulator::new(config).take(events) {
+                bytes.extend_from_slice(event.line.as_bytes());
+                bytes.push(b'\n');
+            }
+            Arc::new(bytes)
+        })
+        .collect();
+    let cpu_before = gateway.cpu_seconds();
+    let client_before = cpu_seconds_of("self");
+    let started = Instant::now();
+    let tasks: Vec<_> = feeds
+        .iter()
+        .map(|bytes| tokio::spawn(feed_until_acked(gateway.ingest.clone(), Arc::clone(bytes))))
+        .collect();
+    let (mut applied, mut duplicates, mut rejected) = (0u64, 0u64, 0u64);
+    for task in tasks {
+        let ack = task.await.expect("ingest task");
+        let count = |key: &str| ack[key].as_u64().unwrap_or(0);
+        applied += count("applied");
+        duplicates += count("duplicates");
+        rejected += count("rejected");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let gateway_cpu = gateway.cpu_seconds() - cpu_before;
+    let client_cpu = cpu_seconds_of("self") - client_before;
+    let total = (connections * events) as f64;
+    println!(
+        "ingest: {connections} connections × {events} events, no WebSocket client: {total:.0} events in {elapsed:.2} s = {:.0} events/s; final acks: {applied} applied, {duplicates} duplicates, {rejected} rejected; CPU: gateway {gateway_cpu:.2} s ({:.2} us/event), client {client_cpu:.2} s",
+        total / elapsed,
+        gateway_cpu * 1e6 / total,
+    );
+}
+
+/// The notifications/s target of the fanout-p99 runs becomes this many events/s (the simulator's traffic
+/// makes about 0.78 notifications per event).
+fn events_per_second_for(notifications_per_second: u64) -> u64 {
+    notifications_per_second * 100 / 78
+}
+
+/// The events of a fanout-p99 run, and their rate in events/s.
+fn fanout_traffic(notifications_per_second: u64, seconds: u64) -> (Vec<String>, u64) {
+    let rate = events_per_second_for(notifications_per_second);
+    (traffic(200, (rate * seconds) as usize, 12), rate)
+}
+
+/// Issue 4, item 4: callgate's latency at a low notification rate to many all-calls clients.
+async fn fanout_p99(clients: usize, notifications_per_second: u64, seconds: u64) -> Run {
+    let gateway = Gateway::start();
+    let (lines, rate) = fanout_traffic(notifications_per_second, seconds);
+    let notifications = count_notifications(&lines);
     let filters = (0..clients).map(|_| serde_json::json!({})).collect();
-    let run = run_clients(&gateway, filters, &lines, rate, Duration::from_secs(2)).await;
+    let run = run_clients(&gateway, filters, &lines, rate, notifications).await;
     report_latency(
         &format!(
             "fanout: {notifications_per_second} notifications/s to {clients} all-calls clients"
         ),
+        "gateway",
         &run,
     );
     report_gateway_histogram(&gateway);
+    run
+}
+
+/// The same as [`fanout_p99`], delivered by nats-server.
+async fn nats_fanout_p99(clients: usize, notifications_per_second: u64, seconds: u64) -> Run {
+    let server = nats::NatsServer::start();
+    let (lines, rate) = fanout_traffic(notifications_per_second, seconds);
+    let frames = notification_frames(&lines);
+    let run = nats::fanout(&server, clients, &frames, rate).await;
+    report_latency(
+        &format!(
+            "nats fanout: {notifications_per_second} notifications/s to {clients} subscribers"
+        ),
+        "nats-server",
+        &run,
+    );
+    report_slow_consumers(&server);
+    run
+}
+
+/// How many notifications the library's reducer makes of `lines` (what each all-calls client gets).
+fn count_notifications(lines: &[String]) -> u64 {
+    let mut reducer = callgate::reduce::Reducer::default();
+    let mut out = callgate::reduce::Notifications::default();
+    let mut count = 0;
+    for line in lines {
+        let _ = reducer.apply_line(line.as_bytes(), &mut out);
+        count += out.len() as u64;
+        out.clear();
+    }
+    count
+}
+
+/// Warns when nats-server cut clients off, which makes its run incomparable.
+fn report_slow_consumers(server: &nats::NatsServer) {
+    let slow = server.slow_consumers();
+    if slow > 0 {
+        println!(
+            "  nats-server logged {slow} slow-consumer disconnections: clients lost messages, the run is not comparable"
+        );
+    }
 }
 
 /// The gateway's own view: ingest to publish (into the outboxes), from its /metrics histogram.
 fn report_gateway_histogram(gateway: &Gateway) {
-    let Ok(mut stream) = std::net::TcpStream::connect(&gateway.http) else {
-        return;
-    };
-    let _ = write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut text = String::new();
-    let _ = std::io::Read::read_to_string(&mut stream, &mut text);
+    let text = gateway.metrics();
     let buckets: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("callgate_ingest_to_publish_seconds_bucket"))
@@ -408,25 +815,157 @@ fn report_gateway_histogram(gateway: &Gateway) {
     );
 }
 
-async fn saturation(clients: usize, events: usize) {
-    let gateway = Gateway::start();
-    let lines = traffic(500, events, 13);
-    let filters = (0..clients).map(|_| serde_json::json!({})).collect();
-    let run = run_clients(&gateway, filters, &lines, 0, Duration::from_secs(3)).await;
-    let frames: u64 = run.clients.iter().map(|c| c.frames).sum();
-    let first = run.clients.iter().filter_map(|c| c.first).min();
-    let last = run.clients.iter().filter_map(|c| c.last).max();
-    let span = match (first, last) {
-        (Some(a), Some(b)) => (b - a).as_secs_f64(),
-        _ => f64::NAN,
-    };
+/// Saturation sizes: all-calls clients and events, chosen so every run makes 3.9–7.8 M deliveries.
+fn saturation_sizes() -> Vec<(usize, usize)> {
+    sized(
+        vec![(100, 50_000), (1_000, 10_000), (5_000, 2_000)],
+        vec![(10, 5_000), (100, 1_000), (500, 200)],
+    )
+}
+
+/// The events of a saturation run.
+fn saturation_traffic(events: usize) -> Vec<String> {
+    traffic(500, events, 13)
+}
+
+/// Prints a saturation run: deliveries of expected, rate, and both processes' CPU.
+fn report_saturation(name: &str, server: &str, clients: usize, events: usize, run: &Run) {
+    let (server_us, client_us) = run.cpu_per_delivery();
     println!(
-        "saturation: {clients} all-calls clients, {events} events as fast as possible: {frames} deliveries in {span:.2} s = {:.0} deliveries/s",
-        frames as f64 / span
+        "{name}: {clients} all-calls clients, {events} events ({} notifications) as fast as possible: {} of {} deliveries ({:.0} B each) in {:.2} s = {:.0} deliveries/s; CPU {server} {:.2} s ({server_us:.2} us/delivery), clients {:.2} s ({client_us:.2} us/delivery)",
+        run.notifications,
+        run.delivered(),
+        run.notifications * clients as u64,
+        run.mean_bytes(),
+        run.span(),
+        run.deliveries_per_second(),
+        run.server_cpu,
+        run.client_cpu,
     );
 }
 
+/// Issue 4, item 4: callgate's deliveries/s to `clients` all-calls clients, events as fast as possible.
+async fn saturation(clients: usize, events: usize) -> Run {
+    check_open_files(clients as u64 + 256);
+    let gateway = Gateway::start();
+    let lines = saturation_traffic(events);
+    let notifications = count_notifications(&lines);
+    let filters = (0..clients).map(|_| serde_json::json!({})).collect();
+    let run = run_clients(&gateway, filters, &lines, 0, notifications).await;
+    report_saturation("saturation", "gateway", clients, events, &run);
+    run
+}
+
+/// Issue 4, item 6: the same as [`saturation`], delivered by nats-server.
+async fn nats_saturation(clients: usize, events: usize) -> Run {
+    check_open_files(clients as u64 + 256);
+    let server = nats::NatsServer::start();
+    let frames = notification_frames(&saturation_traffic(events));
+    let run = nats::fanout(&server, clients, &frames, 0).await;
+    report_saturation("nats saturation", "nats-server", clients, events, &run);
+    report_slow_consumers(&server);
+    run
+}
+
+/// Clients, notifications/s and seconds of the fanout-p99 runs.
+fn fanout_p99_sizes() -> (usize, u64, u64) {
+    sized((1000, 100, 10), (100, 100, 2))
+}
+
+/// Issue 4, item 6: callgate and nats-server on identical workloads, back to back, with ratios.
+async fn compare() {
+    let mut rows = Vec::new();
+    for (clients, events) in saturation_sizes() {
+        let gateway = saturation(clients, events).await;
+        let nats = nats_saturation(clients, events).await;
+        rows.push((clients, gateway, nats));
+    }
+    let (clients, rate, seconds) = fanout_p99_sizes();
+    let gateway_p99 = fanout_p99(clients, rate, seconds).await;
+    let nats_p99 = nats_fanout_p99(clients, rate, seconds).await;
+    println!("compare: callgate vs nats-server 2.9 WebSocket, same payloads, same clients");
+    println!(
+        "  {:>7} {:>14} {:>14} {:>8} {:>16} {:>16}",
+        "clients", "callgate del/s", "nats del/s", "ratio", "cpu s cg/nats", "client s cg/nats"
+    );
+    for (clients, gateway, nats) in &rows {
+        println!(
+            "  {clients:>7} {:>14.0} {:>14.0} {:>8.2} {:>16} {:>16}",
+            gateway.deliveries_per_second(),
+            nats.deliveries_per_second(),
+            gateway.deliveries_per_second() / nats.deliveries_per_second(),
+            format!("{:.2}/{:.2}", gateway.server_cpu, nats.server_cpu),
+            format!("{:.2}/{:.2}", gateway.client_cpu, nats.client_cpu),
+        );
+    }
+    let (g, n) = (gateway_p99.latencies(), nats_p99.latencies());
+    println!(
+        "  {rate} notifications/s × {clients} clients: p50 ms callgate {:.2} nats {:.2}; p99 ms callgate {:.2} nats {:.2}; ratio nats/callgate p99 {:.2}; CPU s callgate {:.2} nats {:.2}, clients {:.2}/{:.2}",
+        percentile(&g, 0.5),
+        percentile(&n, 0.5),
+        percentile(&g, 0.99),
+        percentile(&n, 0.99),
+        percentile(&n, 0.99) / percentile(&g, 0.99),
+        gateway_p99.server_cpu,
+        nats_p99.server_cpu,
+        gateway_p99.client_cpu,
+        nats_p99.client_cpu,
+    );
+}
+
+/// Issue 4, item 5a: `calls` live calls, each an inbound call answered at its own agent DN with attached
+/// data and an international caller (the call shape of `benches/memory.rs`), fed to the gateway and never
+/// released; reports the resident-set growth per live call over the gateway's idle baseline.
+async fn live_calls_memory(calls: u64) {
+    let gateway = Gateway::start_with(&["--max-calls", "1000000"]);
+    let script = |range: std::ops::Range<u64>| {
+        let mut bytes = Vec::new();
+        for i in range {
+            let conn = 0x006f_0000_0000_0000u64 + i;
+            let agent = 10_000 + i;
+            let caller = format!("+1415555{:04}", i % 10_000);
+            for (event, extra) in [
+                (
+                    "EventRinging",
+                    format!(r#","ANI":"{caller}","DNIS":"8001","ThisQueue":"8001""#),
+                ),
+                ("EventEstablished", String::new()),
+            ] {
+                bytes.extend_from_slice(format!(
+                    r#"{{"event":"{event}","TimeinSecs":{},"ConnID":"{conn:016x}","CallUUID":"QK59HK4FS927D7FUU41G6IE4{i:08}","CallType":"Inbound","ThisDN":"{agent}","OtherDN":"{caller}"{extra},"UserData":{{"AccountNumber":"{i:08}","Segment":"Gold","ServiceType":"Support","Language":"en"}}}}"#,
+                    1_763_900_000 + i
+                ).as_bytes());
+                bytes.push(b'\n');
+            }
+        }
+        Arc::new(bytes)
+    };
+    // One call first, so the one-time tables (phone metadata, geocoding) are in the baseline.
+    feed_until_acked(gateway.ingest.clone(), script(calls..calls + 1)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = gateway.rss_bytes();
+    let ack = feed_until_acked(gateway.ingest.clone(), script(0..calls)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let soon = gateway.rss_bytes();
+    // Read again later: memory the allocator frees lazily after the burst of ingest buffers shows as the
+    // difference between the two.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = gateway.rss_bytes();
+    let live = gateway.metric("callgate_live_calls").unwrap_or(f64::NAN);
+    let per_call = |rss: u64| rss.saturating_sub(before) as f64 / calls as f64;
+    println!(
+        "live-calls memory: {calls} live calls (gateway reports {live:.0} live; ack {ack}): gateway RSS {} MiB idle, {} MiB 1 s after the last ack ({:.0} bytes per live call), {} MiB 6 s after ({:.0} bytes per live call)",
+        before / (1 << 20),
+        soon / (1 << 20),
+        per_call(soon),
+        after / (1 << 20),
+        per_call(after),
+    );
+}
+
+/// Issue 4, item 5b: resident memory per subscribed idle WebSocket connection.
 async fn idle_memory(connections: usize) {
+    check_open_files(connections as u64 + 256);
     let gateway = Gateway::start();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = gateway.rss_bytes();
@@ -452,39 +991,106 @@ async fn idle_memory(connections: usize) {
     drop(sockets);
 }
 
+/// The issue-4 suite, run when no scenario is named.
+const SUITE: &[&str] = &[
+    "ingest",
+    "latency-matrix",
+    "compare",
+    "live-calls-memory",
+    "idle-memory",
+];
+
+/// Diagnostic scenarios, run by name or with `all`.
+const DIAGNOSTICS: &[&str] = &["latency", "light", "agents-only", "pipeline-only"];
+
+/// Scenarios that `compare` includes.
+const IN_COMPARE: &[&str] = &[
+    "saturation",
+    "nats-saturation",
+    "fanout-p99",
+    "nats-fanout-p99",
+];
+
+/// Runs the scenarios named on the command line (`cargo bench --bench serve -- NAME...`), or the suite.
 fn main() {
     let wanted: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let runs = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
+    for name in &wanted {
+        let known = name == "all"
+            || SUITE.contains(&name.as_str())
+            || DIAGNOSTICS.contains(&name.as_str())
+            || IN_COMPARE.contains(&name.as_str());
+        if !known {
+            eprintln!(
+                "unknown scenario {name:?}; known: all, {}, {}, {}",
+                SUITE.join(", "),
+                IN_COMPARE.join(", "),
+                DIAGNOSTICS.join(", ")
+            );
+            std::process::exit(2);
+        }
+    }
+    let all = wanted.iter().any(|w| w == "all");
+    let named = |name: &str| wanted.iter().any(|w| w == name);
+    let runs = |name: &str| {
+        named(name)
+            || ((wanted.is_empty() || all) && SUITE.contains(&name))
+            || (all && DIAGNOSTICS.contains(&name))
+    };
+    // `compare` runs these itself; run them on their own only when named without it.
+    let alone = |name: &str| named(name) && !runs("compare");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
+        if runs("ingest") {
+            ingest_throughput(4, sized(250_000, 10_000)).await;
+        }
         if runs("latency") {
-            latency(1000, 10, 20_000, 10).await;
+            latency(1000, 10, 20_000, sized(10, 2)).await;
         }
         if runs("light") {
-            latency(10, 1, 1_000, 5).await;
+            latency(10, 1, 1_000, sized(5, 1)).await;
         }
         if runs("agents-only") {
-            latency(1000, 0, 20_000, 10).await;
+            latency(1000, 0, 20_000, sized(10, 2)).await;
         }
         if runs("pipeline-only") {
             pipeline_only(1_000).await;
             pipeline_only(20_000).await;
         }
-        if runs("fanout-p99") {
-            fanout_p99(1000, 100, 10).await;
+        if runs("latency-matrix") {
+            latency_matrix().await;
         }
-        if runs("saturation") {
-            saturation(100, 50_000).await;
-            saturation(1000, 10_000).await;
+        if alone("fanout-p99") {
+            let (clients, rate, seconds) = fanout_p99_sizes();
+            fanout_p99(clients, rate, seconds).await;
+        }
+        if alone("nats-fanout-p99") {
+            let (clients, rate, seconds) = fanout_p99_sizes();
+            nats_fanout_p99(clients, rate, seconds).await;
+        }
+        if alone("saturation") {
+            for (clients, events) in saturation_sizes() {
+                saturation(clients, events).await;
+            }
+        }
+        if alone("nats-saturation") {
+            for (clients, events) in saturation_sizes() {
+                nats_saturation(clients, events).await;
+            }
+        }
+        if runs("compare") {
+            compare().await;
+        }
+        if runs("live-calls-memory") {
+            live_calls_memory(sized(100_000, 10_000)).await;
         }
         if runs("idle-memory") {
-            idle_memory(10_000).await;
+            idle_memory(sized(10_000, 1_000)).await;
         }
     });
     let _ = std::io::stdout().flush();
