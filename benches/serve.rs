@@ -36,6 +36,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
+#[path = "support/wsclient.rs"]
+mod wsclient;
+
 /// Whether `BENCH_QUICK` asks for a smoke run.
 fn quick() -> bool {
     std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0")
@@ -369,11 +372,12 @@ struct ClientStats {
 
 impl ClientStats {
     /// Records the latency of a notification from its `SentAt` stamp, if it has one.
-    fn record_stamp(&mut self, text: &str) {
-        let Some(at) = text.find("\"SentAt\":") else {
+    fn record_stamp(&mut self, payload: &[u8]) {
+        const KEY: &[u8] = b"\"SentAt\":";
+        let Some(at) = memchr::memmem::find(payload, KEY) else {
             return;
         };
-        let digits = &text.as_bytes()[at + "\"SentAt\":".len()..];
+        let digits = &payload[at + KEY.len()..];
         let len = digits.iter().take_while(|b| b.is_ascii_digit()).count();
         if let Some(sent) = std::str::from_utf8(&digits[..len])
             .ok()
@@ -384,6 +388,12 @@ impl ClientStats {
     }
 }
 
+/// `HOST:PORT` of a `ws://HOST:PORT/path` URL.
+fn authority(url: &str) -> &str {
+    let rest = url.trim_start_matches("ws://");
+    rest.split('/').next().unwrap_or(rest)
+}
+
 /// Opens a WebSocket, subscribes with `filter`, then records every notification until `stop`.
 async fn client(
     url: String,
@@ -392,24 +402,28 @@ async fn client(
     received: Arc<AtomicU64>,
     stop: tokio_util::sync::CancellationToken,
 ) -> ClientStats {
-    let (mut ws, _) = connect(&url).await;
-    let request = serde_json::json!({"type":"subscribe","sub":"s","filter":filter});
-    ws.send(Message::text(request.to_string()))
+    let mut ws = wsclient::connect(authority(&url), "/api/v2/ws")
         .await
-        .expect("subscribe");
+        .expect("WebSocket connects");
+    let request = serde_json::json!({"type":"subscribe","sub":"s","filter":filter});
+    ws.send_text(&request.to_string()).await.expect("subscribe");
     let mut stats = ClientStats::default();
     let mut subscribed = false;
+    // Made once: a new `cancelled()` per frame would register with the token every time, and every client
+    // shares it.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
-        let message = tokio::select! {
-            message = ws.next() => message,
-            () = stop.cancelled() => break,
+        let frame = tokio::select! {
+            frame = ws.next_frame() => frame,
+            () = &mut stopped => break,
         };
-        let Some(Ok(Message::Text(text))) = message else {
-            if matches!(message, Some(Ok(_))) {
-                continue;
-            }
+        let Ok(Some((op, payload))) = frame else {
             break;
         };
+        if op != wsclient::opcode::TEXT {
+            continue;
+        }
         if !subscribed {
             subscribed = true;
             ready.fetch_add(1, Ordering::AcqRel);
@@ -417,11 +431,11 @@ async fn client(
         }
         let now = Instant::now();
         stats.frames += 1;
-        stats.bytes += text.len() as u64;
+        stats.bytes += payload.len() as u64;
         received.fetch_add(1, Ordering::Relaxed);
         stats.first.get_or_insert(now);
         stats.last = Some(now);
-        stats.record_stamp(text.as_str());
+        stats.record_stamp(payload);
     }
     stats
 }

@@ -8,7 +8,7 @@
 //! servers' figures come out of the same arithmetic.
 
 use crate::{ClientStats, Run, cpu_seconds_of, now_micros, settle, wait_ready};
-use futures_util::{SinkExt, StreamExt};
+
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio_tungstenite::tungstenite::Message;
 
 /// The subject every notification is published on; every client subscribes to it.
 const SUBJECT: &str = "calls";
@@ -324,27 +323,31 @@ async fn client(
     received: Arc<AtomicU64>,
     stop: tokio_util::sync::CancellationToken,
 ) -> ClientStats {
-    let (mut ws, _) = crate::connect(&url).await;
-    ws.send(Message::binary(
+    let mut ws = crate::wsclient::connect(crate::authority(&url), "/")
+        .await
+        .expect("WebSocket connects");
+    ws.send(
+        crate::wsclient::opcode::BINARY,
         format!(
             "CONNECT {{\"verbose\":false,\"pedantic\":false,\"protocol\":1}}\r\nSUB {SUBJECT} 1\r\nPING\r\n"
         )
-        .into_bytes(),
-    ))
+        .as_bytes(),
+    )
     .await
     .expect("NATS subscribe");
     let mut stats = ClientStats::default();
     let mut parser = Parser::default();
     let mut subscribed = false;
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
-        let message = tokio::select! {
-            message = ws.next() => message,
-            () = stop.cancelled() => break,
+        let frame = tokio::select! {
+            frame = ws.next_frame() => frame,
+            () = &mut stopped => break,
         };
-        match message {
-            Some(Ok(Message::Binary(bytes))) => parser.extend(&bytes),
-            Some(Ok(Message::Text(text))) => parser.extend(text.as_bytes()),
-            Some(Ok(_)) => continue,
+        match frame {
+            // NATS operations may span or share frames: the parser works on the byte stream.
+            Ok(Some((_, payload))) => parser.extend(payload),
             _ => break,
         }
         let mut pong = false;
@@ -357,11 +360,7 @@ async fn client(
                     received.fetch_add(1, Ordering::Relaxed);
                     stats.first.get_or_insert(now);
                     stats.last = Some(now);
-                    // The same work as callgate's client: its text frames are UTF-8-checked by
-                    // tungstenite, then searched for the stamp.
-                    if let Ok(text) = std::str::from_utf8(payload) {
-                        stats.record_stamp(text);
-                    }
+                    stats.record_stamp(payload);
                 }
                 Op::Ping => pong = true,
                 Op::Pong if !subscribed => {
@@ -373,7 +372,12 @@ async fn client(
                 Op::Pong | Op::Other => {}
             }
         }
-        if pong && ws.send(Message::binary(&b"PONG\r\n"[..])).await.is_err() {
+        if pong
+            && ws
+                .send(crate::wsclient::opcode::BINARY, b"PONG\r\n")
+                .await
+                .is_err()
+        {
             break;
         }
     }
