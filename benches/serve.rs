@@ -39,6 +39,9 @@ use tokio_tungstenite::tungstenite::Message;
 #[path = "support/wsclient.rs"]
 mod wsclient;
 
+#[path = "support/bare.rs"]
+mod bare;
+
 /// Whether `BENCH_QUICK` asks for a smoke run.
 fn quick() -> bool {
     std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0")
@@ -791,6 +794,72 @@ async fn nats_fanout_p99(clients: usize, notifications_per_second: u64, seconds:
     run
 }
 
+/// Opens `clients` of callgate's clients on the bare broadcaster, publishes `events` at `rate` (0: as
+/// fast as possible) and waits until deliveries stop; measured as the gateway and nats-server are.
+async fn bare_fanout(clients: usize, events: &[Vec<nats::Payload>], rate: u64) -> Run {
+    let server = bare::Bare::start();
+    let url = format!("ws://{}/api/v2/ws", server.ws);
+    let ready = Arc::new(AtomicU64::new(0));
+    let received = Arc::new(AtomicU64::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        tasks.push(tokio::spawn(client(
+            url.clone(),
+            serde_json::json!({}),
+            Arc::clone(&ready),
+            Arc::clone(&received),
+            stop.clone(),
+        )));
+        if i % 200 == 199 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    wait_ready(&ready, clients as u64).await;
+    let notifications: usize = events.iter().map(Vec::len).sum();
+    let cpu_before = server.cpu_seconds();
+    let client_before = cpu_seconds_of("self");
+    let send_time = bare::publish(&server.ingest, events, rate).await;
+    settle(&received, Some((notifications * clients) as u64)).await;
+    let server_cpu = server.cpu_seconds() - cpu_before;
+    let client_cpu = cpu_seconds_of("self") - client_before;
+    stop.cancel();
+    let mut stats = Vec::new();
+    for task in tasks {
+        stats.push(task.await.expect("client task"));
+    }
+    Run {
+        clients: stats,
+        sent: events.len(),
+        notifications: notifications as u64,
+        send_time,
+        server_cpu,
+        client_cpu,
+    }
+}
+
+/// The floor: [`fanout_p99`]'s frames through the bare broadcaster.
+async fn bare_fanout_p99(clients: usize, notifications_per_second: u64, seconds: u64) -> Run {
+    let (lines, rate) = fanout_traffic(notifications_per_second, seconds);
+    let frames = notification_frames(&lines);
+    let run = bare_fanout(clients, &frames, rate).await;
+    report_latency(
+        &format!("bare fanout: {notifications_per_second} notifications/s to {clients} clients"),
+        "broadcaster",
+        &run,
+    );
+    run
+}
+
+/// The floor: [`saturation`]'s frames through the bare broadcaster.
+async fn bare_saturation(clients: usize, events: usize) -> Run {
+    check_open_files(clients as u64 + 256);
+    let frames = notification_frames(&saturation_traffic(events));
+    let run = bare_fanout(clients, &frames, 0).await;
+    report_saturation("bare saturation", "broadcaster", clients, events, &run);
+    run
+}
+
 /// How many notifications the library's reducer makes of `lines` (what each all-calls client gets).
 fn count_notifications(lines: &[String]) -> u64 {
     let mut reducer = callgate::reduce::Reducer::default();
@@ -892,38 +961,62 @@ async fn compare() {
     for (clients, events) in saturation_sizes() {
         let gateway = saturation(clients, events).await;
         let nats = nats_saturation(clients, events).await;
-        rows.push((clients, gateway, nats));
+        let bare = bare_saturation(clients, events).await;
+        rows.push((clients, gateway, nats, bare));
     }
     let (clients, rate, seconds) = fanout_p99_sizes();
     let gateway_p99 = fanout_p99(clients, rate, seconds).await;
     let nats_p99 = nats_fanout_p99(clients, rate, seconds).await;
-    println!("compare: callgate vs nats-server 2.9 WebSocket, same payloads, same clients");
+    let bare_p99 = bare_fanout_p99(clients, rate, seconds).await;
     println!(
-        "  {:>7} {:>14} {:>14} {:>8} {:>16} {:>16}",
-        "clients", "callgate del/s", "nats del/s", "ratio", "cpu s cg/nats", "client s cg/nats"
+        "compare: callgate vs nats-server 2.9 WebSocket vs a bare tokio-tungstenite broadcaster, same payloads, same clients"
     );
-    for (clients, gateway, nats) in &rows {
+    println!(
+        "  {:>7} {:>14} {:>12} {:>12} {:>9} {:>9} {:>22} {:>22}",
+        "clients",
+        "callgate del/s",
+        "nats del/s",
+        "bare del/s",
+        "cg/nats",
+        "cg/bare",
+        "server cpu s cg/nats/bare",
+        "client cpu s cg/nats/bare"
+    );
+    for (clients, gateway, nats, bare) in &rows {
         println!(
-            "  {clients:>7} {:>14.0} {:>14.0} {:>8.2} {:>16} {:>16}",
+            "  {clients:>7} {:>14.0} {:>12.0} {:>12.0} {:>9.2} {:>9.2} {:>22} {:>22}",
             gateway.deliveries_per_second(),
             nats.deliveries_per_second(),
+            bare.deliveries_per_second(),
             gateway.deliveries_per_second() / nats.deliveries_per_second(),
-            format!("{:.2}/{:.2}", gateway.server_cpu, nats.server_cpu),
-            format!("{:.2}/{:.2}", gateway.client_cpu, nats.client_cpu),
+            gateway.deliveries_per_second() / bare.deliveries_per_second(),
+            format!(
+                "{:.2}/{:.2}/{:.2}",
+                gateway.server_cpu, nats.server_cpu, bare.server_cpu
+            ),
+            format!(
+                "{:.2}/{:.2}/{:.2}",
+                gateway.client_cpu, nats.client_cpu, bare.client_cpu
+            ),
         );
     }
-    let (g, n) = (gateway_p99.latencies(), nats_p99.latencies());
+    let (g, n, b) = (
+        gateway_p99.latencies(),
+        nats_p99.latencies(),
+        bare_p99.latencies(),
+    );
     println!(
-        "  {rate} notifications/s × {clients} clients: p50 ms callgate {:.2} nats {:.2}; p99 ms callgate {:.2} nats {:.2}; ratio nats/callgate p99 {:.2}; CPU s callgate {:.2} nats {:.2}, clients {:.2}/{:.2}",
+        "  {rate} notifications/s × {clients} clients: p50 ms callgate {:.2} nats {:.2} bare {:.2}; p99 ms callgate {:.2} nats {:.2} bare {:.2}; nats/callgate p99 {:.2}; server CPU us/delivery callgate {:.1} nats {:.1} bare {:.1}",
         percentile(&g, 0.5),
         percentile(&n, 0.5),
+        percentile(&b, 0.5),
         percentile(&g, 0.99),
         percentile(&n, 0.99),
+        percentile(&b, 0.99),
         percentile(&n, 0.99) / percentile(&g, 0.99),
-        gateway_p99.server_cpu,
-        nats_p99.server_cpu,
-        gateway_p99.client_cpu,
-        nats_p99.client_cpu,
+        gateway_p99.cpu_per_delivery().0,
+        nats_p99.cpu_per_delivery().0,
+        bare_p99.cpu_per_delivery().0,
     );
 }
 
@@ -1021,12 +1114,18 @@ const DIAGNOSTICS: &[&str] = &["latency", "light", "agents-only", "pipeline-only
 const IN_COMPARE: &[&str] = &[
     "saturation",
     "nats-saturation",
+    "bare-saturation",
     "fanout-p99",
     "nats-fanout-p99",
+    "bare-fanout-p99",
 ];
 
 /// Runs the scenarios named on the command line (`cargo bench --bench serve -- NAME...`), or the suite.
 fn main() {
+    if std::env::args().any(|a| a == bare::FLAG) {
+        bare::serve_main();
+        return;
+    }
     let wanted: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
@@ -1086,6 +1185,15 @@ fn main() {
         if alone("nats-fanout-p99") {
             let (clients, rate, seconds) = fanout_p99_sizes();
             nats_fanout_p99(clients, rate, seconds).await;
+        }
+        if alone("bare-fanout-p99") {
+            let (clients, rate, seconds) = fanout_p99_sizes();
+            bare_fanout_p99(clients, rate, seconds).await;
+        }
+        if alone("bare-saturation") {
+            for (clients, events) in saturation_sizes() {
+                bare_saturation(clients, events).await;
+            }
         }
         if alone("saturation") {
             for (clients, events) in saturation_sizes() {
