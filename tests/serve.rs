@@ -372,6 +372,24 @@ async fn bad_requests_get_errors_and_the_connections_stay() {
         Some(json!({"type":"pong"}))
     );
 
+    // A WebSocket ping gets a pong with the same payload, between the JSON messages.
+    ws.send(Message::Ping(bytes::Bytes::from_static(b"are you there")))
+        .await
+        .expect("ping");
+    let pong = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Pong(payload)))) => break Some(payload),
+            Ok(Some(Ok(_))) => {}
+            _ => break None,
+        }
+    };
+    assert_eq!(pong.as_deref(), Some(&b"are you there"[..]));
+
+    // A plain GET of the WebSocket path is refused with a JSON error, not upgraded.
+    let (status, body) = gateway.get("/api/v2/ws");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"statusCode\":400"), "{body}");
+
     // A frame over 64 KiB closes the connection with 1009 (message too big).
     let mut big = ws_connect(&gateway).await;
     big.send(Message::text(format!(

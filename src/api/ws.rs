@@ -2,21 +2,36 @@
 //!
 //! Close codes: 1000 normal, 1001 the gateway is shutting down, 1009 a client frame over 64 KiB, 4008 the
 //! client read too slowly (resume with `since`), 4010 no answer to pings for 60 s.
+//!
+//! The two directions are handled apart. Client frames are read by tungstenite on the socket's read half,
+//! in a task of their own. Server frames are written by this module straight from the shared frame bytes:
+//! a server frame is only a 2- to 10-byte header before the payload, and writing the queued frames with
+//! one vectored write saves copying every notification into a per-connection buffer, which is most of what
+//! a fanout of one notification to thousands of connections costs in user space.
 
 use super::AppState;
 use super::http::error;
 use crate::event::kv::write_json_str;
-use crate::fanout::outbox::Outbox;
+use crate::fanout::outbox::{Frame, Outbox};
 use crate::fanout::{CallFilter, Since};
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::http::StatusCode;
-use axum::response::Response;
-use futures_util::{SinkExt, StreamExt};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 /// Largest client frame accepted.
 pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
@@ -28,9 +43,28 @@ const PING_INTERVAL: Duration = Duration::from_secs(20);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one batch of frames may take to write before the client counts as stalled.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Frames per vectored write (two slices each; Linux takes at most 1,024 slices per call).
+const FRAMES_PER_WRITE: usize = 512;
 
-/// `GET /api/v2/ws`.
-pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+/// `GET /api/v2/ws`: checks the opening handshake (RFC 6455, 4.2.1), answers 101, and serves the upgraded
+/// connection in a tracked task.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    mut request: axum::extract::Request,
+) -> Response {
+    let key = match handshake_key(request.method(), request.headers()) {
+        Ok(key) => key,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
+    };
+    let Some(on_upgrade) = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+    else {
+        return error(
+            StatusCode::UPGRADE_REQUIRED,
+            "connection cannot be upgraded",
+        );
+    };
     if state.cancel.is_cancelled() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
@@ -43,28 +77,172 @@ pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Res
         );
     }
     let tracker = state.tracker.clone();
-    let slot = Arc::clone(&state.ws_open);
-    // A small read buffer: clients send little, tungstenite zero-fills the buffer's free space on every
-    // read attempt, and an idle connection should cost kilobytes, not the default 128 KiB.
-    ws.read_buffer_size(READ_BUFFER)
-        .max_message_size(MAX_CLIENT_FRAME)
-        .max_frame_size(MAX_CLIENT_FRAME)
-        // A handshake that fails after the slot was counted must give it back.
-        .on_failed_upgrade(move |_| {
-            slot.fetch_sub(1, Ordering::AcqRel);
+    // Tracked so that shutdown waits for the close frame to go out (axum does not wait for upgraded
+    // connections).
+    tracker.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => connection(TokioIo::new(upgraded), state.clone()).await,
+            Err(err) => tracing::debug!("WebSocket upgrade failed: {err}"),
+        }
+        state.ws_open.fetch_sub(1, Ordering::AcqRel);
+    });
+    (
+        StatusCode::SWITCHING_PROTOCOLS,
+        [
+            (header::CONNECTION, HeaderValue::from_static("upgrade")),
+            (header::UPGRADE, HeaderValue::from_static("websocket")),
+        ],
+        [(
+            header::SEC_WEBSOCKET_ACCEPT,
+            HeaderValue::from_str(
+                &tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()),
+            )
+            .unwrap_or_else(|_| HeaderValue::from_static("")),
+        )],
+    )
+        .into_response()
+}
+
+/// The client's `Sec-WebSocket-Key`, or why the request is not a WebSocket opening handshake.
+fn handshake_key(method: &Method, headers: &HeaderMap) -> Result<String, &'static str> {
+    let has = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|value| {
+            value
+                .to_str()
+                .unwrap_or("")
+                .split(',')
+                .any(|part| part.trim().eq_ignore_ascii_case(token))
         })
-        .on_upgrade(move |socket| async move {
-            // Tracked so that shutdown waits for the close frame to go out (axum does not wait for
-            // upgraded connections).
-            let open = Arc::clone(&state.ws_open);
-            tracker
-                .spawn(async move {
-                    connection(socket, state).await;
-                    open.fetch_sub(1, Ordering::AcqRel);
-                })
-                .await
-                .ok();
-        })
+    };
+    if method != Method::GET {
+        return Err("a WebSocket handshake is a GET");
+    }
+    if !has(header::CONNECTION, "upgrade") || !has(header::UPGRADE, "websocket") {
+        return Err("expected Connection: upgrade and Upgrade: websocket");
+    }
+    if !has(header::SEC_WEBSOCKET_VERSION, "13") {
+        return Err("only WebSocket version 13 is supported");
+    }
+    headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|key| key.to_str().ok())
+        .map(str::to_owned)
+        .ok_or("Sec-WebSocket-Key is missing")
+}
+
+/// The upgraded connection (a TCP stream under hyper's buffering).
+type Io = TokioIo<hyper::upgrade::Upgraded>;
+
+/// The read half of the socket as tungstenite's transport. tungstenite answers pings and close frames by
+/// itself; those writes are dropped here, because the writer owns the write half (two writers would
+/// interleave frames) and sends the pong and the close itself.
+struct ReadOnly(ReadHalf<Io>);
+
+impl AsyncRead for ReadOnly {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ReadOnly {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Frame opcodes (RFC 6455, 5.2).
+mod opcode {
+    pub const TEXT: u8 = 0x1;
+    pub const CLOSE: u8 = 0x8;
+    pub const PING: u8 = 0x9;
+    pub const PONG: u8 = 0xa;
+}
+
+/// Appends the header of an unmasked, final server frame.
+fn push_header(out: &mut Vec<u8>, opcode: u8, len: usize) {
+    out.push(0x80 | opcode);
+    if len < 126 {
+        out.push(len as u8);
+    } else if let Ok(len) = u16::try_from(len) {
+        out.push(126);
+        out.extend_from_slice(&len.to_be_bytes());
+    } else {
+        out.push(127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+}
+
+/// Writes server frames on the socket's write half.
+struct FrameWriter {
+    half: WriteHalf<Io>,
+    headers: Vec<u8>,
+}
+
+impl FrameWriter {
+    /// Writes `frames` with as few vectored writes as the socket allows.
+    async fn write(&mut self, frames: &[Frame]) -> io::Result<()> {
+        for batch in frames.chunks(FRAMES_PER_WRITE) {
+            self.headers.clear();
+            let mut ends = [0usize; FRAMES_PER_WRITE];
+            for (end, frame) in ends.iter_mut().zip(batch) {
+                let (op, payload) = match frame {
+                    Frame::Text(payload) => (opcode::TEXT, payload),
+                    Frame::Pong(payload) => (opcode::PONG, payload),
+                };
+                push_header(&mut self.headers, op, payload.len());
+                *end = self.headers.len();
+            }
+            let mut slices = Vec::with_capacity(batch.len() * 2);
+            let mut start = 0;
+            for (end, frame) in ends.iter().zip(batch) {
+                slices.push(IoSlice::new(&self.headers[start..*end]));
+                let (Frame::Text(payload) | Frame::Pong(payload)) = frame;
+                slices.push(IoSlice::new(payload));
+                start = *end;
+            }
+            let mut slices = &mut slices[..];
+            while !slices.is_empty() {
+                let written = self.half.write_vectored(slices).await?;
+                if written == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                IoSlice::advance_slices(&mut slices, written);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one control frame.
+    async fn control(&mut self, op: u8, payload: &[u8]) -> io::Result<()> {
+        let mut frame = Vec::with_capacity(payload.len() + 2);
+        push_header(&mut frame, op, payload.len());
+        frame.extend_from_slice(payload);
+        self.half.write_all(&frame).await
+    }
+
+    /// Sends a close frame and then ends the stream.
+    async fn close(&mut self, code: u16, reason: &str) -> io::Result<()> {
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(reason.as_bytes());
+        self.control(opcode::CLOSE, &payload).await?;
+        self.half.shutdown().await
+    }
 }
 
 #[derive(Deserialize)]
@@ -83,7 +261,7 @@ enum Request {
     Ping,
 }
 
-fn error_frame(sub: Option<&str>, code: &str, message: &str) -> Utf8Bytes {
+fn error_frame(sub: Option<&str>, code: &str, message: &str) -> Bytes {
     let mut frame = String::from("{\"type\":\"error\"");
     if let Some(sub) = sub {
         frame.push_str(",\"sub\":");
@@ -129,7 +307,7 @@ fn handle_text(state: &AppState, connection: u64, outbox: &Outbox, text: &str) {
             }
         }
         Request::Ping => {
-            outbox.push_control(Utf8Bytes::from_static("{\"type\":\"pong\"}"));
+            outbox.push_control(Bytes::from_static(b"{\"type\":\"pong\"}"));
         }
     }
 }
@@ -142,7 +320,7 @@ fn millis_since(origin: Instant) -> u64 {
 /// Reads client messages until the client closes, fails, or sends an over-long frame. Runs as its own task
 /// so that delivering notifications never polls the socket for reading.
 async fn read_requests(
-    mut stream: futures_util::stream::SplitStream<WebSocket>,
+    mut stream: WebSocketStream<ReadOnly>,
     state: AppState,
     connection: u64,
     outbox: Arc<Outbox>,
@@ -161,13 +339,13 @@ async fn read_requests(
                 ));
             }
             Ok(Message::Close(_)) => return Some((1000, "")),
-            Ok(Message::Ping(_) | Message::Pong(_)) => {}
+            Ok(Message::Ping(payload)) => {
+                outbox.push_pong(payload);
+            }
+            Ok(Message::Pong(_) | Message::Frame(_)) => {}
             Err(err) => {
                 tracing::debug!("WebSocket read failed: {err}");
-                let text = err.to_string().to_lowercase();
-                let too_big = text.contains("space limit")
-                    || text.contains("too long")
-                    || text.contains("size");
+                let too_big = matches!(err, tokio_tungstenite::tungstenite::Error::Capacity(_));
                 return too_big.then_some((1009, "frame too large"));
             }
         }
@@ -175,10 +353,21 @@ async fn read_requests(
     None
 }
 
-async fn connection(socket: WebSocket, state: AppState) {
+async fn connection(io: Io, state: AppState) {
+    let (read_half, write_half) = tokio::io::split(io);
+    // A small read buffer: clients send little, and an idle connection should cost kilobytes.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .max_message_size(Some(MAX_CLIENT_FRAME))
+        .max_frame_size(Some(MAX_CLIENT_FRAME));
+    let stream =
+        WebSocketStream::from_raw_socket(ReadOnly(read_half), Role::Server, Some(config)).await;
+    let mut writer = FrameWriter {
+        half: write_half,
+        headers: Vec::new(),
+    };
     let (connection, outbox) = state.fanout.connect();
     metrics::gauge!("callgate_ws_connections_open").increment(1.0);
-    let (mut sink, stream) = socket.split();
     let origin = Instant::now();
     let last_heard = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut reader = tokio::spawn(read_requests(
@@ -205,10 +394,11 @@ async fn connection(socket: WebSocket, state: AppState) {
                 if idle > IDLE_TIMEOUT {
                     break Some((4010, "no answer to pings"));
                 }
-                if sink.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
-                    break None;
+                match tokio::time::timeout(WRITE_TIMEOUT, writer.control(opcode::PING, &[])).await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(_)) => break None,
+                    Err(_) => break Some((4008, "slow consumer: resume with since")),
                 }
-                continue;
             }
             read = &mut reader => break read.ok().flatten(),
             () = &mut cancelled => break Some((1001, "server shutting down")),
@@ -221,19 +411,13 @@ async fn connection(socket: WebSocket, state: AppState) {
         if frames.is_empty() {
             continue;
         }
-        // Batch every queued frame into one flush: one write per frame caps fanout far lower.
-        let write = async {
-            for frame in frames.drain(..) {
-                sink.feed(Message::Text(frame)).await?;
-            }
-            sink.flush().await
-        };
+        let write = writer.write(&frames);
         tokio::pin!(write);
         // Most batches fit the socket buffer and finish at once; only one that must wait for the client
         // pays for a timer.
         let written = match futures_util::poll!(&mut write) {
-            std::task::Poll::Ready(result) => Ok(result),
-            std::task::Poll::Pending => tokio::time::timeout(WRITE_TIMEOUT, write).await,
+            Poll::Ready(result) => Ok(result),
+            Poll::Pending => tokio::time::timeout(WRITE_TIMEOUT, write).await,
         };
         match written {
             Ok(Ok(())) => {}
@@ -247,16 +431,9 @@ async fn connection(socket: WebSocket, state: AppState) {
     reader.abort();
     state.fanout.disconnect(connection);
     if let Some((code, reason)) = close {
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            sink.send(Message::Close(Some(frame))),
-        )
-        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), writer.close(code, reason)).await;
+    } else {
+        let _ = tokio::time::timeout(Duration::from_secs(2), writer.half.shutdown()).await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
     metrics::gauge!("callgate_ws_connections_open").decrement(1.0);
 }

@@ -11,7 +11,6 @@ pub mod outbox;
 use crate::event::kv::{Decimal, write_json_str};
 use crate::reduce::CallState;
 use crate::store::{CallKey, CallMeta, Store, StoredCall};
-use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 pub use filter::CallFilter;
 use hashbrown::HashMap;
@@ -78,7 +77,7 @@ impl SubscribeError {
 struct HistoryEntry {
     seq: u64,
     meta: Arc<CallMeta>,
-    frame: Utf8Bytes,
+    frame: Bytes,
 }
 
 struct Connection {
@@ -246,9 +245,8 @@ impl Fanout {
             let offset = frame.len();
             frame.push_str(&published.members);
             frame.push('}');
-            let frame = Utf8Bytes::from(frame);
-            let bytes = Bytes::from(frame.clone());
-            let call_json = bytes.slice(offset + published.call.start..offset + published.call.end);
+            let frame = Bytes::from(frame);
+            let call_json = frame.slice(offset + published.call.start..offset + published.call.end);
             if published.meta.state == CallState::Released {
                 released.push(published.meta.key);
             }

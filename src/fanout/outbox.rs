@@ -7,7 +7,7 @@
 //! one frame per call), the connection is marked overflowed and its writer closes it with code 4008.
 
 use crate::store::CallKey;
-use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use hashbrown::HashMap;
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -34,9 +34,18 @@ impl Default for OutboxLimits {
     }
 }
 
+/// One frame for the writer to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A text frame: a JSON message.
+    Text(Bytes),
+    /// The answer to a client's ping, with its payload.
+    Pong(Bytes),
+}
+
 enum Slot {
-    Control(Utf8Bytes),
-    Notification(CallKey, Utf8Bytes),
+    Control(Frame),
+    Notification(CallKey, Bytes),
     /// A notification replaced by a newer version of its call.
     Dropped,
 }
@@ -105,13 +114,24 @@ impl Outbox {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues a control frame (subscribed, error, pong): never coalesced.
-    pub fn push_control(&self, frame: Utf8Bytes) -> Pushed {
+    /// Queues a control message (subscribed, error, pong): never coalesced.
+    pub fn push_control(&self, message: Bytes) -> Pushed {
+        self.push_frame(Frame::Text(message))
+    }
+
+    /// Queues the answer to a client's ping.
+    pub fn push_pong(&self, payload: Bytes) -> Pushed {
+        self.push_frame(Frame::Pong(payload))
+    }
+
+    fn push_frame(&self, frame: Frame) -> Pushed {
         let mut state = self.lock();
         if state.overflowed || state.closed {
             return Pushed::Refused;
         }
-        state.bytes += frame.len();
+        state.bytes += match &frame {
+            Frame::Text(bytes) | Frame::Pong(bytes) => bytes.len(),
+        };
         state.live += 1;
         state.slots.push_back(Slot::Control(frame));
         self.check_hard(&mut state);
@@ -121,7 +141,7 @@ impl Outbox {
     }
 
     /// Queues a notification frame about `call` and wakes the writer if it needs waking.
-    pub fn push_notification(&self, call: CallKey, frame: Utf8Bytes) -> Pushed {
+    pub fn push_notification(&self, call: CallKey, frame: Bytes) -> Pushed {
         let (pushed, wake) = self.queue_notification(call, frame);
         if wake {
             self.wake();
@@ -132,7 +152,7 @@ impl Outbox {
     /// Queues a notification frame about `call` without waking the writer. When the second value is true
     /// the caller must call [`Outbox::wake`] once it has queued the rest of its batch: a writer woken only
     /// then finds the whole batch and sends it in one write.
-    pub fn queue_notification(&self, call: CallKey, frame: Utf8Bytes) -> (Pushed, bool) {
+    pub fn queue_notification(&self, call: CallKey, frame: Bytes) -> (Pushed, bool) {
         let mut state = self.lock();
         if state.overflowed || state.closed {
             return (Pushed::Refused, false);
@@ -178,7 +198,7 @@ impl Outbox {
     }
 
     /// Takes every queued frame, in order, into `out`. Returns `Err(Overflowed)` when the outbox overflowed.
-    pub fn drain(&self, out: &mut Vec<Utf8Bytes>) -> Result<(), Overflowed> {
+    pub fn drain(&self, out: &mut Vec<Frame>) -> Result<(), Overflowed> {
         let mut state = self.lock();
         if state.overflowed {
             return Err(Overflowed);
@@ -186,7 +206,8 @@ impl Outbox {
         out.reserve(state.live);
         for slot in state.slots.drain(..) {
             match slot {
-                Slot::Control(frame) | Slot::Notification(_, frame) => out.push(frame),
+                Slot::Control(frame) => out.push(frame),
+                Slot::Notification(_, frame) => out.push(Frame::Text(frame)),
                 Slot::Dropped => {}
             }
         }
@@ -233,7 +254,12 @@ mod tests {
     fn frames(outbox: &Outbox) -> Vec<String> {
         let mut out = Vec::new();
         outbox.drain(&mut out).unwrap();
-        out.iter().map(|f| f.as_str().to_owned()).collect()
+        out.iter()
+            .map(|f| match f {
+                Frame::Text(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                Frame::Pong(bytes) => format!("pong:{}", String::from_utf8_lossy(bytes)),
+            })
+            .collect()
     }
 
     #[test]
