@@ -366,6 +366,8 @@ async fn connect(
 #[derive(Default)]
 struct ClientStats {
     latencies_us: Vec<u64>,
+    /// When each measured notification's event was sent (wall-clock microseconds), for the timeline.
+    sent_us: Vec<u64>,
     frames: u64,
     /// Payload bytes of those frames, to show both servers carried the same sizes.
     bytes: u64,
@@ -387,6 +389,7 @@ impl ClientStats {
             .and_then(|d| d.parse::<u64>().ok())
         {
             self.latencies_us.push(now_micros().saturating_sub(sent));
+            self.sent_us.push(sent);
         }
     }
 }
@@ -620,6 +623,37 @@ fn report_latency(name: &str, server: &str, run: &Run) {
         percentile(&all, 0.999),
         percentile(&all, 1.0),
     );
+    if std::env::var_os("BENCH_TIMELINE").is_some() {
+        print_timeline(run);
+    }
+}
+
+/// With `BENCH_TIMELINE` set: the worst latency of each 100 ms of sending, where it passed 5 ms, to tell
+/// a steady tail from stalls.
+fn print_timeline(run: &Run) {
+    let start = run
+        .clients
+        .iter()
+        .flat_map(|c| c.sent_us.iter().copied())
+        .min()
+        .unwrap_or(0);
+    let mut worst: std::collections::BTreeMap<u64, (u64, u64)> = Default::default();
+    for client in &run.clients {
+        for (sent, latency) in client.sent_us.iter().zip(&client.latencies_us) {
+            let slot = worst.entry((sent - start) / 100_000).or_default();
+            slot.0 = slot.0.max(*latency);
+            slot.1 += u64::from(*latency > 5_000);
+        }
+    }
+    for (slot, (max, over)) in worst {
+        if max > 5_000 {
+            println!(
+                "  t={:.1}s worst {:.1} ms, {over} deliveries over 5 ms",
+                slot as f64 / 10.0,
+                max as f64 / 1000.0
+            );
+        }
+    }
 }
 
 /// One latency cell: `agents` clients each filtered to its own DN plus `wallboards` all-calls clients,
@@ -1154,7 +1188,13 @@ fn main() {
     };
     // `compare` runs these itself; run them on their own only when named without it.
     let alone = |name: &str| named(name) && !runs("compare");
+    // The clients' threads share the two cores with the server's: `BENCH_CLIENT_THREADS` sets how many.
+    let client_threads = std::env::var("BENCH_CLIENT_THREADS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2);
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(client_threads)
         .enable_all()
         .build()
         .expect("runtime");

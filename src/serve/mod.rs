@@ -68,6 +68,12 @@ pub async fn run(
         .map_err(|err| ServeError::Metrics(err.to_string()))?
         .install_recorder()
         .map_err(|err| ServeError::Metrics(err.to_string()))?;
+    // Before binding: the gateway is not ready until the first event with a number cannot stall it.
+    let started = std::time::Instant::now();
+    let regions = tokio::task::spawn_blocking(crate::enrich::phone::warm_up)
+        .await
+        .unwrap_or(0);
+    tracing::debug!(regions, "phone metadata warmed in {:?}", started.elapsed());
     let http = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind {
