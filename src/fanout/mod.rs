@@ -83,6 +83,18 @@ struct HistoryEntry {
 struct Connection {
     outbox: Arc<Outbox>,
     subscriptions: HashMap<String, Arc<CallFilter>>,
+    /// One of its subscriptions has an empty filter: it gets every notification.
+    gets_everything: bool,
+}
+
+impl Connection {
+    fn update_gets_everything(&mut self) -> bool {
+        self.gets_everything = self
+            .subscriptions
+            .values()
+            .any(|filter| **filter == CallFilter::default());
+        self.gets_everything
+    }
 }
 
 /// Subscriptions indexed by the most selective member of their filter, so a notification costs in
@@ -127,6 +139,10 @@ impl Index {
                 }
             }
         }
+        if *filter == CallFilter::default() {
+            // Kept in `Core::everything` instead, without a per-notification match.
+            return;
+        }
         let (table, keys) = match index_keys(filter) {
             IndexKeys::Broad => return bump(&mut self.broad, connection, add),
             IndexKeys::Dn(keys) => (&mut self.by_dn, keys),
@@ -170,6 +186,9 @@ struct Core {
     next_connection: u64,
     index: Index,
     candidates: Vec<u64>,
+    /// Connections that get every notification (a subscription with an empty filter: wallboards,
+    /// analytics), in connection order. Delivering to them needs no index lookup and no filter.
+    everything: Vec<(u64, Arc<Outbox>)>,
     /// Outboxes that became non-empty during the batch being published: woken once it is all queued.
     to_wake: Vec<Arc<Outbox>>,
 }
@@ -193,6 +212,26 @@ pub struct Fanout {
     core: Mutex<Core>,
 }
 
+impl Core {
+    /// Puts `connection` in or out of the every-notification list after its subscriptions changed.
+    fn refresh_everything(&mut self, connection: u64) {
+        let member = self
+            .connections
+            .get_mut(&connection)
+            .map(|conn| (conn.update_gets_everything(), Arc::clone(&conn.outbox)));
+        let position = self
+            .everything
+            .binary_search_by_key(&connection, |(id, _)| *id);
+        match (member, position) {
+            (Some((true, outbox)), Err(at)) => self.everything.insert(at, (connection, outbox)),
+            (Some((false, _)) | None, Ok(at)) => {
+                self.everything.remove(at);
+            }
+            _ => {}
+        }
+    }
+}
+
 impl Fanout {
     /// A fanout for the run named `epoch`, keeping `history` notifications for resuming.
     pub fn new(epoch: &str, history: usize, store: Arc<Store>, limits: OutboxLimits) -> Self {
@@ -208,6 +247,7 @@ impl Fanout {
                 next_connection: 0,
                 index: Index::default(),
                 candidates: Vec::new(),
+                everything: Vec::new(),
                 to_wake: Vec::new(),
             }),
         }
@@ -255,26 +295,12 @@ impl Fanout {
                 json: call_json,
             });
 
-            core.candidates.clear();
-            core.index.candidates(&published.meta, &mut core.candidates);
             let mut delivered = 0u64;
             let mut coalesced = 0u64;
-            for connection in &core.candidates {
-                let Some(conn) = core.connections.get(connection) else {
-                    continue;
-                };
-                if !conn
-                    .subscriptions
-                    .values()
-                    .any(|f| f.matches(&published.meta))
-                {
-                    continue;
-                }
-                let (pushed, wake) = conn
-                    .outbox
-                    .queue_notification(published.meta.key, frame.clone());
+            let mut deliver = |outbox: &Arc<Outbox>, to_wake: &mut Vec<Arc<Outbox>>| {
+                let (pushed, wake) = outbox.queue_notification(published.meta.key, frame.clone());
                 if wake {
-                    core.to_wake.push(Arc::clone(&conn.outbox));
+                    to_wake.push(Arc::clone(outbox));
                 }
                 match pushed {
                     Pushed::Queued => delivered += 1,
@@ -284,6 +310,25 @@ impl Fanout {
                     }
                     Pushed::Refused => {}
                 }
+            };
+            for (_, outbox) in &core.everything {
+                deliver(outbox, &mut core.to_wake);
+            }
+            core.candidates.clear();
+            core.index.candidates(&published.meta, &mut core.candidates);
+            for connection in &core.candidates {
+                let Some(conn) = core.connections.get(connection) else {
+                    continue;
+                };
+                if conn.gets_everything
+                    || !conn
+                        .subscriptions
+                        .values()
+                        .any(|f| f.matches(&published.meta))
+                {
+                    continue;
+                }
+                deliver(&conn.outbox, &mut core.to_wake);
             }
             metrics::counter!("callgate_notifications_total").increment(1);
             metrics::counter!("callgate_deliveries_total").increment(delivered);
@@ -333,6 +378,7 @@ impl Fanout {
             Connection {
                 outbox: Arc::clone(&outbox),
                 subscriptions: HashMap::new(),
+                gets_everything: false,
             },
         );
         (id, outbox)
@@ -346,6 +392,7 @@ impl Fanout {
                 core.index.change(connection, filter, false);
             }
             conn.outbox.close();
+            core.refresh_everything(connection);
         }
     }
 
@@ -377,6 +424,7 @@ impl Fanout {
             .insert(sub.to_owned(), Arc::clone(&filter));
         let outbox = Arc::clone(&conn.outbox);
         core.index.change(connection, &filter, true);
+        core.refresh_everything(connection);
 
         let mut message = String::with_capacity(256);
         message.push_str("{\"type\":\"subscribed\",\"sub\":");
@@ -429,6 +477,7 @@ impl Fanout {
             .and_then(|conn| conn.subscriptions.remove(sub))
             .ok_or_else(|| SubscribeError::Unknown(sub.to_owned()))?;
         core.index.change(connection, &filter, false);
+        core.refresh_everything(connection);
         Ok(())
     }
 
