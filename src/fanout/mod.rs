@@ -296,19 +296,13 @@ impl Fanout {
             });
 
             let mut delivered = 0u64;
-            let mut coalesced = 0u64;
             let mut deliver = |outbox: &Arc<Outbox>, to_wake: &mut Vec<Arc<Outbox>>| {
                 let (pushed, wake) = outbox.queue_notification(published.meta.key, frame.clone());
                 if wake {
                     to_wake.push(Arc::clone(outbox));
                 }
-                match pushed {
-                    Pushed::Queued => delivered += 1,
-                    Pushed::Coalesced => {
-                        delivered += 1;
-                        coalesced += 1;
-                    }
-                    Pushed::Refused => {}
+                if pushed == Pushed::Queued {
+                    delivered += 1;
                 }
             };
             for (_, outbox) in &core.everything {
@@ -332,9 +326,6 @@ impl Fanout {
             }
             metrics::counter!("callgate_notifications_total").increment(1);
             metrics::counter!("callgate_deliveries_total").increment(delivered);
-            if coalesced > 0 {
-                metrics::counter!("callgate_coalesced_versions_total").increment(coalesced);
-            }
             metrics::histogram!("callgate_ingest_to_publish_seconds")
                 .record(published.ingested.elapsed().as_secs_f64());
 
