@@ -174,6 +174,17 @@ mod opcode {
     pub const PONG: u8 = 0xa;
 }
 
+/// Length of the header [`push_header`] writes for a payload of `len` bytes.
+fn header_len(len: usize) -> usize {
+    if len < 126 {
+        2
+    } else if u16::try_from(len).is_ok() {
+        4
+    } else {
+        10
+    }
+}
+
 /// Appends the header of an unmasked, final server frame.
 fn push_header(out: &mut Vec<u8>, opcode: u8, len: usize) {
     out.push(0x80 | opcode);
@@ -199,22 +210,23 @@ impl FrameWriter {
     async fn write(&mut self, frames: &[Frame]) -> io::Result<()> {
         for batch in frames.chunks(FRAMES_PER_WRITE) {
             self.headers.clear();
-            let mut ends = [0usize; FRAMES_PER_WRITE];
-            for (end, frame) in ends.iter_mut().zip(batch) {
+            for frame in batch {
                 let (op, payload) = match frame {
                     Frame::Text(payload) => (opcode::TEXT, payload),
                     Frame::Pong(payload) => (opcode::PONG, payload),
                 };
                 push_header(&mut self.headers, op, payload.len());
-                *end = self.headers.len();
             }
+            // Header lengths follow from payload lengths, so nothing per frame is kept across the write
+            // (an array here would sit in every idle connection's task).
             let mut slices = Vec::with_capacity(batch.len() * 2);
             let mut start = 0;
-            for (end, frame) in ends.iter().zip(batch) {
-                slices.push(IoSlice::new(&self.headers[start..*end]));
+            for frame in batch {
                 let (Frame::Text(payload) | Frame::Pong(payload)) = frame;
+                let end = start + header_len(payload.len());
+                slices.push(IoSlice::new(&self.headers[start..end]));
                 slices.push(IoSlice::new(payload));
-                start = *end;
+                start = end;
             }
             let mut slices = &mut slices[..];
             while !slices.is_empty() {
@@ -436,4 +448,19 @@ async fn connection(io: Io, state: AppState) {
         let _ = tokio::time::timeout(Duration::from_secs(2), writer.half.shutdown()).await;
     }
     metrics::gauge!("callgate_ws_connections_open").decrement(1.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_lengths_match_the_headers_written() {
+        for len in [0, 1, 125, 126, 127, 65_535, 65_536, 1 << 20] {
+            let mut header = Vec::new();
+            push_header(&mut header, opcode::TEXT, len);
+            assert_eq!(header.len(), header_len(len), "payload of {len} bytes");
+            assert_eq!(header[0], 0x81);
+        }
+    }
 }
