@@ -294,17 +294,10 @@ async fn feed(ingest: &str, lines: &[String], rate: u64) -> Duration {
         let _ = tokio::io::copy(&mut reader, &mut sink).await;
     };
     let send = async {
-        let started = Instant::now();
-        let per_tick = if rate == 0 {
-            1000
-        } else {
-            (rate / 1000).max(1) as usize
-        };
+        let pacer = Pacer::new(rate);
         let mut buf = String::new();
-        for (i, chunk) in lines.chunks(per_tick).enumerate() {
-            if let Some(micros) = (i as u64 * per_tick as u64 * 1_000_000).checked_div(rate) {
-                tokio::time::sleep_until((started + Duration::from_micros(micros)).into()).await;
-            }
+        for (i, chunk) in lines.chunks(pacer.per_tick).enumerate() {
+            pacer.wait(i).await;
             buf.clear();
             for line in chunk {
                 buf.push_str(&stamp(line));
@@ -317,7 +310,7 @@ async fn feed(ingest: &str, lines: &[String], rate: u64) -> Duration {
                 .await
                 .expect("write events");
         }
-        let elapsed = started.elapsed();
+        let elapsed = pacer.started.elapsed();
         writer.shutdown().await.expect("half-close");
         elapsed
     };
@@ -552,6 +545,118 @@ impl Run {
     }
 }
 
+/// Paces a load generator: items are written in ticks of `rate / 1000` (1,000 when `rate` is 0, as fast
+/// as possible), one write a tick, a tick every millisecond of the schedule.
+struct Pacer {
+    started: Instant,
+    rate: u64,
+    /// Items per tick.
+    per_tick: usize,
+}
+
+impl Pacer {
+    fn new(rate: u64) -> Pacer {
+        let per_tick = if rate == 0 {
+            1000
+        } else {
+            (rate / 1000).max(1) as usize
+        };
+        Pacer {
+            started: Instant::now(),
+            rate,
+            per_tick,
+        }
+    }
+
+    /// Waits for the start of tick `tick` (at once when unpaced).
+    async fn wait(&self, tick: usize) {
+        if let Some(micros) =
+            (tick as u64 * self.per_tick as u64 * 1_000_000).checked_div(self.rate)
+        {
+            tokio::time::sleep_until((self.started + Duration::from_micros(micros)).into()).await;
+        }
+    }
+}
+
+/// What [`measure`] saw.
+struct Measured {
+    clients: Vec<ClientStats>,
+    send_time: Duration,
+    server_cpu: f64,
+    client_cpu: f64,
+}
+
+impl Measured {
+    /// The run, for `sent` events (or events' worth of frames) making `notifications` each.
+    fn into_run(self, sent: usize, notifications: u64) -> Run {
+        Run {
+            clients: self.clients,
+            sent,
+            notifications,
+            send_time: self.send_time,
+            server_cpu: self.server_cpu,
+            client_cpu: self.client_cpu,
+        }
+    }
+}
+
+/// Opens one client per item of `clients` with `spawn` (in bursts of 200, so the accept backlog holds),
+/// waits until every one is subscribed, runs `publish`, waits until `expected` deliveries arrived or they
+/// stopped, and measures the server's CPU (`server_cpu`) and this process's over that time. The same for
+/// callgate, nats-server and the bare broadcaster.
+async fn measure<C, S, P, F>(
+    clients: Vec<C>,
+    spawn: S,
+    expected: Option<u64>,
+    server_cpu: impl Fn() -> f64,
+    publish: P,
+) -> Measured
+where
+    S: Fn(
+        C,
+        Arc<AtomicU64>,
+        Arc<AtomicU64>,
+        tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<ClientStats>,
+    P: FnOnce() -> F,
+    F: std::future::Future<Output = Duration>,
+{
+    let ready = Arc::new(AtomicU64::new(0));
+    let received = Arc::new(AtomicU64::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let count = clients.len() as u64;
+    let mut tasks = Vec::new();
+    for (i, client) in clients.into_iter().enumerate() {
+        tasks.push(spawn(
+            client,
+            Arc::clone(&ready),
+            Arc::clone(&received),
+            stop.clone(),
+        ));
+        if i % 200 == 199 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    wait_ready(&ready, count).await;
+    let cpu_before = server_cpu();
+    let client_before = cpu_seconds_of("self");
+    let send_time = publish().await;
+    settle(&received, expected).await;
+    let server_cpu = server_cpu() - cpu_before;
+    let client_cpu = cpu_seconds_of("self") - client_before;
+    stop.cancel();
+    let mut stats = Vec::new();
+    for task in tasks {
+        stats.push(task.await.expect("client task"));
+    }
+    Measured {
+        clients: stats,
+        send_time,
+        server_cpu,
+        client_cpu,
+    }
+}
+
 /// Opens one callgate client per filter, writes `lines` at `rate` events/s (0: as fast as possible) and
 /// waits until deliveries stop. `notifications`, when known, is what each all-calls client should get.
 async fn run_clients(
@@ -562,49 +667,23 @@ async fn run_clients(
     notifications: u64,
 ) -> Run {
     let url = format!("ws://{}/api/v2/ws", gateway.http);
-    let ready = Arc::new(AtomicU64::new(0));
-    let received = Arc::new(AtomicU64::new(0));
-    let stop = tokio_util::sync::CancellationToken::new();
-    let count = filters.len() as u64;
     // Only all-calls clients make the expected total knowable.
     let expected = filters
         .iter()
         .all(|f| f.as_object().is_some_and(serde_json::Map::is_empty))
-        .then_some(notifications * count)
+        .then_some(notifications * filters.len() as u64)
         .filter(|&e| e > 0);
-    let mut tasks = Vec::new();
-    for (i, filter) in filters.into_iter().enumerate() {
-        tasks.push(tokio::spawn(client(
-            url.clone(),
-            filter,
-            Arc::clone(&ready),
-            Arc::clone(&received),
-            stop.clone(),
-        )));
-        if i % 200 == 199 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    wait_ready(&ready, count).await;
-    let cpu_before = gateway.cpu_seconds();
-    let client_before = cpu_seconds_of("self");
-    let send_time = feed(&gateway.ingest, lines, rate).await;
-    settle(&received, expected).await;
-    let server_cpu = gateway.cpu_seconds() - cpu_before;
-    let client_cpu = cpu_seconds_of("self") - client_before;
-    stop.cancel();
-    let mut clients = Vec::new();
-    for task in tasks {
-        clients.push(task.await.expect("client task"));
-    }
-    Run {
-        clients,
-        sent: lines.len(),
-        notifications,
-        send_time,
-        server_cpu,
-        client_cpu,
-    }
+    let measured = measure(
+        filters,
+        |filter, ready, received, stop| {
+            tokio::spawn(client(url.clone(), filter, ready, received, stop))
+        },
+        expected,
+        || gateway.cpu_seconds(),
+        || feed(&gateway.ingest, lines, rate),
+    )
+    .await;
+    measured.into_run(lines.len(), notifications)
 }
 
 /// Prints a run's deliveries, CPU per delivery and latency quantiles; `server` names the server's CPU.
@@ -833,43 +912,24 @@ async fn nats_fanout_p99(clients: usize, notifications_per_second: u64, seconds:
 async fn bare_fanout(clients: usize, events: &[Vec<nats::Payload>], rate: u64) -> Run {
     let server = bare::Bare::start();
     let url = format!("ws://{}/api/v2/ws", server.ws);
-    let ready = Arc::new(AtomicU64::new(0));
-    let received = Arc::new(AtomicU64::new(0));
-    let stop = tokio_util::sync::CancellationToken::new();
-    let mut tasks = Vec::new();
-    for i in 0..clients {
-        tasks.push(tokio::spawn(client(
-            url.clone(),
-            serde_json::json!({}),
-            Arc::clone(&ready),
-            Arc::clone(&received),
-            stop.clone(),
-        )));
-        if i % 200 == 199 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    wait_ready(&ready, clients as u64).await;
     let notifications: usize = events.iter().map(Vec::len).sum();
-    let cpu_before = server.cpu_seconds();
-    let client_before = cpu_seconds_of("self");
-    let send_time = bare::publish(&server.ingest, events, rate).await;
-    settle(&received, Some((notifications * clients) as u64)).await;
-    let server_cpu = server.cpu_seconds() - cpu_before;
-    let client_cpu = cpu_seconds_of("self") - client_before;
-    stop.cancel();
-    let mut stats = Vec::new();
-    for task in tasks {
-        stats.push(task.await.expect("client task"));
-    }
-    Run {
-        clients: stats,
-        sent: events.len(),
-        notifications: notifications as u64,
-        send_time,
-        server_cpu,
-        client_cpu,
-    }
+    let measured = measure(
+        vec![(); clients],
+        |(), ready, received, stop| {
+            tokio::spawn(client(
+                url.clone(),
+                serde_json::json!({}),
+                ready,
+                received,
+                stop,
+            ))
+        },
+        Some((notifications * clients) as u64),
+        || server.cpu_seconds(),
+        || bare::publish(&server.ingest, events, rate),
+    )
+    .await;
+    measured.into_run(events.len(), notifications as u64)
 }
 
 /// The floor: [`fanout_p99`]'s frames through the bare broadcaster.

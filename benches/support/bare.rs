@@ -9,7 +9,7 @@
 use futures_util::{SinkExt, StreamExt};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -142,17 +142,10 @@ pub async fn publish(ingest: &str, events: &[Vec<crate::nats::Payload>], rate: u
         .await
         .expect("broadcaster ingest connects");
     let _ = stream.set_nodelay(true);
-    let started = Instant::now();
-    let per_tick = if rate == 0 {
-        1000
-    } else {
-        (rate / 1000).max(1) as usize
-    };
+    let pacer = crate::Pacer::new(rate);
     let mut buf = Vec::new();
-    for (i, chunk) in events.chunks(per_tick).enumerate() {
-        if let Some(micros) = (i as u64 * per_tick as u64 * 1_000_000).checked_div(rate) {
-            tokio::time::sleep_until((started + Duration::from_micros(micros)).into()).await;
-        }
+    for (i, chunk) in events.chunks(pacer.per_tick).enumerate() {
+        pacer.wait(i).await;
         buf.clear();
         for payload in chunk.iter().flatten() {
             let at = buf.len();
@@ -167,5 +160,5 @@ pub async fn publish(ingest: &str, events: &[Vec<crate::nats::Payload>], rate: u
             stream.write_all(&buf).await.expect("publish");
         }
     }
-    started.elapsed()
+    pacer.started.elapsed()
 }

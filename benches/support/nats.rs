@@ -7,7 +7,7 @@
 //! WebSocket byte stream. Clients record what callgate's clients record ([`crate::ClientStats`]), so both
 //! servers' figures come out of the same arithmetic.
 
-use crate::{ClientStats, Run, cpu_seconds_of, now_micros, settle, wait_ready};
+use crate::{ClientStats, Run, cpu_seconds_of, now_micros};
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -220,17 +220,10 @@ impl Publisher {
     /// fast as possible), each tick one write, every payload stamped with the wall clock as it is
     /// written. Returns the time taken to write everything.
     async fn publish(&mut self, events: &[Vec<Payload>], rate: u64) -> Duration {
-        let started = Instant::now();
-        let per_tick = if rate == 0 {
-            1000
-        } else {
-            (rate / 1000).max(1) as usize
-        };
+        let pacer = crate::Pacer::new(rate);
         let mut buf = Vec::new();
-        for (i, chunk) in events.chunks(per_tick).enumerate() {
-            if let Some(micros) = (i as u64 * per_tick as u64 * 1_000_000).checked_div(rate) {
-                tokio::time::sleep_until((started + Duration::from_micros(micros)).into()).await;
-            }
+        for (i, chunk) in events.chunks(pacer.per_tick).enumerate() {
+            pacer.wait(i).await;
             buf.clear();
             for payload in chunk.iter().flatten() {
                 buf.extend_from_slice(
@@ -248,7 +241,7 @@ impl Publisher {
                 self.write(&buf).await;
             }
         }
-        let elapsed = started.elapsed();
+        let elapsed = pacer.started.elapsed();
         self.flush().await;
         elapsed
     }
@@ -394,43 +387,18 @@ pub async fn fanout(
     rate: u64,
 ) -> Run {
     let url = format!("ws://{}/", server.websocket);
-    let ready = Arc::new(AtomicU64::new(0));
-    let received = Arc::new(AtomicU64::new(0));
-    let stop = tokio_util::sync::CancellationToken::new();
-    let mut tasks = Vec::new();
-    for i in 0..clients {
-        tasks.push(tokio::spawn(client(
-            url.clone(),
-            Arc::clone(&ready),
-            Arc::clone(&received),
-            stop.clone(),
-        )));
-        // The same connection pacing as callgate's clients: bursts of 200, so the accept backlog holds.
-        if i % 200 == 199 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    wait_ready(&ready, clients as u64).await;
-    let mut publisher = Publisher::connect(&server.client).await;
     let notifications: usize = events.iter().map(Vec::len).sum();
-    let expected = (notifications * clients) as u64;
-    let cpu_before = server.cpu_seconds();
-    let client_before = cpu_seconds_of("self");
-    let send_time = publisher.publish(events, rate).await;
-    settle(&received, Some(expected)).await;
-    let server_cpu = server.cpu_seconds() - cpu_before;
-    let client_cpu = cpu_seconds_of("self") - client_before;
-    stop.cancel();
-    let mut stats = Vec::new();
-    for task in tasks {
-        stats.push(task.await.expect("client task"));
-    }
-    Run {
-        clients: stats,
-        sent: events.len(),
-        notifications: notifications as u64,
-        send_time,
-        server_cpu,
-        client_cpu,
-    }
+    let measured = crate::measure(
+        vec![(); clients],
+        |(), ready, received, stop| tokio::spawn(client(url.clone(), ready, received, stop)),
+        Some((notifications * clients) as u64),
+        || server.cpu_seconds(),
+        // Connected once every subscriber is in, as callgate's load generator connects.
+        || async {
+            let mut publisher = Publisher::connect(&server.client).await;
+            publisher.publish(events, rate).await
+        },
+    )
+    .await;
+    measured.into_run(events.len(), notifications as u64)
 }
