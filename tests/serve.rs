@@ -748,3 +748,37 @@ async fn sim_connect_feeds_a_gateway_at_a_multiple_of_real_time() {
         .unwrap_or_default();
     assert!(!calls.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_a_busy_center_at_once_and_keeps_it_moving() {
+    let _serial = support::exclusive().await;
+    let gateway = Gateway::start(&["--demo"]);
+    // The README's run command: calls must be there at the first look, not after the first caller.
+    let mut calls = Value::Null;
+    for _ in 0..50 {
+        let (status, body) = gateway.get("/api/v2/calls");
+        assert_eq!(status, 200, "{body}");
+        calls = serde_json::from_str(&body).expect("JSON");
+        if calls["calls"].as_array().is_some_and(|c| !c.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let live = calls["calls"].as_array().map_or(0, Vec::len);
+    assert!(live > 0, "no calls after 5 s: {calls}");
+
+    // A wallboard sees the snapshot, then the center moving on in real time.
+    let mut ws = ws_connect(&gateway).await;
+    let subscribed = subscribe(&mut ws, json!({"type":"subscribe","sub":"all"})).await;
+    assert!(
+        subscribed["calls"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty()),
+        "{subscribed}"
+    );
+    let update = next_json(&mut ws, Duration::from_secs(30))
+        .await
+        .expect("a notification within 30 s");
+    assert_eq!(update["type"], "notification", "{update}");
+    assert!(update["data"]["call"]["state"].is_string(), "{update}");
+}

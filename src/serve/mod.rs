@@ -195,6 +195,9 @@ fn epoch() -> String {
 }
 
 /// `--demo`: a small contact center, simulated in real time, fed straight into the pipeline.
+/// How much simulated history `--demo` has at start.
+const DEMO_HISTORY_MICROS: i64 = 120_000_000;
+
 async fn demo(pipeline: Arc<Pipeline>, cancel: CancellationToken) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -207,7 +210,9 @@ async fn demo(pipeline: Arc<Pipeline>, cancel: CancellationToken) {
         supervisors: 2,
         calls_per_second: 0.15,
         talk_secs: 60.0,
-        start: now,
+        // The center opened two minutes ago: that history is fed at once, so the first look at the demo
+        // finds calls in progress rather than an empty center waiting for its first caller.
+        start: now - DEMO_HISTORY_MICROS,
         ..SimConfig::default()
     };
     let stats = Arc::new(ConnStats::default());
