@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// Call resources held at once [default: 1000000].
     #[arg(long, env = "CALLGATE_MAX_CALLS")]
     pub max_calls: Option<usize>,
+    /// Frames queued for one WebSocket before it keeps only the newest version of each call
+    /// [default: 1024]. The connection is closed with 4008 past 16,384 frames or 32 MiB whatever this is.
+    #[arg(long, env = "CALLGATE_COALESCE_AFTER")]
+    pub coalesce_after: Option<usize>,
     /// A TOML file with any of these settings (keys as the flags: `listen`, `released-linger`, ...).
     #[arg(long, env = "CALLGATE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -73,6 +77,7 @@ struct FileConfig {
     max_ws_connections: Option<usize>,
     max_ingest_connections: Option<usize>,
     max_calls: Option<usize>,
+    coalesce_after: Option<usize>,
 }
 
 /// Settings after merging every source.
@@ -100,6 +105,8 @@ pub struct ServeConfig {
     pub max_ingest_connections: usize,
     /// Call resource limit.
     pub max_calls: usize,
+    /// Frames queued for one WebSocket before coalescing starts.
+    pub coalesce_after: usize,
 }
 
 /// A settings problem (exit status 2).
@@ -184,6 +191,11 @@ impl ServeArgs {
                 .max_calls
                 .or(file.max_calls)
                 .unwrap_or(crate::reduce::DEFAULT_MAX_CALLS),
+            coalesce_after: self
+                .coalesce_after
+                .or(file.coalesce_after)
+                .unwrap_or(crate::fanout::outbox::OutboxLimits::default().soft)
+                .clamp(1, crate::fanout::outbox::OutboxLimits::default().hard),
         })
     }
 }
@@ -199,7 +211,7 @@ mod tests {
         let path = dir.join("callgate.toml");
         std::fs::write(
             &path,
-            "history = 5\nreleased-linger = 2.5\nlisten = \"127.0.0.1:9000\"\n",
+            "history = 5\nreleased-linger = 2.5\nlisten = \"127.0.0.1:9000\"\ncoalesce-after = 50\n",
         )
         .unwrap();
         let config = ServeArgs {
@@ -213,6 +225,7 @@ mod tests {
         assert_eq!(config.history, 5);
         assert_eq!(config.released_linger, Duration::from_millis(2500));
         assert_eq!(config.ingest.port(), 7000);
+        assert_eq!(config.coalesce_after, 50);
         std::fs::write(&path, "colour = \"red\"\n").unwrap();
         let err = ServeArgs {
             config: Some(path),

@@ -105,7 +105,10 @@ pub async fn run(
         &epoch,
         config.history,
         Arc::clone(&store),
-        OutboxLimits::default(),
+        OutboxLimits {
+            soft: config.coalesce_after,
+            ..OutboxLimits::default()
+        },
     ));
     let (pipeline, publisher) = Pipeline::start(
         PipelineConfig {
