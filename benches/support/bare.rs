@@ -148,12 +148,7 @@ pub async fn publish(ingest: &str, events: &[Vec<crate::nats::Payload>], rate: u
         pacer.wait(i).await;
         buf.clear();
         for payload in chunk.iter().flatten() {
-            let at = buf.len();
-            buf.extend_from_slice(&payload.bytes);
-            if let Some(stamp) = payload.stamp_at {
-                let digits = format!("{:016}", crate::now_micros());
-                buf[at + stamp..at + stamp + 16].copy_from_slice(digits.as_bytes());
-            }
+            payload.append_stamped(&mut buf);
             buf.push(b'\n');
         }
         if !buf.is_empty() {

@@ -161,6 +161,18 @@ pub struct Payload {
     pub stamp_at: Option<usize>,
 }
 
+impl Payload {
+    /// Appends the frame to `buf`, its `SentAt` set to the wall clock now.
+    pub fn append_stamped(&self, buf: &mut Vec<u8>) {
+        let at = buf.len();
+        buf.extend_from_slice(&self.bytes);
+        if let Some(stamp) = self.stamp_at {
+            let digits = format!("{:016}", now_micros());
+            buf[at + stamp..at + stamp + 16].copy_from_slice(digits.as_bytes());
+        }
+    }
+}
+
 /// A plain TCP NATS connection that publishes.
 struct Publisher {
     writer: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
@@ -229,12 +241,7 @@ impl Publisher {
                 buf.extend_from_slice(
                     format!("PUB {SUBJECT} {}\r\n", payload.bytes.len()).as_bytes(),
                 );
-                let at = buf.len();
-                buf.extend_from_slice(&payload.bytes);
-                if let Some(stamp) = payload.stamp_at {
-                    let digits = format!("{:016}", now_micros());
-                    buf[at + stamp..at + stamp + 16].copy_from_slice(digits.as_bytes());
-                }
+                payload.append_stamped(&mut buf);
                 buf.extend_from_slice(b"\r\n");
             }
             if !buf.is_empty() {
