@@ -92,15 +92,33 @@ impl Capabilities {
     }
 }
 
-/// How a call takes part in a consultation at its device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConsultRole {
-    /// Not linked.
-    None,
+/// How a call takes part in consultations at its device. A consultation of a consultation is both: the
+/// middle call is the consultation C of its parent and the parent H of its own consultation, and each rule
+/// of call-resource.md applies to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConsultRole {
     /// The call H: a live consultation call of the device has it as parent.
-    Parent,
+    pub parent: bool,
     /// The call C: a consultation call whose parent is live at the device.
-    Consultation,
+    pub consultation: bool,
+}
+
+impl ConsultRole {
+    /// Not linked.
+    pub const NONE: Self = Self {
+        parent: false,
+        consultation: false,
+    };
+    /// Only the parent H of a consultation.
+    pub const PARENT: Self = Self {
+        parent: true,
+        consultation: false,
+    };
+    /// Only the consultation C.
+    pub const CONSULTATION: Self = Self {
+        parent: false,
+        consultation: true,
+    };
 }
 
 /// What the capabilities of a call depend on.
@@ -164,14 +182,13 @@ pub fn capabilities(inputs: CapabilityInputs) -> Capabilities {
             .with(&TRANSFER_CONFERENCE)
             .with(&USER_DATA),
     };
-    match (inputs.consult, inputs.state) {
-        (ConsultRole::Parent, CallState::Held) => {
-            caps = caps.without(Retrieve).with(&CONSULT_EXTRAS);
-        }
-        (ConsultRole::Consultation, CallState::Dialing | CallState::Established) => {
-            caps = caps.with(&CONSULT_EXTRAS);
-        }
-        _ => {}
+    if inputs.consult.parent && inputs.state == CallState::Held {
+        caps = caps.without(Retrieve).with(&CONSULT_EXTRAS);
+    }
+    if inputs.consult.consultation
+        && matches!(inputs.state, CallState::Dialing | CallState::Established)
+    {
+        caps = caps.with(&CONSULT_EXTRAS);
     }
     caps
 }
@@ -201,7 +218,7 @@ mod tests {
         assert_eq!(
             names(
                 CallState::Established,
-                ConsultRole::None,
+                ConsultRole::NONE,
                 RecordingState::Stopped
             ),
             [
@@ -225,14 +242,14 @@ mod tests {
     fn recording_operations_follow_the_recording_state() {
         let paused = names(
             CallState::Established,
-            ConsultRole::None,
+            ConsultRole::NONE,
             RecordingState::Paused,
         );
         assert!(paused.contains(&"ResumeCallRecording") && paused.contains(&"StopCallRecording"));
         assert!(!paused.contains(&"StartCallRecording"));
         let held = names(
             CallState::Held,
-            ConsultRole::None,
+            ConsultRole::NONE,
             RecordingState::Recording,
         );
         assert!(!held.iter().any(|n| n.contains("Recording")));
@@ -243,7 +260,7 @@ mod tests {
         assert_eq!(
             names(
                 CallState::Held,
-                ConsultRole::Parent,
+                ConsultRole::PARENT,
                 RecordingState::Stopped
             ),
             [
@@ -264,7 +281,7 @@ mod tests {
         assert_eq!(
             names(
                 CallState::Dialing,
-                ConsultRole::Consultation,
+                ConsultRole::CONSULTATION,
                 RecordingState::Stopped
             ),
             [
@@ -283,19 +300,19 @@ mod tests {
         assert_eq!(
             names(
                 CallState::Established,
-                ConsultRole::Parent,
+                ConsultRole::PARENT,
                 RecordingState::Stopped
             ),
             names(
                 CallState::Established,
-                ConsultRole::None,
+                ConsultRole::NONE,
                 RecordingState::Stopped
             )
         );
         assert_eq!(
             names(
                 CallState::Ringing,
-                ConsultRole::Consultation,
+                ConsultRole::CONSULTATION,
                 RecordingState::Stopped
             ),
             [
@@ -310,6 +327,41 @@ mod tests {
     }
 
     #[test]
+    fn the_middle_call_of_a_consultation_tree_takes_both_rules() {
+        let both = ConsultRole {
+            parent: true,
+            consultation: true,
+        };
+        // Held: as the parent of a live consultation it swaps Retrieve for the completions.
+        assert_eq!(
+            names(CallState::Held, both, RecordingState::Stopped),
+            names(
+                CallState::Held,
+                ConsultRole::PARENT,
+                RecordingState::Stopped
+            )
+        );
+        // Established: as a consultation it gains them.
+        assert_eq!(
+            names(CallState::Established, both, RecordingState::Stopped),
+            names(
+                CallState::Established,
+                ConsultRole::CONSULTATION,
+                RecordingState::Stopped
+            )
+        );
+        // A held consultation has the ordinary Held operations.
+        assert_eq!(
+            names(
+                CallState::Held,
+                ConsultRole::CONSULTATION,
+                RecordingState::Stopped
+            ),
+            names(CallState::Held, ConsultRole::NONE, RecordingState::Stopped)
+        );
+    }
+
+    #[test]
     fn monitoring_and_released() {
         let monitoring = |muted| {
             capabilities(CapabilityInputs {
@@ -317,7 +369,7 @@ mod tests {
                 monitoring: true,
                 monitored_user_muted: muted,
                 recording: RecordingState::Stopped,
-                consult: ConsultRole::None,
+                consult: ConsultRole::NONE,
             })
             .names()
             .collect::<Vec<_>>()
@@ -337,7 +389,7 @@ mod tests {
         assert!(
             names(
                 CallState::Released,
-                ConsultRole::Parent,
+                ConsultRole::PARENT,
                 RecordingState::Recording
             )
             .is_empty()

@@ -476,12 +476,9 @@ impl Reducer {
             let is_parent_of_live_consultation = consultations.iter().any(|(n, p)| {
                 *p == Some(number) && self.calls.get(*n).is_some_and(|s| s.call.is_live())
             });
-            let consult = if parent.is_some() {
-                ConsultRole::Consultation
-            } else if is_parent_of_live_consultation {
-                ConsultRole::Parent
-            } else {
-                ConsultRole::None
+            let consult = ConsultRole {
+                parent: is_parent_of_live_consultation,
+                consultation: parent.is_some(),
             };
             let caps = capabilities(CapabilityInputs {
                 state: call.state,
@@ -493,9 +490,17 @@ impl Reducer {
             if caps == call.capabilities && parent == call.parent {
                 continue;
             }
+            // The document shows the parent's id, not which resource it is: a new parent with the same
+            // id (two calls of one CallUUID at the device) changes nothing a client can see.
+            let parent_id =
+                |parent: Option<u64>| parent.and_then(|p| self.calls.get(p)).map(|p| &p.call.id);
+            let visible = caps != call.capabilities || parent_id(parent) != parent_id(call.parent);
             if let Some(slot) = self.calls.get_mut(number) {
                 slot.call.capabilities = caps;
                 slot.call.parent = parent;
+            }
+            if !visible {
+                continue;
             }
             if number == trigger {
                 trigger_changes.insert(Changes::OTHER);
