@@ -72,7 +72,7 @@ pub enum DecodeError {
 pub enum Decoded<'a> {
     /// An event of the events.md table.
     Event(Event<'a>),
-    /// An event outside the table (for example EventAgentReady): counted and ignored.
+    /// An event outside the table (for example EventRouteRequest): counted and ignored.
     Unknown {
         /// Its name, or its numeric id as text.
         name: Cow<'a, str>,
@@ -569,9 +569,9 @@ mod tests {
     #[test]
     fn unknown_events_are_ignored_whatever_they_carry() {
         assert_eq!(
-            decode_line(br#"{"event":"EventAgentReady","ConnID":12,"UserData":7}"#),
+            decode_line(br#"{"event":"EventRouteRequest","ConnID":12,"UserData":7}"#),
             Ok(Decoded::Unknown {
-                name: Cow::Borrowed("EventAgentReady")
+                name: Cow::Borrowed("EventRouteRequest")
             })
         );
         assert!(matches!(

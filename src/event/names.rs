@@ -237,8 +237,8 @@ mod tests {
             assert_eq!(EventKind::from_id(kind as u64), Some(kind));
         }
         assert_eq!(EventKind::from_id(60), Some(EventKind::Ringing));
-        assert_eq!(EventKind::from_name("EventAgentReady"), None);
-        assert_eq!(EventKind::from_id(75), None);
+        assert_eq!(EventKind::from_name("EventRouteRequest"), None);
+        assert_eq!(EventKind::from_id(81), None);
     }
 
     #[test]
