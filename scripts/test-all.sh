@@ -7,6 +7,16 @@ for tool in cargo rustfmt cargo-clippy; do
     command -v "$tool" >/dev/null || { echo "missing required tool: $tool" >&2; exit 1; }
 done
 
+# Debian packages the tests read or run (tests/enrich_reference.rs reads iso-codes' ISO 3166 table).
+missing=()
+for package in iso-codes; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    echo "installing ${missing[*]}" >&2
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}"
+fi
+
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 # Benches are compiled (and linted) by clippy above; running them is `cargo bench`, not a test.

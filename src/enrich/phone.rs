@@ -152,7 +152,13 @@ fn international(number: &str) -> Option<International> {
     };
     let country_name = countries::country_name(&region)?;
     let e164 = parsed.format().mode(Mode::E164).to_string();
-    let location = geocode::describe(e164.trim_start_matches('+')).unwrap_or(country_name);
+    // As in libphonenumber's geocoder, an invalid number has no geographic description, whatever area
+    // its first digits would name (`+1 650 253 00001` is not in Mountain View): it gets its country.
+    let location = if parsed.is_valid() {
+        geocode::describe(e164.trim_start_matches('+')).unwrap_or(country_name)
+    } else {
+        country_name
+    };
     Some(International {
         international: parsed.format().mode(Mode::International).to_string(),
         national: parsed.format().mode(Mode::National).to_string(),
