@@ -60,17 +60,138 @@ async fn ingest(gateway: &Gateway, bytes: Vec<u8>) -> Vec<Value> {
     .expect("ingest task")
 }
 
+/// How long a stream must stay silent after the expected messages before a test takes it that nothing more
+/// is coming.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// Exactly `count` notifications, then silence: fails when fewer arrive (10 s for each), when any other
+/// message comes in between, or when anything at all arrives within [`QUIET`] after the last of them.
 async fn collect_notifications(ws: &mut Ws, count: usize) -> Vec<Value> {
     let mut got = Vec::new();
     while got.len() < count {
         let Some(message) = next_json(ws, Duration::from_secs(10)).await else {
             break;
         };
-        if message["type"] == "notification" {
-            got.push(message);
-        }
+        assert_eq!(
+            message["type"],
+            "notification",
+            "only notifications expected, after seqs {:?}: {message}",
+            seqs(&got)
+        );
+        got.push(message);
     }
+    assert_eq!(
+        got.len(),
+        count,
+        "notifications expected; got seqs {:?}",
+        seqs(&got)
+    );
+    expect_quiet(ws, &format!("after seqs {:?}", seqs(&got))).await;
     got
+}
+
+/// Fails when any message arrives within [`QUIET`].
+async fn expect_quiet(ws: &mut Ws, context: &str) {
+    if let Some(extra) = next_json(ws, QUIET).await {
+        panic!("nothing more expected {context}, got {extra}");
+    }
+}
+
+fn seqs(notifications: &[Value]) -> Vec<u64> {
+    notifications
+        .iter()
+        .map(|n| n["seq"].as_u64().unwrap_or(0))
+        .collect()
+}
+
+/// What tests check of a notification: seq, the device's DN, notification type, call id, connId, state.
+type Brief = (u64, String, String, String, String, String);
+
+/// What tests check of a call resource: device id, id, connId, state.
+type CallEntry = (String, String, String, String);
+
+/// The [`Brief`] of a notification.
+fn brief(notification: &Value) -> Brief {
+    let text = |v: &Value| v.as_str().unwrap_or("?").to_owned();
+    let data = &notification["data"];
+    (
+        notification["seq"].as_u64().unwrap_or(0),
+        text(&data["phoneNumber"]),
+        text(&data["notificationType"]),
+        text(&data["call"]["id"]),
+        text(&data["call"]["connId"]),
+        text(&data["call"]["state"]),
+    )
+}
+
+fn briefs(notifications: &[Value]) -> Vec<Brief> {
+    notifications.iter().map(brief).collect()
+}
+
+/// The expected [`brief`] of a StatusChange notification.
+fn status_change(seq: u64, dn: &str, id: &str, conn_id: &str, state: &str) -> Brief {
+    (
+        seq,
+        dn.into(),
+        "StatusChange".into(),
+        id.into(),
+        conn_id.into(),
+        state.into(),
+    )
+}
+
+/// A set of call resources as (device id, id, connId, state), sorted.
+fn call_set(calls: &Value) -> Vec<CallEntry> {
+    let text = |v: &Value| v.as_str().unwrap_or("?").to_owned();
+    let mut set: Vec<_> = calls
+        .as_array()
+        .unwrap_or_else(|| panic!("a list of calls: {calls}"))
+        .iter()
+        .map(|call| {
+            let device = call["deviceUri"]
+                .as_str()
+                .and_then(|uri| uri.rsplit('/').next())
+                .unwrap_or("?")
+                .to_owned();
+            (
+                device,
+                text(&call["id"]),
+                text(&call["connId"]),
+                text(&call["state"]),
+            )
+        })
+        .collect();
+    set.sort();
+    set
+}
+
+/// The device id of DN `dn` on the default T-Server (call-resource.md: UUID v5 in the URL namespace of
+/// `tserver:{Server}/{ThisDN}`).
+fn device_of(dn: &str) -> String {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_URL,
+        format!("tserver:/{dn}").as_bytes(),
+    )
+    .to_string()
+}
+
+/// An expected entry of [`call_set`].
+fn call(dn: &str, id: &str, conn_id: &str, state: &str) -> CallEntry {
+    (device_of(dn), id.into(), conn_id.into(), state.into())
+}
+
+/// Expected entries of [`call_set`], sorted as it sorts them.
+fn calls<const N: usize>(entries: [CallEntry; N]) -> Vec<CallEntry> {
+    let mut entries = entries.to_vec();
+    entries.sort();
+    entries
+}
+
+/// `GET path` as JSON, expecting 200.
+fn get_json(gateway: &Gateway, path: &str) -> Value {
+    let (status, body) = gateway.get(path);
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).expect("JSON body")
 }
 
 fn sort_resources(mut calls: Vec<Value>) -> Vec<Value> {
@@ -175,6 +296,9 @@ async fn every_fixture_through_the_socket_gives_folds_notifications_and_resource
 const RINGING_7001: &str = r#"{"event":"EventRinging","EventSequenceNumber":1,"TimeinSecs":100,"ConnID":"a1","ThisDN":"7001","OtherDN":"+14155550100"}"#;
 const RINGING_7002: &str = r#"{"event":"EventRinging","EventSequenceNumber":2,"TimeinSecs":101,"ConnID":"a2","ThisDN":"7002","OtherDN":"+14155550123"}"#;
 const ESTABLISHED_7001: &str = r#"{"event":"EventEstablished","EventSequenceNumber":3,"TimeinSecs":104,"ConnID":"a1","ThisDN":"7001","OtherDN":"+14155550100"}"#;
+/// The ConnIDs of the two calls above, normalised; without a CallUUID they are the calls' ids too.
+const A1: &str = "00000000000000a1";
+const A2: &str = "00000000000000a2";
 const ESTABLISHED_7002: &str = r#"{"event":"EventEstablished","EventSequenceNumber":4,"TimeinSecs":105,"ConnID":"a2","ThisDN":"7002","OtherDN":"+14155550123"}"#;
 
 /// `callgate sim ARGS` output.
@@ -206,29 +330,39 @@ async fn snapshot_then_updates_filtered_by_dn() {
     .await;
     assert_eq!(snapshot["seq"], 2);
     assert_eq!(snapshot["resumed"], false);
-    let calls = snapshot["calls"].as_array().expect("calls");
-    assert_eq!(calls.len(), 1);
-    assert_eq!(calls[0]["state"], "Ringing");
-    assert_eq!(calls[0]["connId"], "00000000000000a2");
+    assert_eq!(
+        call_set(&snapshot["calls"]),
+        [call("7002", A2, A2, "Ringing")]
+    );
     let mut wallboard = ws_connect(&gateway).await;
     let all = subscribe(
         &mut wallboard,
         json!({"type":"subscribe","sub":"all","filter":{}}),
     )
     .await;
-    assert_eq!(all["calls"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        call_set(&all["calls"]),
+        calls([
+            call("7001", A1, A1, "Ringing"),
+            call("7002", A2, A2, "Ringing")
+        ])
+    );
 
     ingest(&gateway, lines(&[ESTABLISHED_7001, ESTABLISHED_7002])).await;
     let mine = collect_notifications(&mut agent, 1).await;
     assert_eq!(
-        mine[0]["seq"], 4,
+        briefs(&mine),
+        [status_change(4, "7002", A2, A2, "Established")],
         "the agent gets only its own DN's notification"
     );
-    assert_eq!(mine[0]["data"]["phoneNumber"], "7002");
-    assert_eq!(mine[0]["data"]["call"]["state"], "Established");
     let everything = collect_notifications(&mut wallboard, 2).await;
-    let seqs: Vec<&Value> = everything.iter().map(|n| &n["seq"]).collect();
-    assert_eq!(seqs, [&json!(3), &json!(4)]);
+    assert_eq!(
+        briefs(&everything),
+        [
+            status_change(3, "7001", A1, A1, "Established"),
+            status_change(4, "7002", A2, A2, "Established"),
+        ]
+    );
     // The agent's queue holds nothing more: a ping is answered next.
     send(&mut agent, json!({"type":"ping"})).await;
     assert_eq!(
@@ -237,10 +371,12 @@ async fn snapshot_then_updates_filtered_by_dn() {
     );
 
     // REST filters.
-    let (status, body) = gateway.get("/api/v2/calls?dn=7001&state=Established");
-    assert_eq!(status, 200);
-    let body: Value = serde_json::from_str(&body).expect("JSON");
-    assert_eq!(body["calls"].as_array().map(Vec::len), Some(1));
+    let body = get_json(&gateway, "/api/v2/calls?dn=7001&state=Established");
+    assert_eq!(body["statusCode"], 0);
+    assert_eq!(
+        call_set(&body["calls"]),
+        [call("7001", A1, A1, "Established")]
+    );
     let device_id = body["calls"][0]["deviceUri"]
         .as_str()
         .and_then(|u| u.rsplit('/').next())
@@ -263,8 +399,33 @@ async fn snapshot_then_updates_filtered_by_dn() {
     let (status, body) = gateway.get("/api/v2/devices");
     assert_eq!(status, 200);
     let devices: Value = serde_json::from_str(&body).expect("JSON");
-    assert_eq!(devices["devices"].as_array().map(Vec::len), Some(2));
-    assert_eq!(devices["devices"][0]["phoneNumber"], "7001");
+    let mut listed: Vec<(String, String, Vec<CallEntry>)> = devices["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .map(|d| {
+            (
+                d["id"].as_str().unwrap_or("?").to_owned(),
+                d["phoneNumber"].as_str().unwrap_or("?").to_owned(),
+                call_set(&d["calls"]),
+            )
+        })
+        .collect();
+    listed.sort();
+    let mut want = vec![
+        (
+            device_of("7001"),
+            "7001".to_owned(),
+            vec![call("7001", A1, A1, "Established")],
+        ),
+        (
+            device_of("7002"),
+            "7002".to_owned(),
+            vec![call("7002", A2, A2, "Established")],
+        ),
+    ];
+    want.sort();
+    assert_eq!(listed, want);
     assert_eq!(gateway.get("/api/v2/calls?colour=red").0, 400);
     assert_eq!(gateway.get("/healthz").0, 200);
     assert_eq!(gateway.get("/readyz").0, 200);
@@ -284,7 +445,7 @@ async fn resume_inside_the_history_and_snapshot_fallbacks() {
     let epoch = subscribed["epoch"].as_str().expect("epoch").to_owned();
     ingest(&gateway, lines(&[RINGING_7001])).await;
     let seen = collect_notifications(&mut first, 1).await;
-    assert_eq!(seen[0]["seq"], 1);
+    assert_eq!(briefs(&seen), [status_change(1, "7001", A1, A1, "Ringing")]);
     drop(first);
 
     // Two notifications missed while away: both still held (history 3), so the client resumes.
@@ -299,14 +460,20 @@ async fn resume_inside_the_history_and_snapshot_fallbacks() {
     assert!(resumed.get("calls").is_none());
     let missed = collect_notifications(&mut back, 2).await;
     assert_eq!(
-        missed.iter().map(|n| n["seq"].as_u64()).collect::<Vec<_>>(),
-        [Some(2), Some(3)]
+        briefs(&missed),
+        [
+            status_change(2, "7002", A2, A2, "Ringing"),
+            status_change(3, "7001", A1, A1, "Established"),
+        ]
     );
     // A filtered resume gets only its calls.
     let mut filtered = ws_connect(&gateway).await;
     subscribe(&mut filtered, json!({"type":"subscribe","sub":"me","filter":{"dn":["7001"]},"since":{"epoch":epoch,"seq":1}})).await;
     let mine = collect_notifications(&mut filtered, 1).await;
-    assert_eq!(mine[0]["seq"], 3);
+    assert_eq!(
+        briefs(&mine),
+        [status_change(3, "7001", A1, A1, "Established")]
+    );
 
     // A foreign epoch gets a snapshot.
     let mut stranger = ws_connect(&gateway).await;
@@ -316,7 +483,14 @@ async fn resume_inside_the_history_and_snapshot_fallbacks() {
     )
     .await;
     assert_eq!(snapshot["resumed"], false);
-    assert_eq!(snapshot["calls"].as_array().map(Vec::len), Some(2));
+    assert_eq!(snapshot["seq"], 3);
+    assert_eq!(
+        call_set(&snapshot["calls"]),
+        calls([
+            call("7001", A1, A1, "Established"),
+            call("7002", A2, A2, "Ringing")
+        ])
+    );
     // A position older than the history gets a snapshot too.
     ingest(&gateway, lines(&[ESTABLISHED_7002])).await;
     let mut late = ws_connect(&gateway).await;
@@ -327,6 +501,271 @@ async fn resume_inside_the_history_and_snapshot_fallbacks() {
     .await;
     assert_eq!(snapshot["resumed"], false);
     assert_eq!(snapshot["seq"], 4);
+    assert_eq!(
+        call_set(&snapshot["calls"]),
+        calls([
+            call("7001", A1, A1, "Established"),
+            call("7002", A2, A2, "Established")
+        ])
+    );
+}
+
+/// The query string of a WebSocket filter (each member repeated for its values).
+fn query_of(filter: &Value) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (member, values) in filter.as_object().expect("filter object") {
+        for value in values.as_array().expect("list of values") {
+            query.append_pair(member, value.as_str().expect("string value"));
+        }
+    }
+    query.finish()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_id_and_device_id_filters_select_exactly_their_calls_over_websocket_and_rest() {
+    let _serial = support::exclusive().await;
+    let gateway = Gateway::start(&[]);
+    // Two devices with two calls each: an internal call X from 7001 to 7002 (a resource at each device,
+    // both with id UUID-X), and an inbound call at each (Y at 7001, Z at 7002). The ids are the CallUUIDs.
+    let setup = [
+        r#"{"event":"EventDialing","EventSequenceNumber":1,"TimeinSecs":100,"ConnID":"c1","CallUUID":"UUID-X","ThisDN":"7001","OtherDN":"7002"}"#,
+        r#"{"event":"EventRinging","EventSequenceNumber":2,"TimeinSecs":100,"ConnID":"c1","CallUUID":"UUID-X","ThisDN":"7002","OtherDN":"7001"}"#,
+        r#"{"event":"EventRinging","EventSequenceNumber":3,"TimeinSecs":101,"ConnID":"c2","CallUUID":"UUID-Y","ThisDN":"7001","OtherDN":"+14155550100"}"#,
+        r#"{"event":"EventRinging","EventSequenceNumber":4,"TimeinSecs":102,"ConnID":"c3","CallUUID":"UUID-Z","ThisDN":"7002","OtherDN":"+14155550123"}"#,
+    ];
+    // Then each is answered, in this order: seq 5 X at 7002, 6 X at 7001, 7 Y, 8 Z.
+    let answers = [
+        r#"{"event":"EventEstablished","EventSequenceNumber":5,"TimeinSecs":103,"ConnID":"c1","CallUUID":"UUID-X","ThisDN":"7002","OtherDN":"7001"}"#,
+        r#"{"event":"EventEstablished","EventSequenceNumber":6,"TimeinSecs":103,"ConnID":"c1","CallUUID":"UUID-X","ThisDN":"7001","OtherDN":"7002"}"#,
+        r#"{"event":"EventEstablished","EventSequenceNumber":7,"TimeinSecs":104,"ConnID":"c2","CallUUID":"UUID-Y","ThisDN":"7001","OtherDN":"+14155550100"}"#,
+        r#"{"event":"EventEstablished","EventSequenceNumber":8,"TimeinSecs":105,"ConnID":"c3","CallUUID":"UUID-Z","ThisDN":"7002","OtherDN":"+14155550123"}"#,
+    ];
+    // (dn, id, connId, state before the answers, seq of the answer)
+    type Resource = (&'static str, &'static str, &'static str, &'static str, u64);
+    const C1: &str = "00000000000000c1";
+    const X1: Resource = ("7001", "UUID-X", C1, "Dialing", 6);
+    const X2: Resource = ("7002", "UUID-X", C1, "Ringing", 5);
+    const Y: Resource = ("7001", "UUID-Y", "00000000000000c2", "Ringing", 7);
+    const Z: Resource = ("7002", "UUID-Z", "00000000000000c3", "Ringing", 8);
+    let (d1, d2) = (device_of("7001"), device_of("7002"));
+    let cases: Vec<(Value, Vec<Resource>)> = vec![
+        (json!({"callId":["UUID-Y"]}), vec![Y]),
+        (json!({"callId":["UUID-Z"]}), vec![Z]),
+        (json!({"callId":["UUID-X"]}), vec![X1, X2]),
+        (json!({"callId":["UUID-Y","UUID-Z"]}), vec![Y, Z]),
+        (json!({"deviceId":[d1]}), vec![X1, Y]),
+        (json!({"deviceId":[d2]}), vec![X2, Z]),
+        (json!({"deviceId":[d1, d2]}), vec![X1, X2, Y, Z]),
+        (json!({"deviceId":[d2],"callId":["UUID-X"]}), vec![X2]),
+        (json!({"deviceId":[d1],"callId":["UUID-X"]}), vec![X1]),
+        (json!({"deviceId":[d1, d2],"callId":["UUID-Z"]}), vec![Z]),
+        (json!({"deviceId":[d1],"callId":["UUID-Z"]}), vec![]),
+        (
+            json!({"deviceId":[d2],"callId":["UUID-X"],"dn":["7002"],"connId":["C1"],
+                   "state":["Ringing","Established"]}),
+            vec![X2],
+        ),
+        (json!({"deviceId":[d2],"dn":["7001"]}), vec![]),
+        // Unknown values, and values of other members, select nothing.
+        (json!({"callId":["UUID-Q"]}), vec![]),
+        (json!({"callId":[d1]}), vec![]),
+        (json!({"callId":["00000000000000c2"]}), vec![]),
+        (
+            json!({"deviceId":["00000000-0000-5000-8000-000000000000"]}),
+            vec![],
+        ),
+        (json!({"deviceId":["7001"]}), vec![]),
+        (json!({"deviceId":["UUID-Y"]}), vec![]),
+        (json!({"deviceId":[C1]}), vec![]),
+    ];
+    ingest(&gateway, lines(&setup)).await;
+    let mut clients = Vec::new();
+    for (filter, want) in &cases {
+        let mut ws = ws_connect(&gateway).await;
+        let reply = subscribe(
+            &mut ws,
+            json!({"type":"subscribe","sub":"f","filter":filter}),
+        )
+        .await;
+        assert_eq!(reply["seq"], 4, "{filter}: {reply}");
+        assert_eq!(reply["resumed"], false, "{filter}: {reply}");
+        let mut want_calls: Vec<_> = want
+            .iter()
+            .map(|&(dn, id, conn, state, _)| call(dn, id, conn, state))
+            .collect();
+        want_calls.sort();
+        assert_eq!(call_set(&reply["calls"]), want_calls, "{filter}: snapshot");
+        let rest = get_json(&gateway, &format!("/api/v2/calls?{}", query_of(filter)));
+        assert_eq!(call_set(&rest["calls"]), want_calls, "{filter}: REST");
+        clients.push(ws);
+    }
+    futures_util::future::join_all(
+        clients
+            .iter_mut()
+            .map(|ws| expect_quiet(ws, "after the snapshot")),
+    )
+    .await;
+
+    ingest(&gateway, lines(&answers)).await;
+    let got = futures_util::future::join_all(
+        clients
+            .iter_mut()
+            .zip(&cases)
+            .map(|(ws, (_, want))| collect_notifications(ws, want.len())),
+    )
+    .await;
+    for ((filter, want), got) in cases.iter().zip(got) {
+        let mut want_notifications: Vec<_> = want
+            .iter()
+            .map(|&(dn, id, conn, _, seq)| status_change(seq, dn, id, conn, "Established"))
+            .collect();
+        want_notifications.sort();
+        assert_eq!(briefs(&got), want_notifications, "{filter}: notifications");
+        let mut want_calls: Vec<_> = want
+            .iter()
+            .map(|&(dn, id, conn, _, _)| call(dn, id, conn, "Established"))
+            .collect();
+        want_calls.sort();
+        let rest = get_json(&gateway, &format!("/api/v2/calls?{}", query_of(filter)));
+        assert_eq!(call_set(&rest["calls"]), want_calls, "{filter}: REST");
+    }
+
+    // A device's calls, and one call of a device, by path.
+    let by_device = get_json(&gateway, &format!("/api/v2/devices/{d1}/calls"));
+    assert_eq!(
+        call_set(&by_device["calls"]),
+        calls([
+            call("7001", "UUID-X", C1, "Established"),
+            call("7001", "UUID-Y", "00000000000000c2", "Established")
+        ])
+    );
+    let one = get_json(&gateway, &format!("/api/v2/devices/{d2}/calls/UUID-X"));
+    assert_eq!(
+        call_set(&json!([one["call"]])),
+        [call("7002", "UUID-X", C1, "Established")]
+    );
+    assert_eq!(
+        gateway.get(&format!("/api/v2/devices/{d2}/calls/UUID-Y")).0,
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_at_the_edges_of_a_history_of_three() {
+    let _serial = support::exclusive().await;
+    let gateway = Gateway::start(&["--history", "3"]);
+    const RINGING_7003: &str = r#"{"event":"EventRinging","EventSequenceNumber":5,"TimeinSecs":106,"ConnID":"a3","ThisDN":"7003","OtherDN":"+14155550199"}"#;
+    const ESTABLISHED_7003: &str = r#"{"event":"EventEstablished","EventSequenceNumber":6,"TimeinSecs":107,"ConnID":"a3","ThisDN":"7003","OtherDN":"+14155550199"}"#;
+    const A3: &str = "00000000000000a3";
+    let mut wallboard = ws_connect(&gateway).await;
+    let subscribed = subscribe(&mut wallboard, json!({"type":"subscribe","sub":"all"})).await;
+    let epoch = subscribed["epoch"].as_str().expect("epoch").to_owned();
+    ingest(
+        &gateway,
+        lines(&[
+            RINGING_7001,
+            RINGING_7002,
+            ESTABLISHED_7001,
+            ESTABLISHED_7002,
+            RINGING_7003,
+        ]),
+    )
+    .await;
+    let all = [
+        status_change(1, "7001", A1, A1, "Ringing"),
+        status_change(2, "7002", A2, A2, "Ringing"),
+        status_change(3, "7001", A1, A1, "Established"),
+        status_change(4, "7002", A2, A2, "Established"),
+        status_change(5, "7003", A3, A3, "Ringing"),
+        status_change(6, "7003", A3, A3, "Established"),
+    ];
+    assert_eq!(
+        briefs(&collect_notifications(&mut wallboard, 5).await),
+        all[..5]
+    );
+    let live_at_5 = calls([
+        call("7001", A1, A1, "Established"),
+        call("7002", A2, A2, "Established"),
+        call("7003", A3, A3, "Ringing"),
+    ]);
+    let resume =
+        |seq: u64| json!({"type":"subscribe","sub":"all","since":{"epoch":epoch,"seq":seq}});
+
+    // Held: 3, 4, 5. After 2 (the oldest held − 1), every notification is held: resumed with exactly them.
+    let mut after_2 = ws_connect(&gateway).await;
+    let reply = subscribe(&mut after_2, resume(2)).await;
+    assert_eq!(reply["resumed"], true, "{reply}");
+    assert_eq!(reply["seq"], 5, "{reply}");
+    assert!(reply.get("calls").is_none(), "{reply}");
+    assert_eq!(
+        briefs(&collect_notifications(&mut after_2, 3).await),
+        all[2..5]
+    );
+    // After 1 (the oldest held − 2), notification 2 is gone: a snapshot.
+    let mut after_1 = ws_connect(&gateway).await;
+    let reply = subscribe(&mut after_1, resume(1)).await;
+    assert_eq!(reply["resumed"], false, "{reply}");
+    assert_eq!(reply["seq"], 5, "{reply}");
+    assert_eq!(call_set(&reply["calls"]), live_at_5);
+    // After 5 (the newest), nothing was missed: resumed, and nothing follows until a new event.
+    let mut after_5 = ws_connect(&gateway).await;
+    let reply = subscribe(&mut after_5, resume(5)).await;
+    assert_eq!(reply["resumed"], true, "{reply}");
+    assert_eq!(reply["seq"], 5, "{reply}");
+    assert!(reply.get("calls").is_none(), "{reply}");
+    // After 6 (past the newest): not a position of this run's stream yet, a snapshot.
+    let mut after_6 = ws_connect(&gateway).await;
+    let reply = subscribe(&mut after_6, resume(6)).await;
+    assert_eq!(reply["resumed"], false, "{reply}");
+    assert_eq!(reply["seq"], 5, "{reply}");
+    assert_eq!(call_set(&reply["calls"]), live_at_5);
+    futures_util::future::join_all(
+        [&mut after_1, &mut after_5, &mut after_6]
+            .into_iter()
+            .map(|ws| expect_quiet(ws, "after the subscribed reply")),
+    )
+    .await;
+
+    // One more event: every subscriber gets exactly it.
+    ingest(&gateway, lines(&[ESTABLISHED_7003])).await;
+    let got = futures_util::future::join_all(
+        [
+            &mut wallboard,
+            &mut after_2,
+            &mut after_1,
+            &mut after_5,
+            &mut after_6,
+        ]
+        .into_iter()
+        .map(|ws| collect_notifications(ws, 1)),
+    )
+    .await;
+    for got in got {
+        assert_eq!(briefs(&got), all[5..]);
+    }
+
+    // The window moved on (held: 4, 5, 6): 3 resumes, 2 gets a snapshot.
+    let mut after_3 = ws_connect(&gateway).await;
+    let reply = subscribe(&mut after_3, resume(3)).await;
+    assert_eq!(reply["resumed"], true, "{reply}");
+    assert_eq!(reply["seq"], 6, "{reply}");
+    assert_eq!(
+        briefs(&collect_notifications(&mut after_3, 3).await),
+        all[3..]
+    );
+    let mut again_2 = ws_connect(&gateway).await;
+    let reply = subscribe(&mut again_2, resume(2)).await;
+    assert_eq!(reply["resumed"], false, "{reply}");
+    assert_eq!(reply["seq"], 6, "{reply}");
+    assert_eq!(
+        call_set(&reply["calls"]),
+        calls([
+            call("7001", A1, A1, "Established"),
+            call("7002", A2, A2, "Established"),
+            call("7003", A3, A3, "Established"),
+        ])
+    );
+    expect_quiet(&mut again_2, "after the snapshot").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -431,12 +870,11 @@ async fn bad_requests_get_errors_and_the_connections_stay() {
         &json!({"ack":2,"applied":2,"duplicates":0,"rejected":2})
     );
     assert_eq!(
-        gateway
-            .get("/api/v2/calls")
-            .1
-            .matches("\"state\":\"Ringing\"")
-            .count(),
-        2
+        call_set(&get_json(&gateway, "/api/v2/calls")["calls"]),
+        calls([
+            call("7001", A1, A1, "Ringing"),
+            call("7002", A2, A2, "Ringing")
+        ])
     );
 }
 
@@ -601,7 +1039,8 @@ async fn sigterm_closes_websockets_with_1001_acks_ingest_and_exits_zero() {
     subscribe(&mut ws, json!({"type":"subscribe","sub":"all"})).await;
     let mut ingest_client = Ingest::connect(&gateway);
     ingest_client.send(format!("{RINGING_7001}\n").as_bytes());
-    collect_notifications(&mut ws, 1).await;
+    let seen = collect_notifications(&mut ws, 1).await;
+    assert_eq!(briefs(&seen), [status_change(1, "7001", A1, A1, "Ringing")]);
 
     let status = tokio::task::spawn_blocking(move || gateway.terminate())
         .await

@@ -121,4 +121,283 @@ mod tests {
         assert!(f.matches(&call()), "ConnIDs are normalised");
         assert!(CallFilter::from_query("colour=red").is_err());
     }
+
+    // A call whose five filterable values all differ, and none of which is a value of another member (the
+    // ConnID's text is not a DN, device id, call id or state), so a member compared against the wrong field
+    // cannot pass.
+    const DN: &str = "7001";
+    const DEVICE: &str = "dev-7001";
+    const CALL: &str = "call-42";
+    const CONN: &str = "000000000000001a";
+    const STATE: &str = "Established";
+
+    fn filter_on(member: &str, values: &[&str]) -> CallFilter {
+        let values = Some(values.iter().map(|v| v.to_string()).collect());
+        let mut filter = CallFilter::default();
+        match member {
+            "dn" => filter.dn = values,
+            "deviceId" => filter.device_id = values,
+            "callId" => filter.call_id = values,
+            "connId" => filter.conn_id = values,
+            "state" => filter.state = values,
+            other => panic!("no member {other}"),
+        }
+        filter.validated().expect("valid filter")
+    }
+
+    const MEMBERS: [(&str, &str); 5] = [
+        ("dn", DN),
+        ("deviceId", DEVICE),
+        ("callId", CALL),
+        ("connId", CONN),
+        ("state", STATE),
+    ];
+
+    fn distinct_call() -> CallMeta {
+        CallMeta {
+            key: CallKey {
+                shard: 3,
+                number: 9,
+            },
+            dn: DN.into(),
+            device_id: DEVICE.into(),
+            call_id: CALL.into(),
+            conn_id: ConnId(0x1a),
+            state: CallState::Established,
+        }
+    }
+
+    #[test]
+    fn each_member_is_matched_against_its_own_field_only() {
+        let call = distinct_call();
+        for (member, own) in MEMBERS {
+            for (other_member, value) in MEMBERS {
+                let filter = filter_on(member, &[value]);
+                assert_eq!(
+                    filter.matches(&call),
+                    member == other_member,
+                    "filter {member}=[{value}] (the call's {other_member}) on {call:?}"
+                );
+            }
+            assert!(
+                !filter_on(member, &["nothing-like-it"]).matches(&call),
+                "{member}: an unknown value"
+            );
+            // Through the query string and the WebSocket's JSON too: each name lands in its own member.
+            let query = CallFilter::from_query(&format!("{member}={own}")).unwrap();
+            assert_eq!(query, filter_on(member, &[own]), "{member} from a query");
+            let json: CallFilter =
+                serde_json::from_value(serde_json::json!({ member: [own] })).unwrap();
+            assert_eq!(
+                json.validated().unwrap(),
+                filter_on(member, &[own]),
+                "{member} from JSON"
+            );
+        }
+    }
+
+    #[test]
+    fn every_state_is_matched_by_its_own_name_only() {
+        let states = [
+            CallState::Ringing,
+            CallState::Dialing,
+            CallState::Established,
+            CallState::Held,
+            CallState::Released,
+        ];
+        let names = ["Ringing", "Dialing", "Established", "Held", "Released"];
+        for state in states {
+            let call = CallMeta {
+                state,
+                ..distinct_call()
+            };
+            for name in names {
+                assert_eq!(
+                    filter_on("state", &[name]).matches(&call),
+                    state.as_str() == name,
+                    "state=[{name}] on a {state:?} call"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn any_value_of_a_list_matches() {
+        let call = distinct_call();
+        for (member, own) in MEMBERS {
+            let first = filter_on(member, &[own, "other-1", "other-2"]);
+            let middle = filter_on(member, &["other-1", own, "other-2"]);
+            let last = filter_on(member, &["other-1", "other-2", own]);
+            let none = filter_on(member, &["other-1", "other-2"]);
+            assert!(first.matches(&call), "{member}: first of three");
+            assert!(middle.matches(&call), "{member}: middle of three");
+            assert!(last.matches(&call), "{member}: last of three");
+            assert!(!none.matches(&call), "{member}: none of two");
+            assert!(
+                !filter_on(member, &[]).matches(&call),
+                "{member}: an empty list holds no value"
+            );
+        }
+    }
+
+    #[test]
+    fn all_members_given_must_match_together() {
+        let call = distinct_call();
+        let all = CallFilter {
+            dn: Some(vec![DN.into()]),
+            device_id: Some(vec![DEVICE.into()]),
+            call_id: Some(vec![CALL.into()]),
+            conn_id: Some(vec!["1A".into()]),
+            state: Some(vec!["Held".into(), STATE.into()]),
+        }
+        .validated()
+        .unwrap();
+        assert!(all.matches(&call), "every member matches");
+        // One member that does not match is enough to refuse, whichever it is.
+        for (member, _) in MEMBERS {
+            let mut one_wrong = all.clone();
+            let wrong = Some(vec!["wrong".to_owned()]);
+            match member {
+                "dn" => one_wrong.dn = wrong,
+                "deviceId" => one_wrong.device_id = wrong,
+                "callId" => one_wrong.call_id = wrong,
+                "connId" => one_wrong.conn_id = wrong,
+                _ => one_wrong.state = wrong,
+            }
+            assert!(!one_wrong.matches(&call), "{member} does not match");
+        }
+        // Pairs of members: both must match.
+        for (a, a_value) in MEMBERS {
+            for (b, b_value) in MEMBERS {
+                if a >= b {
+                    continue;
+                }
+                let both = CallFilter::from_query(&format!("{a}={a_value}&{b}={b_value}")).unwrap();
+                assert!(both.matches(&call), "{a} and {b}");
+                let second_wrong =
+                    CallFilter::from_query(&format!("{a}={a_value}&{b}=wrong")).unwrap();
+                assert!(!second_wrong.matches(&call), "{a} right, {b} wrong");
+                let first_wrong =
+                    CallFilter::from_query(&format!("{a}=wrong&{b}={b_value}")).unwrap();
+                assert!(!first_wrong.matches(&call), "{a} wrong, {b} right");
+            }
+        }
+    }
+
+    #[test]
+    fn conn_ids_match_in_any_case_with_or_without_padding() {
+        let call = distinct_call();
+        for value in [
+            "1a",
+            "1A",
+            "01a",
+            "001A",
+            "000000000000001a",
+            "000000000000001A",
+        ] {
+            assert!(filter_on("connId", &[value]).matches(&call), "{value}");
+            assert!(
+                CallFilter::from_query(&format!("connId={value}"))
+                    .unwrap()
+                    .matches(&call),
+                "{value} from a query"
+            );
+        }
+        for value in ["1b", "a1", "1a0", "0x1a", "", "0000000000000001a", "x1a"] {
+            assert!(!filter_on("connId", &[value]).matches(&call), "{value}");
+        }
+        let big = CallMeta {
+            conn_id: ConnId(0x006f_02a7_b8c9_d001),
+            ..distinct_call()
+        };
+        assert!(filter_on("connId", &["006F02A7B8C9D001"]).matches(&big));
+        assert!(filter_on("connId", &["6f02a7b8c9d001"]).matches(&big));
+        assert!(!filter_on("connId", &["006f02a7b8c9d002"]).matches(&big));
+        // Normalisation is of ConnIDs only: other members compare exactly.
+        assert!(!filter_on("dn", &["7001 "]).matches(&call));
+        assert!(!filter_on("callId", &["CALL-42"]).matches(&call));
+        assert!(!filter_on("state", &["established"]).matches(&call));
+    }
+
+    #[test]
+    fn queries_repeat_keys_decode_values_and_refuse_the_unknown() {
+        assert_eq!(CallFilter::from_query("").unwrap(), CallFilter::default());
+        let filter = CallFilter::from_query(
+            "dn=7001&state=Ringing&dn=7002&deviceId=d1&callId=c1&dn=7003&callId=c2&connId=1A&state=Held",
+        )
+        .unwrap();
+        assert_eq!(
+            filter,
+            CallFilter {
+                dn: Some(vec!["7001".into(), "7002".into(), "7003".into()]),
+                device_id: Some(vec!["d1".into()]),
+                call_id: Some(vec!["c1".into(), "c2".into()]),
+                conn_id: Some(vec!["000000000000001a".into()]),
+                state: Some(vec!["Ringing".into(), "Held".into()]),
+            }
+        );
+        // Percent-encoding and `+` (a space in a query string) are decoded, in values and in names.
+        let filter =
+            CallFilter::from_query("dn=%2B14155550100&callId=a+b%26c%3Dd&device%49d=x%2Fy")
+                .unwrap();
+        assert_eq!(filter.dn, Some(vec!["+14155550100".to_owned()]));
+        assert_eq!(filter.call_id, Some(vec!["a b&c=d".to_owned()]));
+        assert_eq!(filter.device_id, Some(vec!["x/y".to_owned()]));
+        let call = CallMeta {
+            dn: "+14155550100".into(),
+            call_id: "a b&c=d".into(),
+            device_id: "x/y".into(),
+            ..distinct_call()
+        };
+        assert!(filter.matches(&call));
+        // An empty value is a value.
+        assert_eq!(
+            CallFilter::from_query("dn=").unwrap().dn,
+            Some(vec![String::new()])
+        );
+        // Unknown parameters, names in another case included, are refused and named.
+        for query in [
+            "colour=red",
+            "dn=7001&colour=red",
+            "deviceid=x",
+            "DN=7001",
+            "call_id=c",
+        ] {
+            let err = CallFilter::from_query(query).expect_err(query);
+            let name = query.rsplit('&').next().unwrap().split('=').next().unwrap();
+            assert!(err.contains(name), "{query}: {err}");
+        }
+        // At most MAX_FILTER_VALUES values a member.
+        for member in ["dn", "deviceId", "callId", "connId", "state"] {
+            let query = |n: usize| {
+                (0..n)
+                    .map(|i| format!("{member}={i}"))
+                    .collect::<Vec<_>>()
+                    .join("&")
+            };
+            assert!(
+                CallFilter::from_query(&query(MAX_FILTER_VALUES)).is_ok(),
+                "{member}: at the bound"
+            );
+            let err = CallFilter::from_query(&query(MAX_FILTER_VALUES + 1)).expect_err(member);
+            assert!(err.contains(member), "{member}: {err}");
+        }
+    }
+
+    #[test]
+    fn json_filters_refuse_unknown_members_and_bound_their_lists() {
+        assert!(serde_json::from_str::<CallFilter>(r#"{"colour":["red"]}"#).is_err());
+        assert!(serde_json::from_str::<CallFilter>(r#"{"device_id":["x"]}"#).is_err());
+        assert_eq!(
+            serde_json::from_str::<CallFilter>("{}").unwrap(),
+            CallFilter::default()
+        );
+        let many: Vec<String> = (0..=MAX_FILTER_VALUES).map(|i| i.to_string()).collect();
+        let filter: CallFilter =
+            serde_json::from_value(serde_json::json!({ "deviceId": many })).unwrap();
+        assert_eq!(
+            filter.validated(),
+            Err(FilterError::TooManyValues("deviceId"))
+        );
+    }
 }

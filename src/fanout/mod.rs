@@ -486,3 +486,426 @@ impl Fanout {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The resume window and delivery through the public API (api.md): `subscribed` with the snapshot as of
+    //! its `seq`, or `resumed:true` and exactly the missed matching notifications when every notification
+    //! after `since` is still held.
+
+    use super::*;
+    use crate::event::ConnId;
+    use outbox::Frame;
+    use serde_json::{Value, json};
+
+    const EPOCH: &str = "run-1";
+
+    /// One call of the scenario: dn, call id, ConnID. Device ids are `dev-{dn}`, so that no value of one
+    /// member is the value of another.
+    #[derive(Clone, Copy)]
+    struct Call {
+        number: u64,
+        dn: &'static str,
+        id: &'static str,
+        conn: u64,
+    }
+
+    const A: Call = Call {
+        number: 1,
+        dn: "7001",
+        id: "call-A",
+        conn: 0xa1,
+    };
+    const B: Call = Call {
+        number: 2,
+        dn: "7002",
+        id: "call-B",
+        conn: 0xb2,
+    };
+    const C: Call = Call {
+        number: 3,
+        dn: "7001",
+        id: "call-C",
+        conn: 0xc3,
+    };
+    const D: Call = Call {
+        number: 4,
+        dn: "7002",
+        id: "call-D",
+        conn: 0xd4,
+    };
+
+    /// The scenario's notifications, seq 1 to 7. With a history of 3, seqs 5, 6 and 7 are held. At the end
+    /// A and C are Established and D Dialing; B is Released (lingering, not live).
+    const EVENTS: [(Call, CallState); 7] = [
+        (A, CallState::Ringing),     // 1
+        (B, CallState::Ringing),     // 2
+        (A, CallState::Established), // 3
+        (C, CallState::Ringing),     // 4
+        (B, CallState::Released),    // 5
+        (D, CallState::Dialing),     // 6
+        (C, CallState::Established), // 7
+    ];
+
+    fn meta(call: Call, state: CallState) -> Arc<CallMeta> {
+        Arc::new(CallMeta {
+            key: CallKey {
+                shard: 0,
+                number: call.number,
+            },
+            dn: call.dn.into(),
+            device_id: format!("dev-{}", call.dn).into(),
+            call_id: call.id.into(),
+            conn_id: ConnId(call.conn),
+            state,
+        })
+    }
+
+    /// The call document of a version, tagged with the seq it is published at so versions differ.
+    fn document(call: Call, state: CallState, seq: u64) -> Value {
+        json!({
+            "id": call.id,
+            "state": state.as_str(),
+            "connId": ConnId(call.conn).to_string(),
+            "version": seq,
+        })
+    }
+
+    fn data(call: Call, state: CallState, seq: u64) -> Value {
+        json!({
+            "notificationType": "StatusChange",
+            "call": document(call, state, seq),
+            "phoneNumber": call.dn,
+            "messageType": "CallStateChangeMessage",
+        })
+    }
+
+    fn published(call: Call, state: CallState, seq: u64) -> Published {
+        let document = document(call, state, seq).to_string();
+        let head = r#""channel":"/v2/me/calls","data":{"notificationType":"StatusChange","call":"#;
+        let members = format!(
+            r#"{head}{document},"phoneNumber":"{}","messageType":"CallStateChangeMessage"}}"#,
+            call.dn
+        );
+        Published {
+            meta: meta(call, state),
+            call: head.len()..head.len() + document.len(),
+            members,
+            ingested: Instant::now(),
+        }
+    }
+
+    /// The notification frame every recipient of `seq` must get.
+    fn notification(seq: u64) -> Value {
+        let (call, state) = EVENTS[seq as usize - 1];
+        json!({
+            "type": "notification",
+            "epoch": EPOCH,
+            "seq": seq,
+            "channel": "/v2/me/calls",
+            "data": data(call, state, seq),
+        })
+    }
+
+    /// A fanout holding `history` notifications, with the first `published` of [`EVENTS`] published (the
+    /// first two in one batch, the rest one by one).
+    fn scenario(history: usize, published_count: usize) -> Fanout {
+        let fanout = Fanout::new(
+            EPOCH,
+            history,
+            Arc::new(Store::default()),
+            OutboxLimits::default(),
+        );
+        let mut batch = Vec::new();
+        for seq in 1..=published_count as u64 {
+            publish_seq(&fanout, seq, &mut batch);
+        }
+        fanout.publish(batch);
+        fanout
+    }
+
+    fn publish_seq(fanout: &Fanout, seq: u64, batch: &mut Vec<Published>) {
+        let (call, state) = EVENTS[seq as usize - 1];
+        batch.push(published(call, state, seq));
+        if seq >= 2 {
+            fanout.publish(std::mem::take(batch));
+        }
+    }
+
+    /// Every frame queued, parsed.
+    fn take(outbox: &Outbox) -> Vec<Value> {
+        let mut frames = Vec::new();
+        outbox.drain(&mut frames).expect("not overflowed");
+        frames
+            .into_iter()
+            .map(|frame| match frame {
+                Frame::Text(bytes) => serde_json::from_slice(&bytes).expect("JSON frame"),
+                Frame::Pong(_) => panic!("unexpected pong"),
+            })
+            .collect()
+    }
+
+    fn since(seq: u64) -> Option<Since> {
+        Some(Since {
+            epoch: EPOCH.into(),
+            seq,
+        })
+    }
+
+    fn filter(query: &str) -> CallFilter {
+        CallFilter::from_query(query).expect("valid filter")
+    }
+
+    /// Connects, subscribes as `s`, and returns the outbox and everything it holds.
+    fn subscribe(
+        fanout: &Fanout,
+        filter: CallFilter,
+        since: Option<Since>,
+    ) -> (u64, Arc<Outbox>, Vec<Value>) {
+        let (connection, outbox) = fanout.connect();
+        fanout
+            .subscribe(connection, "s", filter, since)
+            .expect("subscribed");
+        let frames = take(&outbox);
+        (connection, outbox, frames)
+    }
+
+    fn resumed(seq: u64) -> Value {
+        json!({"type": "subscribed", "sub": "s", "epoch": EPOCH, "seq": seq, "resumed": true})
+    }
+
+    /// The snapshot reply as of `seq` holding the current versions of `calls` (by their last seq).
+    fn snapshot(frame: &Value, seq: u64, last_seqs: &[u64]) {
+        let mut frame = frame.clone();
+        let mut calls = frame["calls"].take();
+        let calls = calls.as_array_mut().expect("calls");
+        calls.sort_by_key(|call| call["id"].as_str().map(str::to_owned));
+        assert_eq!(
+            frame,
+            json!({"type": "subscribed", "sub": "s", "epoch": EPOCH, "seq": seq, "resumed": false, "calls": null}),
+        );
+        let mut want: Vec<Value> = last_seqs
+            .iter()
+            .map(|&seq| {
+                let (call, state) = EVENTS[seq as usize - 1];
+                document(call, state, seq)
+            })
+            .collect();
+        want.sort_by_key(|call| call["id"].as_str().map(str::to_owned));
+        assert_eq!(*calls, want, "snapshot as of {seq}");
+    }
+
+    fn notifications(seqs: &[u64]) -> Vec<Value> {
+        seqs.iter().map(|&seq| notification(seq)).collect()
+    }
+
+    #[test]
+    fn one_before_the_oldest_held_resumes_with_exactly_the_held_ones() {
+        let fanout = scenario(3, 7);
+        // Held: 5, 6, 7. Everything after 4 is held.
+        let (_, _, frames) = subscribe(&fanout, CallFilter::default(), since(4));
+        let mut want = vec![resumed(7)];
+        want.extend(notifications(&[5, 6, 7]));
+        assert_eq!(frames, want);
+    }
+
+    #[test]
+    fn two_before_the_oldest_held_gets_a_snapshot_of_the_live_calls() {
+        let fanout = scenario(3, 7);
+        // Notification 4 is no longer held: resuming after 3 would miss it.
+        for since_seq in [3, 2, 0] {
+            let (_, _, frames) = subscribe(&fanout, CallFilter::default(), since(since_seq));
+            assert_eq!(frames.len(), 1, "since {since_seq}: {frames:?}");
+            // A (3), D (6), C (7) are live; B was Released.
+            snapshot(&frames[0], 7, &[3, 6, 7]);
+        }
+    }
+
+    #[test]
+    fn at_the_newest_resumes_with_nothing_missed_and_gets_what_follows() {
+        let fanout = scenario(3, 6);
+        let (_, outbox, frames) = subscribe(&fanout, CallFilter::default(), since(6));
+        assert_eq!(frames, [resumed(6)]);
+        fanout.publish(vec![published(C, CallState::Established, 7)]);
+        assert_eq!(take(&outbox), notifications(&[7]));
+    }
+
+    #[test]
+    fn past_the_newest_gets_a_snapshot() {
+        let fanout = scenario(3, 7);
+        for since_seq in [8, 9, u64::MAX] {
+            let (_, _, frames) = subscribe(&fanout, CallFilter::default(), since(since_seq));
+            assert_eq!(frames.len(), 1, "since {since_seq}: {frames:?}");
+            snapshot(&frames[0], 7, &[3, 6, 7]);
+        }
+    }
+
+    #[test]
+    fn another_epoch_gets_a_snapshot() {
+        let fanout = scenario(3, 7);
+        for epoch in ["run-0", "", "RUN-1", "run-1 "] {
+            let (_, _, frames) = subscribe(
+                &fanout,
+                CallFilter::default(),
+                Some(Since {
+                    epoch: epoch.into(),
+                    seq: 6,
+                }),
+            );
+            assert_eq!(frames.len(), 1, "epoch {epoch:?}: {frames:?}");
+            snapshot(&frames[0], 7, &[3, 6, 7]);
+        }
+    }
+
+    #[test]
+    fn every_position_inside_the_window_resumes_with_what_follows_it() {
+        let fanout = scenario(3, 7);
+        for since_seq in 4..=7 {
+            let (_, _, frames) = subscribe(&fanout, CallFilter::default(), since(since_seq));
+            let mut want = vec![resumed(7)];
+            want.extend(notifications(&(since_seq + 1..=7).collect::<Vec<_>>()));
+            assert_eq!(frames, want, "since {since_seq}");
+        }
+    }
+
+    #[test]
+    fn a_history_not_yet_full_resumes_from_the_start() {
+        let fanout = scenario(3, 2);
+        let (_, _, frames) = subscribe(&fanout, CallFilter::default(), since(0));
+        let mut want = vec![resumed(2)];
+        want.extend(notifications(&[1, 2]));
+        assert_eq!(frames, want);
+        // Before anything is published, position 0 is the newest.
+        let empty = scenario(3, 0);
+        let (_, outbox, frames) = subscribe(&empty, CallFilter::default(), since(0));
+        assert_eq!(frames, [resumed(0)]);
+        empty.publish(vec![published(A, CallState::Ringing, 1)]);
+        assert_eq!(take(&outbox), notifications(&[1]));
+        let (_, _, frames) = subscribe(&empty, CallFilter::default(), since(1));
+        assert_eq!(frames, [resumed(1)]);
+        let (_, _, frames) = subscribe(&empty, CallFilter::default(), since(2));
+        assert_eq!(frames.len(), 1);
+        snapshot(&frames[0], 1, &[1]);
+    }
+
+    #[test]
+    fn with_no_history_only_the_newest_position_resumes() {
+        let fanout = scenario(0, 7);
+        let (_, outbox, frames) = subscribe(&fanout, CallFilter::default(), since(7));
+        assert_eq!(frames, [resumed(7)]);
+        for since_seq in [6, 0, 8] {
+            let (_, _, frames) = subscribe(&fanout, CallFilter::default(), since(since_seq));
+            assert_eq!(frames.len(), 1, "since {since_seq}: {frames:?}");
+            snapshot(&frames[0], 7, &[3, 6, 7]);
+        }
+        // The resumed subscription gets what follows, live.
+        fanout.publish(vec![published(A, CallState::Held, 8)]);
+        let frames = take(&outbox);
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert_eq!(frames[0]["seq"], 8);
+        assert_eq!(frames[0]["data"]["call"]["state"], "Held");
+    }
+
+    #[test]
+    fn a_filtered_resume_gets_exactly_the_missed_matching_notifications_in_order() {
+        let fanout = scenario(3, 7);
+        // Held: 5 (B Released, 7002), 6 (D Dialing, 7002), 7 (C Established, 7001).
+        for (query, since_seq, want) in [
+            ("", 4, &[5, 6, 7][..]),
+            ("dn=7001", 4, &[7]),
+            ("dn=7002", 4, &[5, 6]),
+            ("dn=7002", 5, &[6]),
+            ("dn=7003", 4, &[]),
+            ("deviceId=dev-7002", 4, &[5, 6]),
+            ("deviceId=dev-7001", 4, &[7]),
+            ("deviceId=7002", 4, &[]),
+            ("callId=call-B", 4, &[5]),
+            ("callId=call-B&callId=call-C", 4, &[5, 7]),
+            ("callId=call-A", 4, &[]),
+            ("connId=D4", 4, &[6]),
+            ("connId=00000000000000c3", 4, &[7]),
+            ("state=Released", 4, &[5]),
+            ("state=Established", 4, &[7]),
+            ("state=Established", 7, &[]),
+            ("dn=7002&state=Dialing", 4, &[6]),
+            ("deviceId=dev-7002&callId=call-C", 4, &[]),
+            (
+                "dn=7001&deviceId=dev-7001&callId=call-C&connId=c3&state=Established",
+                4,
+                &[7],
+            ),
+        ] {
+            let (_, _, frames) = subscribe(&fanout, filter(query), since(since_seq));
+            let mut expected = vec![resumed(7)];
+            expected.extend(notifications(want));
+            assert_eq!(frames, expected, "{query:?} since {since_seq}");
+        }
+        // Out of the window, the same filters get snapshots of the live matching calls only.
+        for (query, live) in [
+            ("", &[3, 6, 7][..]),
+            ("dn=7001", &[3, 7]),
+            ("dn=7002", &[6]),
+            ("deviceId=dev-7002", &[6]),
+            ("deviceId=7002", &[]),
+            ("callId=call-A", &[3]),
+            ("callId=call-B", &[]),
+            ("connId=C3", &[7]),
+            ("state=Established", &[3, 7]),
+            ("state=Dialing", &[6]),
+            ("state=Released", &[]),
+            ("dn=7001&state=Ringing", &[]),
+            ("callId=call-A&callId=call-D&dn=7002", &[6]),
+        ] {
+            let (_, _, frames) = subscribe(&fanout, filter(query), since(3));
+            assert_eq!(frames.len(), 1, "{query:?}: {frames:?}");
+            snapshot(&frames[0], 7, live);
+        }
+    }
+
+    #[test]
+    fn notifications_go_exactly_to_the_matching_subscriptions_once() {
+        let fanout = scenario(100, 0);
+        let queries = [
+            ("", &[1, 2, 3, 4, 5, 6, 7][..]),
+            ("dn=7001", &[1, 3, 4, 7]),
+            ("deviceId=dev-7002", &[2, 5, 6]),
+            ("deviceId=7002", &[]),
+            ("callId=call-C", &[4, 7]),
+            ("callId=7001", &[]),
+            ("connId=A1", &[1, 3]),
+            ("state=Ringing", &[1, 2, 4]),
+            ("dn=7002&state=Ringing", &[2]),
+            ("deviceId=dev-7001&callId=call-A&callId=call-B", &[1, 3]),
+        ];
+        let outboxes: Vec<(Arc<Outbox>, &[u64])> = queries
+            .iter()
+            .map(|(query, want)| {
+                let (_, outbox, frames) = subscribe(&fanout, filter(query), None);
+                assert_eq!(frames.len(), 1, "{query:?}");
+                snapshot(&frames[0], 0, &[]);
+                (outbox, *want)
+            })
+            .collect();
+        // One connection with two overlapping subscriptions gets each notification once.
+        let (both, both_outbox) = fanout.connect();
+        fanout
+            .subscribe(both, "a", filter("dn=7001"), None)
+            .unwrap();
+        fanout
+            .subscribe(both, "b", filter("state=Ringing"), None)
+            .unwrap();
+        take(&both_outbox);
+        let mut batch = Vec::new();
+        for seq in 1..=7 {
+            publish_seq(&fanout, seq, &mut batch);
+        }
+        for ((query, _), (outbox, want)) in queries.iter().zip(&outboxes) {
+            assert_eq!(take(outbox), notifications(want), "{query:?}");
+        }
+        assert_eq!(take(&both_outbox), notifications(&[1, 2, 3, 4, 7]));
+        // Once unsubscribed, a subscription gets nothing more.
+        fanout.unsubscribe(both, "a").unwrap();
+        fanout.publish(vec![published(C, CallState::Released, 8)]);
+        assert_eq!(take(&both_outbox), Vec::<Value>::new());
+    }
+}
