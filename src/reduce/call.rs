@@ -120,11 +120,6 @@ impl Changes {
     pub fn contains(self, other: Changes) -> bool {
         self.0 & other.0 != 0
     }
-
-    /// Whether nothing changed.
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
 }
 
 /// Sets `*field` to `value` and records `change` when that is a change.
@@ -432,5 +427,120 @@ impl Call {
                 set(&mut self.recording, state, changes, Changes::RECORDING);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Decoded, decode_line};
+
+    /// Applies `line` (an event at 7001) to `call`.
+    fn apply(call: &mut Call, book: &mut PhoneBook, line: &str) -> Changes {
+        let Ok(Decoded::Event(mut event)) = decode_line(line.as_bytes()) else {
+            panic!("a valid event: {line}");
+        };
+        let user_data = event.user_data.take();
+        call.apply(&event, user_data, "7001", book)
+    }
+
+    fn established() -> (Call, PhoneBook) {
+        let line = r#"{"event":"EventEstablished","ConnID":"1","ThisDN":"7001"}"#;
+        let Ok(Decoded::Event(event)) = decode_line(line.as_bytes()) else {
+            panic!("a valid event");
+        };
+        let conn_id = event.conn_id.unwrap_or(ConnId(1));
+        let call = Call::new(&event, conn_id, CallState::Established, None);
+        (call, PhoneBook::default())
+    }
+
+    fn party(kind: &str, dn: &str, role: &str) -> String {
+        format!(
+            r#"{{"event":"{kind}","ConnID":"1","ThisDN":"7001","ThirdPartyDN":"{dn}","ThirdPartyDNRole":"{role}"}}"#
+        )
+    }
+
+    #[test]
+    fn a_call_shows_at_most_64_parties_from_either_rule() {
+        let (mut call, mut book) = established();
+        for n in 0..70 {
+            let added = party("EventPartyAdded", &format!("+1415555{n:04}"), "RoleAddedBy");
+            apply(&mut call, &mut book, &added);
+        }
+        assert_eq!(call.participants.len(), MAX_PARTICIPANTS);
+        assert_eq!(&*call.participants[63].number, "+14155550063");
+        let joined =
+            r#"{"event":"EventEstablished","ConnID":"1","ThisDN":"7001","OtherDN":"+14155559999"}"#;
+        let changes = apply(&mut call, &mut book, joined);
+        assert_eq!(call.participants.len(), MAX_PARTICIPANTS);
+        assert!(!changes.contains(Changes::PARTICIPANTS));
+        // One leaves: room for the next.
+        apply(
+            &mut call,
+            &mut book,
+            &party("EventPartyDeleted", "+14155550000", "RoleDeletedBy"),
+        );
+        apply(&mut call, &mut book, joined);
+        assert_eq!(&*call.participants[63].number, "+14155559999");
+    }
+
+    #[test]
+    fn each_observer_is_tracked_until_it_leaves() {
+        let (mut call, mut book) = established();
+        apply(
+            &mut call,
+            &mut book,
+            &party("EventPartyAdded", "7101", "RoleObserver"),
+        );
+        apply(
+            &mut call,
+            &mut book,
+            &party("EventPartyAdded", "7101", "RoleObserver"),
+        );
+        apply(
+            &mut call,
+            &mut book,
+            &party("EventPartyAdded", "7102", "RoleObserver"),
+        );
+        assert!(
+            call.participants.is_empty(),
+            "observers are not participants"
+        );
+        apply(
+            &mut call,
+            &mut book,
+            &party("EventPartyDeleted", "7101", "RoleDeletedBy"),
+        );
+        assert!(call.supervisor_listening_in(), "7102 is still on the call");
+        apply(
+            &mut call,
+            &mut book,
+            &party("EventPartyDeleted", "7102", "RoleDeletedBy"),
+        );
+        assert!(!call.supervisor_listening_in());
+    }
+
+    #[test]
+    fn observers_past_the_bound_are_not_tracked() {
+        let (mut call, mut book) = established();
+        // The same observer added again takes no second place.
+        for _ in 0..3 {
+            apply(
+                &mut call,
+                &mut book,
+                &party("EventPartyAdded", "7100", "RoleObserver"),
+            );
+        }
+        for n in 1..=MAX_OBSERVERS {
+            let added = party("EventPartyAdded", &format!("71{n:02}"), "RoleObserver");
+            apply(&mut call, &mut book, &added);
+        }
+        assert_eq!(call.observers.len(), MAX_OBSERVERS);
+        // 7100 to 7115 are tracked, 7116 is not: once they leave, nobody listens in as far as we know.
+        for n in 0..MAX_OBSERVERS {
+            let deleted = party("EventPartyDeleted", &format!("71{n:02}"), "RoleDeletedBy");
+            apply(&mut call, &mut book, &deleted);
+        }
+        assert!(!call.supervisor_listening_in());
     }
 }

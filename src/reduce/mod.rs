@@ -629,6 +629,42 @@ mod tests {
     }
 
     #[test]
+    fn removing_one_call_keeps_the_device_and_frees_the_conn_id() {
+        let mut reducer = Reducer::default();
+        let (_, first) = apply(
+            &mut reducer,
+            r#"{"event":"EventRinging","ConnID":"1","ThisDN":"7001"}"#,
+        );
+        let (_, second) = apply(
+            &mut reducer,
+            r#"{"event":"EventRinging","ConnID":"2","ThisDN":"7001"}"#,
+        );
+        apply(
+            &mut reducer,
+            r#"{"event":"EventReleased","ConnID":"1","ThisDN":"7001"}"#,
+        );
+        assert!(reducer.remove(first[0].0));
+        assert_eq!(reducer.device_count(), 1, "7001 still has call 2");
+        assert!(!reducer.is_empty());
+        let (call, device) = reducer.call(second[0].0).expect("call 2 is still held");
+        assert_eq!((&*device.dn, call.state), ("7001", CallState::Ringing));
+        // Call 2 still takes its events, and ConnID 1 at 7001 is free for a new call.
+        let (_, notes) = apply(
+            &mut reducer,
+            r#"{"event":"EventEstablished","ConnID":"2","ThisDN":"7001"}"#,
+        );
+        assert_eq!(notes, [(second[0].0, "StatusChange".to_owned())]);
+        let (disposition, notes) = apply(
+            &mut reducer,
+            r#"{"event":"EventRinging","ConnID":"1","ThisDN":"7001"}"#,
+        );
+        assert_eq!(disposition, Disposition::Applied);
+        assert_eq!(notes.len(), 1);
+        assert_ne!(notes[0].0, first[0].0, "a new resource");
+        assert_eq!(reducer.len(), 2);
+    }
+
+    #[test]
     fn the_call_bound_ignores_creations_but_not_updates() {
         let mut reducer = Reducer::new(ReducerConfig {
             max_calls: 1,
