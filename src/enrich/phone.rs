@@ -215,10 +215,22 @@ mod tests {
     }
 
     #[test]
+    fn warm_up_visits_every_region() {
+        // libphonenumber 9.0.33 has metadata for over 240 regions; the warm-up must not stop early.
+        let regions = warm_up();
+        assert_eq!(regions, phonenumber::metadata::DATABASE.iter().count());
+        assert!(regions > 240, "{regions}");
+    }
+
+    #[test]
     fn phone_book_shares_and_stays_bounded() {
         let mut book = PhoneBook::with_capacity(2);
         let a = book.participant("7001");
         assert!(Arc::ptr_eq(&a, &book.participant("7001")));
+        // Under the bound, every number stays.
+        let b = book.participant("7002");
+        assert!(Arc::ptr_eq(&a, &book.participant("7001")));
+        assert!(Arc::ptr_eq(&b, &book.participant("7002")));
         book.participant("7002");
         book.participant("7003");
         assert!(book.cache.len() <= 2);

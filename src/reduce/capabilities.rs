@@ -239,6 +239,29 @@ mod tests {
     }
 
     #[test]
+    fn membership_is_per_capability() {
+        let held = capabilities(CapabilityInputs {
+            state: CallState::Held,
+            monitoring: false,
+            monitored_user_muted: false,
+            recording: RecordingState::Stopped,
+            consult: ConsultRole::NONE,
+        });
+        for (cap, name) in [
+            (Capability::Answer, "Answer"),
+            (Capability::Hangup, "Hangup"),
+            (Capability::Hold, "Hold"),
+            (Capability::Retrieve, "Retrieve"),
+            (Capability::SwapCalls, "SwapCalls"),
+            (Capability::DeleteUserDataPair, "DeleteUserDataPair"),
+        ] {
+            let listed = ["Hangup", "Retrieve", "DeleteUserDataPair"].contains(&name);
+            assert_eq!(held.contains(cap), listed, "{name}");
+        }
+        assert!(!Capabilities::NONE.contains(Capability::Hangup));
+    }
+
+    #[test]
     fn recording_operations_follow_the_recording_state() {
         let paused = names(
             CallState::Established,

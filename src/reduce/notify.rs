@@ -276,3 +276,39 @@ pub(crate) fn escaped(text: &str) -> String {
     push_escaped(&mut out, text);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::reduce::{Notifications, Reducer};
+
+    #[test]
+    fn notifications_accumulate_and_locate_their_documents() {
+        let mut reducer = Reducer::default();
+        let mut out = Notifications::default();
+        assert!(out.is_empty());
+        for line in [
+            r#"{"event":"EventRinging","ConnID":"1","CallUUID":"A","ThisDN":"7001"}"#,
+            r#"{"event":"EventRinging","ConnID":"2","CallUUID":"B","ThisDN":"7002"}"#,
+            r#"{"event":"EventEstablished","ConnID":"1","ThisDN":"7001"}"#,
+        ] {
+            reducer
+                .apply_line(line.as_bytes(), &mut out)
+                .expect("valid");
+        }
+        assert_eq!(out.len(), 3);
+        assert!(!out.is_empty());
+        let ids: Vec<String> = out
+            .iter()
+            .map(|n| {
+                // The document is where `call_in_members` says, in every notification, not only the first.
+                assert_eq!(&n.members[n.call_in_members.clone()], n.call);
+                let call: serde_json::Value = serde_json::from_str(n.call).expect("JSON");
+                format!("{}/{}", call["id"].as_str().unwrap_or("?"), call["state"])
+            })
+            .collect();
+        assert_eq!(ids, ["A/\"Ringing\"", "B/\"Ringing\"", "A/\"Established\""]);
+        out.clear();
+        assert!(out.is_empty());
+        assert_eq!(out.len(), 0);
+    }
+}

@@ -17,25 +17,33 @@ pub struct Table<T> {
     free: Vec<u32>,
     next_serial: u64,
     len: usize,
+    /// The most values held at once (at most [`MAX_SLOTS`], which the slot bits of a number can address).
+    limit: usize,
 }
 
 impl<T> Default for Table<T> {
     fn default() -> Self {
+        Self::with_limit(MAX_SLOTS)
+    }
+}
+
+impl<T> Table<T> {
+    /// An empty table that holds at most `limit` values (never more than [`MAX_SLOTS`]).
+    pub fn with_limit(limit: usize) -> Self {
         Self {
             slots: Vec::new(),
             free: Vec::new(),
             next_serial: 0,
             len: 0,
+            limit: limit.min(MAX_SLOTS),
         }
     }
-}
 
-impl<T> Table<T> {
     /// Stores `value` and returns its number, or gives it back when the table is full.
     pub fn insert(&mut self, value: T) -> Result<u64, T> {
         let slot = match self.free.pop() {
             Some(slot) => slot as usize,
-            None if self.slots.len() < MAX_SLOTS => {
+            None if self.slots.len() < self.limit => {
                 self.slots.push(None);
                 self.slots.len() - 1
             }
@@ -117,8 +125,23 @@ mod tests {
             "a stale number finds nothing, though its slot was reused"
         );
         assert_eq!(table.get(c), Some(&"c"));
+        assert_eq!(table.get_mut(a), None, "nor mutably");
+        assert_eq!(table.get_mut(c), Some(&mut "c"));
+        assert!(!table.is_empty());
         assert_eq!(table.numbers(), vec![b, c]);
         assert_eq!(table.len(), 2);
         assert_eq!(table.remove(a), None);
+    }
+
+    #[test]
+    fn a_full_table_gives_the_value_back_until_a_slot_is_free() {
+        let mut table = Table::with_limit(2);
+        let a = table.insert("a").unwrap();
+        table.insert("b").unwrap();
+        assert_eq!(table.insert("c"), Err("c"));
+        assert_eq!(table.len(), 2);
+        table.remove(a);
+        assert!(table.insert("c").is_ok());
+        assert_eq!(Table::<()>::with_limit(usize::MAX).limit, MAX_SLOTS);
     }
 }
