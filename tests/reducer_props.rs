@@ -3,35 +3,16 @@
 
 mod support;
 
+use callgate::event::EventKind;
 use callgate::reduce::{Disposition, Notifications, Reducer};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
-const KINDS: [&str; 22] = [
-    "EventQueued",
-    "EventDiverted",
-    "EventAbandoned",
-    "EventRinging",
-    "EventDialing",
-    "EventNetworkReached",
-    "EventDestinationBusy",
-    "EventEstablished",
-    "EventReleased",
-    "EventHeld",
-    "EventRetrieved",
-    "EventPartyChanged",
-    "EventPartyAdded",
-    "EventPartyDeleted",
-    "EventAttachedDataChanged",
-    "EventLinkDisconnected",
-    "EventLinkConnected",
-    "EventUserEvent",
-    "EventMuteOn",
-    "EventMuteOff",
-    "EventPrivateInfo",
-    "EventCallDataChanged",
-];
+/// Every event of the table, by name.
+fn kinds() -> Vec<&'static str> {
+    EventKind::all().map(EventKind::name).collect()
+}
 const DNS: [&str; 4] = ["7001", "7002", "7101", "8001"];
 const NUMBERS: [&str; 6] = [
     "7001",
@@ -60,7 +41,7 @@ fn pick<T: Clone + std::fmt::Debug + 'static>(
 /// One random but valid event of the table, over a small universe of DNs and calls so that events meet.
 fn arb_event() -> impl Strategy<Value = Value> {
     (
-        (proptest::sample::select(&KINDS[..]), proptest::sample::select(&DNS[..]), proptest::sample::select(&CONN_IDS[..])),
+        (proptest::sample::select(kinds()), proptest::sample::select(&DNS[..]), proptest::sample::select(&CONN_IDS[..])),
         (pick(&CONN_IDS), pick(&CONN_IDS), pick(&[0u8, 1, 2, 3, 4][..])),
         (pick(&NUMBERS), pick(&NUMBERS), pick(&["RoleObserver", "RoleDestination", "RoleOrigination"][..])),
         (pick(&["RoleObserver", "RoleAddedBy"][..]), pick(&["start", "pause", "resume", "stop", "x"][..])),
