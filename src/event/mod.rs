@@ -137,6 +137,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_owned_event_keeps_every_attribute() {
+        let line = br#"{"event":"EventPartyAdded","Server":"SIP_A","ConnID":"1","PreviousConnID":"2","TransferConnID":"3","CallUUID":"U","CallType":4,"CallState":1,"ThisDN":"7001","ThisQueue":"8001","ThisDNRole":"RoleObserver","OtherDN":"7002","OtherDNRole":1,"ThirdPartyDN":"7101","ThirdPartyDNRole":10,"ANI":"+14155550100","DNIS":"8001","UserData":{"a":"b"},"Extensions":{"record":"on"},"EventSequenceNumber":5,"TimeinSecs":7}"#;
+        let Ok(crate::event::Decoded::Event(event)) = crate::event::decode_line(line) else {
+            panic!("a valid event");
+        };
+        // Every string attribute is present, so a conversion that drops or empties one differs.
+        assert_eq!(event.third_party_dn.as_deref(), Some("7101"));
+        assert_eq!(event.clone().into_owned(), event);
+    }
+
+    #[test]
     fn conn_id_normalises_and_bounds() {
         assert_eq!(
             ConnId::parse("1A2b").map(|c| c.to_string()),
