@@ -566,6 +566,51 @@ mod tests {
         assert_eq!(e.time, Some(5_000_000));
     }
 
+    /// An EventRinging at 7001 with `extra` members added.
+    fn ringing_with(extra: &str) -> Result<Decoded<'static>, DecodeError> {
+        let line = format!(r#"{{"event":"EventRinging","ConnID":"1","ThisDN":"7001",{extra}}}"#);
+        decode_line(line.as_bytes()).map(|decoded| match decoded {
+            Decoded::Event(event) => Decoded::Event(event.into_owned()),
+            Decoded::Unknown { name } => Decoded::Unknown {
+                name: Cow::Owned(name.into_owned()),
+            },
+        })
+    }
+
+    #[test]
+    fn attributes_read_but_not_used_yet_are_still_checked() {
+        // events.md: ThisQueue is a string, CallState a number or a name, Reasons a KV list.
+        assert!(ringing_with(r#""ThisQueue":8001"#).is_err());
+        assert!(ringing_with(r#""CallState":true"#).is_err());
+        assert!(ringing_with(r#""CallState":-1"#).is_err());
+        assert!(ringing_with(r#""Reasons":"busy""#).is_err());
+        assert!(ringing_with(r#""Reasons":{"ReasonCode":"Lunch"}"#).is_ok());
+        let Ok(Decoded::Event(event)) = ringing_with(r#""CallState":22,"ThisQueue":"8001""#) else {
+            panic!("valid");
+        };
+        assert_eq!(event.call_state, Some(22));
+        assert_eq!(event.this_queue.as_deref(), Some("8001"));
+        let Ok(Decoded::Event(event)) = ringing_with(r#""CallState":"Redirected""#) else {
+            panic!("valid");
+        };
+        assert_eq!(event.call_state, None, "names are informational");
+    }
+
+    #[test]
+    fn edges_of_times_conn_ids_and_kv_values() {
+        assert!(ringing_with(r#""TimeinSecs":1,"TimeinuSecs":999999"#).is_ok());
+        assert!(ringing_with(r#""TimeinSecs":1,"TimeinuSecs":1000000"#).is_err());
+        // An empty PreviousConnID is absent (T-Servers send ""); an empty ConnID is not a ConnID.
+        let Ok(Decoded::Event(event)) = ringing_with(r#""PreviousConnID":"""#) else {
+            panic!("valid");
+        };
+        assert_eq!(event.previous_conn_id, None);
+        assert!(decode_line(br#"{"event":"EventRinging","ConnID":"","ThisDN":"7001"}"#).is_err());
+        // docs/semantics.md: a bool or null inside a KV list rejects the line.
+        assert!(ringing_with(r#""UserData":{"a":true}"#).is_err());
+        assert!(ringing_with(r#""UserData":{"a":null}"#).is_err());
+    }
+
     #[test]
     fn unknown_events_are_ignored_whatever_they_carry() {
         assert_eq!(
