@@ -24,14 +24,6 @@ const NUMBERS: [&str; 6] = [
 ];
 const CONN_IDS: [&str; 3] = ["00a1", "00a2", "00a3"];
 
-/// `default` unless the PROPTEST_CASES environment variable says otherwise.
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn pick<T: Clone + std::fmt::Debug + 'static>(
     items: &'static [T],
 ) -> impl Strategy<Value = Option<T>> {
@@ -167,7 +159,7 @@ fn check_invariants(folded: &Folded) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(400), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: support::cases(400), ..ProptestConfig::default() })]
 
     #[test]
     fn random_streams_keep_the_invariants(lines in arb_stream(60)) {
@@ -243,7 +235,7 @@ fn fixture_lines() -> Vec<Vec<String>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(200), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: support::cases(200), ..ProptestConfig::default() })]
 
     /// The events of the real scenarios, in any order (each scenario shuffled, then all interleaved).
     #[test]
@@ -266,7 +258,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(2000), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: support::cases(2000), ..ProptestConfig::default() })]
 
     /// Any bytes at all: a clean rejection or an event, never a panic, and the reducer takes whatever
     /// decodes.

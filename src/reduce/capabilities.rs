@@ -95,7 +95,7 @@ impl Capabilities {
 /// How a call takes part in consultations at its device. A consultation of a consultation is both: the
 /// middle call is the consultation C of its parent and the parent H of its own consultation, and each rule
 /// of call-resource.md applies to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConsultRole {
     /// The call H: a live consultation call of the device has it as parent.
     pub parent: bool,

@@ -190,3 +190,12 @@ pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
 }
+
+/// Cases of a property test: `default`, unless the PROPTEST_CASES environment variable says otherwise (a
+/// longer exploration, or a shorter run under cargo-mutants).
+pub fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
