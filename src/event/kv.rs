@@ -456,6 +456,20 @@ mod tests {
     }
 
     #[test]
+    fn writes_integers_at_their_edges() {
+        let kv = KvList::parse(
+            r#"{"z":0,"n":-1,"max":18446744073709551615,"min":-9223372036854775808}"#,
+            "UserData",
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            &*kv.json,
+            r#"{"z":0,"n":-1,"max":18446744073709551615,"min":-9223372036854775808}"#
+        );
+    }
+
+    #[test]
     fn finds_every_byte_that_needs_escaping_at_any_position() {
         for len in 0..20 {
             for at in 0..len {
