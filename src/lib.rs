@@ -16,4 +16,5 @@ pub mod reduce;
 pub mod serve;
 pub mod sim;
 pub mod store;
+pub mod supervise;
 pub mod telemetry;

@@ -10,6 +10,7 @@ use crate::reduce::CallState;
 use bytes::Bytes;
 use dashmap::DashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Identifies a call resource across reducer shards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -50,17 +51,43 @@ pub struct StoredCall {
 #[derive(Debug, Default)]
 pub struct Store {
     calls: DashMap<CallKey, StoredCall>,
+    /// Calls held that are not Released, kept as calls change so that counting them reads no call.
+    live: AtomicUsize,
+}
+
+fn is_live(call: &StoredCall) -> bool {
+    call.meta.state != CallState::Released
 }
 
 impl Store {
     /// Records the newest version of a call.
     pub fn upsert(&self, call: StoredCall) {
-        self.calls.insert(call.meta.key, call);
+        let live = is_live(&call);
+        let was_live = self
+            .calls
+            .insert(call.meta.key, call)
+            .is_some_and(|old| is_live(&old));
+        match (was_live, live) {
+            (false, true) => self.live.fetch_add(1, Ordering::Relaxed),
+            (true, false) => self.live.fetch_sub(1, Ordering::Relaxed),
+            _ => 0,
+        };
     }
 
     /// Forgets a call (its linger time is over).
     pub fn remove(&self, key: CallKey) {
-        self.calls.remove(&key);
+        if self
+            .calls
+            .remove(&key)
+            .is_some_and(|(_, old)| is_live(&old))
+        {
+            self.live.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How many calls held are not Released.
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
     }
 
     /// How many calls are held.

@@ -151,24 +151,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let stats = state.fanout.stats();
     metrics::gauge!("callgate_calls_held").set(state.store.len() as f64);
-    metrics::gauge!("callgate_live_calls").set(
-        state
-            .store
-            .select(|c| c.state != crate::reduce::CallState::Released)
-            .len() as f64,
-    );
+    metrics::gauge!("callgate_live_calls").set(state.store.live() as f64);
     metrics::gauge!("callgate_ws_connections").set(stats.connections as f64);
     metrics::gauge!("callgate_subscriptions").set(stats.subscriptions as f64);
     metrics::gauge!("callgate_seq").set(stats.seq as f64);
-    for (server, up) in state.pipeline.links().await {
-        if let Some(up) = up {
-            metrics::gauge!("callgate_tserver_link_up", "server" => server).set(if up {
-                1.0
-            } else {
-                0.0
-            });
-        }
-    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

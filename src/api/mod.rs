@@ -4,7 +4,6 @@ pub mod http;
 pub mod ws;
 
 use crate::fanout::Fanout;
-use crate::pipeline::Pipeline;
 use crate::store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
@@ -19,8 +18,6 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// Subscriptions and delivery.
     pub fanout: Arc<Fanout>,
-    /// The pipeline (for link state).
-    pub pipeline: Arc<Pipeline>,
     /// The public base URL, without a trailing slash.
     pub base_url: Arc<str>,
     /// The Prometheus recorder.

@@ -87,6 +87,36 @@ pub struct Event<'a> {
     pub time: Option<Micros>,
 }
 
+impl<'a> Event<'a> {
+    /// An event with only the attributes that identify its call: what the gateway itself says about a call
+    /// (a stale call released by `serve`), never read from a T-Server.
+    pub fn bare(kind: EventKind, server: &'a str, conn_id: ConnId, this_dn: &'a str) -> Self {
+        Event {
+            kind,
+            server: Cow::Borrowed(server),
+            conn_id: Some(conn_id),
+            previous_conn_id: None,
+            transfer_conn_id: None,
+            call_uuid: None,
+            call_type: None,
+            call_state: None,
+            this_dn: Some(Cow::Borrowed(this_dn)),
+            this_queue: None,
+            this_dn_role: None,
+            other_dn: None,
+            other_dn_role: None,
+            third_party_dn: None,
+            third_party_dn_role: None,
+            ani: None,
+            dnis: None,
+            user_data: None,
+            extensions: None,
+            sequence: None,
+            time: None,
+        }
+    }
+}
+
 impl Event<'_> {
     /// The same event owning its strings, to send it to another thread.
     pub fn into_owned(self) -> Event<'static> {

@@ -264,12 +264,10 @@ impl Fanout {
         &self.epoch
     }
 
-    /// Publishes notifications in order: assigns seq, updates the store and history, delivers. Returns the
-    /// keys of calls that were Released by this batch (their linger starts now).
-    pub fn publish(&self, batch: Vec<Published>) -> Vec<CallKey> {
-        let mut released = Vec::new();
+    /// Publishes notifications in order: assigns seq, updates the store and history, delivers.
+    pub fn publish(&self, batch: Vec<Published>) {
         if batch.is_empty() {
-            return released;
+            return;
         }
         let mut guard = self.lock();
         let core = &mut *guard;
@@ -287,9 +285,6 @@ impl Fanout {
             frame.push('}');
             let frame = Bytes::from(frame);
             let call_json = frame.slice(offset + published.call.start..offset + published.call.end);
-            if published.meta.state == CallState::Released {
-                released.push(published.meta.key);
-            }
             self.store.upsert(StoredCall {
                 meta: Arc::clone(&published.meta),
                 json: call_json,
@@ -347,7 +342,6 @@ impl Fanout {
             outbox.wake();
         }
         self.lock().to_wake = to_wake;
-        released
     }
 
     /// Forgets calls whose linger time is over.

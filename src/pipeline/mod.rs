@@ -2,31 +2,47 @@
 //! runtime's cores, and a publisher that puts the shards' notifications back into ingest order.
 //!
 //! ```text
-//! ingest connections ──submit──▶ sequencer (duplicates, times; one lock) ──jobs──▶ shard 0..N (reducers)
-//!                                      │ tickets (which shard, in order)                │ results
-//!                                      └──────────────────▶ publisher ◀─────────────────┘
-//!                                                             │ seq, store, history, outboxes
+//! ingest connections ──submit──▶ admitter (sequencer; one lock) ──jobs, ticks──▶ shard 0..N (reducers)
+//!  sweeper ──tick──▶                  │ tickets (which shard, in order)                 │ outputs
+//!                                     └───────────────────▶ publisher ◀─────────────────┘
+//!                                                              │ seq, store, history, outboxes
 //! ```
 //!
 //! A device's calls live in one shard (the spec's state is per device), so shards never talk to each other.
-//! The publisher takes results in ticket order, so the notification stream is the one `fold` produces for
+//! The publisher takes outputs in ticket order, so the notification stream is the one `fold` produces for
 //! the same input, and per-call order always holds. Every channel is bounded: when reducers fall behind,
 //! `submit` waits, the ingest connections stop reading their sockets, and TCP pushes back on T-Servers.
+//!
+//! Messages flow one way only: admitter → shards → publisher, and admitter → publisher. Nothing downstream
+//! ever waits on something upstream, so no cycle of full queues can form. (An earlier design had the
+//! publisher send "forget these calls" back to the shards; with a shard's queue full and the shard waiting
+//! for room in its output queue, which only the publisher drains, both waited forever.) Time reaches the
+//! shards the same way events do: the sweeper submits a tick through the admitter, and each shard answers
+//! it with the calls it released as stale and the lingering calls it forgot, in stream order.
 
-use crate::event::Event;
-use crate::event::Micros;
+use crate::event::{Event, EventKind, Micros};
 use crate::fanout::{Fanout, Published};
-use crate::reduce::{Admission, Disposition, Notifications, Reducer, ReducerConfig, Sequencer};
+use crate::reduce::{
+    Admission, CallState, Disposition, IgnoreReason, NotificationType, Notifications, Reducer,
+    ReducerConfig, Sequencer,
+};
 use crate::store::{CallKey, CallMeta};
+use crate::supervise::Supervisor;
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
-/// Batches queued per shard (each up to one socket read of events).
-const SHARD_QUEUE: usize = 64;
+/// Messages queued per shard and per shard's output (each up to one socket read of events).
+pub const SHARD_QUEUE: usize = 64;
+/// How often the shards are told the time (linger and staleness are checked then).
+const TICK_EVERY: Duration = Duration::from_millis(250);
+/// How often a shard looks for stale calls (a scan of its calls).
+const STALE_SCAN_EVERY: Duration = Duration::from_secs(1);
+/// At most one log line per shard this often about events refused at `--max-calls`.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Per-connection counters, shared by the ingest connection, the sequencer and the shards.
 #[derive(Debug, Default)]
@@ -39,10 +55,20 @@ pub struct ConnStats {
     pub duplicates: AtomicU64,
     /// Lines rejected.
     pub rejected: AtomicU64,
+    /// Events refused because the gateway holds `--max-calls` calls (each would have created one).
+    pub dropped: AtomicU64,
     /// Events handed to the pipeline.
     pub submitted: AtomicU64,
     /// Events the pipeline has finished with.
     pub taken: AtomicU64,
+}
+
+/// What became of an event the pipeline has finished with, as the ingest acknowledgement counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    Applied,
+    Duplicate,
+    Dropped,
 }
 
 impl ConnStats {
@@ -51,16 +77,17 @@ impl ConnStats {
         self.highest_plus_one.load(Ordering::Acquire).checked_sub(1)
     }
 
-    fn take(&self, sequence: Option<u64>, duplicate: bool) {
+    fn take(&self, sequence: Option<u64>, taken: Taken) {
         if let Some(number) = sequence {
             self.highest_plus_one
                 .fetch_max(number.saturating_add(1), Ordering::AcqRel);
         }
-        if duplicate {
-            self.duplicates.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.applied.fetch_add(1, Ordering::Relaxed);
-        }
+        let counter = match taken {
+            Taken::Applied => &self.applied,
+            Taken::Duplicate => &self.duplicates,
+            Taken::Dropped => &self.dropped,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         self.taken.fetch_add(1, Ordering::Release);
     }
 
@@ -84,37 +111,51 @@ struct Job {
     sequence: Option<u64>,
     event: Event<'static>,
     time: Option<Micros>,
+    arrived: Micros,
     stats: Arc<ConnStats>,
     ingested: Instant,
 }
 
-/// What a shard made of one job, handed to the publisher.
-struct JobResult {
-    published: Vec<Published>,
-    stats: Arc<ConnStats>,
-    sequence: Option<u64>,
+/// The gateway's clock, as the sweeper read it.
+#[derive(Debug, Clone, Copy)]
+struct Tick {
+    now: Instant,
+    wall: Micros,
 }
 
 enum ShardInput {
     Jobs(Vec<Job>),
-    Forget(Vec<u64>),
+    Tick(Tick),
+}
+
+/// What a shard made of one job or tick, handed to the publisher in ticket order.
+struct ShardOutput {
+    published: Vec<Published>,
+    /// Released calls whose linger is over: the store drops them.
+    forgotten: Vec<CallKey>,
+    /// The job's connection, EventSequenceNumber and outcome (none for a tick).
+    taken: Option<(Arc<ConnStats>, Option<u64>, Taken)>,
 }
 
 struct Admitter {
     sequencer: Sequencer,
     shards: Vec<mpsc::Sender<ShardInput>>,
-    tickets: mpsc::Sender<PublisherInput>,
+    tickets: mpsc::Sender<Vec<u16>>,
 }
 
 /// Settings of the pipeline.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
-    /// Reducer shards (threads).
+    /// Reducer shards (tasks).
     pub shards: usize,
     /// The reducers' settings.
     pub reducer: ReducerConfig,
     /// How long Released calls stay readable.
     pub released_linger: Duration,
+    /// A live call that has had no event for this long is released (`None`: never).
+    pub stale_call_after: Option<Duration>,
+    /// Messages queued per shard and per shard's output.
+    pub queue_depth: usize,
 }
 
 /// The running pipeline.
@@ -131,33 +172,34 @@ fn wall_clock_micros() -> Micros {
 }
 
 impl Pipeline {
-    /// Starts the shards and the publisher. The returned handle finishes when every sender is dropped
-    /// (after shutdown) and the publisher has published everything.
+    /// Starts the shards, the publisher and the sweeper under `supervisor`. The returned receiver
+    /// completes when the publisher has published everything, after [`Pipeline::close`].
     pub fn start(
         config: PipelineConfig,
         fanout: Arc<Fanout>,
-    ) -> (Arc<Pipeline>, tokio::task::JoinHandle<()>) {
+        supervisor: &Supervisor,
+    ) -> (Arc<Pipeline>, oneshot::Receiver<()>) {
         let shard_count = config.shards.clamp(1, 64);
-        let (tickets_tx, tickets_rx) = mpsc::channel::<PublisherInput>(SHARD_QUEUE * shard_count);
-        // Weak: the sweeper must not keep the channel open once the admitter closes it at shutdown.
-        let sweeper_tx = tickets_tx.downgrade();
+        let depth = config.queue_depth.max(1);
+        let (tickets_tx, tickets_rx) = mpsc::channel::<Vec<u16>>(depth * shard_count);
         let mut shard_txs = Vec::with_capacity(shard_count);
-        let mut result_rxs = Vec::with_capacity(shard_count);
-        for shard in 0..shard_count {
-            let (tx, rx) = mpsc::channel::<ShardInput>(SHARD_QUEUE);
-            let (result_tx, result_rx) = mpsc::channel::<Vec<JobResult>>(SHARD_QUEUE);
+        let mut output_rxs = Vec::with_capacity(shard_count);
+        for id in 0..shard_count {
+            let (tx, rx) = mpsc::channel::<ShardInput>(depth);
+            let (output_tx, output_rx) = mpsc::channel::<Vec<ShardOutput>>(depth);
             // `max_calls` bounds the whole gateway: each shard holds its share.
             let reducer = Reducer::new(ReducerConfig {
                 max_calls: config.reducer.max_calls.div_ceil(shard_count),
                 ..config.reducer.clone()
             });
+            let shard = Shard::new(id as u16, reducer, &config);
             // A task, not a thread: the runtime runs it right after the ingest task that fed it (on the
-            // same core, no wake-up of a sleeping CPU), and spreads shards over the cores when busy.
-            tokio::spawn(run_shard(shard as u16, reducer, rx, result_tx));
+            // same core, no wake-up of a sleeping CPU), and spreads shards over the cores when busy
+            // (measured: ingest-to-publish p99 fell from ~25 ms with threads to under 10 ms).
+            supervisor.spawn(format!("reducer shard {id}"), shard.run(rx, output_tx));
             shard_txs.push(tx);
-            result_rxs.push(result_rx);
+            output_rxs.push(output_rx);
         }
-        let forget_txs = shard_txs.clone();
         let pipeline = Arc::new(Pipeline {
             admitter: Mutex::new(Admitter {
                 sequencer: Sequencer::default(),
@@ -166,31 +208,44 @@ impl Pipeline {
             }),
             shard_count,
         });
-        // Shards and the publisher are tasks, not threads: a hand-off between tasks usually runs on the
-        // same core right away (tokio's LIFO slot), while waking a parked thread of a virtual machine costs
-        // up to a millisecond per hop (measured: ingest-to-publish p99 fell from ~25 ms to under 10 ms).
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let linger = config.released_linger;
-        tokio::spawn(async move {
-            run_publisher(tickets_rx, result_rxs, forget_txs, fanout, linger).await;
+        let (done_tx, done_rx) = oneshot::channel();
+        supervisor.spawn("publisher", async move {
+            run_publisher(tickets_rx, output_rxs, fanout).await;
             let _ = done_tx.send(());
         });
-        let publisher = tokio::spawn(async move {
-            let mut sweep = tokio::time::interval(Duration::from_millis(250));
-            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut done = done_rx;
-            loop {
-                tokio::select! {
-                    _ = sweep.tick() => {
-                        let Some(tx) = sweeper_tx.upgrade() else { break };
-                        // A full queue means the publisher is busy and will sweep soon anyway.
-                        let _ = tx.try_send(PublisherInput::Sweep);
-                    }
-                    _ = &mut done => break,
-                }
+        supervisor.spawn("sweeper", Arc::clone(&pipeline).sweep());
+        (pipeline, done_rx)
+    }
+
+    /// Tells the shards the time every [`TICK_EVERY`] until the pipeline is closed.
+    async fn sweep(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(TICK_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let tick = Tick {
+                now: Instant::now(),
+                wall: wall_clock_micros(),
+            };
+            if !self.tick(tick).await {
+                return;
             }
-        });
-        (pipeline, publisher)
+        }
+    }
+
+    /// Queues `tick` to every shard, in stream order. False once the pipeline is closed.
+    async fn tick(&self, tick: Tick) -> bool {
+        let admitter = self.admitter.lock().await;
+        if admitter.shards.is_empty() {
+            return false;
+        }
+        for shard in &admitter.shards {
+            if shard.send(ShardInput::Tick(tick)).await.is_err() {
+                return false;
+            }
+        }
+        let order = (0..self.shard_count as u16).collect();
+        admitter.tickets.send(order).await.is_ok()
     }
 
     /// Hands a connection's events to the pipeline, in order. Waits while the shards are full.
@@ -202,34 +257,27 @@ impl Pipeline {
         let mut admitter = self.admitter.lock().await;
         let mut jobs: Vec<Vec<Job>> = (0..self.shard_count).map(|_| Vec::new()).collect();
         let mut tickets = Vec::with_capacity(batch.len());
-        for Submission {
-            event,
-            stats,
-            ingested,
-        } in batch
-        {
+        for submission in batch {
+            let Submission {
+                event,
+                stats,
+                ingested,
+            } = submission;
             stats.submitted.fetch_add(1, Ordering::Release);
             let sequence = event.sequence;
             match admitter.sequencer.admit(&event, Some(arrival)) {
                 Admission::Duplicate => {
-                    metrics::counter!("callgate_events_total", "outcome" => "duplicate")
-                        .increment(1);
-                    stats.take(sequence, true);
+                    count_outcome("duplicate");
+                    stats.take(sequence, Taken::Duplicate);
                 }
                 Admission::TooManyServers => {
-                    metrics::counter!("callgate_events_total", "outcome" => "ignored").increment(1);
-                    stats.take(sequence, false);
+                    count_outcome("ignored");
+                    stats.take(sequence, Taken::Applied);
                 }
                 Admission::Admitted { .. } if !event.kind.is_call_event() => {
-                    if let Some(link) = match event.kind {
-                        crate::event::EventKind::LinkConnected => Some(1.0),
-                        crate::event::EventKind::LinkDisconnected => Some(0.0),
-                        _ => None,
-                    } {
-                        metrics::gauge!("callgate_tserver_link_up", "server" => event.server.to_string()).set(link);
-                    }
-                    metrics::counter!("callgate_events_total", "outcome" => "applied").increment(1);
-                    stats.take(sequence, false);
+                    record_link(&event);
+                    count_outcome("applied");
+                    stats.take(sequence, Taken::Applied);
                 }
                 Admission::Admitted { time } => {
                     let shard = self.shard_of(&event);
@@ -238,29 +286,26 @@ impl Pipeline {
                         sequence,
                         event,
                         time,
+                        arrived: arrival,
                         stats,
                         ingested,
                     });
                 }
             }
         }
+        // Jobs before their tickets: the publisher never waits for a job that has not been queued.
         for (shard, jobs) in jobs.into_iter().enumerate() {
-            if !jobs.is_empty()
-                && admitter.shards[shard]
-                    .send(ShardInput::Jobs(jobs))
-                    .await
-                    .is_err()
-            {
+            if jobs.is_empty() {
+                continue;
+            }
+            let Some(queue) = admitter.shards.get(shard) else {
+                return;
+            };
+            if queue.send(ShardInput::Jobs(jobs)).await.is_err() {
                 tracing::error!("reducer shard {shard} has stopped");
             }
         }
-        if !tickets.is_empty()
-            && admitter
-                .tickets
-                .send(PublisherInput::Order(tickets))
-                .await
-                .is_err()
-        {
+        if !tickets.is_empty() && admitter.tickets.send(tickets).await.is_err() {
             tracing::error!("publisher has stopped");
         }
     }
@@ -280,158 +325,409 @@ impl Pipeline {
         let (closed, _) = mpsc::channel(1);
         admitter.tickets = closed;
     }
-
-    /// Link state of every T-Server seen.
-    pub async fn links(&self) -> Vec<(String, Option<bool>)> {
-        let admitter = self.admitter.lock().await;
-        admitter
-            .sequencer
-            .links()
-            .map(|(name, up)| (name.to_owned(), up))
-            .collect()
-    }
 }
 
-async fn run_shard(
-    shard: u16,
-    mut reducer: Reducer,
-    mut input: mpsc::Receiver<ShardInput>,
-    results: mpsc::Sender<Vec<JobResult>>,
-) {
-    let mut notifications = Notifications::default();
-    while let Some(message) = input.recv().await {
-        let jobs = match message {
-            ShardInput::Jobs(jobs) => jobs,
-            ShardInput::Forget(numbers) => {
-                for number in numbers {
-                    reducer.remove(number);
-                }
-                continue;
-            }
-        };
-        let mut batch = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let disposition = reducer.apply_admitted(job.event, job.time, &mut notifications);
-            let outcome = match disposition {
-                Disposition::Applied => "applied",
-                Disposition::Duplicate => "duplicate",
-                Disposition::Orphan => "orphan",
-                Disposition::Ignored(_) => "ignored",
+fn count_outcome(outcome: &'static str) {
+    metrics::counter!("callgate_events_total", "outcome" => outcome).increment(1);
+}
+
+/// The link state of a T-Server, kept as a gauge (the one place it is recorded for /metrics).
+fn record_link(event: &Event<'_>) {
+    let up = match event.kind {
+        EventKind::LinkConnected => 1.0,
+        EventKind::LinkDisconnected => 0.0,
+        _ => return,
+    };
+    metrics::gauge!("callgate_tserver_link_up", "server" => event.server.to_string()).set(up);
+}
+
+/// One reducer shard: its reducer, and the calls it has released and will forget.
+struct Shard {
+    id: u16,
+    reducer: Reducer,
+    notifications: Notifications,
+    linger: Duration,
+    /// Released calls and when their linger ends, in that order. One entry per Released call, so it holds
+    /// at most the shard's `max_calls`.
+    lingering: VecDeque<(Instant, u64)>,
+    stale_after: Option<Duration>,
+    next_stale_scan: Option<Instant>,
+    /// Events refused at `--max-calls` since the last log line about them.
+    refused: u64,
+    last_refusal_log: Option<Instant>,
+}
+
+impl Shard {
+    fn new(id: u16, reducer: Reducer, config: &PipelineConfig) -> Self {
+        Self {
+            id,
+            reducer,
+            notifications: Notifications::default(),
+            linger: config.released_linger,
+            lingering: VecDeque::new(),
+            stale_after: config.stale_call_after,
+            next_stale_scan: None,
+            refused: 0,
+            last_refusal_log: None,
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut input: mpsc::Receiver<ShardInput>,
+        output: mpsc::Sender<Vec<ShardOutput>>,
+    ) {
+        while let Some(message) = input.recv().await {
+            let outputs = match message {
+                ShardInput::Jobs(jobs) => jobs.into_iter().map(|job| self.apply(job)).collect(),
+                ShardInput::Tick(tick) => vec![self.tick(tick)],
             };
-            metrics::counter!("callgate_events_total", "outcome" => outcome).increment(1);
-            let mut published = Vec::with_capacity(notifications.len());
-            for notification in notifications.iter() {
-                let Some((call, device)) = reducer.call(notification.resource) else {
-                    continue;
-                };
-                published.push(Published {
-                    meta: Arc::new(CallMeta {
-                        key: CallKey {
-                            shard,
-                            number: notification.resource,
-                        },
-                        dn: Arc::clone(&device.dn),
-                        device_id: Arc::clone(&device.device_id),
-                        call_id: Arc::clone(&call.id),
-                        conn_id: call.conn_id,
-                        state: call.state,
-                    }),
-                    members: notification.members.to_owned(),
-                    call: notification.call_in_members.clone(),
-                    ingested: job.ingested,
+            if output.send(outputs).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn apply(&mut self, job: Job) -> ShardOutput {
+        let disposition =
+            self.reducer
+                .apply_admitted(job.event, job.time, job.arrived, &mut self.notifications);
+        let (outcome, taken) = match disposition {
+            Disposition::Applied => ("applied", Taken::Applied),
+            Disposition::Duplicate => ("duplicate", Taken::Duplicate),
+            Disposition::Orphan => ("orphan", Taken::Applied),
+            Disposition::Ignored(IgnoreReason::AtCapacity) => {
+                self.refused_at_capacity();
+                ("dropped", Taken::Dropped)
+            }
+            Disposition::Ignored(_) => ("ignored", Taken::Applied),
+        };
+        count_outcome(outcome);
+        ShardOutput {
+            published: self.take_notifications(job.ingested),
+            forgotten: Vec::new(),
+            taken: Some((job.stats, job.sequence, taken)),
+        }
+    }
+
+    fn refused_at_capacity(&mut self) {
+        self.refused += 1;
+        let now = Instant::now();
+        if self
+            .last_refusal_log
+            .is_none_or(|last| now.duration_since(last) >= REFUSAL_LOG_EVERY)
+        {
+            tracing::warn!(
+                shard = self.id,
+                refused = self.refused,
+                "at --max-calls: events that would create a call are dropped"
+            );
+            self.refused = 0;
+            self.last_refusal_log = Some(now);
+        }
+    }
+
+    /// Forgets calls whose linger is over and releases stale calls.
+    fn tick(&mut self, tick: Tick) -> ShardOutput {
+        let mut forgotten = Vec::new();
+        while let Some(&(deadline, number)) = self.lingering.front() {
+            if deadline > tick.now {
+                break;
+            }
+            self.lingering.pop_front();
+            if self.reducer.remove(number) {
+                forgotten.push(CallKey {
+                    shard: self.id,
+                    number,
                 });
             }
-            notifications.clear();
-            batch.push(JobResult {
-                published,
-                stats: job.stats,
-                sequence: job.sequence,
+        }
+        if let Some(stale_after) = self.stale_after
+            && self.next_stale_scan.is_none_or(|at| at <= tick.now)
+        {
+            self.next_stale_scan = Some(tick.now + STALE_SCAN_EVERY);
+            let silent_since = tick
+                .wall
+                .saturating_sub(Micros::try_from(stale_after.as_micros()).unwrap_or(Micros::MAX));
+            let released =
+                self.reducer
+                    .release_stale(silent_since, tick.wall, &mut self.notifications);
+            if released > 0 {
+                metrics::counter!("callgate_calls_expired_total").increment(released as u64);
+                tracing::warn!(
+                    shard = self.id,
+                    released,
+                    "released calls that had no event for {stale_after:?}"
+                );
+            }
+        }
+        ShardOutput {
+            published: self.take_notifications(tick.now),
+            forgotten,
+            taken: None,
+        }
+    }
+
+    /// The notifications of the last job or tick, ready to publish; starts the linger of calls they
+    /// release.
+    fn take_notifications(&mut self, ingested: Instant) -> Vec<Published> {
+        let mut published = Vec::with_capacity(self.notifications.len());
+        for notification in self.notifications.iter() {
+            let Some((call, device)) = self.reducer.call(notification.resource) else {
+                continue;
+            };
+            // A call turns Released once, by a status change; later notifications of it are not releases.
+            if call.state == CallState::Released
+                && notification.kind == NotificationType::StatusChange
+            {
+                self.lingering
+                    .push_back((Instant::now() + self.linger, notification.resource));
+            }
+            published.push(Published {
+                meta: Arc::new(CallMeta {
+                    key: CallKey {
+                        shard: self.id,
+                        number: notification.resource,
+                    },
+                    dn: Arc::clone(&device.dn),
+                    device_id: Arc::clone(&device.device_id),
+                    call_id: Arc::clone(&call.id),
+                    conn_id: call.conn_id,
+                    state: call.state,
+                }),
+                members: notification.members.to_owned(),
+                call: notification.call_in_members.clone(),
+                ingested,
             });
         }
-        if results.send(batch).await.is_err() {
-            return;
-        }
+        self.notifications.clear();
+        published
     }
 }
 
-/// What the publisher thread receives.
-enum PublisherInput {
-    /// The shards of the next events, in ingest order.
-    Order(Vec<u16>),
-    /// Time to forget calls whose linger is over.
-    Sweep,
-}
-
+/// Publishes the shards' outputs in ticket order, then acknowledges their events.
 async fn run_publisher(
-    mut tickets: mpsc::Receiver<PublisherInput>,
-    mut results: Vec<mpsc::Receiver<Vec<JobResult>>>,
-    shards: Vec<mpsc::Sender<ShardInput>>,
+    mut tickets: mpsc::Receiver<Vec<u16>>,
+    mut outputs: Vec<mpsc::Receiver<Vec<ShardOutput>>>,
     fanout: Arc<Fanout>,
-    linger: Duration,
 ) {
-    let mut pending: Vec<VecDeque<JobResult>> = results.iter().map(|_| VecDeque::new()).collect();
-    let mut lingering: VecDeque<(Instant, CallKey)> = VecDeque::new();
-    while let Some(input) = tickets.recv().await {
-        let order = match input {
-            PublisherInput::Order(order) => order,
-            PublisherInput::Sweep => {
-                forget_expired(&mut lingering, &fanout, &shards).await;
-                continue;
-            }
-        };
+    let mut pending: Vec<VecDeque<ShardOutput>> = outputs.iter().map(|_| VecDeque::new()).collect();
+    while let Some(order) = tickets.recv().await {
         let mut batch = Vec::new();
+        let mut forgotten = Vec::new();
         let mut taken = Vec::with_capacity(order.len());
         for shard in order {
             let shard = shard as usize;
-            while pending[shard].is_empty() {
-                match results[shard].recv().await {
-                    Some(result) => pending[shard].extend(result),
+            let (Some(pending), Some(output)) = (pending.get_mut(shard), outputs.get_mut(shard))
+            else {
+                continue;
+            };
+            while pending.is_empty() {
+                match output.recv().await {
+                    Some(more) => pending.extend(more),
                     None => return,
                 }
             }
-            if let Some(result) = pending[shard].pop_front() {
+            if let Some(result) = pending.pop_front() {
                 batch.extend(result.published);
-                taken.push((result.stats, result.sequence));
+                forgotten.extend(result.forgotten);
+                taken.extend(result.taken);
             }
         }
-        let released = fanout.publish(batch);
-        // Acknowledged only once published: an acknowledged event is visible to REST and subscribers.
-        for (stats, sequence) in taken {
-            stats.take(sequence, false);
+        fanout.publish(batch);
+        // After the batch: a call's last notification precedes its forgetting in the stream.
+        if !forgotten.is_empty() {
+            fanout.forget(&forgotten);
         }
-        let deadline = Instant::now() + linger;
-        lingering.extend(released.into_iter().map(|key| (deadline, key)));
+        // Acknowledged only once published: an acknowledged event is visible to REST and subscribers.
+        for (stats, sequence, outcome) in taken {
+            stats.take(sequence, outcome);
+        }
     }
 }
 
-async fn forget_expired(
-    lingering: &mut VecDeque<(Instant, CallKey)>,
-    fanout: &Fanout,
-    shards: &[mpsc::Sender<ShardInput>],
-) {
-    let now = Instant::now();
-    let mut expired = Vec::new();
-    while lingering
-        .front()
-        .is_some_and(|(deadline, _)| *deadline <= now)
-    {
-        if let Some((_, key)) = lingering.pop_front() {
-            expired.push(key);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Decoded, decode_line};
+    use crate::fanout::outbox::OutboxLimits;
+    use crate::store::Store;
+
+    fn submission(line: &str, stats: &Arc<ConnStats>) -> Submission {
+        let Ok(Decoded::Event(event)) = decode_line(line.as_bytes()) else {
+            panic!("not an event: {line}");
+        };
+        Submission {
+            event: event.into_owned(),
+            stats: Arc::clone(stats),
+            ingested: Instant::now(),
         }
     }
-    if expired.is_empty() {
-        return;
+
+    fn event(kind: &str, conn: u64, dn: u64, stats: &Arc<ConnStats>) -> Submission {
+        submission(
+            &format!(r#"{{"event":"{kind}","ConnID":"{conn:x}","ThisDN":"{dn}"}}"#),
+            stats,
+        )
     }
-    fanout.forget(&expired);
-    let mut by_shard: Vec<Vec<u64>> = shards.iter().map(|_| Vec::new()).collect();
-    for key in &expired {
-        if let Some(numbers) = by_shard.get_mut(key.shard as usize) {
-            numbers.push(key.number);
+
+    struct Running {
+        store: Arc<Store>,
+        pipeline: Arc<Pipeline>,
+        published_all: oneshot::Receiver<()>,
+        supervisor: Supervisor,
+    }
+
+    fn start(config: PipelineConfig) -> Running {
+        let store = Arc::new(Store::default());
+        let fanout = Arc::new(Fanout::new(
+            "run",
+            100,
+            Arc::clone(&store),
+            OutboxLimits::default(),
+        ));
+        let supervisor = Supervisor::new();
+        let (pipeline, published_all) = Pipeline::start(config, fanout, &supervisor);
+        Running {
+            store,
+            pipeline,
+            published_all,
+            supervisor,
         }
     }
-    for (shard, numbers) in by_shard.into_iter().enumerate() {
-        if !numbers.is_empty() {
-            let _ = shards[shard].send(ShardInput::Forget(numbers)).await;
+
+    fn config(shards: usize) -> PipelineConfig {
+        PipelineConfig {
+            shards,
+            reducer: ReducerConfig::default(),
+            released_linger: Duration::from_secs(30),
+            stale_call_after: None,
+            queue_depth: SHARD_QUEUE,
         }
+    }
+
+    async fn settle(stats: &ConnStats) {
+        let settled = tokio::time::timeout(Duration::from_secs(20), async {
+            while !stats.settled() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(
+            settled.is_ok(),
+            "the pipeline stalled: {} of {} events taken",
+            stats.taken.load(Ordering::Acquire),
+            stats.submitted.load(Ordering::Acquire)
+        );
+    }
+
+    async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Sustained ingest of calls whose linger ends while the queues are full: every tick must forget them
+    /// without waiting on a shard that waits on the publisher. The depth-1 queues make full queues the
+    /// common case rather than a matter of luck (the design before this one stalled here within a second).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lingering_calls_are_forgotten_under_sustained_ingest_without_a_stall() {
+        let running = start(PipelineConfig {
+            released_linger: Duration::ZERO,
+            queue_depth: 1,
+            ..config(2)
+        });
+        let stats = Arc::new(ConnStats::default());
+        let started = Instant::now();
+        let mut next = 1;
+        while started.elapsed() < Duration::from_millis(1500) {
+            let mut batch = Vec::new();
+            for call in next..next + 4 {
+                batch.push(event("EventRinging", call, 7000 + call % 50, &stats));
+                batch.push(event("EventReleased", call, 7000 + call % 50, &stats));
+            }
+            running.pipeline.submit(batch).await;
+            next += 4;
+        }
+        settle(&stats).await;
+        // Everything released is forgotten at the next ticks.
+        wait_for("the store to empty", || running.store.is_empty()).await;
+        running.supervisor.stop();
+        running.pipeline.close().await;
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), running.published_all)
+                .await
+                .is_ok()
+        );
+        assert_eq!(running.supervisor.cause(), None);
+    }
+
+    #[tokio::test]
+    async fn a_silent_call_is_released_as_its_device_would() {
+        let running = start(PipelineConfig {
+            stale_call_after: Some(Duration::from_millis(300)),
+            ..config(1)
+        });
+        let stats = Arc::new(ConnStats::default());
+        running
+            .pipeline
+            .submit(vec![
+                event("EventRinging", 1, 7001, &stats),
+                event("EventEstablished", 1, 7001, &stats),
+            ])
+            .await;
+        settle(&stats).await;
+        assert_eq!(running.store.live(), 1);
+        wait_for("the stale call's release", || running.store.live() == 0).await;
+        let calls = running.store.select(|_| true);
+        assert_eq!(calls.len(), 1);
+        let document: serde_json::Value = serde_json::from_slice(&calls[0].json).unwrap();
+        assert_eq!(document["state"], "Released");
+        assert_eq!(document["capabilities"], serde_json::json!([]));
+    }
+
+    #[tokio::test]
+    async fn a_call_with_events_is_not_stale() {
+        let running = start(PipelineConfig {
+            stale_call_after: Some(Duration::from_millis(600)),
+            ..config(1)
+        });
+        let stats = Arc::new(ConnStats::default());
+        running
+            .pipeline
+            .submit(vec![event("EventRinging", 1, 7001, &stats)])
+            .await;
+        // Events every 200 ms for 1.5 s keep it live.
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            running
+                .pipeline
+                .submit(vec![event("EventAttachedDataChanged", 1, 7001, &stats)])
+                .await;
+            settle(&stats).await;
+            assert_eq!(running.store.live(), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn events_beyond_max_calls_are_counted_as_dropped() {
+        let running = start(PipelineConfig {
+            reducer: ReducerConfig {
+                max_calls: 2,
+                ..ReducerConfig::default()
+            },
+            ..config(1)
+        });
+        let stats = Arc::new(ConnStats::default());
+        let batch = (1..=5)
+            .map(|call| event("EventRinging", call, 7000 + call, &stats))
+            .collect();
+        running.pipeline.submit(batch).await;
+        settle(&stats).await;
+        assert_eq!(running.store.live(), 2);
+        assert_eq!(stats.applied.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), 3);
     }
 }

@@ -141,6 +141,9 @@ struct Scratch {
 
 struct Slot {
     device: u32,
+    /// When the last event of this call arrived, by the clock of whoever applies events (`serve`: the
+    /// gateway's wall clock), to release calls whose T-Server went silent.
+    arrived: Micros,
     call: Call,
 }
 
@@ -206,18 +209,22 @@ impl Reducer {
     /// that its attached data can move into the resource without a copy.
     pub fn apply(&mut self, event: Event<'_>, out: &mut Notifications) -> Disposition {
         match self.sequencer.admit(&event, None) {
-            Admission::Admitted { time } => self.apply_admitted(event, time, out),
+            Admission::Admitted { time } => {
+                self.apply_admitted(event, time, time.unwrap_or(0), out)
+            }
             Admission::Duplicate => Disposition::Duplicate,
             Admission::TooManyServers => Disposition::Ignored(IgnoreReason::TooManyServers),
         }
     }
 
-    /// Applies an event that a [`Sequencer`] admitted, at `time`: the reducer proper, without duplicate
-    /// detection. `serve` runs one sequencer in front of several reducers (one per shard of devices).
+    /// Applies an event that a [`Sequencer`] admitted, at `time`, that arrived at `arrived`: the reducer
+    /// proper, without duplicate detection. `serve` runs one sequencer in front of several reducers (one per
+    /// shard of devices).
     pub fn apply_admitted(
         &mut self,
         mut event: Event<'_>,
         time: Option<Micros>,
+        arrived: Micros,
         out: &mut Notifications,
     ) -> Disposition {
         if !event.kind.is_call_event() {
@@ -264,8 +271,8 @@ impl Reducer {
                     Some(device) => device,
                     None => self.add_device(server_no, this_dn),
                 };
-                let Some(number) = self.add_call(device, Call::new(&event, conn_id, state, time))
-                else {
+                let call = Call::new(&event, conn_id, state, time);
+                let Some(number) = self.add_call(device, call, arrived) else {
                     return Disposition::Ignored(IgnoreReason::AtCapacity);
                 };
                 (device, number, true)
@@ -275,6 +282,7 @@ impl Reducer {
         let Some(slot) = self.calls.get_mut(number) else {
             return Disposition::Applied;
         };
+        slot.arrived = arrived;
         let old_conn_id = slot.call.conn_id;
         let mut changes = slot
             .call
@@ -365,9 +373,14 @@ impl Reducer {
         number
     }
 
-    fn add_call(&mut self, device: u32, call: Call) -> Option<u64> {
+    fn add_call(&mut self, device: u32, call: Call, arrived: Micros) -> Option<u64> {
         let conn_id = call.conn_id;
-        let number = self.calls.insert(Slot { device, call }).ok()?;
+        let slot = Slot {
+            device,
+            arrived,
+            call,
+        };
+        let number = self.calls.insert(slot).ok()?;
         self.by_conn.insert((device, conn_id), number);
         if let Some(dev) = self.devices.get_mut(&device) {
             dev.live.push(number);
@@ -404,6 +417,42 @@ impl Reducer {
             }
         }
         true
+    }
+
+    /// Releases every live call whose last event arrived before `silent_since`, as its device's
+    /// EventReleased would, at `now`: a T-Server that lost its link may never send the release (api.md,
+    /// `--stale-call-after`). Appends the notifications to `out`; returns how many calls were released.
+    pub fn release_stale(
+        &mut self,
+        silent_since: Micros,
+        now: Micros,
+        out: &mut Notifications,
+    ) -> usize {
+        let mut stale: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, slot)| slot.arrived < silent_since && slot.call.is_live())
+            .map(|(number, _)| number)
+            .collect();
+        // Creation order, so `serve` releases them in the same order whatever the slab's layout.
+        stale.sort_unstable();
+        for &number in &stale {
+            let Some(slot) = self.calls.get(number) else {
+                continue;
+            };
+            let Some(device) = self.devices.get(&slot.device) else {
+                continue;
+            };
+            let server = self
+                .server_names
+                .get(device.server as usize)
+                .cloned()
+                .unwrap_or_default();
+            let dn = Arc::clone(&device.dn);
+            let event = Event::bare(EventKind::Released, &server, slot.call.conn_id, &dn);
+            self.apply_admitted(event, Some(now), now, out);
+        }
+        stale.len()
     }
 
     /// The live call of `device` with `conn_id`.
@@ -600,6 +649,69 @@ mod tests {
             .map(|n| (n.resource, n.kind.as_str().to_owned()))
             .collect();
         (disposition, notes)
+    }
+
+    fn apply_at(reducer: &mut Reducer, line: &str, arrived: Micros) -> Vec<(u64, String)> {
+        let Ok(Decoded::Event(event)) = decode_line(line.as_bytes()) else {
+            panic!("not an event: {line}");
+        };
+        let mut out = Notifications::default();
+        reducer.apply_admitted(event, Some(arrived), arrived, &mut out);
+        out.iter()
+            .map(|n| (n.resource, n.kind.as_str().to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn stale_calls_are_released_as_their_device_would_release_them() {
+        let mut reducer = Reducer::default();
+        let line = |kind: &str, conn: &str, extra: &str| {
+            format!(
+                r#"{{"event":"{kind}","Server":"SW","ConnID":"{conn}","ThisDN":"7001"{extra}}}"#
+            )
+        };
+        // A held call and its consultation, both silent since 100; a call on another device heard at 200.
+        let parent = apply_at(&mut reducer, &line("EventEstablished", "a", ""), 90)[0].0;
+        apply_at(&mut reducer, &line("EventHeld", "a", ""), 100);
+        let consult_line = line("EventDialing", "b", r#","CallType":4,"TransferConnID":"a""#);
+        let consult = apply_at(&mut reducer, &consult_line, 100)[0].0;
+        let other_line = r#"{"event":"EventRinging","Server":"SW","ConnID":"c","ThisDN":"7002"}"#;
+        let other = apply_at(&mut reducer, other_line, 200)[0].0;
+        assert!(reducer.view(consult).is_some_and(|v| v.parent_id.is_some()));
+
+        let mut out = Notifications::default();
+        assert_eq!(
+            reducer.release_stale(100, 1_000, &mut out),
+            0,
+            "silent since 100, not before"
+        );
+        assert!(out.is_empty());
+        assert_eq!(reducer.release_stale(150, 1_000, &mut out), 2);
+        let notes: Vec<(u64, NotificationType)> =
+            out.iter().map(|n| (n.resource, n.kind)).collect();
+        assert_eq!(
+            notes,
+            [
+                (parent, NotificationType::StatusChange),
+                // Its parent gone, the consultation loses the transfer and conference capabilities.
+                (consult, NotificationType::StatePropertiesChanged),
+                (consult, NotificationType::StatusChange),
+            ],
+            "in creation order, as EventReleased of each would"
+        );
+        for number in [parent, consult] {
+            let (call, _) = reducer.call(number).expect("lingers until removed");
+            assert_eq!(call.state, CallState::Released);
+            assert_eq!(call.capabilities.names().count(), 0);
+        }
+        assert_eq!(
+            reducer.call(other).map(|(c, _)| c.state),
+            Some(CallState::Ringing)
+        );
+        // The ConnID is free for a new call once the released one is forgotten.
+        assert!(reducer.remove(parent));
+        let again = apply_at(&mut reducer, &line("EventRinging", "a", ""), 2_000);
+        assert_ne!(again[0].0, parent);
     }
 
     #[test]

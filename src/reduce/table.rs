@@ -102,6 +102,14 @@ impl<T> Table<T> {
         numbers
     }
 
+    /// Every value held with its number, in slot order (not creation order).
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &T)> {
+        self.slots
+            .iter()
+            .flatten()
+            .map(|(number, value)| (*number, value))
+    }
+
     fn slot(number: u64) -> usize {
         (number & ((1 << SLOT_BITS) - 1)) as usize
     }

@@ -53,6 +53,13 @@ pub struct ServeArgs {
     /// Call resources held at once [default: 1000000].
     #[arg(long, env = "CALLGATE_MAX_CALLS")]
     pub max_calls: Option<usize>,
+    /// Seconds without an event after which a live call is released [default: 43200; 0: never].
+    #[arg(long, env = "CALLGATE_STALE_CALL_AFTER")]
+    pub stale_call_after: Option<f64>,
+    /// HTTP and WebSocket connections served at once; more wait in the kernel's backlog
+    /// [default: 10000].
+    #[arg(long, env = "CALLGATE_MAX_HTTP_CONNECTIONS")]
+    pub max_http_connections: Option<usize>,
     /// Frames queued for one WebSocket before it keeps only the newest version of each call
     /// [default: 1024]. The connection is closed with 4008 past 16,384 frames or 32 MiB whatever this is.
     #[arg(long, env = "CALLGATE_COALESCE_AFTER")]
@@ -78,6 +85,8 @@ struct FileConfig {
     max_ingest_connections: Option<usize>,
     max_calls: Option<usize>,
     coalesce_after: Option<usize>,
+    stale_call_after: Option<f64>,
+    max_http_connections: Option<usize>,
 }
 
 /// Settings after merging every source.
@@ -107,6 +116,10 @@ pub struct ServeConfig {
     pub max_calls: usize,
     /// Frames queued for one WebSocket before coalescing starts.
     pub coalesce_after: usize,
+    /// Silence after which a live call is released (`None`: never).
+    pub stale_call_after: Option<Duration>,
+    /// HTTP connections served at once.
+    pub max_http_connections: usize,
 }
 
 /// A settings problem (exit status 2).
@@ -159,6 +172,15 @@ impl ServeArgs {
                 "released-linger must be 0 to 86400 seconds, not {linger}"
             )));
         }
+        let stale = self
+            .stale_call_after
+            .or(file.stale_call_after)
+            .unwrap_or(43_200.0);
+        if !(0.0..=2_592_000.0).contains(&stale) {
+            return Err(ConfigError::Invalid(format!(
+                "stale-call-after must be 0 (never) to 2592000 seconds, not {stale}"
+            )));
+        }
         let cpus = std::thread::available_parallelism().map_or(2, usize::from);
         Ok(ServeConfig {
             listen: self
@@ -196,6 +218,12 @@ impl ServeArgs {
                 .or(file.coalesce_after)
                 .unwrap_or(crate::fanout::outbox::OutboxLimits::default().soft)
                 .clamp(1, crate::fanout::outbox::OutboxLimits::default().hard),
+            stale_call_after: (stale > 0.0).then(|| Duration::from_secs_f64(stale)),
+            max_http_connections: self
+                .max_http_connections
+                .or(file.max_http_connections)
+                .unwrap_or(10_000)
+                .max(1),
         })
     }
 }
@@ -226,6 +254,8 @@ mod tests {
         assert_eq!(config.released_linger, Duration::from_millis(2500));
         assert_eq!(config.ingest.port(), 7000);
         assert_eq!(config.coalesce_after, 50);
+        assert_eq!(config.stale_call_after, Some(Duration::from_secs(43_200)));
+        assert_eq!(config.max_http_connections, 10_000);
         std::fs::write(&path, "colour = \"red\"\n").unwrap();
         let err = ServeArgs {
             config: Some(path),

@@ -11,6 +11,7 @@ use crate::pipeline::{ConnStats, Pipeline, PipelineConfig, Submission};
 use crate::reduce::ReducerConfig;
 use crate::sim::{SimConfig, Simulator};
 use crate::store::Store;
+use crate::supervise::Supervisor;
 pub use config::{LogFormat, ServeArgs, ServeConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +41,9 @@ pub enum ServeError {
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+    /// A task the gateway cannot work without died (the cause names it).
+    #[error("{0}")]
+    TaskDied(String),
 }
 
 /// The addresses the server bound.
@@ -110,7 +114,8 @@ pub async fn run(
             ..OutboxLimits::default()
         },
     ));
-    let (pipeline, publisher) = Pipeline::start(
+    let supervisor = Supervisor::new();
+    let (pipeline, published_all) = Pipeline::start(
         PipelineConfig {
             shards: config.shards,
             reducer: ReducerConfig {
@@ -118,8 +123,11 @@ pub async fn run(
                 max_calls: config.max_calls,
             },
             released_linger: config.released_linger,
+            stale_call_after: config.stale_call_after,
+            queue_depth: crate::pipeline::SHARD_QUEUE,
         },
         Arc::clone(&fanout),
+        &supervisor,
     );
 
     let cancel = CancellationToken::new();
@@ -128,7 +136,6 @@ pub async fn run(
     let state = AppState {
         store,
         fanout: Arc::clone(&fanout),
-        pipeline: Arc::clone(&pipeline),
         base_url: base_url.clone().into(),
         metrics,
         ready: Arc::clone(&ready),
@@ -138,15 +145,21 @@ pub async fn run(
         ws_max: config.max_ws_connections,
     };
 
-    let ingest_task = tokio::spawn(crate::ingest::tcp::serve(
+    let (ingest_done_tx, ingest_done) = tokio::sync::oneshot::channel::<()>();
+    let ingest_task = crate::ingest::tcp::serve(
         ingest,
         Arc::clone(&pipeline),
         config.max_ingest_connections,
         cancel.clone(),
         connections.clone(),
-    ));
+    );
+    supervisor.spawn("ingest listener", async move {
+        ingest_task.await;
+        let _ = ingest_done_tx.send(());
+    });
     let http_cancel = cancel.clone();
-    let http_task = tokio::spawn(async move {
+    let (http_done_tx, http_done) = tokio::sync::oneshot::channel();
+    let http_task = async move {
         // Nagle's algorithm would hold small frames back waiting for the client's delayed ACK (40 ms).
         let http = axum::serve::ListenerExt::tap_io(http, |tcp| {
             if let Err(err) = tcp.set_nodelay(true) {
@@ -156,6 +169,13 @@ pub async fn run(
         axum::serve(http, api::router(state))
             .with_graceful_shutdown(async move { http_cancel.cancelled().await })
             .await
+    };
+    supervisor.spawn("HTTP server", async move {
+        let result = http_task.await;
+        if let Err(err) = &result {
+            tracing::error!("HTTP server: {err}");
+        }
+        let _ = http_done_tx.send(result);
     });
     if config.demo {
         connections.spawn(demo(Arc::clone(&pipeline), cancel.clone()));
@@ -165,11 +185,18 @@ pub async fn run(
     tracing::info!(listen = %bound.listen, ingest = %bound.ingest, %epoch, "callgate serving");
     on_ready(bound);
 
-    shutdown.await;
-    tracing::info!("shutting down: no new connections; draining");
+    let failure = tokio::select! {
+        () = shutdown => None,
+        cause = supervisor.failed() => Some(cause),
+    };
     ready.store(false, Ordering::Release);
+    match &failure {
+        None => tracing::info!("shutting down: no new connections; draining"),
+        Some(cause) => tracing::error!("shutting down, a task died: {cause}"),
+    }
+    supervisor.stop();
     cancel.cancel();
-    let _ = ingest_task.await;
+    let _ = ingest_done.await;
     connections.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait())
         .await
@@ -178,8 +205,15 @@ pub async fn run(
         tracing::warn!("some connections did not finish within {SHUTDOWN_GRACE:?}");
     }
     pipeline.close().await;
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, publisher).await;
-    match tokio::time::timeout(SHUTDOWN_GRACE, http_task).await {
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, published_all).await;
+    let http_result = tokio::time::timeout(SHUTDOWN_GRACE, http_done).await;
+    if !supervisor.wait(SHUTDOWN_GRACE).await {
+        tracing::warn!("some tasks did not stop within {SHUTDOWN_GRACE:?}");
+    }
+    if let Some(cause) = failure {
+        return Err(ServeError::TaskDied(cause));
+    }
+    match http_result {
         Ok(Ok(Err(err))) => return Err(ServeError::Http(err)),
         Ok(_) => {}
         Err(_) => tracing::warn!("HTTP server did not stop within {SHUTDOWN_GRACE:?}"),
