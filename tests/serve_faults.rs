@@ -129,3 +129,138 @@ async fn a_call_silent_past_stale_call_after_is_released_to_subscribers() {
         "released once"
     );
 }
+
+/// Reads from `stream` until the gateway closes it; the time that took, or `None` if still open after
+/// `wait`.
+fn closed_within(stream: &mut std::net::TcpStream, wait: Duration) -> Option<Duration> {
+    use std::io::Read;
+    let started = std::time::Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < wait {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Some(started.elapsed());
+            }
+            Err(_) => {}
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_clients_that_send_no_headers_are_closed_after_ten_seconds() {
+    use std::io::Write;
+    let _serial = support::exclusive().await;
+    let gateway = Gateway::start(&[]);
+    let http = gateway.http.clone();
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut silent = std::net::TcpStream::connect(&http).expect("connect");
+        let mut slow = std::net::TcpStream::connect(&http).expect("connect");
+        slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: callgate\r\n")
+            .expect("write");
+        let slow_closed = closed_within(&mut slow, Duration::from_secs(15));
+        let silent_closed = closed_within(&mut silent, Duration::from_secs(2));
+        (slow_closed, silent_closed)
+    })
+    .await
+    .expect("client thread");
+    let (slow, silent) = closed;
+    let slow = slow.expect("a client sending half its headers is closed");
+    assert!(
+        slow >= Duration::from_secs(9),
+        "closed after {slow:?}, before 10 s"
+    );
+    assert!(silent.is_some(), "a client sending nothing is closed too");
+    // The gateway still serves others.
+    assert_eq!(gateway.get("/healthz").0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_connections_past_the_limit_wait_until_one_closes() {
+    use std::io::{Read, Write};
+    let _serial = support::exclusive().await;
+    let gateway = Gateway::start(&["--max-http-connections", "2"]);
+    let http = gateway.http.clone();
+    let (waited, answered) = tokio::task::spawn_blocking(move || {
+        let first = std::net::TcpStream::connect(&http).expect("connect");
+        let _second = std::net::TcpStream::connect(&http).expect("connect");
+        std::thread::sleep(Duration::from_millis(200));
+        let mut third = std::net::TcpStream::connect(&http).expect("the backlog takes it");
+        third
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: callgate\r\nConnection: close\r\n\r\n")
+            .expect("write");
+        third
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        let mut buf = [0u8; 1024];
+        let waited = third.read(&mut buf).is_err();
+        drop(first);
+        third
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut reply = Vec::new();
+        let _ = third.read_to_end(&mut reply);
+        (waited, String::from_utf8_lossy(&reply).into_owned())
+    })
+    .await
+    .expect("client thread");
+    assert!(
+        waited,
+        "the third connection is not served while two are open"
+    );
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_client_that_never_reads_its_replies_loses_its_slot() {
+    use std::io::Write;
+    let _serial = support::exclusive().await;
+    let gateway = Gateway::start(&["--max-ingest-connections", "1"]);
+    // Bad lines, each answered by an error line, never read: the replies fill both sockets' buffers.
+    let mut deaf = std::net::TcpStream::connect(&gateway.ingest).expect("connect");
+    deaf.set_write_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let flood = std::thread::spawn(move || {
+        let chunk = b"x\n".repeat(32 * 1024);
+        for _ in 0..64 {
+            if deaf.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        deaf
+    });
+    let ingest = gateway.ingest.clone();
+    let started = std::time::Instant::now();
+    let accepted_after = tokio::task::spawn_blocking(move || {
+        let line = b"{\"event\":\"EventRinging\",\"ConnID\":\"1\",\"ThisDN\":\"7001\",\"EventSequenceNumber\":1}\n";
+        while started.elapsed() < Duration::from_secs(40) {
+            std::thread::sleep(Duration::from_millis(500));
+            // A refused connection is closed at once (perhaps reset): only an ack counts.
+            let Ok(mut stream) = std::net::TcpStream::connect(&ingest) else {
+                continue;
+            };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = stream.write_all(line);
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            let mut replies = String::new();
+            let _ = std::io::Read::read_to_string(&mut stream, &mut replies);
+            if replies.contains("\"ack\":1,") {
+                return Some(started.elapsed());
+            }
+        }
+        None
+    })
+    .await
+    .expect("client thread");
+    let _deaf = flood.join().expect("flood thread");
+    let after = accepted_after.expect("the slot came back");
+    assert!(
+        after >= Duration::from_secs(5),
+        "accepted after {after:?}: the flood held no slot?"
+    );
+}

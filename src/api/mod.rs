@@ -1,13 +1,15 @@
 //! The HTTP door: REST snapshots, health, metrics, and the WebSocket, all on one port (axum).
 
 pub mod http;
+pub mod server;
 pub mod ws;
 
 use crate::fanout::Fanout;
 use crate::store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::AtomicBool;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -28,10 +30,8 @@ pub struct AppState {
     pub cancel: CancellationToken,
     /// Tracks WebSocket tasks, which axum's graceful shutdown does not wait for.
     pub tracker: TaskTracker,
-    /// WebSocket connections open now.
-    pub ws_open: Arc<AtomicUsize>,
-    /// WebSocket connections allowed at once.
-    pub ws_max: usize,
+    /// One permit per WebSocket connection allowed at once (`--max-ws-connections`).
+    pub ws_permits: Arc<Semaphore>,
 }
 
 /// All routes.
@@ -50,5 +50,6 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
         .fallback(http::not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(server::MAX_BODY))
         .with_state(state)
 }

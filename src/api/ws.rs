@@ -68,23 +68,23 @@ pub async fn upgrade(
     if state.cancel.is_cancelled() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
-    if state.ws_open.fetch_add(1, Ordering::AcqRel) >= state.ws_max {
-        state.ws_open.fetch_sub(1, Ordering::AcqRel);
+    let Ok(permit) = Arc::clone(&state.ws_permits).try_acquire_owned() else {
         metrics::counter!("callgate_ws_refused_total").increment(1);
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many WebSocket connections",
         );
-    }
+    };
     let tracker = state.tracker.clone();
     // Tracked so that shutdown waits for the close frame to go out (axum does not wait for upgraded
     // connections).
     tracker.spawn(async move {
+        // Held for the connection's life: its slot comes back however the task ends.
+        let _permit = permit;
         match on_upgrade.await {
-            Ok(upgraded) => connection(TokioIo::new(upgraded), state.clone()).await,
+            Ok(upgraded) => connection(TokioIo::new(upgraded), state).await,
             Err(err) => tracing::debug!("WebSocket upgrade failed: {err}"),
         }
-        state.ws_open.fetch_sub(1, Ordering::AcqRel);
     });
     (
         StatusCode::SWITCHING_PROTOCOLS,

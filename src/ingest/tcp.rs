@@ -12,10 +12,12 @@ use crate::event::{DecodeError, Decoded, decode_line};
 use crate::pipeline::{ConnStats, Pipeline, Submission};
 use bytes::BytesMut;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -25,6 +27,12 @@ const ACK_INTERVAL: Duration = Duration::from_millis(100);
 const READ_CHUNK: usize = 64 * 1024;
 /// How long a closing connection waits for the pipeline to take its last events.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a reply may wait for the client to read before the connection is given up.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle time before the first keepalive probe, the time between probes, and probes before giving up.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_PROBES: u32 = 3;
 
 /// Accepts ingest connections until `cancel`; each runs on `tracker`.
 pub async fn serve(
@@ -34,7 +42,7 @@ pub async fn serve(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let open = Arc::new(AtomicUsize::new(0));
+    let permits = Arc::new(Semaphore::new(max_connections));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -48,29 +56,56 @@ pub async fn serve(
                 continue;
             }
         };
-        if open.load(Ordering::Acquire) >= max_connections {
+        // Refused with a word rather than left in the backlog: a T-Server told why can alert.
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             tracing::warn!(%peer, "ingest connection refused: {max_connections} connections open");
-            let _ = stream
-                .write_all(b"{\"error\":\"too many ingest connections\",\"line\":0}\n")
-                .await;
+            metrics::counter!("callgate_ingest_refused_total").increment(1);
+            let refusal = b"{\"error\":\"too many ingest connections\",\"line\":0}\n";
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(refusal)).await;
             continue;
-        }
-        let _ = stream.set_nodelay(true);
-        open.fetch_add(1, Ordering::AcqRel);
+        };
+        configure(&stream);
         metrics::gauge!("callgate_ingest_connections").increment(1.0);
         let pipeline = Arc::clone(&pipeline);
         let cancel = cancel.clone();
-        let open = Arc::clone(&open);
         tracker.spawn(async move {
+            let _permit = permit;
             tracing::info!(%peer, "ingest connection opened");
             if let Err(err) = connection(stream, pipeline, cancel).await {
                 tracing::info!(%peer, "ingest connection ended: {err}");
             } else {
                 tracing::info!(%peer, "ingest connection closed");
             }
-            open.fetch_sub(1, Ordering::AcqRel);
             metrics::gauge!("callgate_ingest_connections").decrement(1.0);
         });
+    }
+}
+
+/// No Nagle delay on acknowledgements, and TCP keepalive so that a T-Server host that vanished (power
+/// loss, a dropped NAT entry) frees its slot within about a minute instead of never.
+fn configure(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    if let Err(err) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!("cannot set TCP keepalive: {err}");
+    }
+}
+
+/// Writes acknowledgement or error lines, giving up on a client that has not read them for
+/// [`WRITE_TIMEOUT`]: its connection is closed and its slot freed.
+async fn write_replies(writer: &mut OwnedWriteHalf, bytes: &[u8]) -> std::io::Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(bytes)).await {
+        Ok(result) => result,
+        Err(_) => {
+            metrics::counter!("callgate_ingest_write_timeouts_total").increment(1);
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client read no reply for {WRITE_TIMEOUT:?}"),
+            ))
+        }
     }
 }
 
@@ -148,7 +183,7 @@ async fn connection(
             _ = ticker.tick() => {
                 let now = ack_state(&stats);
                 if now != last_ack {
-                    writer.write_all(ack_line(now).as_bytes()).await?;
+                    write_replies(&mut writer, ack_line(now).as_bytes()).await?;
                     last_ack = now;
                 }
                 continue;
@@ -203,7 +238,7 @@ async fn connection(
             }
         }
         if !replies.is_empty() {
-            writer.write_all(&replies).await?;
+            write_replies(&mut writer, &replies).await?;
             replies.clear();
         }
         pipeline.submit(batch).await;
@@ -214,8 +249,6 @@ async fn connection(
     while !stats.settled() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    writer
-        .write_all(ack_line(ack_state(&stats)).as_bytes())
-        .await?;
+    write_replies(&mut writer, ack_line(ack_state(&stats)).as_bytes()).await?;
     writer.shutdown().await
 }

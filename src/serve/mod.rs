@@ -15,7 +15,7 @@ use crate::supervise::Supervisor;
 pub use config::{LogFormat, ServeArgs, ServeConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -141,8 +141,7 @@ pub async fn run(
         ready: Arc::clone(&ready),
         cancel: cancel.clone(),
         tracker: connections.clone(),
-        ws_open: Arc::new(AtomicUsize::new(0)),
-        ws_max: config.max_ws_connections,
+        ws_permits: Arc::new(tokio::sync::Semaphore::new(config.max_ws_connections)),
     };
 
     let (ingest_done_tx, ingest_done) = tokio::sync::oneshot::channel::<()>();
@@ -157,26 +156,16 @@ pub async fn run(
         ingest_task.await;
         let _ = ingest_done_tx.send(());
     });
-    let http_cancel = cancel.clone();
-    let (http_done_tx, http_done) = tokio::sync::oneshot::channel();
-    let http_task = async move {
-        // Nagle's algorithm would hold small frames back waiting for the client's delayed ACK (40 ms).
-        let http = axum::serve::ListenerExt::tap_io(http, |tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!("cannot set TCP_NODELAY: {err}");
-            }
-        });
-        axum::serve(http, api::router(state))
-            .with_graceful_shutdown(async move { http_cancel.cancelled().await })
-            .await
-    };
-    supervisor.spawn("HTTP server", async move {
-        let result = http_task.await;
-        if let Err(err) = &result {
-            tracing::error!("HTTP server: {err}");
-        }
-        let _ = http_done_tx.send(result);
-    });
+    supervisor.spawn(
+        "HTTP listener",
+        api::server::serve(
+            http,
+            api::router(state),
+            config.max_http_connections,
+            cancel.clone(),
+            connections.clone(),
+        ),
+    );
     if config.demo {
         connections.spawn(demo(Arc::clone(&pipeline), cancel.clone()));
     }
@@ -206,17 +195,11 @@ pub async fn run(
     }
     pipeline.close().await;
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, published_all).await;
-    let http_result = tokio::time::timeout(SHUTDOWN_GRACE, http_done).await;
     if !supervisor.wait(SHUTDOWN_GRACE).await {
         tracing::warn!("some tasks did not stop within {SHUTDOWN_GRACE:?}");
     }
     if let Some(cause) = failure {
         return Err(ServeError::TaskDied(cause));
-    }
-    match http_result {
-        Ok(Ok(Err(err))) => return Err(ServeError::Http(err)),
-        Ok(_) => {}
-        Err(_) => tracing::warn!("HTTP server did not stop within {SHUTDOWN_GRACE:?}"),
     }
     tracing::info!("stopped");
     Ok(())

@@ -1,0 +1,111 @@
+//! The HTTP door's connections: accepting, limits, and graceful shutdown (api.md, "Limits").
+//!
+//! `axum::serve` has no connection limit and no header-read timeout, so a client that opens connections and
+//! sends its headers a byte a minute (slowloris) holds them forever. This loop serves each connection with
+//! hyper directly:
+//! - at most `--max-http-connections` at once, as semaphore permits taken *before* `accept`: past the
+//!   limit new connections wait in the kernel's backlog rather than being accepted and starved;
+//! - request headers must arrive within [`HEADER_TIMEOUT`] (hyper's timer starts as soon as the connection
+//!   waits for a request, so an idle keep-alive connection is closed after it too);
+//! - bodies of more than [`MAX_BODY`] bytes are refused with 413;
+//! - at shutdown each connection finishes its request in flight and closes; upgraded WebSocket
+//!   connections leave this loop (and give their permit back) at the upgrade, and are counted by
+//!   `--max-ws-connections` instead.
+
+use axum::Router;
+use axum::http::{Request, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+/// How long a client has to send a request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Serves `router` on `listener` until `cancel`; connections run on `tracker`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    max_connections: usize,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let permits = Arc::new(Semaphore::new(max_connections.max(1)));
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => permit,
+            () = cancel.cancelled() => return,
+        };
+        let Ok(permit) = permit else { return };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = cancel.cancelled() => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of file descriptors, most likely: let some close before trying again.
+                tracing::warn!("HTTP accept failed: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Nagle's algorithm would hold small frames back waiting for the client's delayed ACK (40 ms).
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {err}");
+        }
+        let router = router.clone();
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            connection(TokioIo::new(stream), router, cancel).await;
+        });
+    }
+}
+
+async fn connection(io: TokioIo<tokio::net::TcpStream>, router: Router, cancel: CancellationToken) {
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let router = router.clone();
+        async move {
+            if too_large(&request) {
+                return Ok::<_, Infallible>(crate::api::http::error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body over 64 KiB",
+                ));
+            }
+            router.oneshot(request).await
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let conn = builder.serve_connection(io, service).with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = cancel.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!("HTTP connection ended: {err}");
+    }
+}
+
+fn too_large(request: &Request<Incoming>) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|length| length > MAX_BODY as u64)
+}
