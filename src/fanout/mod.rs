@@ -902,4 +902,156 @@ mod tests {
         fanout.publish(vec![published(C, CallState::Released, 8)]);
         assert_eq!(take(&both_outbox), Vec::<Value>::new());
     }
+
+    #[test]
+    fn refusals_carry_their_codes() {
+        let codes = [
+            (SubscribeError::BadName, "bad-request"),
+            (SubscribeError::Duplicate("s".into()), "duplicate-sub"),
+            (SubscribeError::TooMany, "too-many-subscriptions"),
+            (SubscribeError::Unknown("s".into()), "unknown-sub"),
+        ];
+        for (error, code) in codes {
+            assert_eq!(error.code(), code, "{error}");
+        }
+    }
+
+    #[test]
+    fn subscription_names_are_one_to_64_characters() {
+        let fanout = scenario(3, 0);
+        let (connection, _) = fanout.connect();
+        let longest = "é".repeat(64);
+        assert_eq!(
+            fanout.subscribe(connection, &longest, CallFilter::default(), None),
+            Ok(())
+        );
+        for name in [String::new(), "é".repeat(65)] {
+            assert_eq!(
+                fanout.subscribe(connection, &name, CallFilter::default(), None),
+                Err(SubscribeError::BadName),
+                "{name:?}"
+            );
+        }
+        assert_eq!(fanout.epoch(), EPOCH);
+    }
+
+    #[test]
+    fn two_subscriptions_on_one_key_each_keep_the_connection_listed() {
+        let fanout = scenario(100, 0);
+        let (connection, outbox) = fanout.connect();
+        for sub in ["a", "b"] {
+            fanout
+                .subscribe(connection, sub, filter("dn=7001"), None)
+                .unwrap();
+        }
+        take(&outbox);
+        let mut batch = Vec::new();
+        publish_seq(&fanout, 1, &mut batch);
+        publish_seq(&fanout, 2, &mut batch);
+        assert_eq!(take(&outbox), notifications(&[1]));
+        // With one of the two gone, the other still gets the device's notifications...
+        fanout.unsubscribe(connection, "a").unwrap();
+        publish_seq(&fanout, 3, &mut batch);
+        assert_eq!(take(&outbox), notifications(&[3]));
+        // ...and with both gone, nothing.
+        fanout.unsubscribe(connection, "b").unwrap();
+        publish_seq(&fanout, 4, &mut batch);
+        assert_eq!(take(&outbox), Vec::<Value>::new());
+    }
+
+    #[test]
+    fn dropping_the_everything_subscription_leaves_only_the_filtered_one() {
+        let fanout = scenario(100, 0);
+        let (connection, outbox) = fanout.connect();
+        fanout
+            .subscribe(connection, "all", CallFilter::default(), None)
+            .unwrap();
+        fanout
+            .subscribe(connection, "mine", filter("dn=7002"), None)
+            .unwrap();
+        take(&outbox);
+        let mut batch = Vec::new();
+        publish_seq(&fanout, 1, &mut batch);
+        publish_seq(&fanout, 2, &mut batch);
+        assert_eq!(take(&outbox), notifications(&[1, 2]));
+        fanout.unsubscribe(connection, "all").unwrap();
+        for seq in 3..=6 {
+            publish_seq(&fanout, seq, &mut batch);
+        }
+        assert_eq!(take(&outbox), notifications(&[5, 6]));
+    }
+
+    #[test]
+    fn disconnecting_closes_the_outbox_and_frees_the_subscriptions() {
+        let fanout = scenario(100, 0);
+        let (gone, gone_outbox) = fanout.connect();
+        let (_, stays) = fanout.connect();
+        fanout
+            .subscribe(gone, "a", CallFilter::default(), None)
+            .unwrap();
+        fanout
+            .subscribe(gone, "b", filter("dn=7001"), None)
+            .unwrap();
+        let stats = fanout.stats();
+        assert_eq!(
+            (stats.connections, stats.subscriptions, stats.seq),
+            (2, 2, 0)
+        );
+        fanout.disconnect(gone);
+        let stats = fanout.stats();
+        assert_eq!((stats.connections, stats.subscriptions), (1, 0));
+        assert_eq!(
+            gone_outbox.push_control("late".into()),
+            outbox::Pushed::Refused
+        );
+        let mut batch = Vec::new();
+        publish_seq(&fanout, 1, &mut batch);
+        publish_seq(&fanout, 2, &mut batch);
+        assert_eq!(fanout.stats().seq, 2);
+        drop(stays);
+    }
+
+    #[test]
+    fn forgotten_calls_leave_the_store() {
+        let store = Arc::new(Store::default());
+        let fanout = Fanout::new(EPOCH, 10, Arc::clone(&store), OutboxLimits::default());
+        fanout.publish(vec![
+            published(A, CallState::Ringing, 1),
+            published(B, CallState::Released, 2),
+        ]);
+        assert_eq!(store.len(), 2);
+        fanout.forget(&[meta(B, CallState::Released).key]);
+        let held: Vec<CallKey> = store.select(|_| true).iter().map(|c| c.meta.key).collect();
+        assert_eq!(held, [meta(A, CallState::Ringing).key]);
+    }
+
+    #[test]
+    fn deliveries_are_counted_per_recipient() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            let fanout = scenario(100, 0);
+            let _everything = subscribe(&fanout, CallFilter::default(), None);
+            let _mine = subscribe(&fanout, filter("dn=7001"), None);
+            let _other = subscribe(&fanout, filter("dn=7002"), None);
+            let mut batch = Vec::new();
+            for seq in 1..=3 {
+                publish_seq(&fanout, seq, &mut batch);
+            }
+        });
+        let counter = |name: &str| {
+            snapshotter
+                .snapshot()
+                .into_vec()
+                .into_iter()
+                .find(|(key, ..)| key.key().name() == name)
+                .map(|(.., value)| value)
+        };
+        // Notifications 1 (7001), 2 (7002), 3 (7001): each to the everything subscriber and one other.
+        assert_eq!(
+            counter("callgate_deliveries_total"),
+            Some(DebugValue::Counter(6))
+        );
+    }
 }

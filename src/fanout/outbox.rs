@@ -370,4 +370,97 @@ mod tests {
         outbox.push_notification(key(2), "abc".into());
         assert!(outbox.overflowed());
     }
+
+    fn limits(soft: usize, hard: usize, hard_bytes: usize) -> OutboxLimits {
+        OutboxLimits {
+            soft,
+            hard,
+            hard_bytes,
+        }
+    }
+
+    #[test]
+    fn the_hard_bounds_hold_exactly_at_their_values() {
+        // `hard` frames are allowed; one more overflows.
+        let outbox = Outbox::new(limits(10, 3, 1 << 20));
+        for n in 0..3 {
+            outbox.push_notification(key(n), "x".into());
+        }
+        assert!(!outbox.overflowed());
+        outbox.push_notification(key(3), "x".into());
+        assert!(outbox.overflowed());
+        // Bytes: `hard_bytes` are allowed; one more overflows.
+        let outbox = Outbox::new(limits(10, 10, 6));
+        outbox.push_notification(key(1), "abc".into());
+        outbox.push_notification(key(2), "abc".into());
+        assert!(!outbox.overflowed());
+        outbox.push_notification(key(3), "a".into());
+        assert!(outbox.overflowed());
+    }
+
+    #[test]
+    fn control_frames_count_toward_both_hard_bounds() {
+        let outbox = Outbox::new(limits(10, 2, 1 << 20));
+        for _ in 0..3 {
+            outbox.push_control("c".into());
+        }
+        assert!(
+            outbox.overflowed(),
+            "three control frames past a hard bound of two"
+        );
+        let outbox = Outbox::new(limits(10, 10, 5));
+        outbox.push_control("abc".into());
+        assert!(!outbox.overflowed());
+        outbox.push_pong("abc".into());
+        assert!(outbox.overflowed(), "six bytes past a bound of five");
+    }
+
+    #[test]
+    fn compaction_gives_back_the_bytes_of_the_versions_it_drops() {
+        // Three four-byte versions of one call: the third push finds the soft bound reached and drops the
+        // first, so eight bytes are queued, under the bound of ten.
+        let outbox = Outbox::new(limits(2, 10, 10));
+        for frame in ["aaaa", "bbbb", "cccc"] {
+            outbox.push_notification(key(1), frame.into());
+        }
+        assert!(
+            !outbox.overflowed(),
+            "bytes of dropped versions still counted"
+        );
+        assert_eq!(frames(&outbox), ["bbbb", "cccc"]);
+    }
+
+    #[test]
+    fn at_the_soft_bound_the_writer_still_gets_every_version() {
+        let outbox = Outbox::new(limits(3, 10, 1 << 20));
+        outbox.push_notification(key(1), "a1".into());
+        outbox.push_notification(key(1), "a2".into());
+        outbox.push_notification(key(2), "b1".into());
+        assert_eq!(frames(&outbox), ["a1", "a2", "b1"]);
+    }
+
+    #[test]
+    fn a_closed_outbox_refuses_notifications() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        outbox.close();
+        assert_eq!(
+            outbox.queue_notification(key(1), "a".into()),
+            (Pushed::Refused, false)
+        );
+        assert_eq!(outbox.push_control("c".into()), Pushed::Refused);
+    }
+
+    #[test]
+    fn a_queue_that_grew_past_the_soft_bound_gives_its_memory_back() {
+        let outbox = Outbox::new(limits(4, 1000, 1 << 20));
+        for n in 0..100 {
+            outbox.push_notification(key(n), "x".into());
+        }
+        assert_eq!(frames(&outbox).len(), 100);
+        assert_eq!(outbox.lock().slots.capacity(), 0);
+        // A queue that stayed small keeps its allocation for the next batch.
+        outbox.push_notification(key(1), "x".into());
+        frames(&outbox);
+        assert!(outbox.lock().slots.capacity() > 0);
+    }
 }
