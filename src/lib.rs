@@ -11,6 +11,7 @@ pub mod enrich;
 pub mod event;
 pub mod fanout;
 pub mod ingest;
+pub mod json;
 pub mod pipeline;
 pub mod reduce;
 pub mod serve;

@@ -1,8 +1,8 @@
 //! REST handlers (api.md, "HTTP"): snapshots of the store, health, metrics.
 
 use super::AppState;
-use crate::event::kv::write_json_str;
 use crate::fanout::CallFilter;
+use crate::json::write_json_str;
 use crate::store::StoredCall;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};

@@ -11,9 +11,9 @@
 
 use super::AppState;
 use super::http::error;
-use crate::event::kv::write_json_str;
 use crate::fanout::outbox::{Frame, Outbox};
 use crate::fanout::{CallFilter, Since};
+use crate::json::write_json_str;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};

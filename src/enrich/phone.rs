@@ -5,7 +5,7 @@
 //! (`Arc`) by every resource that has the number.
 
 use super::{countries, geocode};
-use crate::event::kv::write_json_str;
+use crate::json::write_json_str;
 use hashbrown::HashMap;
 use std::sync::Arc;
 

@@ -8,7 +8,7 @@
 pub mod filter;
 pub mod outbox;
 
-use crate::event::kv::{Decimal, write_json_str};
+use crate::json::{Decimal, write_json_str};
 use crate::reduce::CallState;
 use crate::store::{CallKey, CallMeta, Store, StoredCall};
 use bytes::Bytes;

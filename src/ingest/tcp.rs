@@ -7,8 +7,8 @@
 //! fast T-Server is slowed by TCP rather than buffered without bound.
 
 use super::framing::{Frame, LineFramer, MAX_LINE_BYTES};
-use crate::event::kv::write_json_str;
 use crate::event::{DecodeError, Decoded, decode_line};
+use crate::json::write_json_str;
 use crate::pipeline::{ConnStats, Pipeline, Submission};
 use bytes::BytesMut;
 use std::sync::Arc;

@@ -352,7 +352,7 @@ impl Reducer {
         .hyphenated()
         .to_string();
         let mut device_uri_json = String::new();
-        crate::event::kv::write_json_str(
+        crate::json::write_json_str(
             &mut device_uri_json,
             &format!("{}/api/v2/devices/{device_id}", self.base_url),
         );

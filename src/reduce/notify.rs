@@ -6,7 +6,7 @@
 
 use super::call::{Call, Changes};
 use crate::event::ConnId;
-use crate::event::kv::{Decimal, push_integer, push_json_escaped as push_escaped, write_json_str};
+use crate::json::{Decimal, push_integer, push_json_escaped as push_escaped, write_json_str};
 use std::ops::Range;
 
 /// The `notificationType` of a notification, by priority.
