@@ -7,9 +7,9 @@
 
 pub mod api;
 pub mod cli;
+pub mod delivery;
 pub mod enrich;
 pub mod event;
-pub mod fanout;
 pub mod ingest;
 pub mod json;
 pub mod pipeline;
@@ -17,5 +17,7 @@ pub mod reduce;
 pub mod serve;
 pub mod sim;
 pub mod store;
+pub mod stream;
+pub mod subscriptions;
 pub mod supervise;
 pub mod telemetry;

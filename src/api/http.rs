@@ -1,9 +1,9 @@
 //! REST handlers (api.md, "HTTP"): snapshots of the store, health, metrics.
 
 use super::AppState;
-use crate::fanout::CallFilter;
 use crate::json::write_json_str;
-use crate::store::StoredCall;
+use crate::store::{Lookup, StoredCall};
+use crate::subscriptions::{CallFilter, Matcher, Scope};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -21,66 +21,71 @@ pub fn error(status: StatusCode, message: &str) -> Response {
     json_response(status, body)
 }
 
-fn push_calls(body: &mut String, calls: &[StoredCall]) {
+fn push_calls<'a>(body: &mut String, calls: impl IntoIterator<Item = &'a StoredCall>) {
     body.push('[');
-    for (i, call) in calls.iter().enumerate() {
+    for (i, call) in calls.into_iter().enumerate() {
         if i > 0 {
             body.push(',');
         }
+        // The stored bytes are a slice of a UTF-8 frame.
         body.push_str(std::str::from_utf8(&call.json).unwrap_or("null"));
     }
     body.push(']');
 }
 
-/// `GET /api/v2/calls`, with the filter members as query parameters.
+/// `GET /api/v2/calls`, with the filter members as query parameters: live and lingering calls, in key
+/// order. Found through the filter's most selective index, from a view taken in constant time.
 pub async fn calls(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
     let filter = match CallFilter::from_query(query.as_deref().unwrap_or("")) {
         Ok(filter) => filter,
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
-    let calls = state.store.select(|call| filter.matches(call));
+    let matcher = Matcher::new(filter, Scope::All);
+    let view = state.stream.view();
     let mut body = String::from("{\"statusCode\":0,\"calls\":");
-    push_calls(&mut body, &calls);
+    match matcher.lookup() {
+        Lookup::All => push_calls(
+            &mut body,
+            view.iter_after(None)
+                .filter(|call| matcher.matches(&call.meta)),
+        ),
+        lookup => push_calls(
+            &mut body,
+            view.keys(lookup)
+                .into_iter()
+                .filter_map(|key| view.get(key))
+                .filter(|call| matcher.matches(&call.meta)),
+        ),
+    }
     body.push('}');
     json_response(StatusCode::OK, body)
 }
 
-/// `GET /api/v2/devices`: every device with calls, and its calls.
+/// `GET /api/v2/devices`: every device with calls, and its calls, devices in DN order.
 pub async fn devices(State(state): State<AppState>) -> Response {
-    let mut calls = state.store.select(|_| true);
-    calls.sort_by(|a, b| {
-        (&*a.meta.dn, &*a.meta.device_id, a.meta.key).cmp(&(
-            &*b.meta.dn,
-            &*b.meta.device_id,
-            b.meta.key,
-        ))
-    });
+    let view = state.stream.view();
+    let calls: Vec<&StoredCall> = view.by_device().collect();
     let mut body = String::from("{\"statusCode\":0,\"devices\":[");
-    let mut start = 0;
-    let mut first = true;
-    while start < calls.len() {
-        let device_id = &calls[start].meta.device_id;
-        let end = calls[start..]
-            .iter()
-            .position(|c| c.meta.device_id != *device_id)
-            .map_or(calls.len(), |p| start + p);
-        if !first {
+    for (i, device) in calls
+        .chunk_by(|a, b| a.meta.device_id == b.meta.device_id)
+        .enumerate()
+    {
+        let meta = &device[0].meta;
+        if i > 0 {
             body.push(',');
         }
-        first = false;
         body.push_str("{\"id\":");
-        write_json_str(&mut body, device_id);
+        write_json_str(&mut body, &meta.device_id);
         body.push_str(",\"phoneNumber\":");
-        write_json_str(&mut body, &calls[start].meta.dn);
+        write_json_str(&mut body, &meta.dn);
         body.push_str(",\"uri\":");
         write_json_str(
             &mut body,
-            &format!("{}/api/v2/devices/{device_id}", state.base_url),
+            &format!("{}/api/v2/devices/{}", state.base_url, meta.device_id),
         );
         body.push_str(",\"calls\":");
-        push_calls(&mut body, &calls[start..end]);
+        push_calls(&mut body, device.iter().copied());
         body.push('}');
-        start = end;
     }
     body.push_str("]}");
     json_response(StatusCode::OK, body)
@@ -91,7 +96,8 @@ pub async fn device_calls(
     State(state): State<AppState>,
     Path(device_id): Path<String>,
 ) -> Response {
-    let calls = state.store.select(|call| *call.device_id == *device_id);
+    let view = state.stream.view();
+    let calls = view.device_calls(&device_id);
     if calls.is_empty() {
         return error(
             StatusCode::NOT_FOUND,
@@ -99,20 +105,23 @@ pub async fn device_calls(
         );
     }
     let mut body = String::from("{\"statusCode\":0,\"calls\":");
-    push_calls(&mut body, &calls);
+    push_calls(&mut body, calls);
     body.push('}');
     json_response(StatusCode::OK, body)
 }
 
-/// `GET /api/v2/devices/{deviceId}/calls/{id}`: `{"statusCode":0,"call":{...}}`.
+/// `GET /api/v2/devices/{deviceId}/calls/{id}`: `{"statusCode":0,"call":{...}}`. When the device has
+/// two resources with the id (a CallUUID seen twice), the newest.
 pub async fn device_call(
     State(state): State<AppState>,
     Path((device_id, call_id)): Path<(String, String)>,
 ) -> Response {
-    let calls = state
-        .store
-        .select(|call| *call.device_id == *device_id && *call.call_id == *call_id);
-    match calls.last() {
+    let view = state.stream.view();
+    let found = view
+        .device_calls(&device_id)
+        .into_iter()
+        .rfind(|call| *call.meta.call_id == *call_id);
+    match found {
         Some(call) => json_response(
             StatusCode::OK,
             format!(
@@ -149,9 +158,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let stats = state.fanout.stats();
-    metrics::gauge!("callgate_calls_held").set(state.store.len() as f64);
-    metrics::gauge!("callgate_live_calls").set(state.store.live() as f64);
+    let stats = state.stream.stats();
+    metrics::gauge!("callgate_calls_held").set(stats.calls as f64);
+    metrics::gauge!("callgate_live_calls").set(stats.live_calls as f64);
     metrics::gauge!("callgate_ws_connections").set(stats.connections as f64);
     metrics::gauge!("callgate_subscriptions").set(stats.subscriptions as f64);
     metrics::gauge!("callgate_seq").set(stats.seq as f64);

@@ -4,8 +4,7 @@ pub mod http;
 pub mod server;
 pub mod ws;
 
-use crate::fanout::Fanout;
-use crate::store::Store;
+use crate::stream::Stream;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -16,10 +15,8 @@ use tokio_util::task::TaskTracker;
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    /// The calls.
-    pub store: Arc<Store>,
-    /// Subscriptions and delivery.
-    pub fanout: Arc<Fanout>,
+    /// The ordered stream: the calls, subscriptions and delivery.
+    pub stream: Arc<Stream>,
     /// The public base URL, without a trailing slash.
     pub base_url: Arc<str>,
     /// The Prometheus recorder.

@@ -11,9 +11,10 @@
 
 use super::AppState;
 use super::http::error;
-use crate::fanout::outbox::{Frame, Outbox};
-use crate::fanout::{CallFilter, Since};
+use crate::delivery::{Frame, Outbox};
 use crate::json::write_json_str;
+use crate::stream::Since;
+use crate::subscriptions::{CallFilter, Scope};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -309,12 +310,15 @@ fn handle_text(state: &AppState, connection: u64, outbox: &Outbox, text: &str) {
                     return;
                 }
             };
-            if let Err(err) = state.fanout.subscribe(connection, &sub, filter, since) {
+            if let Err(err) = state
+                .stream
+                .subscribe(connection, &sub, filter, Scope::All, since)
+            {
                 outbox.push_control(error_frame(Some(&sub), err.code(), &err.to_string()));
             }
         }
         Request::Unsubscribe { sub } => {
-            if let Err(err) = state.fanout.unsubscribe(connection, &sub) {
+            if let Err(err) = state.stream.unsubscribe(connection, &sub) {
                 outbox.push_control(error_frame(Some(&sub), err.code(), &err.to_string()));
             }
         }
@@ -378,7 +382,7 @@ async fn connection(io: Io, state: AppState) {
         half: write_half,
         headers: Vec::new(),
     };
-    let (connection, outbox) = state.fanout.connect();
+    let (connection, outbox) = state.stream.connect();
     metrics::gauge!("callgate_ws_connections_open").increment(1.0);
     let origin = Instant::now();
     let last_heard = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -441,7 +445,7 @@ async fn connection(io: Io, state: AppState) {
         }
     };
     reader.abort();
-    state.fanout.disconnect(connection);
+    state.stream.disconnect(connection);
     if let Some((code, reason)) = close {
         let _ = tokio::time::timeout(Duration::from_secs(2), writer.close(code, reason)).await;
     } else {

@@ -1,4 +1,4 @@
-//! The live pipeline between ingest and fanout: one sequencer, reducer shards as tasks spread over the
+//! The live pipeline between ingest and the stream: one sequencer, reducer shards as tasks spread over the
 //! runtime's cores, and a publisher that puts the shards' notifications back into ingest order.
 //!
 //! ```text
@@ -21,12 +21,12 @@
 //! it with the calls it released as stale and the lingering calls it forgot, in stream order.
 
 use crate::event::{Event, EventKind, Micros};
-use crate::fanout::{Fanout, Published};
 use crate::reduce::{
     Admission, CallState, Disposition, IgnoreReason, NotificationType, Notifications, Reducer,
     ReducerConfig, Sequencer,
 };
 use crate::store::{CallKey, CallMeta};
+use crate::stream::{Published, Stream};
 use crate::supervise::Supervisor;
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
@@ -176,7 +176,7 @@ impl Pipeline {
     /// completes when the publisher has published everything, after [`Pipeline::close`].
     pub fn start(
         config: PipelineConfig,
-        fanout: Arc<Fanout>,
+        stream: Arc<Stream>,
         supervisor: &Supervisor,
     ) -> (Arc<Pipeline>, oneshot::Receiver<()>) {
         let shard_count = config.shards.clamp(1, 64);
@@ -210,7 +210,7 @@ impl Pipeline {
         });
         let (done_tx, done_rx) = oneshot::channel();
         supervisor.spawn("publisher", async move {
-            run_publisher(tickets_rx, output_rxs, fanout).await;
+            run_publisher(tickets_rx, output_rxs, stream).await;
             let _ = done_tx.send(());
         });
         supervisor.spawn("sweeper", Arc::clone(&pipeline).sweep());
@@ -509,7 +509,7 @@ impl Shard {
 async fn run_publisher(
     mut tickets: mpsc::Receiver<Vec<u16>>,
     mut outputs: Vec<mpsc::Receiver<Vec<ShardOutput>>>,
-    fanout: Arc<Fanout>,
+    stream: Arc<Stream>,
 ) {
     let mut pending: Vec<VecDeque<ShardOutput>> = outputs.iter().map(|_| VecDeque::new()).collect();
     while let Some(order) = tickets.recv().await {
@@ -534,10 +534,10 @@ async fn run_publisher(
                 taken.extend(result.taken);
             }
         }
-        fanout.publish(batch);
+        stream.publish(batch);
         // After the batch: a call's last notification precedes its forgetting in the stream.
         if !forgotten.is_empty() {
-            fanout.forget(&forgotten);
+            stream.forget(&forgotten);
         }
         // Acknowledged only once published: an acknowledged event is visible to REST and subscribers.
         for (stats, sequence, outcome) in taken {
@@ -549,9 +549,8 @@ async fn run_publisher(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::OutboxLimits;
     use crate::event::{Decoded, decode_line};
-    use crate::fanout::outbox::OutboxLimits;
-    use crate::store::Store;
 
     fn submission(line: &str, stats: &Arc<ConnStats>) -> Submission {
         let Ok(Decoded::Event(event)) = decode_line(line.as_bytes()) else {
@@ -572,24 +571,18 @@ mod tests {
     }
 
     struct Running {
-        store: Arc<Store>,
+        stream: Arc<Stream>,
         pipeline: Arc<Pipeline>,
         published_all: oneshot::Receiver<()>,
         supervisor: Supervisor,
     }
 
     fn start(config: PipelineConfig) -> Running {
-        let store = Arc::new(Store::default());
-        let fanout = Arc::new(Fanout::new(
-            "run",
-            100,
-            Arc::clone(&store),
-            OutboxLimits::default(),
-        ));
+        let stream = Arc::new(Stream::new("run", 100, OutboxLimits::default()));
         let supervisor = Supervisor::new();
-        let (pipeline, published_all) = Pipeline::start(config, fanout, &supervisor);
+        let (pipeline, published_all) = Pipeline::start(config, Arc::clone(&stream), &supervisor);
         Running {
-            store,
+            stream,
             pipeline,
             published_all,
             supervisor,
@@ -653,7 +646,7 @@ mod tests {
         }
         settle(&stats).await;
         // Everything released is forgotten at the next ticks.
-        wait_for("the store to empty", || running.store.is_empty()).await;
+        wait_for("the store to empty", || running.stream.stats().calls == 0).await;
         running.supervisor.stop();
         running.pipeline.close().await;
         assert!(
@@ -679,9 +672,13 @@ mod tests {
             ])
             .await;
         settle(&stats).await;
-        assert_eq!(running.store.live(), 1);
-        wait_for("the stale call's release", || running.store.live() == 0).await;
-        let calls = running.store.select(|_| true);
+        assert_eq!(running.stream.stats().live_calls, 1);
+        wait_for("the stale call's release", || {
+            running.stream.stats().live_calls == 0
+        })
+        .await;
+        let view = running.stream.view();
+        let calls: Vec<_> = view.iter_after(None).collect();
         assert_eq!(calls.len(), 1);
         let document: serde_json::Value = serde_json::from_slice(&calls[0].json).unwrap();
         assert_eq!(document["state"], "Released");
@@ -707,7 +704,7 @@ mod tests {
                 .submit(vec![event("EventAttachedDataChanged", 1, 7001, &stats)])
                 .await;
             settle(&stats).await;
-            assert_eq!(running.store.live(), 1);
+            assert_eq!(running.stream.stats().live_calls, 1);
         }
     }
 
@@ -726,7 +723,7 @@ mod tests {
             .collect();
         running.pipeline.submit(batch).await;
         settle(&stats).await;
-        assert_eq!(running.store.live(), 2);
+        assert_eq!(running.stream.stats().live_calls, 2);
         assert_eq!(stats.applied.load(Ordering::Relaxed), 2);
         assert_eq!(stats.dropped.load(Ordering::Relaxed), 3);
     }

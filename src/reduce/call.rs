@@ -27,6 +27,15 @@ pub enum CallState {
 }
 
 impl CallState {
+    /// Every state.
+    pub const ALL: [CallState; 5] = [
+        CallState::Ringing,
+        CallState::Dialing,
+        CallState::Established,
+        CallState::Held,
+        CallState::Released,
+    ];
+
     /// The name in call resources.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -216,8 +216,8 @@ impl ServeArgs {
             coalesce_after: self
                 .coalesce_after
                 .or(file.coalesce_after)
-                .unwrap_or(crate::fanout::outbox::OutboxLimits::default().soft)
-                .clamp(1, crate::fanout::outbox::OutboxLimits::default().hard),
+                .unwrap_or(crate::delivery::OutboxLimits::default().soft)
+                .clamp(1, crate::delivery::OutboxLimits::default().hard),
             stale_call_after: (stale > 0.0).then(|| Duration::from_secs_f64(stale)),
             max_http_connections: self
                 .max_http_connections

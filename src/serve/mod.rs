@@ -1,16 +1,15 @@
-//! `callgate serve`: wiring the ingest socket, the pipeline, the fanout and the HTTP door together, and
+//! `callgate serve`: wiring the ingest socket, the pipeline, the stream and the HTTP door together, and
 //! taking them down gracefully.
 
 pub mod config;
 
 use crate::api::{self, AppState};
+use crate::delivery::OutboxLimits;
 use crate::event::{Decoded, decode_line};
-use crate::fanout::Fanout;
-use crate::fanout::outbox::OutboxLimits;
 use crate::pipeline::{ConnStats, Pipeline, PipelineConfig, Submission};
 use crate::reduce::ReducerConfig;
 use crate::sim::{SimConfig, Simulator};
-use crate::store::Store;
+use crate::stream::Stream;
 use crate::supervise::Supervisor;
 pub use config::{LogFormat, ServeArgs, ServeConfig};
 use std::net::SocketAddr;
@@ -104,11 +103,9 @@ pub async fn run(
     // Load the phone-number metadata and geocoding index now, not on the first event's hot path.
     let _ = crate::enrich::phone::build("+14155550100");
     let epoch = epoch();
-    let store = Arc::new(Store::default());
-    let fanout = Arc::new(Fanout::new(
+    let stream = Arc::new(Stream::new(
         &epoch,
         config.history,
-        Arc::clone(&store),
         OutboxLimits {
             soft: config.coalesce_after,
             ..OutboxLimits::default()
@@ -126,7 +123,7 @@ pub async fn run(
             stale_call_after: config.stale_call_after,
             queue_depth: crate::pipeline::SHARD_QUEUE,
         },
-        Arc::clone(&fanout),
+        Arc::clone(&stream),
         &supervisor,
     );
 
@@ -134,8 +131,7 @@ pub async fn run(
     let connections = TaskTracker::new();
     let ready = Arc::new(AtomicBool::new(false));
     let state = AppState {
-        store,
-        fanout: Arc::clone(&fanout),
+        stream: Arc::clone(&stream),
         base_url: base_url.clone().into(),
         metrics,
         ready: Arc::clone(&ready),

@@ -1,27 +1,30 @@
-//! Fanout: sequence numbers, the resume history, subscriptions, and delivery into per-connection outboxes.
+//! The stream: the one ordered source of everything the gateway publishes. It assigns `seq` within the
+//! run's `epoch`, holds the resume history and the store of current documents, and delivers each
+//! notification to the outboxes of its subscribers.
 //!
-//! One lock (the core) orders everything that must be atomic with the stream position: publishing a batch
-//! (seq, store, history, delivery) and taking a subscription's snapshot. A subscriber therefore gets the
-//! state as of position `seq` and then exactly the notifications after it, never a gap or a repeat.
-//! Each notification is serialized once into a frame whose bytes every recipient shares.
+//! One lock orders everything that must be atomic with the stream position: publishing a batch (seq,
+//! store, history, delivery) and registering a subscription with the view its snapshot or resume starts
+//! from. Nothing under it costs in proportion to the number of calls or clients: a subscription takes
+//! constant-time copies of the store or the history and its backlog is rendered later, by the
+//! connection's writer ([`backlog`]); delivery costs in proportion to the recipients. A subscriber
+//! therefore gets the state as of position `seq` and then exactly the notifications after it, never a
+//! gap or a repeat. Each notification is serialized once into a frame whose bytes every recipient shares.
 
-pub mod filter;
-pub mod outbox;
+pub mod backlog;
+pub mod history;
 
+use crate::delivery::{Outbox, OutboxLimits, Pushed};
 use crate::json::{Decimal, write_json_str};
-use crate::reduce::CallState;
-use crate::store::{CallKey, CallMeta, Store, StoredCall};
+use crate::store::{CallKey, CallMeta, StoreView, StoredCall};
+use crate::subscriptions::{
+    CallFilter, ConnectionId, Matcher, Scope, SubscribeError, Subscriptions,
+};
+use backlog::{ResumeBacklog, SnapshotBacklog};
 use bytes::Bytes;
-pub use filter::CallFilter;
-use hashbrown::HashMap;
-use outbox::{Outbox, OutboxLimits, Pushed};
-use std::collections::VecDeque;
+use history::{History, HistoryEntry};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-/// The most subscriptions one connection may hold.
-pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 64;
 
 /// One notification ready to publish, as a reducer shard produced it.
 #[derive(Debug)]
@@ -45,215 +48,55 @@ pub struct Since {
     pub seq: u64,
 }
 
-/// Why a subscription request was refused (sent to the client as an `error` message).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SubscribeError {
-    /// `sub` is empty or longer than 64 characters.
-    #[error("sub must be 1 to 64 characters")]
-    BadName,
-    /// The connection already has a subscription with this name.
-    #[error("a subscription named {0:?} exists on this connection")]
-    Duplicate(String),
-    /// The connection holds the maximum number of subscriptions.
-    #[error("at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions per connection")]
-    TooMany,
-    /// No subscription with this name.
-    #[error("no subscription named {0:?}")]
-    Unknown(String),
-}
-
-impl SubscribeError {
-    /// The `code` of the error message.
-    pub fn code(&self) -> &'static str {
-        match self {
-            SubscribeError::BadName => "bad-request",
-            SubscribeError::Duplicate(_) => "duplicate-sub",
-            SubscribeError::TooMany => "too-many-subscriptions",
-            SubscribeError::Unknown(_) => "unknown-sub",
-        }
-    }
-}
-
-struct HistoryEntry {
-    seq: u64,
-    meta: Arc<CallMeta>,
-    frame: Bytes,
-}
-
-struct Connection {
-    outbox: Arc<Outbox>,
-    subscriptions: HashMap<String, Arc<CallFilter>>,
-    /// One of its subscriptions has an empty filter: it gets every notification.
-    gets_everything: bool,
-}
-
-impl Connection {
-    fn update_gets_everything(&mut self) -> bool {
-        self.gets_everything = self
-            .subscriptions
-            .values()
-            .any(|filter| **filter == CallFilter::default());
-        self.gets_everything
-    }
-}
-
-/// Subscriptions indexed by the most selective member of their filter, so a notification costs in
-/// proportion to its recipients. Values count how many of the connection's subscriptions use the key.
-#[derive(Default)]
-struct Index {
-    broad: HashMap<u64, usize>,
-    by_dn: HashMap<String, HashMap<u64, usize>>,
-    by_device: HashMap<String, HashMap<u64, usize>>,
-    by_call: HashMap<String, HashMap<u64, usize>>,
-}
-
-enum IndexKeys<'f> {
-    Broad,
-    Dn(&'f [String]),
-    Device(&'f [String]),
-    Call(&'f [String]),
-}
-
-fn index_keys(filter: &CallFilter) -> IndexKeys<'_> {
-    if let Some(dns) = &filter.dn {
-        IndexKeys::Dn(dns)
-    } else if let Some(devices) = &filter.device_id {
-        IndexKeys::Device(devices)
-    } else if let Some(calls) = &filter.call_id {
-        IndexKeys::Call(calls)
-    } else {
-        IndexKeys::Broad
-    }
-}
-
-impl Index {
-    fn change(&mut self, connection: u64, filter: &CallFilter, add: bool) {
-        fn bump(map: &mut HashMap<u64, usize>, connection: u64, add: bool) {
-            let count = map.entry(connection).or_insert(0);
-            if add {
-                *count += 1;
-            } else {
-                *count = count.saturating_sub(1);
-                if *count == 0 {
-                    map.remove(&connection);
-                }
-            }
-        }
-        if *filter == CallFilter::default() {
-            // Kept in `Core::everything` instead, without a per-notification match.
-            return;
-        }
-        let (table, keys) = match index_keys(filter) {
-            IndexKeys::Broad => return bump(&mut self.broad, connection, add),
-            IndexKeys::Dn(keys) => (&mut self.by_dn, keys),
-            IndexKeys::Device(keys) => (&mut self.by_device, keys),
-            IndexKeys::Call(keys) => (&mut self.by_call, keys),
-        };
-        let mut unique: Vec<&String> = keys.iter().collect();
-        unique.sort_unstable();
-        unique.dedup();
-        for key in unique {
-            let map = table.entry(key.clone()).or_default();
-            bump(map, connection, add);
-            if map.is_empty() {
-                table.remove(key);
-            }
-        }
-    }
-
-    /// Connections with a subscription that may match `call`.
-    fn candidates(&self, call: &CallMeta, out: &mut Vec<u64>) {
-        out.extend(self.broad.keys());
-        for (table, key) in [
-            (&self.by_dn, &*call.dn),
-            (&self.by_device, &*call.device_id),
-            (&self.by_call, &*call.call_id),
-        ] {
-            if let Some(map) = table.get(key) {
-                out.extend(map.keys());
-            }
-        }
-        out.sort_unstable();
-        out.dedup();
-    }
-}
-
 struct Core {
     seq: u64,
-    history: VecDeque<HistoryEntry>,
-    history_capacity: usize,
-    connections: HashMap<u64, Connection>,
-    next_connection: u64,
-    index: Index,
-    candidates: Vec<u64>,
-    /// Connections that get every notification (a subscription with an empty filter: wallboards,
-    /// analytics), in connection order. Delivering to them needs no index lookup and no filter.
-    everything: Vec<(u64, Arc<Outbox>)>,
+    history: History,
+    store: StoreView,
+    subscriptions: Subscriptions,
     /// Outboxes that became non-empty during the batch being published: woken once it is all queued.
     to_wake: Vec<Arc<Outbox>>,
 }
 
-/// Counters the fanout keeps for /metrics.
+/// Counters the stream keeps for /metrics.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct FanoutStats {
+pub struct StreamStats {
     /// Connections registered.
     pub connections: usize,
     /// Subscriptions held.
     pub subscriptions: usize,
     /// Last seq assigned.
     pub seq: u64,
+    /// Calls held (live and lingering).
+    pub calls: usize,
+    /// Calls held that are not Released.
+    pub live_calls: usize,
 }
 
-/// The fanout of one gateway run.
-pub struct Fanout {
+/// The stream of one gateway run.
+pub struct Stream {
     epoch: Arc<str>,
-    store: Arc<Store>,
     limits: OutboxLimits,
     core: Mutex<Core>,
 }
 
-impl Core {
-    /// Puts `connection` in or out of the every-notification list after its subscriptions changed.
-    fn refresh_everything(&mut self, connection: u64) {
-        let member = self
-            .connections
-            .get_mut(&connection)
-            .map(|conn| (conn.update_gets_everything(), Arc::clone(&conn.outbox)));
-        let position = self
-            .everything
-            .binary_search_by_key(&connection, |(id, _)| *id);
-        match (member, position) {
-            (Some((true, outbox)), Err(at)) => self.everything.insert(at, (connection, outbox)),
-            (Some((false, _)) | None, Ok(at)) => {
-                self.everything.remove(at);
-            }
-            _ => {}
-        }
-    }
-}
-
-impl Fanout {
-    /// A fanout for the run named `epoch`, keeping `history` notifications for resuming.
-    pub fn new(epoch: &str, history: usize, store: Arc<Store>, limits: OutboxLimits) -> Self {
+impl Stream {
+    /// A stream for the run named `epoch`, keeping `history` notifications for resuming.
+    pub fn new(epoch: &str, history: usize, limits: OutboxLimits) -> Self {
         Self {
             epoch: epoch.into(),
-            store,
             limits,
             core: Mutex::new(Core {
                 seq: 0,
-                history: VecDeque::with_capacity(history.min(1 << 16)),
-                history_capacity: history,
-                connections: HashMap::new(),
-                next_connection: 0,
-                index: Index::default(),
-                candidates: Vec::new(),
-                everything: Vec::new(),
+                history: History::new(history),
+                store: StoreView::default(),
+                subscriptions: Subscriptions::default(),
                 to_wake: Vec::new(),
             }),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Core> {
+        // Every update under the lock is completed before anything can panic; the data stays usable.
         self.core
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -262,6 +105,22 @@ impl Fanout {
     /// The run's epoch.
     pub fn epoch(&self) -> &str {
         &self.epoch
+    }
+
+    /// The notification frame: `{"type":"notification","epoch":...,"seq":N,` + the members + `}`; and
+    /// where in it the call document lies.
+    fn frame(&self, seq: u64, published: &Published) -> (Bytes, Range<usize>) {
+        let mut frame = String::with_capacity(published.members.len() + 64);
+        frame.push_str("{\"type\":\"notification\",\"epoch\":");
+        write_json_str(&mut frame, &self.epoch);
+        frame.push_str(",\"seq\":");
+        frame.push_str(Decimal::new(seq).as_str());
+        frame.push(',');
+        let offset = frame.len();
+        frame.push_str(&published.members);
+        frame.push('}');
+        let call = offset + published.call.start..offset + published.call.end;
+        (Bytes::from(frame), call)
     }
 
     /// Publishes notifications in order: assigns seq, updates the store and history, delivers.
@@ -274,24 +133,14 @@ impl Fanout {
         for published in batch {
             core.seq += 1;
             let seq = core.seq;
-            let mut frame = String::with_capacity(published.members.len() + 64);
-            frame.push_str("{\"type\":\"notification\",\"epoch\":");
-            write_json_str(&mut frame, &self.epoch);
-            frame.push_str(",\"seq\":");
-            frame.push_str(Decimal::new(seq).as_str());
-            frame.push(',');
-            let offset = frame.len();
-            frame.push_str(&published.members);
-            frame.push('}');
-            let frame = Bytes::from(frame);
-            let call_json = frame.slice(offset + published.call.start..offset + published.call.end);
-            self.store.upsert(StoredCall {
+            let (frame, call) = self.frame(seq, &published);
+            core.store.upsert(StoredCall {
                 meta: Arc::clone(&published.meta),
-                json: call_json,
+                json: frame.slice(call),
             });
-
             let mut delivered = 0u64;
-            let mut deliver = |outbox: &Arc<Outbox>, to_wake: &mut Vec<Arc<Outbox>>| {
+            let to_wake = &mut core.to_wake;
+            core.subscriptions.recipients(&published.meta, |outbox| {
                 let (pushed, wake) = outbox.queue_notification(published.meta.key, frame.clone());
                 if wake {
                     to_wake.push(Arc::clone(outbox));
@@ -299,41 +148,16 @@ impl Fanout {
                 if pushed == Pushed::Queued {
                     delivered += 1;
                 }
-            };
-            for (_, outbox) in &core.everything {
-                deliver(outbox, &mut core.to_wake);
-            }
-            core.candidates.clear();
-            core.index.candidates(&published.meta, &mut core.candidates);
-            for connection in &core.candidates {
-                let Some(conn) = core.connections.get(connection) else {
-                    continue;
-                };
-                if conn.gets_everything
-                    || !conn
-                        .subscriptions
-                        .values()
-                        .any(|f| f.matches(&published.meta))
-                {
-                    continue;
-                }
-                deliver(&conn.outbox, &mut core.to_wake);
-            }
+            });
             metrics::counter!("callgate_notifications_total").increment(1);
             metrics::counter!("callgate_deliveries_total").increment(delivered);
             metrics::histogram!("callgate_ingest_to_publish_seconds")
                 .record(published.ingested.elapsed().as_secs_f64());
-
-            if core.history_capacity > 0 {
-                if core.history.len() >= core.history_capacity {
-                    core.history.pop_front();
-                }
-                core.history.push_back(HistoryEntry {
-                    seq,
-                    meta: published.meta,
-                    frame,
-                });
-            }
+            core.history.push(HistoryEntry {
+                seq,
+                meta: published.meta,
+                frame,
+            });
         }
         // Woken after the lock is released, so a writer on the other core does not wait for it.
         let mut to_wake = std::mem::take(&mut core.to_wake);
@@ -346,137 +170,93 @@ impl Fanout {
 
     /// Forgets calls whose linger time is over.
     pub fn forget(&self, keys: &[CallKey]) {
-        let _core = self.lock();
+        let mut core = self.lock();
         for key in keys {
-            self.store.remove(*key);
+            core.store.remove(*key);
         }
     }
 
-    /// Registers a new WebSocket connection; returns its id and outbox.
-    pub fn connect(&self) -> (u64, Arc<Outbox>) {
-        let mut core = self.lock();
-        let id = core.next_connection;
-        core.next_connection += 1;
+    /// Registers a new connection; returns its id and outbox.
+    pub fn connect(&self) -> (ConnectionId, Arc<Outbox>) {
         let outbox = Arc::new(Outbox::new(self.limits));
-        core.connections.insert(
-            id,
-            Connection {
-                outbox: Arc::clone(&outbox),
-                subscriptions: HashMap::new(),
-                gets_everything: false,
-            },
-        );
+        let id = self.lock().subscriptions.connect(Arc::clone(&outbox));
         (id, outbox)
     }
 
-    /// Unregisters a connection and its subscriptions.
-    pub fn disconnect(&self, connection: u64) {
-        let mut core = self.lock();
-        if let Some(conn) = core.connections.remove(&connection) {
-            for filter in conn.subscriptions.values() {
-                core.index.change(connection, filter, false);
-            }
-            conn.outbox.close();
-            core.refresh_everything(connection);
+    /// Unregisters a connection and its subscriptions, and closes its outbox.
+    pub fn disconnect(&self, connection: ConnectionId) {
+        let outbox = self.lock().subscriptions.disconnect(connection);
+        if let Some(outbox) = outbox {
+            outbox.close();
         }
     }
 
-    /// Subscribes: queues the `subscribed` message (with the snapshot, or `resumed:true` and the missed
-    /// notifications), atomically with the stream position.
+    /// Subscribes: queues the `subscribed` message with the snapshot (in chunks), or `resumed:true` and
+    /// the missed notifications, atomically with the stream position. `scope` limits what it can see.
     pub fn subscribe(
         &self,
-        connection: u64,
+        connection: ConnectionId,
         sub: &str,
         filter: CallFilter,
+        scope: Scope,
         since: Option<Since>,
     ) -> Result<(), SubscribeError> {
-        if sub.is_empty() || sub.chars().count() > 64 {
-            return Err(SubscribeError::BadName);
-        }
+        let matcher = Arc::new(Matcher::new(filter, scope));
         let mut core = self.lock();
-        let core = &mut *core;
-        let Some(conn) = core.connections.get_mut(&connection) else {
+        let Some(outbox) = core
+            .subscriptions
+            .subscribe(connection, sub, Arc::clone(&matcher))?
+        else {
             return Ok(());
         };
-        if conn.subscriptions.contains_key(sub) {
-            return Err(SubscribeError::Duplicate(sub.to_owned()));
-        }
-        if conn.subscriptions.len() >= MAX_SUBSCRIPTIONS_PER_CONNECTION {
-            return Err(SubscribeError::TooMany);
-        }
-        let filter = Arc::new(filter);
-        conn.subscriptions
-            .insert(sub.to_owned(), Arc::clone(&filter));
-        let outbox = Arc::clone(&conn.outbox);
-        core.index.change(connection, &filter, true);
-        core.refresh_everything(connection);
-
-        let mut message = String::with_capacity(256);
-        message.push_str("{\"type\":\"subscribed\",\"sub\":");
-        write_json_str(&mut message, sub);
-        message.push_str(",\"epoch\":");
-        write_json_str(&mut message, &self.epoch);
-        message.push_str(",\"seq\":");
-        message.push_str(Decimal::new(core.seq).as_str());
-
-        let oldest = core.history.front().map_or(core.seq + 1, |entry| entry.seq);
-        let resumable = since.as_ref().is_some_and(|since| {
-            *since.epoch == *self.epoch && since.seq <= core.seq && since.seq + 1 >= oldest
-        });
-        if let (true, Some(since)) = (resumable, since) {
-            message.push_str(",\"resumed\":true}");
-            outbox.push_control(message.into());
-            let skip = (since.seq + 1).saturating_sub(oldest) as usize;
-            for entry in core.history.iter().skip(skip) {
-                if filter.matches(&entry.meta) {
-                    outbox.push_notification(entry.meta.key, entry.frame.clone());
+        let mut head = String::with_capacity(128);
+        head.push_str("{\"type\":\"subscribed\",\"sub\":");
+        write_json_str(&mut head, sub);
+        head.push_str(",\"epoch\":");
+        write_json_str(&mut head, &self.epoch);
+        head.push_str(",\"seq\":");
+        head.push_str(Decimal::new(core.seq).as_str());
+        let missed = since
+            .filter(|since| *since.epoch == *self.epoch)
+            .and_then(|since| core.history.after(since.seq, core.seq));
+        match missed {
+            Some(missed) => {
+                head.push_str(",\"resumed\":true}");
+                outbox.push_control(head.into());
+                if !missed.is_empty() {
+                    outbox.push_backlog(Box::new(ResumeBacklog::new(missed, matcher)));
                 }
+                metrics::counter!("callgate_resumes_total").increment(1);
             }
-            metrics::counter!("callgate_resumes_total").increment(1);
-        } else {
-            message.push_str(",\"resumed\":false,\"calls\":[");
-            let calls = self
-                .store
-                .select(|call| call.state != CallState::Released && filter.matches(call));
-            for (i, call) in calls.iter().enumerate() {
-                if i > 0 {
-                    message.push(',');
-                }
-                // The stored bytes are a slice of a UTF-8 frame.
-                message.push_str(std::str::from_utf8(&call.json).unwrap_or("null"));
+            None => {
+                head.push_str(",\"resumed\":false,\"calls\":[");
+                let view = core.store.clone();
+                outbox.push_backlog(Box::new(SnapshotBacklog::new(head, sub, view, matcher)));
+                metrics::counter!("callgate_snapshots_total").increment(1);
             }
-            message.push_str("]}");
-            outbox.push_control(message.into());
-            metrics::counter!("callgate_snapshots_total").increment(1);
         }
         Ok(())
     }
 
     /// Removes a subscription.
-    pub fn unsubscribe(&self, connection: u64, sub: &str) -> Result<(), SubscribeError> {
-        let mut core = self.lock();
-        let core = &mut *core;
-        let filter = core
-            .connections
-            .get_mut(&connection)
-            .and_then(|conn| conn.subscriptions.remove(sub))
-            .ok_or_else(|| SubscribeError::Unknown(sub.to_owned()))?;
-        core.index.change(connection, &filter, false);
-        core.refresh_everything(connection);
-        Ok(())
+    pub fn unsubscribe(&self, connection: ConnectionId, sub: &str) -> Result<(), SubscribeError> {
+        self.lock().subscriptions.unsubscribe(connection, sub)
     }
 
-    /// Connection, subscription and position counts.
-    pub fn stats(&self) -> FanoutStats {
+    /// The calls as of now: a constant-time copy that REST reads without holding the lock.
+    pub fn view(&self) -> StoreView {
+        self.lock().store.clone()
+    }
+
+    /// Connection, subscription, position and call counts.
+    pub fn stats(&self) -> StreamStats {
         let core = self.lock();
-        FanoutStats {
-            connections: core.connections.len(),
-            subscriptions: core
-                .connections
-                .values()
-                .map(|c| c.subscriptions.len())
-                .sum(),
+        StreamStats {
+            connections: core.subscriptions.connections(),
+            subscriptions: core.subscriptions.subscriptions(),
             seq: core.seq,
+            calls: core.store.len(),
+            live_calls: core.store.live(),
         }
     }
 }
@@ -488,8 +268,9 @@ mod tests {
     //! after `since` is still held.
 
     use super::*;
+    use crate::delivery::Frame;
     use crate::event::ConnId;
-    use outbox::Frame;
+    use crate::reduce::CallState;
     use serde_json::{Value, json};
 
     const EPOCH: &str = "run-1";
@@ -601,35 +382,37 @@ mod tests {
         })
     }
 
-    /// A fanout holding `history` notifications, with the first `published` of [`EVENTS`] published (the
+    /// A stream holding `history` notifications, with the first `published` of [`EVENTS`] published (the
     /// first two in one batch, the rest one by one).
-    fn scenario(history: usize, published_count: usize) -> Fanout {
-        let fanout = Fanout::new(
-            EPOCH,
-            history,
-            Arc::new(Store::default()),
-            OutboxLimits::default(),
-        );
+    fn scenario(history: usize, published_count: usize) -> Stream {
+        let stream = Stream::new(EPOCH, history, OutboxLimits::default());
         let mut batch = Vec::new();
         for seq in 1..=published_count as u64 {
-            publish_seq(&fanout, seq, &mut batch);
+            publish_seq(&stream, seq, &mut batch);
         }
-        fanout.publish(batch);
-        fanout
+        stream.publish(batch);
+        stream
     }
 
-    fn publish_seq(fanout: &Fanout, seq: u64, batch: &mut Vec<Published>) {
+    fn publish_seq(stream: &Stream, seq: u64, batch: &mut Vec<Published>) {
         let (call, state) = EVENTS[seq as usize - 1];
         batch.push(published(call, state, seq));
         if seq >= 2 {
-            fanout.publish(std::mem::take(batch));
+            stream.publish(std::mem::take(batch));
         }
     }
 
     /// Every frame queued, parsed.
+    /// Every frame the outbox holds, backlogs rendered, as a writer would take them.
     fn take(outbox: &Outbox) -> Vec<Value> {
         let mut frames = Vec::new();
-        outbox.drain(&mut frames).expect("not overflowed");
+        loop {
+            let before = frames.len();
+            outbox.drain(&mut frames).expect("not overflowed");
+            if frames.len() == before {
+                break;
+            }
+        }
         frames
             .into_iter()
             .map(|frame| match frame {
@@ -652,13 +435,13 @@ mod tests {
 
     /// Connects, subscribes as `s`, and returns the outbox and everything it holds.
     fn subscribe(
-        fanout: &Fanout,
+        stream: &Stream,
         filter: CallFilter,
         since: Option<Since>,
     ) -> (u64, Arc<Outbox>, Vec<Value>) {
-        let (connection, outbox) = fanout.connect();
-        fanout
-            .subscribe(connection, "s", filter, since)
+        let (connection, outbox) = stream.connect();
+        stream
+            .subscribe(connection, "s", filter, Scope::All, since)
             .expect("subscribed");
         let frames = take(&outbox);
         (connection, outbox, frames)
@@ -676,7 +459,7 @@ mod tests {
         calls.sort_by_key(|call| call["id"].as_str().map(str::to_owned));
         assert_eq!(
             frame,
-            json!({"type": "subscribed", "sub": "s", "epoch": EPOCH, "seq": seq, "resumed": false, "calls": null}),
+            json!({"type": "subscribed", "sub": "s", "epoch": EPOCH, "seq": seq, "resumed": false, "calls": null, "more": false}),
         );
         let mut want: Vec<Value> = last_seqs
             .iter()
@@ -695,9 +478,9 @@ mod tests {
 
     #[test]
     fn one_before_the_oldest_held_resumes_with_exactly_the_held_ones() {
-        let fanout = scenario(3, 7);
+        let stream = scenario(3, 7);
         // Held: 5, 6, 7. Everything after 4 is held.
-        let (_, _, frames) = subscribe(&fanout, CallFilter::default(), since(4));
+        let (_, _, frames) = subscribe(&stream, CallFilter::default(), since(4));
         let mut want = vec![resumed(7)];
         want.extend(notifications(&[5, 6, 7]));
         assert_eq!(frames, want);
@@ -705,10 +488,10 @@ mod tests {
 
     #[test]
     fn two_before_the_oldest_held_gets_a_snapshot_of_the_live_calls() {
-        let fanout = scenario(3, 7);
+        let stream = scenario(3, 7);
         // Notification 4 is no longer held: resuming after 3 would miss it.
         for since_seq in [3, 2, 0] {
-            let (_, _, frames) = subscribe(&fanout, CallFilter::default(), since(since_seq));
+            let (_, _, frames) = subscribe(&stream, CallFilter::default(), since(since_seq));
             assert_eq!(frames.len(), 1, "since {since_seq}: {frames:?}");
             // A (3), D (6), C (7) are live; B was Released.
             snapshot(&frames[0], 7, &[3, 6, 7]);
@@ -717,18 +500,18 @@ mod tests {
 
     #[test]
     fn at_the_newest_resumes_with_nothing_missed_and_gets_what_follows() {
-        let fanout = scenario(3, 6);
-        let (_, outbox, frames) = subscribe(&fanout, CallFilter::default(), since(6));
+        let stream = scenario(3, 6);
+        let (_, outbox, frames) = subscribe(&stream, CallFilter::default(), since(6));
         assert_eq!(frames, [resumed(6)]);
-        fanout.publish(vec![published(C, CallState::Established, 7)]);
+        stream.publish(vec![published(C, CallState::Established, 7)]);
         assert_eq!(take(&outbox), notifications(&[7]));
     }
 
     #[test]
     fn past_the_newest_gets_a_snapshot() {
-        let fanout = scenario(3, 7);
+        let stream = scenario(3, 7);
         for since_seq in [8, 9, u64::MAX] {
-            let (_, _, frames) = subscribe(&fanout, CallFilter::default(), since(since_seq));
+            let (_, _, frames) = subscribe(&stream, CallFilter::default(), since(since_seq));
             assert_eq!(frames.len(), 1, "since {since_seq}: {frames:?}");
             snapshot(&frames[0], 7, &[3, 6, 7]);
         }
@@ -736,10 +519,10 @@ mod tests {
 
     #[test]
     fn another_epoch_gets_a_snapshot() {
-        let fanout = scenario(3, 7);
+        let stream = scenario(3, 7);
         for epoch in ["run-0", "", "RUN-1", "run-1 "] {
             let (_, _, frames) = subscribe(
-                &fanout,
+                &stream,
                 CallFilter::default(),
                 Some(Since {
                     epoch: epoch.into(),
@@ -753,9 +536,9 @@ mod tests {
 
     #[test]
     fn every_position_inside_the_window_resumes_with_what_follows_it() {
-        let fanout = scenario(3, 7);
+        let stream = scenario(3, 7);
         for since_seq in 4..=7 {
-            let (_, _, frames) = subscribe(&fanout, CallFilter::default(), since(since_seq));
+            let (_, _, frames) = subscribe(&stream, CallFilter::default(), since(since_seq));
             let mut want = vec![resumed(7)];
             want.extend(notifications(&(since_seq + 1..=7).collect::<Vec<_>>()));
             assert_eq!(frames, want, "since {since_seq}");
@@ -764,8 +547,8 @@ mod tests {
 
     #[test]
     fn a_history_not_yet_full_resumes_from_the_start() {
-        let fanout = scenario(3, 2);
-        let (_, _, frames) = subscribe(&fanout, CallFilter::default(), since(0));
+        let stream = scenario(3, 2);
+        let (_, _, frames) = subscribe(&stream, CallFilter::default(), since(0));
         let mut want = vec![resumed(2)];
         want.extend(notifications(&[1, 2]));
         assert_eq!(frames, want);
@@ -784,16 +567,16 @@ mod tests {
 
     #[test]
     fn with_no_history_only_the_newest_position_resumes() {
-        let fanout = scenario(0, 7);
-        let (_, outbox, frames) = subscribe(&fanout, CallFilter::default(), since(7));
+        let stream = scenario(0, 7);
+        let (_, outbox, frames) = subscribe(&stream, CallFilter::default(), since(7));
         assert_eq!(frames, [resumed(7)]);
         for since_seq in [6, 0, 8] {
-            let (_, _, frames) = subscribe(&fanout, CallFilter::default(), since(since_seq));
+            let (_, _, frames) = subscribe(&stream, CallFilter::default(), since(since_seq));
             assert_eq!(frames.len(), 1, "since {since_seq}: {frames:?}");
             snapshot(&frames[0], 7, &[3, 6, 7]);
         }
         // The resumed subscription gets what follows, live.
-        fanout.publish(vec![published(A, CallState::Held, 8)]);
+        stream.publish(vec![published(A, CallState::Held, 8)]);
         let frames = take(&outbox);
         assert_eq!(frames.len(), 1, "{frames:?}");
         assert_eq!(frames[0]["seq"], 8);
@@ -802,7 +585,7 @@ mod tests {
 
     #[test]
     fn a_filtered_resume_gets_exactly_the_missed_matching_notifications_in_order() {
-        let fanout = scenario(3, 7);
+        let stream = scenario(3, 7);
         // Held: 5 (B Released, 7002), 6 (D Dialing, 7002), 7 (C Established, 7001).
         for (query, since_seq, want) in [
             ("", 4, &[5, 6, 7][..]),
@@ -829,7 +612,7 @@ mod tests {
                 &[7],
             ),
         ] {
-            let (_, _, frames) = subscribe(&fanout, filter(query), since(since_seq));
+            let (_, _, frames) = subscribe(&stream, filter(query), since(since_seq));
             let mut expected = vec![resumed(7)];
             expected.extend(notifications(want));
             assert_eq!(frames, expected, "{query:?} since {since_seq}");
@@ -850,7 +633,7 @@ mod tests {
             ("dn=7001&state=Ringing", &[]),
             ("callId=call-A&callId=call-D&dn=7002", &[6]),
         ] {
-            let (_, _, frames) = subscribe(&fanout, filter(query), since(3));
+            let (_, _, frames) = subscribe(&stream, filter(query), since(3));
             assert_eq!(frames.len(), 1, "{query:?}: {frames:?}");
             snapshot(&frames[0], 7, live);
         }
@@ -858,7 +641,7 @@ mod tests {
 
     #[test]
     fn notifications_go_exactly_to_the_matching_subscriptions_once() {
-        let fanout = scenario(100, 0);
+        let stream = scenario(100, 0);
         let queries = [
             ("", &[1, 2, 3, 4, 5, 6, 7][..]),
             ("dn=7001", &[1, 3, 4, 7]),
@@ -874,32 +657,32 @@ mod tests {
         let outboxes: Vec<(Arc<Outbox>, &[u64])> = queries
             .iter()
             .map(|(query, want)| {
-                let (_, outbox, frames) = subscribe(&fanout, filter(query), None);
+                let (_, outbox, frames) = subscribe(&stream, filter(query), None);
                 assert_eq!(frames.len(), 1, "{query:?}");
                 snapshot(&frames[0], 0, &[]);
                 (outbox, *want)
             })
             .collect();
         // One connection with two overlapping subscriptions gets each notification once.
-        let (both, both_outbox) = fanout.connect();
-        fanout
-            .subscribe(both, "a", filter("dn=7001"), None)
+        let (both, both_outbox) = stream.connect();
+        stream
+            .subscribe(both, "a", filter("dn=7001"), Scope::All, None)
             .unwrap();
-        fanout
-            .subscribe(both, "b", filter("state=Ringing"), None)
+        stream
+            .subscribe(both, "b", filter("state=Ringing"), Scope::All, None)
             .unwrap();
         take(&both_outbox);
         let mut batch = Vec::new();
         for seq in 1..=7 {
-            publish_seq(&fanout, seq, &mut batch);
+            publish_seq(&stream, seq, &mut batch);
         }
         for ((query, _), (outbox, want)) in queries.iter().zip(&outboxes) {
             assert_eq!(take(outbox), notifications(want), "{query:?}");
         }
         assert_eq!(take(&both_outbox), notifications(&[1, 2, 3, 4, 7]));
         // Once unsubscribed, a subscription gets nothing more.
-        fanout.unsubscribe(both, "a").unwrap();
-        fanout.publish(vec![published(C, CallState::Released, 8)]);
+        stream.unsubscribe(both, "a").unwrap();
+        stream.publish(vec![published(C, CallState::Released, 8)]);
         assert_eq!(take(&both_outbox), Vec::<Value>::new());
     }
 
@@ -918,110 +701,112 @@ mod tests {
 
     #[test]
     fn subscription_names_are_one_to_64_characters() {
-        let fanout = scenario(3, 0);
-        let (connection, _) = fanout.connect();
+        let stream = scenario(3, 0);
+        let (connection, _) = stream.connect();
         let longest = "é".repeat(64);
         assert_eq!(
-            fanout.subscribe(connection, &longest, CallFilter::default(), None),
+            stream.subscribe(
+                connection,
+                &longest,
+                CallFilter::default(),
+                Scope::All,
+                None
+            ),
             Ok(())
         );
         for name in [String::new(), "é".repeat(65)] {
             assert_eq!(
-                fanout.subscribe(connection, &name, CallFilter::default(), None),
+                stream.subscribe(connection, &name, CallFilter::default(), Scope::All, None),
                 Err(SubscribeError::BadName),
                 "{name:?}"
             );
         }
-        assert_eq!(fanout.epoch(), EPOCH);
+        assert_eq!(stream.epoch(), EPOCH);
     }
 
     #[test]
     fn two_subscriptions_on_one_key_each_keep_the_connection_listed() {
-        let fanout = scenario(100, 0);
-        let (connection, outbox) = fanout.connect();
+        let stream = scenario(100, 0);
+        let (connection, outbox) = stream.connect();
         for sub in ["a", "b"] {
-            fanout
-                .subscribe(connection, sub, filter("dn=7001"), None)
+            stream
+                .subscribe(connection, sub, filter("dn=7001"), Scope::All, None)
                 .unwrap();
         }
         take(&outbox);
         let mut batch = Vec::new();
-        publish_seq(&fanout, 1, &mut batch);
-        publish_seq(&fanout, 2, &mut batch);
+        publish_seq(&stream, 1, &mut batch);
+        publish_seq(&stream, 2, &mut batch);
         assert_eq!(take(&outbox), notifications(&[1]));
         // With one of the two gone, the other still gets the device's notifications...
-        fanout.unsubscribe(connection, "a").unwrap();
-        publish_seq(&fanout, 3, &mut batch);
+        stream.unsubscribe(connection, "a").unwrap();
+        publish_seq(&stream, 3, &mut batch);
         assert_eq!(take(&outbox), notifications(&[3]));
         // ...and with both gone, nothing.
-        fanout.unsubscribe(connection, "b").unwrap();
-        publish_seq(&fanout, 4, &mut batch);
+        stream.unsubscribe(connection, "b").unwrap();
+        publish_seq(&stream, 4, &mut batch);
         assert_eq!(take(&outbox), Vec::<Value>::new());
     }
 
     #[test]
     fn dropping_the_everything_subscription_leaves_only_the_filtered_one() {
-        let fanout = scenario(100, 0);
-        let (connection, outbox) = fanout.connect();
-        fanout
-            .subscribe(connection, "all", CallFilter::default(), None)
+        let stream = scenario(100, 0);
+        let (connection, outbox) = stream.connect();
+        stream
+            .subscribe(connection, "all", CallFilter::default(), Scope::All, None)
             .unwrap();
-        fanout
-            .subscribe(connection, "mine", filter("dn=7002"), None)
+        stream
+            .subscribe(connection, "mine", filter("dn=7002"), Scope::All, None)
             .unwrap();
         take(&outbox);
         let mut batch = Vec::new();
-        publish_seq(&fanout, 1, &mut batch);
-        publish_seq(&fanout, 2, &mut batch);
+        publish_seq(&stream, 1, &mut batch);
+        publish_seq(&stream, 2, &mut batch);
         assert_eq!(take(&outbox), notifications(&[1, 2]));
-        fanout.unsubscribe(connection, "all").unwrap();
+        stream.unsubscribe(connection, "all").unwrap();
         for seq in 3..=6 {
-            publish_seq(&fanout, seq, &mut batch);
+            publish_seq(&stream, seq, &mut batch);
         }
         assert_eq!(take(&outbox), notifications(&[5, 6]));
     }
 
     #[test]
     fn disconnecting_closes_the_outbox_and_frees_the_subscriptions() {
-        let fanout = scenario(100, 0);
-        let (gone, gone_outbox) = fanout.connect();
-        let (_, stays) = fanout.connect();
-        fanout
-            .subscribe(gone, "a", CallFilter::default(), None)
+        let stream = scenario(100, 0);
+        let (gone, gone_outbox) = stream.connect();
+        let (_, stays) = stream.connect();
+        stream
+            .subscribe(gone, "a", CallFilter::default(), Scope::All, None)
             .unwrap();
-        fanout
-            .subscribe(gone, "b", filter("dn=7001"), None)
+        stream
+            .subscribe(gone, "b", filter("dn=7001"), Scope::All, None)
             .unwrap();
-        let stats = fanout.stats();
+        let stats = stream.stats();
         assert_eq!(
             (stats.connections, stats.subscriptions, stats.seq),
             (2, 2, 0)
         );
-        fanout.disconnect(gone);
-        let stats = fanout.stats();
+        stream.disconnect(gone);
+        let stats = stream.stats();
         assert_eq!((stats.connections, stats.subscriptions), (1, 0));
-        assert_eq!(
-            gone_outbox.push_control("late".into()),
-            outbox::Pushed::Refused
-        );
+        assert_eq!(gone_outbox.push_control("late".into()), Pushed::Refused);
         let mut batch = Vec::new();
-        publish_seq(&fanout, 1, &mut batch);
-        publish_seq(&fanout, 2, &mut batch);
-        assert_eq!(fanout.stats().seq, 2);
+        publish_seq(&stream, 1, &mut batch);
+        publish_seq(&stream, 2, &mut batch);
+        assert_eq!(stream.stats().seq, 2);
         drop(stays);
     }
 
     #[test]
     fn forgotten_calls_leave_the_store() {
-        let store = Arc::new(Store::default());
-        let fanout = Fanout::new(EPOCH, 10, Arc::clone(&store), OutboxLimits::default());
-        fanout.publish(vec![
+        let stream = Stream::new(EPOCH, 10, OutboxLimits::default());
+        stream.publish(vec![
             published(A, CallState::Ringing, 1),
             published(B, CallState::Released, 2),
         ]);
-        assert_eq!(store.len(), 2);
-        fanout.forget(&[meta(B, CallState::Released).key]);
-        let held: Vec<CallKey> = store.select(|_| true).iter().map(|c| c.meta.key).collect();
+        assert_eq!((stream.stats().calls, stream.stats().live_calls), (2, 1));
+        stream.forget(&[meta(B, CallState::Released).key]);
+        let held: Vec<CallKey> = stream.view().iter_after(None).map(|c| c.meta.key).collect();
         assert_eq!(held, [meta(A, CallState::Ringing).key]);
     }
 
@@ -1031,13 +816,13 @@ mod tests {
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
         metrics::with_local_recorder(&recorder, || {
-            let fanout = scenario(100, 0);
-            let _everything = subscribe(&fanout, CallFilter::default(), None);
-            let _mine = subscribe(&fanout, filter("dn=7001"), None);
-            let _other = subscribe(&fanout, filter("dn=7002"), None);
+            let stream = scenario(100, 0);
+            let _everything = subscribe(&stream, CallFilter::default(), None);
+            let _mine = subscribe(&stream, filter("dn=7001"), None);
+            let _other = subscribe(&stream, filter("dn=7002"), None);
             let mut batch = Vec::new();
             for seq in 1..=3 {
-                publish_seq(&fanout, seq, &mut batch);
+                publish_seq(&stream, seq, &mut batch);
             }
         });
         let counter = |name: &str| {
@@ -1053,5 +838,167 @@ mod tests {
             counter("callgate_deliveries_total"),
             Some(DebugValue::Counter(6))
         );
+    }
+
+    /// Call `n` of a large scenario: at DN `70xx` (50 DNs), Ringing unless `state` says otherwise.
+    fn numbered(n: u64, state: CallState, version: u64) -> Published {
+        let dn = format!("{}", 7000 + n % 50);
+        let id = format!("call-{n}");
+        let document = json!({"id": id, "state": state.as_str(), "version": version}).to_string();
+        let head = r#""channel":"/v2/me/calls","data":{"call":"#;
+        Published {
+            meta: Arc::new(CallMeta {
+                key: CallKey {
+                    shard: 0,
+                    number: n,
+                },
+                dn: dn.as_str().into(),
+                device_id: format!("dev-{dn}").into(),
+                call_id: id.as_str().into(),
+                conn_id: crate::event::ConnId(n),
+                state,
+            }),
+            call: head.len()..head.len() + document.len(),
+            members: format!("{head}{document}}}"),
+            ingested: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_large_snapshot_comes_in_chunks_of_a_thousand_then_what_followed_it() {
+        let stream = Stream::new(EPOCH, 100, OutboxLimits::default());
+        stream.publish(
+            (1..=2500)
+                .map(|n| numbered(n, CallState::Ringing, 1))
+                .collect(),
+        );
+        let (connection, outbox) = stream.connect();
+        stream
+            .subscribe(connection, "all", CallFilter::default(), Scope::All, None)
+            .unwrap();
+        // After the subscription's position: call 7 changes, call 2501 appears.
+        stream.publish(vec![
+            numbered(7, CallState::Established, 2),
+            numbered(2501, CallState::Ringing, 1),
+        ]);
+        let frames = take(&outbox);
+        assert_eq!(frames.len(), 5, "three chunks, then two notifications");
+        let chunk_sizes: Vec<usize> = frames[..3]
+            .iter()
+            .map(|f| f["calls"].as_array().map_or(0, Vec::len))
+            .collect();
+        assert_eq!(chunk_sizes, [1000, 1000, 500]);
+        assert_eq!(frames[0]["type"], "subscribed");
+        assert_eq!(frames[0]["seq"], 2500);
+        assert_eq!(frames[0]["more"], true);
+        assert_eq!(frames[1]["type"], "snapshot");
+        assert_eq!(frames[1]["sub"], "all");
+        assert_eq!(frames[1]["more"], true);
+        assert_eq!(frames[2]["more"], false);
+        // Every call once, in creation order, as of the subscription's seq: call 7 still Ringing.
+        let calls: Vec<&Value> = frames[..3]
+            .iter()
+            .flat_map(|f| f["calls"].as_array().into_iter().flatten())
+            .collect();
+        let ids: Vec<String> = calls
+            .iter()
+            .map(|c| c["id"].as_str().unwrap_or("").to_owned())
+            .collect();
+        let want: Vec<String> = (1..=2500).map(|n| format!("call-{n}")).collect();
+        assert_eq!(ids, want);
+        assert_eq!(calls[6]["state"], "Ringing");
+        assert_eq!(frames[3]["seq"], 2501);
+        assert_eq!(frames[3]["data"]["call"]["state"], "Established");
+        assert_eq!(frames[4]["seq"], 2502);
+    }
+
+    #[test]
+    fn a_filtered_snapshot_finds_its_calls_through_the_index_in_chunks() {
+        let stream = Stream::new(EPOCH, 100, OutboxLimits::default());
+        // 50 DNs: 7001 holds calls 1, 51, 101, ..., 4951 (100 calls) and 7002 as many.
+        stream.publish(
+            (1..=5000)
+                .map(|n| numbered(n, CallState::Ringing, 1))
+                .collect(),
+        );
+        stream.publish(vec![numbered(51, CallState::Released, 2)]);
+        let (_, _, frames) = subscribe(&stream, filter("dn=7001&dn=7002"), None);
+        assert_eq!(frames.len(), 1);
+        let ids: Vec<&str> = frames[0]["calls"]
+            .as_array()
+            .expect("calls")
+            .iter()
+            .filter_map(|c| c["id"].as_str())
+            .collect();
+        assert_eq!(
+            ids.len(),
+            199,
+            "200 calls at the two DNs, one of them Released"
+        );
+        assert!(!ids.contains(&"call-51"));
+        assert_eq!(&ids[..3], ["call-1", "call-2", "call-52"]);
+    }
+
+    #[test]
+    fn a_scope_limits_snapshots_and_notifications_and_filters_cannot_widen_it() {
+        let stream = Stream::new(EPOCH, 100, OutboxLimits::default());
+        stream.publish(
+            (1..=100)
+                .map(|n| numbered(n, CallState::Ringing, 1))
+                .collect(),
+        );
+        let scope = || Scope::Devices(["dev-7001".into(), "dev-7002".into()].into_iter().collect());
+        let (connection, outbox) = stream.connect();
+        stream
+            .subscribe(connection, "mine", CallFilter::default(), scope(), None)
+            .unwrap();
+        stream
+            .subscribe(connection, "other", filter("dn=7003"), scope(), None)
+            .unwrap();
+        let frames = take(&outbox);
+        let count = |frame: &Value| frame["calls"].as_array().map_or(0, Vec::len);
+        assert_eq!((count(&frames[0]), count(&frames[1])), (4, 0));
+        stream.publish(vec![
+            numbered(1, CallState::Established, 2),
+            numbered(3, CallState::Established, 2),
+            numbered(2, CallState::Established, 2),
+        ]);
+        let seqs: Vec<u64> = take(&outbox)
+            .iter()
+            .filter_map(|f| f["seq"].as_u64())
+            .collect();
+        assert_eq!(
+            seqs,
+            [101, 103],
+            "calls 1 (7001) and 2 (7002), not 3 (7003)"
+        );
+    }
+
+    #[test]
+    fn a_resume_of_many_missed_notifications_comes_before_what_follows() {
+        let stream = Stream::new(EPOCH, 10_000, OutboxLimits::default());
+        stream.publish(
+            (1..=3000)
+                .map(|n| numbered(n, CallState::Ringing, 1))
+                .collect(),
+        );
+        let (connection, outbox) = stream.connect();
+        let since = Since {
+            epoch: EPOCH.into(),
+            seq: 1000,
+        };
+        stream
+            .subscribe(connection, "s", filter("dn=7001"), Scope::All, Some(since))
+            .unwrap();
+        stream.publish(vec![numbered(1, CallState::Established, 2)]);
+        let frames = take(&outbox);
+        assert_eq!(frames[0]["resumed"], true);
+        let seqs: Vec<u64> = frames[1..]
+            .iter()
+            .filter_map(|f| f["seq"].as_u64())
+            .collect();
+        let mut want: Vec<u64> = (1001..=3000).filter(|n| n % 50 == 1).collect();
+        want.push(3001);
+        assert_eq!(seqs, want);
     }
 }

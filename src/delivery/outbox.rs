@@ -1,4 +1,4 @@
-//! The queue in front of one WebSocket connection, bounded, with newest-version coalescing.
+//! The queue in front of one connection, bounded, with newest-version coalescing.
 //!
 //! Policy at the bounds (api.md): up to `soft` frames queue as they come. Past `soft`, the queue is
 //! compacted to the newest version of each call (older versions of a call are worthless once a newer exists):
@@ -6,6 +6,12 @@
 //! holds at most about two frames per call plus control frames, and the newest version of every call is
 //! always delivered. Past `hard` frames or `hard_bytes` (a client that cannot keep up even with one frame per
 //! call), the connection is marked overflowed and its writer closes it with code 4008.
+//!
+//! A subscription's snapshot or resume enters the queue as one [`Backlog`] slot, rendered a chunk at a
+//! time by the writer when it reaches it (outside every lock but this outbox's, and that only to take the
+//! cursor and put it back): a 100,000-call snapshot never sits in memory whole, is paced by the client's
+//! reading, and every frame queued after it waits behind it, so nothing of the subscription arrives before
+//! its last chunk. A backlog slot counts as one frame and no bytes against the bounds.
 //!
 //! Compacting in passes rather than replacing on every push matters for fanout: a per-connection index of
 //! queued calls costs a cache miss per delivery once thousands of connections lag at once, while one pass
@@ -18,6 +24,9 @@ use hashbrown::HashSet;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use tokio::sync::Notify;
+
+/// Frames reserved for at a drain; a longer queue just grows the vector.
+const FRAMES_PER_DRAIN: usize = 4096;
 
 /// Bounds of one outbox.
 #[derive(Debug, Clone, Copy)]
@@ -49,17 +58,37 @@ pub enum Frame {
     Pong(Bytes),
 }
 
+/// Frames produced on demand, in order: a snapshot's chunks, a resume's missed notifications.
+pub trait Backlog: Send {
+    /// Appends the next frames (a bounded number) to `out`; false once nothing is left.
+    fn next_frames(&mut self, out: &mut Vec<Frame>) -> bool;
+}
+
 enum Slot {
     Control(Frame),
     Notification(CallKey, Bytes),
     /// A notification replaced by a newer version of its call.
     Dropped,
+    /// Frames to render when the writer gets here.
+    Backlog(Box<dyn Backlog>),
+    /// The backlog whose chunk the writer is rendering right now; it goes back here unless finished.
+    Rendering,
+}
+
+impl Slot {
+    fn bytes(&self) -> usize {
+        match self {
+            Slot::Control(Frame::Text(bytes) | Frame::Pong(bytes))
+            | Slot::Notification(_, bytes) => bytes.len(),
+            Slot::Dropped | Slot::Backlog(_) | Slot::Rendering => 0,
+        }
+    }
 }
 
 #[derive(Default)]
 struct State {
     slots: VecDeque<Slot>,
-    /// Frames queued (control and notifications, not counting dropped slots).
+    /// Slots queued (control, notifications, backlogs; not counting dropped slots).
     live: usize,
     bytes: usize,
     /// Compact when `live` reaches this (0: not yet set, use the soft bound).
@@ -145,16 +174,30 @@ impl Outbox {
         self.push_frame(Frame::Pong(payload))
     }
 
+    /// Queues a backlog: its frames come after everything queued before it and before everything queued
+    /// after it.
+    pub fn push_backlog(&self, backlog: Box<dyn Backlog>) -> Pushed {
+        let mut state = self.lock();
+        if state.overflowed || state.closed {
+            return Pushed::Refused;
+        }
+        state.live += 1;
+        state.slots.push_back(Slot::Backlog(backlog));
+        self.check_hard(&mut state);
+        drop(state);
+        self.ready.notify_one();
+        Pushed::Queued
+    }
+
     fn push_frame(&self, frame: Frame) -> Pushed {
         let mut state = self.lock();
         if state.overflowed || state.closed {
             return Pushed::Refused;
         }
-        state.bytes += match &frame {
-            Frame::Text(bytes) | Frame::Pong(bytes) => bytes.len(),
-        };
+        let slot = Slot::Control(frame);
+        state.bytes += slot.bytes();
         state.live += 1;
-        state.slots.push_back(Slot::Control(frame));
+        state.slots.push_back(slot);
         self.check_hard(&mut state);
         drop(state);
         self.ready.notify_one();
@@ -207,7 +250,9 @@ impl Outbox {
         }
     }
 
-    /// Takes every queued frame, in order, into `out`. Returns `Err(Overflowed)` when the outbox overflowed.
+    /// Takes the queued frames, in order, into `out`: everything up to the first backlog, or else the
+    /// backlog's next chunk. When something is left the writer is woken again at once. Returns
+    /// `Err(Overflowed)` when the outbox overflowed.
     pub fn drain(&self, out: &mut Vec<Frame>) -> Result<(), Overflowed> {
         let mut state = self.lock();
         if state.overflowed {
@@ -216,22 +261,70 @@ impl Outbox {
         if state.live > self.limits.soft {
             state.compact();
         }
-        out.reserve(state.live);
-        for slot in state.slots.drain(..) {
+        out.reserve(state.live.min(FRAMES_PER_DRAIN));
+        let mut backlog = None;
+        let mut taken = 0;
+        while let Some(slot) = state.slots.front_mut() {
+            match slot {
+                Slot::Rendering => break,
+                Slot::Backlog(_) if taken == 0 => {
+                    if let Slot::Backlog(cursor) = std::mem::replace(slot, Slot::Rendering) {
+                        backlog = Some(cursor);
+                    }
+                    break;
+                }
+                Slot::Backlog(_) => break,
+                _ => {}
+            }
+            let Some(slot) = state.slots.pop_front() else {
+                break;
+            };
+            state.bytes -= slot.bytes();
+            if !matches!(slot, Slot::Dropped) {
+                state.live -= 1;
+            }
             match slot {
                 Slot::Control(frame) => out.push(frame),
                 Slot::Notification(_, frame) => out.push(Frame::Text(frame)),
-                Slot::Dropped => {}
+                Slot::Dropped | Slot::Backlog(_) | Slot::Rendering => {}
+            }
+            taken += 1;
+        }
+        drop(state);
+        if let Some(mut cursor) = backlog {
+            // Rendered without the lock: the publisher keeps queueing behind the placeholder meanwhile.
+            let more = cursor.next_frames(out);
+            let mut state = self.lock();
+            if let Some(slot) = state
+                .slots
+                .iter_mut()
+                .find(|s| matches!(s, Slot::Rendering))
+            {
+                if more {
+                    *slot = Slot::Backlog(cursor);
+                } else {
+                    *slot = Slot::Dropped;
+                    state.live -= 1;
+                }
+            }
+            while matches!(state.slots.front(), Some(Slot::Dropped)) {
+                state.slots.pop_front();
             }
         }
-        // A queue that grew far past the soft bound gives its memory back rather than keeping it for an
-        // idle connection.
-        if state.slots.capacity() > self.limits.soft {
-            state.slots = VecDeque::new();
+        let mut state = self.lock();
+        if state.slots.is_empty() {
+            // A queue that grew far past the soft bound gives its memory back rather than keeping it for
+            // an idle connection.
+            if state.slots.capacity() > self.limits.soft {
+                state.slots = VecDeque::new();
+            }
+            state.live = 0;
+            state.bytes = 0;
+            state.compact_at = 0;
+        } else {
+            drop(state);
+            self.ready.notify_one();
         }
-        state.live = 0;
-        state.bytes = 0;
-        state.compact_at = 0;
         Ok(())
     }
 

@@ -1,8 +1,17 @@
-//! Subscription filters (api.md): a call matches when, for every member given, its value is in the list.
+//! Subscription filters (api.md): a call matches when, for every member given, its value is in the list;
+//! and scope (access.md): the devices a subscriber may see at all.
+//!
+//! [`CallFilter`] is the request as clients send it (WebSocket JSON, REST query string). A subscription
+//! compiles it with its scope into a [`Matcher`]: sets for the string members, parsed ConnIDs, a bit mask
+//! of states, so that matching a notification allocates nothing and costs the same whatever the list
+//! lengths, under the stream's lock.
 
 use crate::event::ConnId;
-use crate::store::CallMeta;
+use crate::reduce::CallState;
+use crate::store::{CallMeta, Lookup};
+use hashbrown::HashSet;
 use serde::Deserialize;
+use std::sync::Arc;
 
 /// The most values a filter member may list.
 pub const MAX_FILTER_VALUES: usize = 1024;
@@ -55,21 +64,9 @@ impl CallFilter {
         Ok(self)
     }
 
-    /// Whether the call matches.
-    pub fn matches(&self, call: &CallMeta) -> bool {
-        fn allows(values: &Option<Vec<String>>, value: &str) -> bool {
-            values
-                .as_ref()
-                .is_none_or(|list| list.iter().any(|v| v == value))
-        }
-        allows(&self.dn, &call.dn)
-            && allows(&self.device_id, &call.device_id)
-            && allows(&self.call_id, &call.call_id)
-            && allows(&self.state, call.state.as_str())
-            && self
-                .conn_id
-                .as_ref()
-                .is_none_or(|list| list.iter().any(|v| *v == call.conn_id.to_string()))
+    /// Whether every member is absent: every call matches.
+    pub fn is_empty(&self) -> bool {
+        *self == CallFilter::default()
     }
 
     /// Builds a filter from a URL query string (`dn=7001&dn=7002&state=Established`).
@@ -90,9 +87,179 @@ impl CallFilter {
     }
 }
 
+/// The devices a subscriber may see (access.md): every device, or a set of device ids.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// Every device (an administrator, or the gateway without an access file).
+    #[default]
+    All,
+    /// These devices only (by device id).
+    Devices(HashSet<Arc<str>>),
+}
+
+impl Scope {
+    fn allows(&self, call: &CallMeta) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Devices(devices) => devices.contains(&*call.device_id),
+        }
+    }
+}
+
+/// One string member of a filter: its distinct values as a list (for index lookups) and as a set.
+#[derive(Debug, Clone)]
+struct Values {
+    list: Box<[Arc<str>]>,
+    set: HashSet<Arc<str>>,
+}
+
+impl Values {
+    fn new(values: Vec<String>) -> Self {
+        let set: HashSet<Arc<str>> = values.into_iter().map(Arc::from).collect();
+        let mut list: Vec<Arc<str>> = set.iter().cloned().collect();
+        list.sort_unstable();
+        Self {
+            list: list.into(),
+            set,
+        }
+    }
+
+    fn allows(values: &Option<Values>, value: &str) -> bool {
+        values.as_ref().is_none_or(|v| v.set.contains(value))
+    }
+}
+
+/// A filter compiled with a scope: what a subscription or a REST query matches calls with.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    dn: Option<Values>,
+    device_id: Option<Values>,
+    call_id: Option<Values>,
+    /// ConnIDs; a value that is not a ConnID can match no call and is left out.
+    conn_id: Option<HashSet<ConnId>>,
+    /// Bit `1 << state as u8` for each state listed.
+    states: Option<u8>,
+    scope: Scope,
+    /// Every call of the scope matches: no member and no scope restriction.
+    everything: bool,
+    /// The device ids of a device scope, as a list for index lookups.
+    scope_list: Box<[Arc<str>]>,
+}
+
+/// Which index of subscribers a matcher is filed under (see [`crate::subscriptions`]).
+#[derive(Debug, Clone, Copy)]
+pub enum IndexKeys<'a> {
+    /// Every notification: no member and no scope.
+    Everything,
+    /// No selective member: tried against every notification.
+    Broad,
+    /// By DN.
+    Dn(&'a [Arc<str>]),
+    /// By device id.
+    Device(&'a [Arc<str>]),
+    /// By call id.
+    Call(&'a [Arc<str>]),
+}
+
+impl Matcher {
+    /// Compiles a validated filter with the subscriber's scope.
+    pub fn new(filter: CallFilter, scope: Scope) -> Self {
+        let everything = filter.is_empty() && scope == Scope::All;
+        let states = filter.state.map(|names| {
+            names
+                .iter()
+                .filter_map(|name| CallState::ALL.iter().find(|s| s.as_str() == name))
+                .fold(0u8, |mask, state| mask | 1 << *state as u8)
+        });
+        let conn_id = filter.conn_id.map(|values| {
+            values
+                .iter()
+                .filter_map(|value| ConnId::parse(value))
+                .collect()
+        });
+        let scope_list = match &scope {
+            Scope::All => Box::default(),
+            Scope::Devices(devices) => {
+                let mut list: Vec<Arc<str>> = devices.iter().cloned().collect();
+                list.sort_unstable();
+                list.into()
+            }
+        };
+        Self {
+            dn: filter.dn.map(Values::new),
+            device_id: filter.device_id.map(Values::new),
+            call_id: filter.call_id.map(Values::new),
+            conn_id,
+            states,
+            scope,
+            everything,
+            scope_list,
+        }
+    }
+
+    /// Every call matches (no member, no scope).
+    pub fn everything(&self) -> bool {
+        self.everything
+    }
+
+    /// Whether the call matches the filter and is in scope.
+    pub fn matches(&self, call: &CallMeta) -> bool {
+        self.everything
+            || (Values::allows(&self.dn, &call.dn)
+                && Values::allows(&self.device_id, &call.device_id)
+                && Values::allows(&self.call_id, &call.call_id)
+                && self
+                    .states
+                    .is_none_or(|mask| mask & (1 << call.state as u8) != 0)
+                && self
+                    .conn_id
+                    .as_ref()
+                    .is_none_or(|set| set.contains(&call.conn_id))
+                && self.scope.allows(call))
+    }
+
+    /// The subscriber index to file it under: its most selective member, else its scope's devices.
+    pub fn index_keys(&self) -> IndexKeys<'_> {
+        if self.everything {
+            IndexKeys::Everything
+        } else if let Some(dn) = &self.dn {
+            IndexKeys::Dn(&dn.list)
+        } else if let Some(devices) = &self.device_id {
+            IndexKeys::Device(&devices.list)
+        } else if let Some(calls) = &self.call_id {
+            IndexKeys::Call(&calls.list)
+        } else if matches!(self.scope, Scope::Devices(_)) {
+            IndexKeys::Device(&self.scope_list)
+        } else {
+            IndexKeys::Broad
+        }
+    }
+
+    /// The store index that finds its candidates, for snapshots and REST.
+    pub fn lookup(&self) -> Lookup<'_> {
+        match self.index_keys() {
+            IndexKeys::Everything | IndexKeys::Broad => Lookup::All,
+            IndexKeys::Dn(values) => Lookup::Dns(values),
+            IndexKeys::Device(values) => Lookup::Devices(values),
+            IndexKeys::Call(values) => Lookup::Calls(values),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Tests compare filters as clients send them; matching goes through the compiled form.
+    trait Matches {
+        fn matches(&self, call: &CallMeta) -> bool;
+    }
+
+    impl Matches for CallFilter {
+        fn matches(&self, call: &CallMeta) -> bool {
+            Matcher::new(self.clone(), Scope::All).matches(call)
+        }
+    }
     use crate::reduce::CallState;
     use crate::store::CallKey;
 

@@ -1,0 +1,322 @@
+//! The store: the current document of every call the gateway holds, indexed by key, DN, device and call
+//! id, as persistent (structure-sharing) maps.
+//!
+//! Only the stream writes it, in notification order, under the stream's lock. Readers never read the
+//! live maps: they take a [`StoreView`], a copy made in constant time that shares every node with the
+//! store and stays exactly as it was while the store moves on (a write after the copy copies the few nodes
+//! on its path). So a subscription's snapshot is the state at exactly its `seq`, and a REST request or a
+//! 100,000-call snapshot is rendered outside the lock without stopping publication.
+//!
+//! Each entry keeps the call document as shared bytes (a slice of the notification frame that carried it),
+//! and its metadata shares the reducer's strings: nothing of a call is copied into the store.
+
+use crate::event::ConnId;
+use crate::reduce::CallState;
+use bytes::Bytes;
+use imbl::{OrdMap, OrdSet};
+use std::ops::Bound;
+use std::sync::Arc;
+
+/// Identifies a call resource across reducer shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallKey {
+    /// The reducer shard that owns it.
+    pub shard: u16,
+    /// Its call number in that shard (sorts in creation order within the shard).
+    pub number: u64,
+}
+
+impl CallKey {
+    const MIN: CallKey = CallKey {
+        shard: 0,
+        number: 0,
+    };
+    const MAX: CallKey = CallKey {
+        shard: u16::MAX,
+        number: u64::MAX,
+    };
+}
+
+/// What filters and indexes need to know about a call, without parsing its document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallMeta {
+    /// The call's key.
+    pub key: CallKey,
+    /// The device's DN.
+    pub dn: Arc<str>,
+    /// The device's id (UUID).
+    pub device_id: Arc<str>,
+    /// The call's `id`.
+    pub call_id: Arc<str>,
+    /// The call's current ConnID.
+    pub conn_id: ConnId,
+    /// The call's state.
+    pub state: CallState,
+}
+
+impl CallMeta {
+    /// Whether the call is not Released.
+    pub fn is_live(&self) -> bool {
+        self.state != CallState::Released
+    }
+}
+
+/// One stored call: its metadata and its current document.
+#[derive(Debug, Clone)]
+pub struct StoredCall {
+    /// Metadata for filters.
+    pub meta: Arc<CallMeta>,
+    /// The call resource, compact JSON.
+    pub json: Bytes,
+}
+
+/// Which index answers a query: the most selective one the query names.
+#[derive(Debug, Clone, Copy)]
+pub enum Lookup<'a> {
+    /// Every call.
+    All,
+    /// The calls at these DNs.
+    Dns(&'a [Arc<str>]),
+    /// The calls of these devices.
+    Devices(&'a [Arc<str>]),
+    /// The calls with these ids.
+    Calls(&'a [Arc<str>]),
+}
+
+/// The calls at one position of the stream. Cloning is constant-time; a clone never changes.
+#[derive(Clone, Default)]
+pub struct StoreView {
+    calls: OrdMap<CallKey, StoredCall>,
+    /// (DN, device id, key): DN filters, and the device listing in DN order.
+    by_dn: OrdSet<(Arc<str>, Arc<str>, CallKey)>,
+    by_device: OrdSet<(Arc<str>, CallKey)>,
+    by_call: OrdSet<(Arc<str>, CallKey)>,
+    live: usize,
+}
+
+impl StoreView {
+    /// Records the newest version of a call.
+    pub fn upsert(&mut self, call: StoredCall) {
+        let meta = Arc::clone(&call.meta);
+        match self.calls.insert(meta.key, call) {
+            Some(old) => {
+                // A call's device and id never change: only the live count can.
+                match (old.meta.is_live(), meta.is_live()) {
+                    (true, false) => self.live -= 1,
+                    (false, true) => self.live += 1,
+                    _ => {}
+                }
+            }
+            None => {
+                self.by_dn
+                    .insert((Arc::clone(&meta.dn), Arc::clone(&meta.device_id), meta.key));
+                self.by_device
+                    .insert((Arc::clone(&meta.device_id), meta.key));
+                self.by_call.insert((Arc::clone(&meta.call_id), meta.key));
+                if meta.is_live() {
+                    self.live += 1;
+                }
+            }
+        }
+    }
+
+    /// Forgets a call (its linger time is over).
+    pub fn remove(&mut self, key: CallKey) {
+        let Some(old) = self.calls.remove(&key) else {
+            return;
+        };
+        let meta = &old.meta;
+        self.by_dn
+            .remove(&(Arc::clone(&meta.dn), Arc::clone(&meta.device_id), meta.key));
+        self.by_device
+            .remove(&(Arc::clone(&meta.device_id), meta.key));
+        self.by_call.remove(&(Arc::clone(&meta.call_id), meta.key));
+        if meta.is_live() {
+            self.live -= 1;
+        }
+    }
+
+    /// How many calls are held (live and lingering).
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// How many calls held are not Released.
+    pub fn live(&self) -> usize {
+        self.live
+    }
+
+    /// The call with `key`.
+    pub fn get(&self, key: CallKey) -> Option<&StoredCall> {
+        self.calls.get(&key)
+    }
+
+    /// Every call in key order (shard, then creation), starting after `after`.
+    pub fn iter_after(&self, after: Option<CallKey>) -> impl Iterator<Item = &StoredCall> {
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.calls
+            .range((start, Bound::Unbounded))
+            .map(|(_, call)| call)
+    }
+
+    /// The keys of the calls a lookup names, sorted and without repeats. Costs in proportion to the calls
+    /// found (plus a logarithm per value), whatever the store holds; [`Lookup::All`] gives every key.
+    pub fn keys(&self, lookup: Lookup<'_>) -> Vec<CallKey> {
+        let mut keys: Vec<CallKey> = match lookup {
+            Lookup::All => return self.calls.keys().copied().collect(),
+            Lookup::Dns(dns) => dns
+                .iter()
+                .flat_map(|dn| {
+                    let low = (Arc::clone(dn), Arc::from(""), CallKey::MIN);
+                    let high = (Arc::clone(dn), Arc::from("\u{10ffff}"), CallKey::MAX);
+                    self.by_dn.range(low..=high).map(|(_, _, key)| *key)
+                })
+                .collect(),
+            Lookup::Devices(values) => Self::by_value(&self.by_device, values),
+            Lookup::Calls(values) => Self::by_value(&self.by_call, values),
+        };
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
+    fn by_value(index: &OrdSet<(Arc<str>, CallKey)>, values: &[Arc<str>]) -> Vec<CallKey> {
+        values
+            .iter()
+            .flat_map(|value| {
+                let low = (Arc::clone(value), CallKey::MIN);
+                let high = (Arc::clone(value), CallKey::MAX);
+                index.range(low..=high).map(|(_, key)| *key)
+            })
+            .collect()
+    }
+
+    /// The calls of one device, in key order.
+    pub fn device_calls(&self, device_id: &str) -> Vec<&StoredCall> {
+        let device: Arc<str> = device_id.into();
+        self.keys(Lookup::Devices(std::slice::from_ref(&device)))
+            .into_iter()
+            .filter_map(|key| self.calls.get(&key))
+            .collect()
+    }
+
+    /// Every call grouped by device, devices in DN order (then device id), calls in key order.
+    pub fn by_device(&self) -> impl Iterator<Item = &StoredCall> {
+        self.by_dn
+            .iter()
+            .filter_map(|(_, _, key)| self.calls.get(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(number: u64, dn: &str, id: &str, state: CallState) -> StoredCall {
+        StoredCall {
+            meta: Arc::new(CallMeta {
+                key: CallKey { shard: 0, number },
+                dn: dn.into(),
+                device_id: format!("dev-{dn}").into(),
+                call_id: id.into(),
+                conn_id: ConnId(number),
+                state,
+            }),
+            json: Bytes::from(format!("{{\"id\":\"{id}\",\"n\":{number}}}")),
+        }
+    }
+
+    fn numbers(keys: Vec<CallKey>) -> Vec<u64> {
+        keys.into_iter().map(|key| key.number).collect()
+    }
+
+    #[test]
+    fn lookups_find_exactly_their_calls() {
+        let mut store = StoreView::default();
+        store.upsert(call(1, "7001", "A", CallState::Ringing));
+        store.upsert(call(2, "7002", "B", CallState::Ringing));
+        store.upsert(call(3, "7001", "C", CallState::Dialing));
+        store.upsert(call(4, "70011", "A", CallState::Ringing));
+        let dn = |d: &str| -> Arc<str> { d.into() };
+        assert_eq!(numbers(store.keys(Lookup::Dns(&[dn("7001")]))), [1, 3]);
+        assert_eq!(
+            numbers(store.keys(Lookup::Dns(&[dn("700")]))),
+            [] as [u64; 0]
+        );
+        assert_eq!(
+            numbers(store.keys(Lookup::Dns(&[dn("70011"), dn("7002"), dn("70011")]))),
+            [2, 4]
+        );
+        assert_eq!(numbers(store.keys(Lookup::Devices(&[dn("dev-7002")]))), [2]);
+        assert_eq!(numbers(store.keys(Lookup::Calls(&[dn("A")]))), [1, 4]);
+        assert_eq!(numbers(store.keys(Lookup::All)), [1, 2, 3, 4]);
+        let listed: Vec<u64> = store.by_device().map(|c| c.meta.key.number).collect();
+        assert_eq!(listed, [1, 3, 4, 2], "by DN, then key");
+        assert_eq!(store.device_calls("dev-7001").len(), 2);
+    }
+
+    #[test]
+    fn live_counts_follow_states_and_removals() {
+        let mut store = StoreView::default();
+        store.upsert(call(1, "7001", "A", CallState::Ringing));
+        store.upsert(call(2, "7002", "B", CallState::Ringing));
+        assert_eq!((store.len(), store.live()), (2, 2));
+        store.upsert(call(1, "7001", "A", CallState::Released));
+        assert_eq!((store.len(), store.live()), (2, 1));
+        store.remove(CallKey {
+            shard: 0,
+            number: 1,
+        });
+        store.remove(CallKey {
+            shard: 0,
+            number: 2,
+        });
+        store.remove(CallKey {
+            shard: 0,
+            number: 2,
+        });
+        assert_eq!((store.len(), store.live()), (0, 0));
+        assert!(store.keys(Lookup::Calls(&["A".into()])).is_empty());
+        assert!(store.by_device().next().is_none());
+    }
+
+    #[test]
+    fn a_view_stays_as_it_was_taken() {
+        let mut store = StoreView::default();
+        store.upsert(call(1, "7001", "A", CallState::Ringing));
+        let before = store.clone();
+        store.upsert(call(1, "7001", "A", CallState::Established));
+        store.upsert(call(2, "7002", "B", CallState::Ringing));
+        store.remove(CallKey {
+            shard: 0,
+            number: 1,
+        });
+        assert_eq!(before.len(), 1);
+        let kept = before
+            .get(CallKey {
+                shard: 0,
+                number: 1,
+            })
+            .expect("kept");
+        assert_eq!(kept.meta.state, CallState::Ringing);
+        assert_eq!(
+            numbers(before.keys(Lookup::Dns(&["7002".into()]))),
+            [] as [u64; 0]
+        );
+        let after: Vec<u64> = store.iter_after(None).map(|c| c.meta.key.number).collect();
+        assert_eq!(after, [2]);
+        let later: Vec<u64> = before
+            .iter_after(Some(CallKey {
+                shard: 0,
+                number: 1,
+            }))
+            .map(|c| c.meta.key.number)
+            .collect();
+        assert!(later.is_empty());
+    }
+}

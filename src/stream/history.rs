@@ -1,0 +1,83 @@
+//! The resume history: the last `--history` notifications, as published.
+//!
+//! Kept as a persistent vector so that a resume takes the entries it needs in constant time under the
+//! stream's lock and reads them afterwards, while publication goes on.
+
+use crate::store::CallMeta;
+use bytes::Bytes;
+use imbl::Vector;
+use std::sync::Arc;
+
+/// One published notification.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    /// Its position in the stream.
+    pub seq: u64,
+    /// The call it is about, for filters.
+    pub meta: Arc<CallMeta>,
+    /// The notification frame, as every recipient got it.
+    pub frame: Bytes,
+}
+
+/// The last `capacity` notifications.
+#[derive(Debug, Clone)]
+pub struct History {
+    entries: Vector<HistoryEntry>,
+    capacity: usize,
+}
+
+impl History {
+    /// An empty history holding at most `capacity` notifications (0: none, no resume is possible).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: Vector::new(),
+            capacity,
+        }
+    }
+
+    /// Appends the newest notification, dropping the oldest when full.
+    pub fn push(&mut self, entry: HistoryEntry) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.entries.len() >= self.capacity {
+            self.entries.pop_front();
+        }
+        self.entries.push_back(entry);
+    }
+
+    /// The notifications after `since`, when every one of them is held and `since` is not past
+    /// `newest` (the stream's position); `None` when resuming from there would miss some.
+    pub fn after(&self, since: u64, newest: u64) -> Option<Missed> {
+        let oldest = self.entries.front().map_or(newest + 1, |entry| entry.seq);
+        if since > newest || since.saturating_add(1) < oldest {
+            return None;
+        }
+        let skip = usize::try_from(since + 1 - oldest).unwrap_or(usize::MAX);
+        Some(Missed {
+            entries: self.entries.clone(),
+            next: skip.min(self.entries.len()),
+        })
+    }
+}
+
+/// The notifications a resume missed: a constant-time copy of the history and where to start in it.
+#[derive(Debug, Clone)]
+pub struct Missed {
+    entries: Vector<HistoryEntry>,
+    next: usize,
+}
+
+impl Missed {
+    /// Whether nothing was missed.
+    pub fn is_empty(&self) -> bool {
+        self.next >= self.entries.len()
+    }
+
+    /// The next missed notification.
+    pub fn next_entry(&mut self) -> Option<&HistoryEntry> {
+        let entry = self.entries.get(self.next)?;
+        self.next += 1;
+        Some(entry)
+    }
+}
