@@ -264,3 +264,140 @@ async fn an_ingest_client_that_never_reads_its_replies_loses_its_slot() {
         "accepted after {after:?}: the flood held no slot?"
     );
 }
+
+/// `count` calls ringing at 500 DNs, one line each.
+fn ringing_calls(count: u64) -> Vec<u8> {
+    let mut lines = Vec::new();
+    for n in 1..=count {
+        lines.extend(
+            format!(
+                "{{\"event\":\"EventRinging\",\"ConnID\":\"{n:x}\",\"ThisDN\":\"{}\",\"OtherDN\":\"{}\"}}\n",
+                7000 + n % 500,
+                80000 + n
+            )
+            .bytes(),
+        );
+    }
+    lines
+}
+
+/// Reads a snapshot to its last chunk: the calls' ids, and the frames' types and `more` flags.
+async fn read_snapshot(ws: &mut Ws) -> (Vec<String>, Vec<(String, bool)>) {
+    let mut ids = Vec::new();
+    let mut frames = Vec::new();
+    loop {
+        let frame = next_json(ws, Duration::from_secs(30))
+            .await
+            .expect("a snapshot frame");
+        let more = frame["more"].as_bool().expect("more");
+        frames.push((frame["type"].as_str().unwrap_or("").to_owned(), more));
+        for call in frame["calls"].as_array().expect("calls") {
+            ids.push(call["id"].as_str().unwrap_or("").to_owned());
+        }
+        if !more {
+            return (ids, frames);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_all_calls_subscriber_gets_forty_thousand_calls_in_chunks_and_a_long_resume() {
+    let _serial = support::exclusive().await;
+    let gateway = Gateway::start(&[]);
+    // Subscribed before anything happens: its position is seq 0.
+    let mut early = subscribe_all(&gateway).await;
+    let replies = ingest(&gateway, ringing_calls(40_000)).await;
+    assert_eq!(
+        replies.last().map(|r| r["applied"].clone()),
+        Some(json!(40_000))
+    );
+
+    // A snapshot of 40,000 calls (about 30 MB): 40 frames of 1,000.
+    let (mut ws, _) = tokio_tungstenite::connect_async(gateway.ws_url())
+        .await
+        .expect("WebSocket connects");
+    ws.send(Message::text(
+        json!({"type": "subscribe", "sub": "wall"}).to_string(),
+    ))
+    .await
+    .expect("send");
+    let (ids, frames) = read_snapshot(&mut ws).await;
+    assert_eq!(frames.len(), 40);
+    assert_eq!(frames[0], ("subscribed".to_owned(), true));
+    assert!(
+        frames[1..39]
+            .iter()
+            .all(|f| *f == ("snapshot".to_owned(), true))
+    );
+    assert_eq!(frames[39], ("snapshot".to_owned(), false));
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((ids.len(), unique.len()), (40_000, 40_000));
+
+    // The early subscriber read nothing while 40,000 distinct calls were published to it: past the hard
+    // bound it was closed with 4008. Resuming from its last seq (0) then brings all 40,000, paced by
+    // the reader, instead of overflowing again.
+    assert_eq!(close_code(&mut early).await, Some(4008));
+    let epoch = frame_epoch(&gateway).await;
+    let (mut resumed, _) = tokio_tungstenite::connect_async(gateway.ws_url())
+        .await
+        .expect("WebSocket connects");
+    let request = json!({"type": "subscribe", "sub": "again", "since": {"epoch": epoch, "seq": 0}});
+    resumed
+        .send(Message::text(request.to_string()))
+        .await
+        .expect("send");
+    let reply = next_json(&mut resumed, Duration::from_secs(10))
+        .await
+        .expect("subscribed");
+    assert_eq!(reply["resumed"], true, "{reply}");
+    for seq in 1..=40_000u64 {
+        let frame = next_json(&mut resumed, Duration::from_secs(30))
+            .await
+            .expect("missed notification");
+        assert_eq!(frame["seq"], seq);
+    }
+    // Both connections are still open and live.
+    ingest(
+        &gateway,
+        b"{\"event\":\"EventEstablished\",\"ConnID\":\"1\",\"ThisDN\":\"7001\"}\n".to_vec(),
+    )
+    .await;
+    for socket in [&mut ws, &mut resumed] {
+        let frame = next_json(socket, Duration::from_secs(10))
+            .await
+            .expect("the next notification");
+        assert_eq!(frame["seq"], 40_001);
+    }
+}
+
+/// The run's epoch, from a fresh subscription's reply.
+async fn frame_epoch(gateway: &Gateway) -> String {
+    let (mut probe, _) = tokio_tungstenite::connect_async(gateway.ws_url())
+        .await
+        .expect("WebSocket connects");
+    let request = json!({"type": "subscribe", "sub": "probe", "filter": {"dn": ["none"]}});
+    probe
+        .send(Message::text(request.to_string()))
+        .await
+        .expect("send");
+    let reply = next_json(&mut probe, Duration::from_secs(10))
+        .await
+        .expect("subscribed");
+    reply["epoch"].as_str().expect("epoch").to_owned()
+}
+
+/// The code of the close frame that ends `ws`, skipping anything before it.
+async fn close_code(ws: &mut Ws) -> Option<u16> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .ok()??
+        {
+            Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+}

@@ -556,4 +556,86 @@ mod tests {
         frames(&outbox);
         assert!(outbox.lock().slots.capacity() > 0);
     }
+
+    /// A backlog of `total` frames named `b0`, `b1`, ..., `per_turn` at a time.
+    struct Numbered {
+        next: usize,
+        total: usize,
+        per_turn: usize,
+    }
+
+    impl Backlog for Numbered {
+        fn next_frames(&mut self, out: &mut Vec<Frame>) -> bool {
+            let end = (self.next + self.per_turn).min(self.total);
+            for n in self.next..end {
+                out.push(Frame::Text(format!("b{n}").into()));
+            }
+            self.next = end;
+            self.next < self.total
+        }
+    }
+
+    fn numbered(total: usize, per_turn: usize) -> Box<Numbered> {
+        Box::new(Numbered {
+            next: 0,
+            total,
+            per_turn,
+        })
+    }
+
+    /// Every frame, draining as a writer does until nothing comes.
+    fn all_frames(outbox: &Outbox) -> Vec<String> {
+        let mut all = Vec::new();
+        loop {
+            let got = frames(outbox);
+            if got.is_empty() {
+                return all;
+            }
+            all.extend(got);
+        }
+    }
+
+    #[test]
+    fn a_backlog_is_rendered_in_turns_between_what_came_before_and_after_it() {
+        use futures_util::FutureExt;
+        let outbox = Outbox::new(limits(100, 1000, 1 << 20));
+        outbox.push_control("before".into());
+        outbox.push_backlog(numbered(5, 2));
+        outbox.push_notification(key(1), "after".into());
+        // One turn: what precedes the backlog; the writer is woken again for the rest.
+        assert_eq!(frames(&outbox), ["before"]);
+        assert!(outbox.ready().now_or_never().is_some());
+        assert_eq!(frames(&outbox), ["b0", "b1"]);
+        // Pushed while the backlog is still pending: behind it.
+        outbox.push_notification(key(2), "later".into());
+        assert_eq!(all_frames(&outbox), ["b2", "b3", "b4", "after", "later"]);
+        let state = outbox.lock();
+        assert_eq!((state.live, state.bytes), (0, 0));
+    }
+
+    #[test]
+    fn notifications_behind_a_backlog_are_coalesced_and_bounded() {
+        let outbox = Outbox::new(limits(4, 8, 1 << 20));
+        outbox.push_backlog(numbered(3, 1));
+        for round in 0..10 {
+            for call in 0..3 {
+                outbox.push_notification(key(call), format!("{call}.{round}").into());
+            }
+        }
+        assert!(!outbox.overflowed(), "three calls fit after coalescing");
+        assert_eq!(all_frames(&outbox), ["b0", "b1", "b2", "0.9", "1.9", "2.9"]);
+        // Distinct calls cannot be coalesced: past the hard bound the outbox overflows.
+        outbox.push_backlog(numbered(3, 1));
+        for call in 0..8 {
+            outbox.push_notification(key(call), "x".into());
+        }
+        assert!(outbox.overflowed());
+    }
+
+    #[test]
+    fn a_closed_outbox_refuses_backlogs() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        outbox.close();
+        assert_eq!(outbox.push_backlog(numbered(1, 1)), Pushed::Refused);
+    }
 }
