@@ -4,8 +4,8 @@
 //! Run: `cargo bench --bench fold`. Events/s is criterion's "thrpt" (elements = events).
 
 use callgate::event::decode_line;
+use callgate::ingest::sim::{SimConfig, Simulator};
 use callgate::reduce::{Notifications, Reducer};
-use callgate::sim::{SimConfig, Simulator};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Duration;

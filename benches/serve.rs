@@ -201,15 +201,15 @@ fn now_micros() -> u64 {
 
 /// Simulated traffic for `agents` agents (DNs 7001...), time-compressed by the pacing below.
 fn traffic(agents: u32, events: usize, seed: u64) -> Vec<String> {
-    let config = callgate::sim::SimConfig {
+    let config = callgate::ingest::sim::SimConfig {
         seed,
         agents,
         queues: 8,
         supervisors: 10,
         calls_per_second: f64::from(agents) / 200.0,
-        ..callgate::sim::SimConfig::default()
+        ..callgate::ingest::sim::SimConfig::default()
     };
-    callgate::sim::Simulator::new(config)
+    callgate::ingest::sim::Simulator::new(config)
         .take(events)
         .map(|e| e.line)
         .collect()
@@ -817,17 +817,17 @@ async fn ingest_throughput(connections: usize, events: usize) {
     let gateway = Gateway::start();
     let feeds: Vec<Arc<Vec<u8>>> = (0..connections)
         .map(|i| {
-            let config = callgate::sim::SimConfig {
+            let config = callgate::ingest::sim::SimConfig {
                 seed: 100 + i as u64,
                 agents: 1000,
                 queues: 8,
                 supervisors: 10,
                 calls_per_second: 5.0,
                 server: Some(format!("TS{}", i + 1)),
-                ..callgate::sim::SimConfig::default()
+                ..callgate::ingest::sim::SimConfig::default()
             };
             let mut bytes = Vec::with_capacity(events * 320);
-            for event in callgate::sim::Simulator::new(config).take(events) {
+            for event in callgate::ingest::sim::Simulator::new(config).take(events) {
                 bytes.extend_from_slice(event.line.as_bytes());
                 bytes.push(b'\n');
             }

@@ -15,7 +15,6 @@ pub mod json;
 pub mod pipeline;
 pub mod reduce;
 pub mod serve;
-pub mod sim;
 pub mod store;
 pub mod stream;
 pub mod subscriptions;

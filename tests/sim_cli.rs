@@ -1,8 +1,8 @@
 //! Black-box tests of `callgate sim`: the real binary, its `--mix` option, its exit statuses, and output
 //! that folds cleanly (callgate::reduce, as tests/sim_consistency.rs does).
 
+use callgate::ingest::sim::{MIX_FIELDS, Mix};
 use callgate::reduce::{CallState, Counts, Disposition, Notifications, Reducer};
-use callgate::sim::{MIX_FIELDS, Mix};
 use serde_json::Value;
 use std::process::{Command, Output};
 

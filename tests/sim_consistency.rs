@@ -5,8 +5,8 @@
 //! the queue DN, where no call resource exists, and call-resource.md counts it as an orphan. So the test
 //! checks that the orphans are exactly those abandons, one for each the simulator reports.
 
+use callgate::ingest::sim::{SimConfig, Simulator};
 use callgate::reduce::{CallState, Counts, Disposition, Notifications, Reducer};
-use callgate::sim::{SimConfig, Simulator};
 use std::collections::{HashMap, HashSet};
 
 #[test]

@@ -1,7 +1,7 @@
 //! `callgate sim`: seeded contact-center traffic to standard output, a file, or an ingest socket, paced in
 //! real time, at a multiple of it, or as fast as possible.
 
-use crate::sim::{MIX_EXCLUSIVE, MIX_FIELDS, Mix, SimConfig, Simulator};
+use crate::ingest::sim::{MIX_EXCLUSIVE, MIX_FIELDS, Mix, SimConfig, Simulator};
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::net::{Shutdown, TcpStream};
@@ -333,7 +333,7 @@ pub fn run(args: &SimArgs) -> Result<(), SimError> {
 
 /// Writes each event as a line, waiting for its simulated time scaled by `speed` (0: no waiting).
 fn emit(
-    events: impl Iterator<Item = crate::sim::SimEvent>,
+    events: impl Iterator<Item = crate::ingest::sim::SimEvent>,
     out: &mut impl Write,
     speed: f64,
 ) -> Result<(), SimError> {
