@@ -2,7 +2,7 @@
 //! Usage: `cargo run --release --example fold_profile -- [EVENTS] [PASSES]`.
 
 use callgate::reduce::{Notifications, Reducer};
-use callgate::sim::{SimConfig, Simulator};
+use callgate::ingest::sim::{SimConfig, Simulator};
 
 fn main() {
     let events: usize = std::env::args()
