@@ -1,9 +1,12 @@
 //! callgate turns a Genesys T-Server's stream of telephony events into live GWS Voice API call resources.
 //!
-//! The crate follows the data's path: [`ingest`] frames lines, [`event`] decodes them, [`reduce`] folds
-//! events into call resources and notifications (a pure state machine shared by `fold` and `serve`), and
-//! [`enrich`] turns phone numbers into GWS participants. `serve` adds [`pipeline`] (sequencer, reducer shards,
-//! publisher), [`store`], [`fanout`] (subscriptions, outboxes) and [`api`] (REST and WebSocket).
+//! The crate follows the data's path. [`ingest`] holds the sources (line framing, the TCP socket, the
+//! simulator); [`event`] decodes lines; [`reduce`] folds events into call resources and notifications (a
+//! pure state machine shared by `fold` and `serve`); [`enrich`] turns phone numbers into GWS participants.
+//! `serve` adds [`pipeline`] (sequencer, reducer shards, publisher), [`stream`] (the one ordered source:
+//! seq, history), [`store`] (current documents), [`subscriptions`] (filters, scope, the subscriber index),
+//! [`delivery`] (bounded outboxes) and the doors in [`api`] (HTTP, REST, WebSocket). [`json`] writes
+//! everything written by hand.
 
 pub mod api;
 pub mod cli;
