@@ -5,7 +5,7 @@
 
 use callgate::event::decode_line;
 use callgate::ingest::sim::{SimConfig, Simulator};
-use callgate::reduce::{Notifications, Reducer};
+use callgate::reduce::{Fold, Notifications};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Duration;
@@ -31,7 +31,7 @@ fn stream(min_events: usize) -> Vec<String> {
 }
 
 fn fold_all(lines: &[String], sink: &mut Vec<u8>) -> u64 {
-    let mut reducer = Reducer::default();
+    let mut reducer = Fold::default();
     let mut out = Notifications::default();
     let mut seq = 0u64;
     for line in lines {

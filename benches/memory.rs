@@ -4,7 +4,7 @@
 //! Run: `cargo bench --bench memory`. Reports heap bytes per live call (exact, from a counting allocator
 //! around mimalloc, the binary's allocator) and the growth of the process's resident set per call.
 
-use callgate::reduce::{Notifications, Reducer};
+use callgate::reduce::{Fold, Notifications};
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
@@ -50,7 +50,7 @@ fn resident_bytes() -> usize {
 
 fn main() {
     const CALLS: u64 = 100_000;
-    let mut reducer = Reducer::default();
+    let mut reducer = Fold::default();
     let mut out = Notifications::default();
     // Warm the one-time tables (phone metadata, geocoding index) before measuring.
     let _ = reducer.apply_line(
@@ -83,7 +83,7 @@ fn main() {
     }
     let heap = LIVE_BYTES.load(Ordering::Relaxed) - heap_before;
     let rss = resident_bytes().saturating_sub(rss_before);
-    println!("live calls: {}", reducer.len() - 1);
+    println!("live calls: {}", reducer.reducer().len() - 1);
     println!("heap per live call: {} bytes", heap / CALLS as isize);
     println!(
         "resident growth per live call: {} bytes",

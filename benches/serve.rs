@@ -242,7 +242,7 @@ const PLACEHOLDER_STAMP: u64 = 1_000_000_000_000_000;
 /// (`{"type":"notification","epoch":...,"seq":N,` + the notification's members + `}`), with an epoch and
 /// a base URL of the gateway's lengths. So the nats-server peer carries the same bytes, within a few.
 fn notification_frames(lines: &[String]) -> Vec<Vec<nats::Payload>> {
-    let mut reducer = callgate::reduce::Reducer::new(callgate::reduce::ReducerConfig {
+    let mut reducer = callgate::reduce::Fold::new(callgate::reduce::ReducerConfig {
         base_url: "http://127.0.0.1:40000".to_owned(),
         max_calls: callgate::reduce::DEFAULT_MAX_CALLS,
     });
@@ -956,7 +956,7 @@ async fn bare_saturation(clients: usize, events: usize) -> Run {
 
 /// How many notifications the library's reducer makes of `lines` (what each all-calls client gets).
 fn count_notifications(lines: &[String]) -> u64 {
-    let mut reducer = callgate::reduce::Reducer::default();
+    let mut reducer = callgate::reduce::Fold::default();
     let mut out = callgate::reduce::Notifications::default();
     let mut count = 0;
     for line in lines {

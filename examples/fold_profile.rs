@@ -1,8 +1,8 @@
 //! Folds a simulated stream in a loop, for profilers (`perf record`, `valgrind --tool=callgrind`).
 //! Usage: `cargo run --release --example fold_profile -- [EVENTS] [PASSES]`.
 
-use callgate::reduce::{Notifications, Reducer};
 use callgate::ingest::sim::{SimConfig, Simulator};
+use callgate::reduce::{Fold, Notifications};
 
 fn main() {
     let events: usize = std::env::args()
@@ -27,7 +27,7 @@ fn main() {
         .unwrap_or(3);
     for _ in 0..passes {
         let start = std::time::Instant::now();
-        let mut reducer = Reducer::default();
+        let mut reducer = Fold::default();
         let mut out = Notifications::default();
         let mut bytes = 0usize;
         for line in &lines {

@@ -15,7 +15,7 @@
 
 mod support;
 
-use callgate::reduce::{Disposition, IgnoreReason, Notifications, Reducer};
+use callgate::reduce::{Disposition, Fold, IgnoreReason, Notifications};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -778,7 +778,7 @@ fn view_of(call: &Value) -> Result<(View, u64), TestCaseError> {
 
 /// Folds `lines` with the reducer and the model; fails at the first difference, naming the line.
 fn check(lines: &[String]) -> Result<(), TestCaseError> {
-    let mut reducer = Reducer::default();
+    let mut reducer = Fold::default();
     let mut model = Model::default();
     let mut out = Notifications::default();
     // The reducer's call numbers of the model's resources.
@@ -867,9 +867,9 @@ fn check(lines: &[String]) -> Result<(), TestCaseError> {
         }
     }
     // Every resource's last version, as the reducer holds it.
-    prop_assert_eq!(reducer.len(), model.resources.len());
+    prop_assert_eq!(reducer.reducer().len(), model.resources.len());
     for (i, &number) in numbers.iter().enumerate() {
-        let Some(view) = reducer.view(number) else {
+        let Some(view) = reducer.reducer().view(number) else {
             return Err(TestCaseError::fail(format!("resource {number} vanished")));
         };
         let mut json = String::new();

@@ -4,7 +4,7 @@
 mod support;
 
 use callgate::event::EventKind;
-use callgate::reduce::{Disposition, Notifications, Reducer};
+use callgate::reduce::{Disposition, Fold, Notifications};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -101,7 +101,7 @@ struct Folded {
     finals: Vec<String>,
 }
 
-fn fold_lines(reducer: &mut Reducer, lines: &[String]) -> Folded {
+fn fold_lines(reducer: &mut Fold, lines: &[String]) -> Folded {
     let mut out = Notifications::default();
     let mut notifications = Vec::new();
     let mut dispositions = Vec::new();
@@ -120,11 +120,12 @@ fn fold_lines(reducer: &mut Reducer, lines: &[String]) -> Folded {
     }
 }
 
-fn finals(reducer: &Reducer) -> Vec<String> {
+fn finals(reducer: &Fold) -> Vec<String> {
     reducer
+        .reducer()
         .call_numbers()
         .into_iter()
-        .filter_map(|n| reducer.view(n))
+        .filter_map(|n| reducer.reducer().view(n))
         .map(|view| {
             let mut json = String::new();
             view.write(&mut json);
@@ -163,14 +164,14 @@ proptest! {
 
     #[test]
     fn random_streams_keep_the_invariants(lines in arb_stream(60)) {
-        let folded = fold_lines(&mut Reducer::default(), &lines);
+        let folded = fold_lines(&mut Fold::default(), &lines);
         check_invariants(&folded)?;
     }
 
     #[test]
     fn folding_is_deterministic(lines in arb_stream(60)) {
-        let a = fold_lines(&mut Reducer::default(), &lines);
-        let b = fold_lines(&mut Reducer::default(), &lines);
+        let a = fold_lines(&mut Fold::default(), &lines);
+        let b = fold_lines(&mut Fold::default(), &lines);
         prop_assert_eq!(a.notifications, b.notifications);
         prop_assert_eq!(a.finals, b.finals);
     }
@@ -182,7 +183,7 @@ proptest! {
             .filter(|l| l.contains("EventSequenceNumber"))
             .cloned()
             .collect();
-        let mut reducer = Reducer::default();
+        let mut reducer = Fold::default();
         let first = fold_lines(&mut reducer, &numbered);
         let prefix = &numbered[..cut.min(numbered.len())];
         let replay = fold_lines(&mut reducer, prefix);
@@ -209,8 +210,8 @@ proptest! {
                 }
             }
         }
-        let clean = fold_lines(&mut Reducer::default(), &numbered);
-        let dirty = fold_lines(&mut Reducer::default(), &with_dups);
+        let clean = fold_lines(&mut Fold::default(), &numbered);
+        let dirty = fold_lines(&mut Fold::default(), &with_dups);
         prop_assert_eq!(clean.notifications, dirty.notifications);
         prop_assert_eq!(clean.finals, dirty.finals);
     }
@@ -250,9 +251,9 @@ proptest! {
             state ^= state << 17;
             lines.swap(i, (state % (i as u64 + 1)) as usize);
         }
-        let folded = fold_lines(&mut Reducer::default(), &lines);
+        let folded = fold_lines(&mut Fold::default(), &lines);
         check_invariants(&folded)?;
-        let again = fold_lines(&mut Reducer::default(), &lines);
+        let again = fold_lines(&mut Fold::default(), &lines);
         prop_assert_eq!(folded.notifications, again.notifications);
     }
 }
@@ -264,7 +265,7 @@ proptest! {
     /// decodes.
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-        let mut reducer = Reducer::default();
+        let mut reducer = Fold::default();
         let mut out = Notifications::default();
         let _ = reducer.apply_line(&bytes, &mut out);
     }
@@ -286,7 +287,7 @@ proptest! {
             }
         }
         line.truncate(cut % (line.len() + 1) + line.len() / 2);
-        let mut reducer = Reducer::default();
+        let mut reducer = Fold::default();
         let mut out = Notifications::default();
         for line in lines.iter().take(20) {
             let _ = reducer.apply_line(line.as_bytes(), &mut out);

@@ -2,7 +2,7 @@
 //! that folds cleanly (callgate::reduce, as tests/sim_consistency.rs does).
 
 use callgate::ingest::sim::{MIX_FIELDS, Mix};
-use callgate::reduce::{CallState, Counts, Disposition, Notifications, Reducer};
+use callgate::reduce::{CallState, Counts, Disposition, Fold, Notifications};
 use serde_json::Value;
 use std::process::{Command, Output};
 
@@ -33,7 +33,7 @@ fn events(args: &[&str]) -> Vec<Value> {
 /// What folding `events` gave, after checking it is clean: nothing rejected, duplicated or ignored, the
 /// only orphans are EventAbandoned at a queue (callers who hung up there), every call ends Released.
 fn fold_cleanly(events: &[Value]) -> Counts {
-    let mut reducer = Reducer::default();
+    let mut reducer = Fold::default();
     let mut out = Notifications::default();
     let mut counts = Counts::default();
     for event in events {
@@ -52,8 +52,8 @@ fn fold_cleanly(events: &[Value]) -> Counts {
     assert_eq!(counts.rejected, 0);
     assert_eq!(counts.duplicates, 0);
     assert_eq!(counts.ignored, 0);
-    for number in reducer.call_numbers() {
-        let (call, device) = reducer.call(number).unwrap();
+    for number in reducer.reducer().call_numbers() {
+        let (call, device) = reducer.reducer().call(number).unwrap();
         assert_eq!(
             call.state,
             CallState::Released,

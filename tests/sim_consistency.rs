@@ -6,7 +6,7 @@
 //! checks that the orphans are exactly those abandons, one for each the simulator reports.
 
 use callgate::ingest::sim::{SimConfig, Simulator};
-use callgate::reduce::{CallState, Counts, Disposition, Notifications, Reducer};
+use callgate::reduce::{CallState, Counts, Disposition, Fold, Notifications};
 use std::collections::{HashMap, HashSet};
 
 #[test]
@@ -24,7 +24,7 @@ fn an_hour_of_a_200_agent_center_folds_cleanly() {
     };
     let queue_dns: HashSet<String> = (1..=queues).map(|i| (8000 + i).to_string()).collect();
     let mut simulator = Simulator::new(config);
-    let mut reducer = Reducer::default();
+    let mut reducer = Fold::default();
     let mut out = Notifications::default();
     let mut counts = Counts::default();
     let mut live_per_dn: HashMap<String, i64> = HashMap::new();
@@ -48,6 +48,7 @@ fn an_hour_of_a_200_agent_center_folds_cleanly() {
         }
         for notification in out.iter() {
             let (call, device) = reducer
+                .reducer()
                 .call(notification.resource)
                 .expect("notified call exists");
             // The first notification of a resource is its creation; its Released version its end.
@@ -82,8 +83,8 @@ fn an_hour_of_a_200_agent_center_folds_cleanly() {
         most_live_per_agent <= 2,
         "an agent had {most_live_per_agent} live calls"
     );
-    for number in reducer.call_numbers() {
-        let (call, device) = reducer.call(number).expect("call");
+    for number in reducer.reducer().call_numbers() {
+        let (call, device) = reducer.reducer().call(number).expect("call");
         assert_eq!(
             call.state,
             CallState::Released,
@@ -110,7 +111,7 @@ fn an_understaffed_center_loses_callers_who_wait_too_long() {
         ..SimConfig::default()
     };
     let mut simulator = Simulator::new(config);
-    let mut reducer = Reducer::default();
+    let mut reducer = Fold::default();
     let mut out = Notifications::default();
     let mut counts = Counts::default();
     for event in simulator.by_ref() {
@@ -122,8 +123,8 @@ fn an_understaffed_center_loses_callers_who_wait_too_long() {
     assert!(stats.abandoned_waiting * 4 > stats.inbound, "{stats:?}");
     assert_eq!(counts.orphans, stats.abandoned_in_queue, "{stats:?}");
     assert_eq!(counts.rejected + counts.duplicates + counts.ignored, 0);
-    for number in reducer.call_numbers() {
-        let (call, _) = reducer.call(number).expect("call");
+    for number in reducer.reducer().call_numbers() {
+        let (call, _) = reducer.reducer().call(number).expect("call");
         assert_eq!(call.state, CallState::Released, "call {}", call.id);
     }
 }

@@ -3,11 +3,11 @@
 
 #![no_main]
 
-use callgate::reduce::{Notifications, Reducer};
+use callgate::reduce::{Fold, Notifications};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let mut reducer = Reducer::default();
+    let mut reducer = Fold::default();
     let mut out = Notifications::default();
     for line in data.split(|&b| b == b'\n') {
         let _ = reducer.apply_line(line, &mut out);

@@ -1,7 +1,8 @@
 //! `callgate fold`: events from files or standard input to call resources or notifications (api.md).
 
 use crate::ingest::framing::{Frame, LineFramer};
-use crate::reduce::{Counts, Notifications, Reducer, ReducerConfig};
+use crate::ingest::lines::{Line, decode_frame};
+use crate::reduce::{Counts, Disposition, Fold, IgnoreReason, Notifications, ReducerConfig};
 use bytes::BytesMut;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::PathBuf;
@@ -42,13 +43,13 @@ pub fn fold(
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> Result<Counts, FoldError> {
-    let mut reducer = Reducer::new(ReducerConfig {
+    let mut fold = Fold::new(ReducerConfig {
         base_url: options.base_url.clone(),
         max_calls: options.max_calls,
     });
     let mut out = BufWriter::with_capacity(256 * 1024, stdout);
     let mut folder = Folder {
-        reducer: &mut reducer,
+        fold: &mut fold,
         notifications: Notifications::default(),
         counts: Counts::default(),
         updates: options.updates,
@@ -76,6 +77,7 @@ pub fn fold(
     let counts = folder.counts;
     if !options.updates {
         let mut json = String::with_capacity(2048);
+        let reducer = fold.reducer();
         for number in reducer.call_numbers() {
             if let Some(view) = reducer.view(number) {
                 json.clear();
@@ -100,7 +102,7 @@ pub fn fold(
 }
 
 struct Folder<'r> {
-    reducer: &'r mut Reducer,
+    fold: &'r mut Fold,
     notifications: Notifications,
     counts: Counts,
     updates: bool,
@@ -151,17 +153,15 @@ impl Folder<'_> {
         out: &mut dyn Write,
         stderr: &mut dyn Write,
     ) -> Result<(), FoldError> {
-        let (number, outcome) = match frame {
-            Frame::Line { number, bytes } => {
-                if bytes.iter().all(u8::is_ascii_whitespace) {
-                    return Ok(());
-                }
-                (
-                    number,
-                    self.reducer.apply_line(&bytes, &mut self.notifications),
-                )
+        let (number, outcome) = match decode_frame(&frame) {
+            (_, Line::Blank) => return Ok(()),
+            (number, Line::Event(event)) => {
+                (number, Ok(self.fold.apply(event, &mut self.notifications)))
             }
-            Frame::TooLong { number } => (number, Err(crate::event::DecodeError::TooLong)),
+            (number, Line::Unknown) => {
+                (number, Ok(Disposition::Ignored(IgnoreReason::UnknownEvent)))
+            }
+            (number, Line::Rejected(err)) => (number, Err(err)),
         };
         self.counts.record(&outcome);
         if let Err(err) = &outcome {

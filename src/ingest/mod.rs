@@ -3,5 +3,6 @@
 //! the pipeline).
 
 pub mod framing;
+pub mod lines;
 pub mod sim;
 pub mod tcp;

@@ -7,9 +7,10 @@
 //! fast T-Server is slowed by TCP rather than buffered without bound.
 
 use super::framing::{Frame, LineFramer, MAX_LINE_BYTES};
-use crate::event::{DecodeError, Decoded, decode_line};
+use super::lines::{Line, decode_frame};
 use crate::json::write_json_str;
 use crate::pipeline::{ConnStats, Pipeline, Submission};
+use crate::reduce::{Disposition, IgnoreReason};
 use bytes::BytesMut;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -194,36 +195,30 @@ async fn connection(
         let mut batch = Vec::new();
         let ingested = Instant::now();
         let take = |frame: Frame, batch: &mut Vec<Submission>, replies: &mut Vec<u8>| {
-            let (number, outcome) = match frame {
-                Frame::Line { number, bytes } => {
-                    if bytes.iter().all(u8::is_ascii_whitespace) {
-                        return;
-                    }
-                    match decode_line(&bytes) {
-                        Ok(Decoded::Event(event)) => {
-                            batch.push(Submission {
-                                event: event.into_owned(),
-                                stats: Arc::clone(&stats),
-                                ingested,
-                            });
-                            return;
-                        }
-                        Ok(Decoded::Unknown { .. }) => {
-                            metrics::counter!("callgate_events_total", "outcome" => "ignored")
-                                .increment(1);
-                            stats.applied.fetch_add(1, Ordering::Relaxed);
-                            return;
-                        }
-                        Err(err) => (number, err),
-                    }
+            let (number, error) = match decode_frame(&frame) {
+                (_, Line::Blank) => return,
+                (_, Line::Event(event)) => {
+                    batch.push(Submission {
+                        event: event.into_owned(),
+                        stats: Arc::clone(&stats),
+                        ingested,
+                    });
+                    return;
                 }
-                Frame::TooLong { number } => (number, DecodeError::TooLong),
+                (_, Line::Unknown) => {
+                    let unknown = Disposition::Ignored(IgnoreReason::UnknownEvent);
+                    metrics::counter!("callgate_events_total", "outcome" => unknown.label())
+                        .increment(1);
+                    stats.applied.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                (number, Line::Rejected(error)) => (number, error),
             };
             metrics::counter!("callgate_events_total", "outcome" => "rejected").increment(1);
             stats.rejected.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("ingest line {number} rejected: {outcome}");
+            tracing::debug!("ingest line {number} rejected: {error}");
             let mut line = String::from("{\"error\":");
-            write_json_str(&mut line, &outcome.to_string());
+            write_json_str(&mut line, &error.to_string());
             line.push_str(&format!(",\"line\":{number}}}\n"));
             replies.extend_from_slice(line.as_bytes());
         };

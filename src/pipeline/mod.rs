@@ -267,16 +267,16 @@ impl Pipeline {
             let sequence = event.sequence;
             match admitter.sequencer.admit(&event, Some(arrival)) {
                 Admission::Duplicate => {
-                    count_outcome("duplicate");
+                    count_outcome(Disposition::Duplicate.label());
                     stats.take(sequence, Taken::Duplicate);
                 }
                 Admission::TooManyServers => {
-                    count_outcome("ignored");
+                    count_outcome(Disposition::Ignored(IgnoreReason::TooManyServers).label());
                     stats.take(sequence, Taken::Applied);
                 }
                 Admission::Admitted { .. } if !event.kind.is_call_event() => {
                     record_link(&event);
-                    count_outcome("applied");
+                    count_outcome(Disposition::Applied.label());
                     stats.take(sequence, Taken::Applied);
                 }
                 Admission::Admitted { time } => {
@@ -392,17 +392,15 @@ impl Shard {
         let disposition =
             self.reducer
                 .apply_admitted(job.event, job.time, job.arrived, &mut self.notifications);
-        let (outcome, taken) = match disposition {
-            Disposition::Applied => ("applied", Taken::Applied),
-            Disposition::Duplicate => ("duplicate", Taken::Duplicate),
-            Disposition::Orphan => ("orphan", Taken::Applied),
+        let taken = match disposition {
+            Disposition::Duplicate => Taken::Duplicate,
             Disposition::Ignored(IgnoreReason::AtCapacity) => {
                 self.refused_at_capacity();
-                ("dropped", Taken::Dropped)
+                Taken::Dropped
             }
-            Disposition::Ignored(_) => ("ignored", Taken::Applied),
+            Disposition::Applied | Disposition::Orphan | Disposition::Ignored(_) => Taken::Applied,
         };
-        count_outcome(outcome);
+        count_outcome(disposition.label());
         ShardOutput {
             published: self.take_notifications(job.ingested),
             forgotten: Vec::new(),

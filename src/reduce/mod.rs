@@ -60,6 +60,20 @@ pub enum Disposition {
     Ignored(IgnoreReason),
 }
 
+impl Disposition {
+    /// The outcome's name in `callgate_events_total{outcome=...}` (and in docs). An event refused at
+    /// `max_calls` is `dropped`, not `ignored`: the gateway is full, the event was fine.
+    pub fn label(self) -> &'static str {
+        match self {
+            Disposition::Applied => "applied",
+            Disposition::Duplicate => "duplicate",
+            Disposition::Orphan => "orphan",
+            Disposition::Ignored(IgnoreReason::AtCapacity) => "dropped",
+            Disposition::Ignored(_) => "ignored",
+        }
+    }
+}
+
 /// Why an event was ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IgnoreReason {
@@ -152,7 +166,6 @@ pub struct Reducer {
     base_url: String,
     calls_uri_prefix: String,
     max_calls: usize,
-    sequencer: Sequencer,
     server_index: HashMap<Box<str>, u32>,
     server_names: Vec<Box<str>>,
     devices: HashMap<u32, Device>,
@@ -180,7 +193,6 @@ impl Reducer {
             base_url,
             calls_uri_prefix,
             max_calls: config.max_calls.min(MAX_SLOTS),
-            sequencer: Sequencer::default(),
             server_index: HashMap::new(),
             server_names: Vec::new(),
             devices: HashMap::new(),
@@ -190,30 +202,6 @@ impl Reducer {
             by_conn: HashMap::new(),
             phone_book: PhoneBook::default(),
             scratch: Scratch::default(),
-        }
-    }
-
-    /// Decodes one line and applies it. Unknown events come back as `Ignored(UnknownEvent)`.
-    pub fn apply_line(
-        &mut self,
-        line: &[u8],
-        out: &mut Notifications,
-    ) -> Result<Disposition, DecodeError> {
-        match decode_line(line)? {
-            Decoded::Event(event) => Ok(self.apply(event, out)),
-            Decoded::Unknown { .. } => Ok(Disposition::Ignored(IgnoreReason::UnknownEvent)),
-        }
-    }
-
-    /// Applies one event, appending the notifications it produces to `out`. The event is taken by value so
-    /// that its attached data can move into the resource without a copy.
-    pub fn apply(&mut self, event: Event<'_>, out: &mut Notifications) -> Disposition {
-        match self.sequencer.admit(&event, None) {
-            Admission::Admitted { time } => {
-                self.apply_admitted(event, time, time.unwrap_or(0), out)
-            }
-            Admission::Duplicate => Disposition::Duplicate,
-            Admission::TooManyServers => Disposition::Ignored(IgnoreReason::TooManyServers),
         }
     }
 
@@ -627,6 +615,60 @@ impl Reducer {
     pub fn is_empty(&self) -> bool {
         self.calls.is_empty()
     }
+}
+
+/// `fold`'s path for one stream of events: a sequencer (duplicates, event times, link state) in front of
+/// one reducer. `serve` runs one sequencer in front of several reducers instead (`pipeline`), so the
+/// reducer itself has none.
+#[derive(Default)]
+pub struct Fold {
+    sequencer: Sequencer,
+    reducer: Reducer,
+}
+
+impl Fold {
+    /// An empty fold.
+    pub fn new(config: ReducerConfig) -> Self {
+        Self {
+            sequencer: Sequencer::default(),
+            reducer: Reducer::new(config),
+        }
+    }
+
+    /// Decodes one line and applies it. Unknown events come back as `Ignored(UnknownEvent)`.
+    pub fn apply_line(
+        &mut self,
+        line: &[u8],
+        out: &mut Notifications,
+    ) -> Result<Disposition, DecodeError> {
+        match decode_line(line)? {
+            Decoded::Event(event) => Ok(self.apply(event, out)),
+            Decoded::Unknown { .. } => Ok(Disposition::Ignored(IgnoreReason::UnknownEvent)),
+        }
+    }
+
+    /// Applies one event, appending the notifications it produces to `out`. The event is taken by value so
+    /// that its attached data can move into the resource without a copy.
+    pub fn apply(&mut self, event: Event<'_>, out: &mut Notifications) -> Disposition {
+        match self.sequencer.admit(&event, None) {
+            Admission::Admitted { time } => {
+                self.reducer
+                    .apply_admitted(event, time, time.unwrap_or(0), out)
+            }
+            Admission::Duplicate => Disposition::Duplicate,
+            Admission::TooManyServers => Disposition::Ignored(IgnoreReason::TooManyServers),
+        }
+    }
+
+    /// The reducer and its resources.
+    pub fn reducer(&self) -> &Reducer {
+        &self.reducer
+    }
+
+    /// The reducer, to drop released resources.
+    pub fn reducer_mut(&mut self) -> &mut Reducer {
+        &mut self.reducer
+    }
 
     /// Link state of each T-Server seen: `Some(true)` after EventLinkConnected, `Some(false)` after
     /// EventLinkDisconnected, `None` before either.
@@ -639,7 +681,7 @@ impl Reducer {
 mod tests {
     use super::*;
 
-    fn apply(reducer: &mut Reducer, line: &str) -> (Disposition, Vec<(u64, String)>) {
+    fn apply(reducer: &mut Fold, line: &str) -> (Disposition, Vec<(u64, String)>) {
         let mut out = Notifications::default();
         let disposition = reducer
             .apply_line(line.as_bytes(), &mut out)
@@ -716,11 +758,11 @@ mod tests {
 
     #[test]
     fn released_calls_can_be_removed_and_then_are_forgotten() {
-        let mut reducer = Reducer::default();
+        let mut reducer = Fold::default();
         let ringing = r#"{"event":"EventRinging","ConnID":"1","ThisDN":"7001","OtherDN":"7002"}"#;
         let (_, notes) = apply(&mut reducer, ringing);
         let number = notes[0].0;
-        assert!(!reducer.remove(number), "a live call stays");
+        assert!(!reducer.reducer_mut().remove(number), "a live call stays");
         apply(
             &mut reducer,
             r#"{"event":"EventReleased","ConnID":"1","ThisDN":"7001"}"#,
@@ -730,10 +772,10 @@ mod tests {
             Disposition::Ignored(IgnoreReason::Released),
             "Released is final while the resource is held"
         );
-        assert!(reducer.remove(number));
-        assert!(reducer.is_empty());
-        assert_eq!(reducer.device_count(), 0);
-        assert!(reducer.call(number).is_none());
+        assert!(reducer.reducer_mut().remove(number));
+        assert!(reducer.reducer().is_empty());
+        assert_eq!(reducer.reducer().device_count(), 0);
+        assert!(reducer.reducer().call(number).is_none());
         // Once dropped, the same ConnID at the same DN is a new call with a new number.
         let (_, notes) = apply(&mut reducer, ringing);
         assert_eq!(notes[0].1, "StatusChange");
@@ -742,7 +784,7 @@ mod tests {
 
     #[test]
     fn removing_one_call_keeps_the_device_and_frees_the_conn_id() {
-        let mut reducer = Reducer::default();
+        let mut reducer = Fold::default();
         let (_, first) = apply(
             &mut reducer,
             r#"{"event":"EventRinging","ConnID":"1","ThisDN":"7001"}"#,
@@ -755,10 +797,13 @@ mod tests {
             &mut reducer,
             r#"{"event":"EventReleased","ConnID":"1","ThisDN":"7001"}"#,
         );
-        assert!(reducer.remove(first[0].0));
-        assert_eq!(reducer.device_count(), 1, "7001 still has call 2");
-        assert!(!reducer.is_empty());
-        let (call, device) = reducer.call(second[0].0).expect("call 2 is still held");
+        assert!(reducer.reducer_mut().remove(first[0].0));
+        assert_eq!(reducer.reducer().device_count(), 1, "7001 still has call 2");
+        assert!(!reducer.reducer().is_empty());
+        let (call, device) = reducer
+            .reducer()
+            .call(second[0].0)
+            .expect("call 2 is still held");
         assert_eq!((&*device.dn, call.state), ("7001", CallState::Ringing));
         // Call 2 still takes its events, and ConnID 1 at 7001 is free for a new call.
         let (_, notes) = apply(
@@ -773,12 +818,12 @@ mod tests {
         assert_eq!(disposition, Disposition::Applied);
         assert_eq!(notes.len(), 1);
         assert_ne!(notes[0].0, first[0].0, "a new resource");
-        assert_eq!(reducer.len(), 2);
+        assert_eq!(reducer.reducer().len(), 2);
     }
 
     #[test]
     fn the_call_bound_ignores_creations_but_not_updates() {
-        let mut reducer = Reducer::new(ReducerConfig {
+        let mut reducer = Fold::new(ReducerConfig {
             max_calls: 1,
             ..ReducerConfig::default()
         });
@@ -800,7 +845,7 @@ mod tests {
 
     #[test]
     fn link_events_track_each_server() {
-        let mut reducer = Reducer::default();
+        let mut reducer = Fold::default();
         apply(
             &mut reducer,
             r#"{"event":"EventLinkDisconnected","Server":"SIP_A"}"#,

@@ -279,11 +279,11 @@ pub(crate) fn escaped(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::reduce::{Notifications, Reducer};
+    use crate::reduce::Notifications;
 
     #[test]
     fn notifications_accumulate_and_locate_their_documents() {
-        let mut reducer = Reducer::default();
+        let mut reducer = crate::reduce::Fold::default();
         let mut out = Notifications::default();
         assert!(out.is_empty());
         for line in [
