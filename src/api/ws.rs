@@ -433,7 +433,11 @@ async fn connection(io: Io, state: AppState) {
         // pays for a timer.
         let written = match futures_util::poll!(&mut write) {
             Poll::Ready(result) => Ok(result),
-            Poll::Pending => tokio::time::timeout(WRITE_TIMEOUT, write).await,
+            // A client that stopped reading must not hold up shutdown for the whole write timeout.
+            Poll::Pending => tokio::select! {
+                written = tokio::time::timeout(WRITE_TIMEOUT, write) => written,
+                () = &mut cancelled => break Some((1001, "server shutting down")),
+            },
         };
         match written {
             Ok(Ok(())) => {}
