@@ -129,8 +129,10 @@ pub struct Device {
     pub device_id: Arc<str>,
     /// `deviceUri` as a JSON string literal.
     device_uri_json: Box<str>,
-    /// Its live (not Released) calls, in creation order.
-    live: Vec<u64>,
+    /// Its live consultation calls (CallType Consult, naming the call they consult about), in creation
+    /// order: the only calls of the device whose links to other calls need recomputing after an event.
+    /// Usually empty, so a device with thousands of calls (a queue) costs nothing per event for them.
+    consultations: Vec<u64>,
     /// How many resources (live or released) it has; the device is forgotten when none is left.
     held: u32,
 }
@@ -150,6 +152,7 @@ impl Equivalent<(u32, Box<str>)> for DeviceKeyRef<'_> {
 struct Scratch {
     candidates: Vec<u64>,
     consultations: Vec<(u64, Option<u64>)>,
+    parents: Vec<u64>,
     others: Vec<u64>,
 }
 
@@ -289,8 +292,16 @@ impl Reducer {
             }
             self.by_conn.insert((device, new_conn_id), number);
         }
-        if !live && let Some(dev) = self.devices.get_mut(&device) {
-            dev.live.retain(|&n| n != number);
+        let consultation =
+            live && slot.call.call_type == CallType::Consult && slot.call.parent_conn_id.is_some();
+        if let Some(dev) = self.devices.get_mut(&device) {
+            match (consultation, dev.consultations.binary_search(&number)) {
+                (true, Err(at)) => dev.consultations.insert(at, number),
+                (false, Ok(at)) => {
+                    dev.consultations.remove(at);
+                }
+                _ => {}
+            }
         }
 
         let mut others = std::mem::take(&mut self.scratch.others);
@@ -353,7 +364,7 @@ impl Reducer {
                 dn: dn.into(),
                 device_id: device_id.into(),
                 device_uri_json: device_uri_json.into(),
-                live: Vec::new(),
+                consultations: Vec::new(),
                 held: 0,
             },
         );
@@ -371,7 +382,6 @@ impl Reducer {
         let number = self.calls.insert(slot).ok()?;
         self.by_conn.insert((device, conn_id), number);
         if let Some(dev) = self.devices.get_mut(&device) {
-            dev.live.push(number);
             dev.held += 1;
         }
         Some(number)
@@ -467,16 +477,24 @@ impl Reducer {
         };
         // Only consultation calls and their parents can be linked, so those (and whatever the trigger was
         // linked to before) are the only candidates: a device with many calls but no consultation costs
-        // one pass over its live calls. The lists are kept between events so that this allocates nothing.
+        // nothing for them. The lists are kept between events so that this allocates nothing.
         let mut candidates = std::mem::take(&mut self.scratch.candidates);
         let mut consultations = std::mem::take(&mut self.scratch.consultations);
+        let mut parents = std::mem::take(&mut self.scratch.parents);
         candidates.clear();
         consultations.clear();
+        parents.clear();
         candidates.push(trigger);
         if let Some(parent) = self.calls.get(trigger).and_then(|s| s.call.parent) {
             candidates.push(parent);
         }
-        for &number in dev.live.iter().chain(std::iter::once(&trigger)) {
+        // The trigger too, once, when it is not (or no longer) a listed consultation.
+        let unlisted_trigger = dev
+            .consultations
+            .binary_search(&trigger)
+            .is_err()
+            .then_some(trigger);
+        for &number in dev.consultations.iter().chain(unlisted_trigger.iter()) {
             let Some(slot) = self.calls.get(number) else {
                 continue;
             };
@@ -487,9 +505,6 @@ impl Reducer {
             let Some(parent_conn) = call.parent_conn_id else {
                 continue;
             };
-            if consultations.iter().any(|(n, _)| *n == number) {
-                continue;
-            }
             let parent = self
                 .live_call_by_conn(device, parent_conn)
                 .filter(|&parent| parent != number);
@@ -500,6 +515,13 @@ impl Reducer {
         }
         candidates.sort_unstable();
         candidates.dedup();
+        // Sorted, so that each candidate's lookups are binary searches: linear in the consultations,
+        // not quadratic, whatever their number.
+        consultations.sort_unstable_by_key(|(number, _)| *number);
+        parents.extend(consultations.iter().filter_map(|(n, p)| {
+            p.filter(|_| self.calls.get(*n).is_some_and(|s| s.call.is_live()))
+        }));
+        parents.sort_unstable();
 
         for &number in &candidates {
             let Some(slot) = self.calls.get(number) else {
@@ -507,12 +529,10 @@ impl Reducer {
             };
             let call = &slot.call;
             let parent = consultations
-                .iter()
-                .find(|(n, _)| *n == number)
-                .and_then(|(_, parent)| *parent);
-            let is_parent_of_live_consultation = consultations.iter().any(|(n, p)| {
-                *p == Some(number) && self.calls.get(*n).is_some_and(|s| s.call.is_live())
-            });
+                .binary_search_by_key(&number, |(n, _)| *n)
+                .ok()
+                .and_then(|at| consultations[at].1);
+            let is_parent_of_live_consultation = parents.binary_search(&number).is_ok();
             let consult = ConsultRole {
                 parent: is_parent_of_live_consultation,
                 consultation: parent.is_some(),
@@ -547,6 +567,7 @@ impl Reducer {
         }
         self.scratch.candidates = candidates;
         self.scratch.consultations = consultations;
+        self.scratch.parents = parents;
     }
 
     /// Produces the notification of a new version of call `number`, unless nothing changed.
