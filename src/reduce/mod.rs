@@ -1,8 +1,10 @@
 //! The reducer: a pure state machine that folds T-Server events into call resources (call-resource.md).
 //!
-//! [`Reducer::apply`] takes one event and appends the notifications it produces. It knows nothing of
-//! clocks, sockets or threads: time comes from the events, so `fold` and `serve` give the same resources
-//! and the same notifications, byte for byte, for the same input.
+//! [`Reducer::apply_admitted`] takes one event and appends the notifications it produces. It knows
+//! nothing of clocks, sockets or threads: time comes from the events (and the arrival time its caller
+//! passes), so `fold` and `serve` give the same resources and the same notifications, byte for byte, for
+//! the same input. [`Fold`] puts a [`Sequencer`] (duplicates, times) in front of one reducer, as `fold`
+//! runs it; `serve` runs one sequencer in front of several reducers.
 
 mod call;
 mod capabilities;

@@ -69,7 +69,7 @@ mod tests {
 
 /// Per-T-Server bookkeeping that comes before the reducer: duplicates, missing times, link state.
 ///
-/// `fold` runs it inside [`crate::reduce::Reducer::apply`]; `serve` runs one for all ingest connections
+/// `fold` runs it inside [`crate::reduce::Fold::apply`]; `serve` runs one for all ingest connections
 /// before spreading events over reducer shards, because duplicates and times are per Server, not per device.
 #[derive(Debug, Default)]
 pub struct Sequencer {
