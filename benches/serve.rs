@@ -1117,30 +1117,34 @@ async fn compare() {
 /// Issue 4, item 5a: `calls` live calls, each an inbound call answered at its own agent DN with attached
 /// data and an international caller (the call shape of `benches/memory.rs`), fed to the gateway and never
 /// released; reports the resident-set growth per live call over the gateway's idle baseline.
+/// Inbound calls `range`, each answered at its own agent DN (10,000 + i), with attached data and an
+/// international caller: EventRinging and EventEstablished lines.
+fn answered_calls(range: std::ops::Range<u64>) -> Arc<Vec<u8>> {
+    let mut bytes = Vec::new();
+    for i in range {
+        let conn = 0x006f_0000_0000_0000u64 + i;
+        let agent = 10_000 + i;
+        let caller = format!("+1415555{:04}", i % 10_000);
+        for (event, extra) in [
+            (
+                "EventRinging",
+                format!(r#","ANI":"{caller}","DNIS":"8001","ThisQueue":"8001""#),
+            ),
+            ("EventEstablished", String::new()),
+        ] {
+            bytes.extend_from_slice(format!(
+                r#"{{"event":"{event}","TimeinSecs":{},"ConnID":"{conn:016x}","CallUUID":"QK59HK4FS927D7FUU41G6IE4{i:08}","CallType":"Inbound","ThisDN":"{agent}","OtherDN":"{caller}"{extra},"UserData":{{"AccountNumber":"{i:08}","Segment":"Gold","ServiceType":"Support","Language":"en"}}}}"#,
+                1_763_900_000 + i
+            ).as_bytes());
+            bytes.push(b'\n');
+        }
+    }
+    Arc::new(bytes)
+}
+
 async fn live_calls_memory(calls: u64) {
     let gateway = Gateway::start_with(&["--max-calls", "1000000"]);
-    let script = |range: std::ops::Range<u64>| {
-        let mut bytes = Vec::new();
-        for i in range {
-            let conn = 0x006f_0000_0000_0000u64 + i;
-            let agent = 10_000 + i;
-            let caller = format!("+1415555{:04}", i % 10_000);
-            for (event, extra) in [
-                (
-                    "EventRinging",
-                    format!(r#","ANI":"{caller}","DNIS":"8001","ThisQueue":"8001""#),
-                ),
-                ("EventEstablished", String::new()),
-            ] {
-                bytes.extend_from_slice(format!(
-                    r#"{{"event":"{event}","TimeinSecs":{},"ConnID":"{conn:016x}","CallUUID":"QK59HK4FS927D7FUU41G6IE4{i:08}","CallType":"Inbound","ThisDN":"{agent}","OtherDN":"{caller}"{extra},"UserData":{{"AccountNumber":"{i:08}","Segment":"Gold","ServiceType":"Support","Language":"en"}}}}"#,
-                    1_763_900_000 + i
-                ).as_bytes());
-                bytes.push(b'\n');
-            }
-        }
-        Arc::new(bytes)
-    };
+    let script = answered_calls;
     // One call first, so the one-time tables (phone metadata, geocoding) are in the baseline.
     feed_until_acked(gateway.ingest.clone(), script(calls..calls + 1)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1161,6 +1165,89 @@ async fn live_calls_memory(calls: u64) {
         per_call(soon),
         after / (1 << 20),
         per_call(after),
+    );
+}
+
+/// Issue 10: `GET /api/v2/devices/{deviceId}/calls/{callId}` latency with `calls` live calls: `lookups`
+/// requests, one after another on one keep-alive connection, for calls spread over the store. Returns the
+/// sorted latencies in microseconds.
+async fn rest_lookup(calls: u64, lookups: usize) -> Vec<u64> {
+    let gateway = Gateway::start_with(&["--max-calls", "1000000"]);
+    feed_until_acked(gateway.ingest.clone(), answered_calls(0..calls)).await;
+    // The device ids come from the gateway itself: one listing of a few devices' calls.
+    let mut stream = tokio::net::TcpStream::connect(&gateway.http)
+        .await
+        .expect("HTTP connects");
+    let _ = stream.set_nodelay(true);
+    let mut targets = Vec::new();
+    for k in 0..64u64 {
+        let i = k * calls / 64;
+        let body = http_get(&mut stream, &format!("/api/v2/calls?dn={}", 10_000 + i)).await;
+        let value: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let call = &value["calls"][0];
+        let device = call["deviceUri"]
+            .as_str()
+            .unwrap_or("")
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        targets.push(format!(
+            "/api/v2/devices/{device}/calls/{}",
+            call["id"].as_str().unwrap_or("")
+        ));
+    }
+    let mut latencies = Vec::with_capacity(lookups);
+    for n in 0..lookups {
+        let started = Instant::now();
+        let body = http_get(&mut stream, &targets[n % targets.len()]).await;
+        latencies.push(started.elapsed().as_micros() as u64);
+        assert!(body.starts_with("{\"statusCode\":0,\"call\":"), "{body}");
+    }
+    latencies.sort_unstable();
+    latencies
+}
+
+/// One GET on a keep-alive connection; the body.
+async fn http_get(stream: &mut tokio::net::TcpStream, path: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: callgate\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("request");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let n = stream.read(&mut chunk).await.expect("response");
+        assert!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("content-length");
+        if buf.len() >= end + 4 + length {
+            return String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned();
+        }
+    }
+}
+
+/// Issue 10's REST target: the lookup at 100,000 live calls within 2x its latency at 100.
+async fn rest_lookup_ratio() {
+    let lookups = sized(20_000, 2_000);
+    let small = rest_lookup(100, lookups).await;
+    let large = rest_lookup(sized(100_000, 10_000), lookups).await;
+    // Microseconds at quantile `q` (`percentile` gives milliseconds).
+    let p = |v: &[u64], q: f64| percentile(v, q / 100.0) * 1000.0;
+    println!(
+        "rest-lookup: GET /api/v2/devices/{{id}}/calls/{{id}}, {lookups} requests on one connection: 100 live calls p50 {:.0} µs p99 {:.0} µs; {} live calls p50 {:.0} µs p99 {:.0} µs; ratio of medians {:.2}",
+        p(&small, 50.0),
+        p(&small, 99.0),
+        sized(100_000, 10_000),
+        p(&large, 50.0),
+        p(&large, 99.0),
+        p(&large, 50.0) / p(&small, 50.0)
     );
 }
 
@@ -1199,6 +1286,7 @@ const SUITE: &[&str] = &[
     "compare",
     "live-calls-memory",
     "idle-memory",
+    "rest-lookup",
 ];
 
 /// Diagnostic scenarios, run by name or with `all`.
@@ -1313,6 +1401,9 @@ fn main() {
         }
         if runs("idle-memory") {
             idle_memory(sized(10_000, 1_000)).await;
+        }
+        if runs("rest-lookup") {
+            rest_lookup_ratio().await;
         }
     });
     let _ = std::io::stdout().flush();
