@@ -1233,6 +1233,137 @@ async fn http_get(stream: &mut tokio::net::TcpStream, path: &str) -> String {
     }
 }
 
+/// The notification's `SentAt` (micros since the epoch, in the call's attached data), if any.
+fn sent_at(frame: &[u8]) -> Option<u64> {
+    let at = memchr::memmem::find(frame, b"\"SentAt\":\"")? + 10;
+    let digits = &frame[at..at + 16.min(frame.len() - at)];
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Issue 10's snapshot target: with `calls` live calls and `rate` events/s going to 100 agents (each
+/// watched by its own client), one all-calls client subscribes and reads its whole snapshot. Reports how
+/// long the snapshot took and the other clients' ingest→receipt p99 before and during it.
+async fn snapshot_under_load(calls: u64, rate: u64) {
+    const WATCHED: u64 = 100;
+    let gateway = Gateway::start_with(&["--max-calls", "1000000"]);
+    feed_until_acked(gateway.ingest.clone(), answered_calls(0..calls)).await;
+    // The watched agents' calls: ConnID 2,000,000 + k at DN 2,900,000 + k, one call each.
+    let watched: Vec<u64> = (0..WATCHED).map(|k| 2_000_000 + k).collect();
+    let mut setup = Vec::new();
+    for &i in &watched {
+        setup.extend_from_slice(
+            format!(
+                "{{\"event\":\"EventEstablished\",\"ConnID\":\"{i:x}\",\"ThisDN\":\"{}\"}}\n",
+                900_000 + i
+            )
+            .as_bytes(),
+        );
+    }
+    feed_until_acked(gateway.ingest.clone(), Arc::new(setup)).await;
+    let url = format!("ws://{}/api/v2/ws", gateway.http);
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::<(u64, u64)>::new()));
+    let stop = Arc::new(AtomicU64::new(0));
+    let mut watchers = Vec::new();
+    for &i in &watched {
+        let mut ws = wsclient::connect(authority(&url), "/api/v2/ws")
+            .await
+            .expect("connect");
+        let request = serde_json::json!({"type":"subscribe","sub":"me","filter":{"dn":[format!("{}", 900_000 + i)]}});
+        ws.send_text(&request.to_string()).await.expect("subscribe");
+        let latencies = Arc::clone(&latencies);
+        let stop = Arc::clone(&stop);
+        watchers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while stop.load(Ordering::Relaxed) == 0 {
+                let frame = tokio::time::timeout(Duration::from_millis(200), ws.next_frame()).await;
+                let Ok(Ok(Some((_, payload)))) = frame else {
+                    continue;
+                };
+                if let Some(sent) = sent_at(payload) {
+                    let now = now_micros();
+                    seen.push((now, now.saturating_sub(sent)));
+                }
+            }
+            latencies.lock().expect("lock").extend(seen);
+        }));
+    }
+    // The feeder: attached-data changes of the watched calls at `rate`, each stamped when written.
+    let feeder = {
+        let ingest = gateway.ingest.clone();
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(&ingest)
+                .await
+                .expect("ingest");
+            let _ = stream.set_nodelay(true);
+            let (mut reader, mut writer) = stream.into_split();
+            tokio::spawn(async move { tokio::io::copy(&mut reader, &mut tokio::io::sink()).await });
+            let per_tick = (rate / 1000).max(1);
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            let mut n = 0u64;
+            while stop.load(Ordering::Relaxed) == 0 {
+                tick.tick().await;
+                let mut bytes = Vec::new();
+                for _ in 0..per_tick {
+                    let i = 2_000_000 + n % WATCHED;
+                    bytes.extend_from_slice(format!("{{\"event\":\"EventAttachedDataChanged\",\"ConnID\":\"{i:x}\",\"ThisDN\":\"{}\",\"UserData\":{{\"SentAt\":\"{:016}\",\"n\":{n}}}}}\n", 900_000 + i, now_micros()).as_bytes());
+                    n += 1;
+                }
+                writer.write_all(&bytes).await.expect("feed");
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut wall = wsclient::connect(authority(&url), "/api/v2/ws")
+        .await
+        .expect("connect");
+    let asked = now_micros();
+    wall.send_text(r#"{"type":"subscribe","sub":"wall"}"#)
+        .await
+        .expect("subscribe");
+    let mut resources = 0usize;
+    let mut frames = 0usize;
+    loop {
+        let Some((_, payload)) = wall.next_frame().await.expect("snapshot frame") else {
+            panic!("closed during the snapshot");
+        };
+        let text = std::str::from_utf8(payload).unwrap_or("");
+        if !(text.starts_with("{\"type\":\"subscribed\"")
+            || text.starts_with("{\"type\":\"snapshot\""))
+        {
+            continue;
+        }
+        frames += 1;
+        resources += memchr::memmem::find_iter(payload, b"\"deviceUri\"").count();
+        if text.ends_with("\"more\":false}") {
+            break;
+        }
+    }
+    let done = now_micros();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(1, Ordering::Relaxed);
+    let _ = feeder.await;
+    for watcher in watchers {
+        let _ = watcher.await;
+    }
+    let all = latencies.lock().expect("lock").clone();
+    let p99 = |window: &dyn Fn(u64) -> bool| {
+        let mut v: Vec<u64> = all
+            .iter()
+            .filter(|(at, _)| window(*at))
+            .map(|(_, l)| *l)
+            .collect();
+        v.sort_unstable();
+        (v.len(), percentile(&v, 0.99))
+    };
+    let (before_n, before) = p99(&|at| at < asked);
+    let (during_n, during) = p99(&|at| at >= asked && at <= done);
+    println!(
+        "snapshot-under-load: {calls} live calls, {rate} events/s to {WATCHED} watched agents: the all-calls snapshot took {:.0} ms ({frames} frames, {resources} resources); the watchers' ingest→receipt p99 {before:.2} ms before ({before_n} samples), {during:.2} ms during ({during_n} samples)",
+        (done - asked) as f64 / 1000.0
+    );
+}
+
 /// Issue 10's REST target: the lookup at 100,000 live calls within 2x its latency at 100.
 async fn rest_lookup_ratio() {
     let lookups = sized(20_000, 2_000);
@@ -1287,6 +1418,7 @@ const SUITE: &[&str] = &[
     "live-calls-memory",
     "idle-memory",
     "rest-lookup",
+    "snapshot-under-load",
 ];
 
 /// Diagnostic scenarios, run by name or with `all`.
@@ -1404,6 +1536,9 @@ fn main() {
         }
         if runs("rest-lookup") {
             rest_lookup_ratio().await;
+        }
+        if runs("snapshot-under-load") {
+            snapshot_under_load(sized(100_000, 10_000), sized(10_000, 2_000)).await;
         }
     });
     let _ = std::io::stdout().flush();

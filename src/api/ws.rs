@@ -44,6 +44,8 @@ const PING_INTERVAL: Duration = Duration::from_secs(20);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one batch of frames may take to write before the client counts as stalled.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A batch this large is followed by a yield to the runtime.
+const LARGE_BATCH: usize = 256 * 1024;
 /// Frames per vectored write (two slices each; Linux takes at most 1,024 slices per call).
 const FRAMES_PER_WRITE: usize = 512;
 
@@ -440,7 +442,13 @@ async fn connection(io: Io, state: AppState) {
             },
         };
         match written {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                // A snapshot's chunks (a megabyte each) can follow one another without the socket ever
+                // making this task wait: let the other connections on this thread run between them.
+                if frames.iter().map(frame_len).sum::<usize>() >= LARGE_BATCH {
+                    tokio::task::yield_now().await;
+                }
+            }
             Ok(Err(_)) => break None,
             Err(_) => {
                 metrics::counter!("callgate_slow_consumer_closes_total").increment(1);
@@ -456,6 +464,12 @@ async fn connection(io: Io, state: AppState) {
         let _ = tokio::time::timeout(Duration::from_secs(2), writer.half.shutdown()).await;
     }
     metrics::gauge!("callgate_ws_connections_open").decrement(1.0);
+}
+
+fn frame_len(frame: &Frame) -> usize {
+    match frame {
+        Frame::Text(bytes) | Frame::Pong(bytes) => bytes.len(),
+    }
 }
 
 #[cfg(test)]
