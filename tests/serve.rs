@@ -6,12 +6,9 @@ mod support;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::{Gateway, Ingest, fixture, fixture_dirs, json_lines};
+use support::{Gateway, Ingest, Ws, fixture, fixture_dirs, ingest, json_lines, next_json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn ws_connect(gateway: &Gateway) -> Ws {
     let (ws, _) = tokio_tungstenite::connect_async(gateway.ws_url())
@@ -26,20 +23,6 @@ async fn send(ws: &mut Ws, value: Value) {
         .expect("send");
 }
 
-/// The next JSON message, skipping pings; `None` on close or after `wait`.
-async fn next_json(ws: &mut Ws, wait: Duration) -> Option<Value> {
-    loop {
-        let message = tokio::time::timeout(wait, ws.next()).await.ok()??.ok()?;
-        match message {
-            Message::Text(text) => {
-                return Some(serde_json::from_str(text.as_str()).expect("server sends JSON"));
-            }
-            Message::Close(_) => return None,
-            _ => {}
-        }
-    }
-}
-
 async fn subscribe(ws: &mut Ws, request: Value) -> Value {
     send(ws, request).await;
     let reply = next_json(ws, Duration::from_secs(10))
@@ -47,17 +30,6 @@ async fn subscribe(ws: &mut Ws, request: Value) -> Value {
         .expect("subscribed");
     assert_eq!(reply["type"], "subscribed", "{reply}");
     reply
-}
-
-/// Feeds `bytes` on a fresh ingest connection, half-closes, and returns the gateway's reply lines.
-async fn ingest(gateway: &Gateway, bytes: Vec<u8>) -> Vec<Value> {
-    let mut client = Ingest::connect(gateway);
-    tokio::task::spawn_blocking(move || {
-        client.send(&bytes);
-        client.finish()
-    })
-    .await
-    .expect("ingest task")
 }
 
 /// How long a stream must stay silent after the expected messages before a test takes it that nothing more

@@ -6,25 +6,8 @@ mod support;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::{Gateway, Ingest};
+use support::{Gateway, Ws, ingest, next_json};
 use tokio_tungstenite::tungstenite::Message;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// The next JSON message, skipping pings; `None` on close or after `wait`.
-async fn next_json(ws: &mut Ws, wait: Duration) -> Option<Value> {
-    loop {
-        let message = tokio::time::timeout(wait, ws.next()).await.ok()??.ok()?;
-        match message {
-            Message::Text(text) => {
-                return Some(serde_json::from_str(text.as_str()).expect("server sends JSON"));
-            }
-            Message::Close(_) => return None,
-            _ => {}
-        }
-    }
-}
 
 async fn subscribe_all(gateway: &Gateway) -> Ws {
     let (mut ws, _) = tokio_tungstenite::connect_async(gateway.ws_url())
@@ -37,17 +20,6 @@ async fn subscribe_all(gateway: &Gateway) -> Ws {
     let reply = next_json(&mut ws, Duration::from_secs(10)).await;
     assert_eq!(reply.map(|r| r["type"].clone()), Some(json!("subscribed")));
     ws
-}
-
-/// Feeds `bytes` on a fresh ingest connection, half-closes, and returns the gateway's reply lines.
-async fn ingest(gateway: &Gateway, bytes: Vec<u8>) -> Vec<Value> {
-    let mut client = Ingest::connect(gateway);
-    tokio::task::spawn_blocking(move || {
-        client.send(&bytes);
-        client.finish()
-    })
-    .await
-    .expect("ingest task")
 }
 
 /// The value of one sample of `/metrics` (name with its labels, as printed), if present.

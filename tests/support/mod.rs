@@ -199,3 +199,34 @@ pub fn cases(default: u32) -> u32 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// A WebSocket client connection, as the tests open them.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next JSON message, skipping pings; `None` on close or after `wait`.
+pub async fn next_json(ws: &mut Ws, wait: Duration) -> Option<serde_json::Value> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let message = tokio::time::timeout(wait, ws.next()).await.ok()??.ok()?;
+        match message {
+            Message::Text(text) => {
+                return Some(serde_json::from_str(text.as_str()).expect("server sends JSON"));
+            }
+            Message::Close(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+/// Feeds `bytes` on a fresh ingest connection, half-closes, and returns the gateway's reply lines.
+pub async fn ingest(gateway: &Gateway, bytes: Vec<u8>) -> Vec<serde_json::Value> {
+    let mut client = Ingest::connect(gateway);
+    tokio::task::spawn_blocking(move || {
+        client.send(&bytes);
+        client.finish()
+    })
+    .await
+    .expect("ingest task")
+}
