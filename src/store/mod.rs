@@ -268,6 +268,11 @@ mod tests {
         assert_eq!((store.len(), store.live()), (2, 2));
         store.upsert(call(1, "7001", "A", CallState::Released));
         assert_eq!((store.len(), store.live()), (2, 1));
+        // The store counts whatever it is given, even a version that is live again.
+        store.upsert(call(1, "7001", "A", CallState::Held));
+        assert_eq!((store.len(), store.live()), (2, 2));
+        store.upsert(call(1, "7001", "A", CallState::Released));
+        assert!(!store.is_empty());
         store.remove(CallKey {
             shard: 0,
             number: 1,
@@ -281,6 +286,7 @@ mod tests {
             number: 2,
         });
         assert_eq!((store.len(), store.live()), (0, 0));
+        assert!(store.is_empty());
         assert!(store.keys(Lookup::Calls(&["A".into()])).is_empty());
         assert!(store.by_device().next().is_none());
     }

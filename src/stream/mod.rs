@@ -739,7 +739,9 @@ mod tests {
         publish_seq(&stream, 2, &mut batch);
         assert_eq!(take(&outbox), notifications(&[1]));
         // With one of the two gone, the other still gets the device's notifications...
+        assert_eq!(stream.stats().subscriptions, 2);
         stream.unsubscribe(connection, "a").unwrap();
+        assert_eq!(stream.stats().subscriptions, 1);
         publish_seq(&stream, 3, &mut batch);
         assert_eq!(take(&outbox), notifications(&[3]));
         // ...and with both gone, nothing.
