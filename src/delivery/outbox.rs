@@ -638,4 +638,18 @@ mod tests {
         outbox.close();
         assert_eq!(outbox.push_backlog(numbered(1, 1)), Pushed::Refused);
     }
+
+    #[test]
+    fn a_partial_drain_gives_back_what_it_took_from_both_bounds() {
+        // Frames: a control frame ahead of a backlog; the drain takes the control frame only.
+        let outbox = Outbox::new(limits(10, 3, 6));
+        outbox.push_control("abcd".into());
+        outbox.push_backlog(numbered(1, 1));
+        assert_eq!(frames(&outbox), ["abcd"]);
+        // Left: the backlog (one frame, no bytes). Two more frames and five bytes fit both bounds.
+        outbox.push_notification(key(1), "abc".into());
+        outbox.push_notification(key(2), "ab".into());
+        assert!(!outbox.overflowed(), "what the drain took is still counted");
+        assert_eq!(all_frames(&outbox), ["b0", "abc", "ab"]);
+    }
 }
