@@ -652,4 +652,20 @@ mod tests {
         assert!(!outbox.overflowed(), "what the drain took is still counted");
         assert_eq!(all_frames(&outbox), ["b0", "abc", "ab"]);
     }
+
+    #[test]
+    fn a_finished_backlog_gives_back_its_frame() {
+        let outbox = Outbox::new(limits(10, 3, 1 << 20));
+        outbox.push_backlog(numbered(1, 1));
+        outbox.push_notification(key(1), "a".into());
+        assert_eq!(frames(&outbox), ["b0"]);
+        // Left: one notification. Two more fit the bound of three frames.
+        outbox.push_notification(key(2), "b".into());
+        outbox.push_notification(key(3), "c".into());
+        assert!(
+            !outbox.overflowed(),
+            "the finished backlog is still counted"
+        );
+        assert_eq!(all_frames(&outbox), ["a", "b", "c"]);
+    }
 }

@@ -1003,4 +1003,34 @@ mod tests {
         want.push(3001);
         assert_eq!(seqs, want);
     }
+
+    #[test]
+    fn chunks_hold_a_thousand_at_their_edges_with_or_without_an_index() {
+        let chunk_sizes = |stream: &Stream, filter: CallFilter| {
+            let (_, _, frames) = subscribe(stream, filter, None);
+            frames
+                .iter()
+                .map(|f| (f["calls"].as_array().map_or(0, Vec::len), f["more"] == true))
+                .collect::<Vec<_>>()
+        };
+        let exact = Stream::new(EPOCH, 10, OutboxLimits::default());
+        exact.publish(
+            (1..=1000)
+                .map(|n| numbered(n, CallState::Ringing, 1))
+                .collect(),
+        );
+        assert_eq!(chunk_sizes(&exact, CallFilter::default()), [(1000, false)]);
+        // 2,500 calls at one DN, found through the DN index.
+        let indexed = Stream::new(EPOCH, 10, OutboxLimits::default());
+        indexed.publish(
+            (1..=125_000)
+                .step_by(50)
+                .map(|n| numbered(n, CallState::Ringing, 1))
+                .collect(),
+        );
+        assert_eq!(
+            chunk_sizes(&indexed, filter("dn=7001")),
+            [(1000, true), (1000, true), (500, false)]
+        );
+    }
 }
