@@ -284,7 +284,7 @@ async fn an_all_calls_subscriber_gets_forty_thousand_calls_in_chunks_and_a_long_
         Some(json!(40_000))
     );
 
-    // A snapshot of 40,000 calls (about 30 MB): 40 frames of 1,000.
+    // A snapshot of 40,000 calls: 40 frames of 1,000.
     let (mut ws, _) = tokio_tungstenite::connect_async(gateway.ws_url())
         .await
         .expect("WebSocket connects");

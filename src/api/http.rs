@@ -2,7 +2,7 @@
 
 use super::AppState;
 use crate::json::write_json_str;
-use crate::store::{Lookup, StoredCall};
+use crate::store::StoredCall;
 use crate::subscriptions::{CallFilter, Matcher, Scope};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
@@ -43,20 +43,11 @@ pub async fn calls(State(state): State<AppState>, RawQuery(query): RawQuery) -> 
     let matcher = Matcher::new(filter, Scope::All);
     let view = state.stream.view();
     let mut body = String::from("{\"statusCode\":0,\"calls\":");
-    match matcher.lookup() {
-        Lookup::All => push_calls(
-            &mut body,
-            view.iter_after(None)
-                .filter(|call| matcher.matches(&call.meta)),
-        ),
-        lookup => push_calls(
-            &mut body,
-            view.keys(lookup)
-                .into_iter()
-                .filter_map(|key| view.get(key))
-                .filter(|call| matcher.matches(&call.meta)),
-        ),
-    }
+    push_calls(
+        &mut body,
+        view.select(matcher.lookup())
+            .filter(|call| matcher.matches(&call.meta)),
+    );
     body.push('}');
     json_response(StatusCode::OK, body)
 }

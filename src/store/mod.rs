@@ -196,12 +196,25 @@ impl StoreView {
             .collect()
     }
 
+    /// The calls a lookup names, in key order: through its index, or every call for [`Lookup::All`].
+    pub fn select<'s>(
+        &'s self,
+        lookup: Lookup<'_>,
+    ) -> Box<dyn Iterator<Item = &'s StoredCall> + 's> {
+        match lookup {
+            Lookup::All => Box::new(self.iter_after(None)),
+            lookup => Box::new(
+                self.keys(lookup)
+                    .into_iter()
+                    .filter_map(|key| self.calls.get(&key)),
+            ),
+        }
+    }
+
     /// The calls of one device, in key order.
     pub fn device_calls(&self, device_id: &str) -> Vec<&StoredCall> {
         let device: Arc<str> = device_id.into();
-        self.keys(Lookup::Devices(std::slice::from_ref(&device)))
-            .into_iter()
-            .filter_map(|key| self.calls.get(&key))
+        self.select(Lookup::Devices(std::slice::from_ref(&device)))
             .collect()
     }
 
