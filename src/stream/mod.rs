@@ -109,18 +109,24 @@ impl Stream {
 
     /// The notification frame: `{"type":"notification","epoch":...,"seq":N,` + the members + `}`; and
     /// where in it the call document lies.
-    fn frame(&self, seq: u64, published: &Published) -> (Bytes, Range<usize>) {
-        let mut frame = String::with_capacity(published.members.len() + 64);
+    fn frame(&self, seq: u64, published: &Published) -> (String, Range<usize>) {
+        let seq = Decimal::new(seq);
+        // Exactly the frame's length (the epoch never needs escaping): a frame lives on in the store and
+        // the history, so a capacity guessed short would double it.
+        const FIXED: &str = "{\"type\":\"notification\",\"epoch\":\"\",\"seq\":,}";
+        let mut frame = String::with_capacity(
+            FIXED.len() + self.epoch.len() + seq.as_str().len() + published.members.len(),
+        );
         frame.push_str("{\"type\":\"notification\",\"epoch\":");
         write_json_str(&mut frame, &self.epoch);
         frame.push_str(",\"seq\":");
-        frame.push_str(Decimal::new(seq).as_str());
+        frame.push_str(seq.as_str());
         frame.push(',');
         let offset = frame.len();
         frame.push_str(&published.members);
         frame.push('}');
         let call = offset + published.call.start..offset + published.call.end;
-        (Bytes::from(frame), call)
+        (frame, call)
     }
 
     /// Publishes notifications in order: assigns seq, updates the store and history, delivers.
@@ -134,6 +140,7 @@ impl Stream {
             core.seq += 1;
             let seq = core.seq;
             let (frame, call) = self.frame(seq, &published);
+            let frame = Bytes::from(frame);
             core.store.upsert(StoredCall {
                 meta: Arc::clone(&published.meta),
                 json: frame.slice(call),
@@ -367,6 +374,23 @@ mod tests {
             call: head.len()..head.len() + document.len(),
             members,
             ingested: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_frame_is_allocated_at_exactly_its_length() {
+        // Frames live on in the store and the history: a capacity guessed short doubles each of them
+        // (it did: the envelope outgrew a fixed 64-byte allowance once seq reached six digits).
+        let stream = Stream::new("18ecbdc26987cb1d-7450", 10, OutboxLimits::default());
+        for seq in [1, 999_999, 123_456_789_012, u64::MAX] {
+            let (frame, call) = stream.frame(seq, &published(A, CallState::Established, 1));
+            assert_eq!(frame.capacity(), frame.len(), "seq {seq}");
+            let parsed: Value = serde_json::from_str(&frame).unwrap();
+            assert_eq!(parsed["seq"], seq);
+            assert_eq!(
+                serde_json::from_str::<Value>(&frame[call]).unwrap(),
+                document(A, CallState::Established, 1)
+            );
         }
     }
 
