@@ -1143,23 +1143,55 @@ fn answered_calls(range: std::ops::Range<u64>) -> Arc<Vec<u8>> {
 }
 
 async fn live_calls_memory(calls: u64) {
+    // All at once (the worst case: every frame is allocated plain before the packer can come by), then
+    // at 20,000 new calls a second (40,000 events/s), still far above any contact center's arrival rate.
+    for pace in [None, Some(20_000)] {
+        live_calls_memory_at(calls, pace).await;
+    }
+}
+
+/// Feeds `calls` answered calls, `pace` new calls a second (`None`: as fast as the gateway takes them),
+/// and reports the gateway's resident memory per live call 1 s and 6 s after the last acknowledgement.
+async fn live_calls_memory_at(calls: u64, pace: Option<u64>) {
     let gateway = Gateway::start_with(&["--max-calls", "1000000"]);
     let script = answered_calls;
     // One call first, so the one-time tables (phone metadata, geocoding) are in the baseline.
     feed_until_acked(gateway.ingest.clone(), script(calls..calls + 1)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = gateway.rss_bytes();
-    let ack = feed_until_acked(gateway.ingest.clone(), script(0..calls)).await;
+    let ack = match pace {
+        None => feed_until_acked(gateway.ingest.clone(), script(0..calls)).await,
+        Some(per_second) => {
+            // 100 ms of calls per connection, one connection after another.
+            let step = (per_second / 10).max(1);
+            let started = Instant::now();
+            let mut ack = serde_json::Value::Null;
+            for (n, first) in (0..calls).step_by(step as usize).enumerate() {
+                let due = started + Duration::from_millis(100 * n as u64);
+                tokio::time::sleep_until(due.into()).await;
+                ack = feed_until_acked(
+                    gateway.ingest.clone(),
+                    script(first..(first + step).min(calls)),
+                )
+                .await;
+            }
+            ack
+        }
+    };
     tokio::time::sleep(Duration::from_secs(1)).await;
     let soon = gateway.rss_bytes();
-    // Read again later: memory the allocator frees lazily after the burst of ingest buffers shows as the
-    // difference between the two.
+    // Read again later: the packer packs the frames at rest in the background, and memory the allocator
+    // frees lazily after the burst of ingest buffers shows as the difference between the two.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let after = gateway.rss_bytes();
     let live = gateway.metric("callgate_live_calls").unwrap_or(f64::NAN);
+    let packed = gateway
+        .metric("callgate_frames_packed_total")
+        .unwrap_or(f64::NAN);
     let per_call = |rss: u64| rss.saturating_sub(before) as f64 / calls as f64;
+    let pace = pace.map_or("all at once".to_owned(), |pace| format!("{pace} calls/s"));
     println!(
-        "live-calls memory: {calls} live calls (gateway reports {live:.0} live; ack {ack}): gateway RSS {} MiB idle, {} MiB 1 s after the last ack ({:.0} bytes per live call), {} MiB 6 s after ({:.0} bytes per live call)",
+        "live-calls memory ({pace}): {calls} live calls (gateway reports {live:.0} live, {packed:.0} frames packed; last ack {ack}): gateway RSS {} MiB idle, {} MiB 1 s after the last ack ({:.0} bytes per live call), {} MiB 6 s after ({:.0} bytes per live call)",
         before / (1 << 20),
         soon / (1 << 20),
         per_call(soon),

@@ -1193,3 +1193,102 @@ async fn demo_serves_a_busy_center_at_once_and_keeps_it_moving() {
     assert_eq!(update["type"], "notification", "{update}");
     assert!(update["data"]["call"]["state"].is_string(), "{update}");
 }
+
+/// The next text frame, as sent; skips pings.
+async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame within 10 s")
+            .expect("open")
+            .expect("a frame");
+        if let Message::Text(text) = message {
+            return text.as_str().to_owned();
+        }
+    }
+}
+
+/// Polls /metrics until `name` reaches `at_least`.
+async fn wait_for_metric(gateway: &Gateway, name: &str, at_least: f64) {
+    for _ in 0..200 {
+        let (_, metrics) = gateway.get("/metrics");
+        let value = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if value >= at_least {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{name} did not reach {at_least}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_packed_at_rest_read_back_byte_for_byte() {
+    // The store and the history keep frames packed once the packer has been by: a resume must get the
+    // very bytes the live clients got, and a snapshot and REST the very call documents.
+    let _serial = support::exclusive().await;
+    let gateway = Gateway::start(&[]);
+    let mut live = ws_connect(&gateway).await;
+    let subscribed = subscribe(&mut live, json!({"type":"subscribe","sub":"all"})).await;
+    let epoch = subscribed["epoch"].as_str().expect("epoch").to_owned();
+    let events = simulate(&["--seed", "11", "--agents", "40", "--events", "600"]);
+    ingest(&gateway, events).await;
+    let (_, metrics) = gateway.get("/metrics");
+    let published: usize = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("callgate_notifications_total ")?
+                .parse()
+                .ok()
+        })
+        .expect("callgate_notifications_total");
+    assert!(published > 100, "{published} notifications");
+    let mut frames = Vec::new();
+    for _ in 0..published {
+        frames.push(next_text(&mut live).await);
+    }
+    wait_for_metric(&gateway, "callgate_frames_packed_total", published as f64).await;
+
+    let mut back = ws_connect(&gateway).await;
+    let resumed = subscribe(
+        &mut back,
+        json!({"type":"subscribe","sub":"all","since":{"epoch":epoch,"seq":0}}),
+    )
+    .await;
+    assert_eq!(resumed["resumed"], true, "{resumed}");
+    for (n, frame) in frames.iter().enumerate() {
+        assert_eq!(&next_text(&mut back).await, frame, "notification {}", n + 1);
+    }
+
+    // The newest document of every call resource the live client saw (each party's device has its own
+    // resource with the call's id), against the snapshot and REST.
+    let resource = |call: &Value| (call["deviceUri"].to_string(), call["id"].to_string());
+    let mut newest = std::collections::BTreeMap::new();
+    for frame in &frames {
+        let value: Value = serde_json::from_str(frame).expect("JSON");
+        let call = &value["data"]["call"];
+        newest.insert(resource(call), call.clone());
+    }
+    let (status, body) = gateway.get("/api/v2/calls");
+    assert_eq!(status, 200);
+    let listed: Value = serde_json::from_str(&body).expect("JSON");
+    let listed = listed["calls"].as_array().expect("calls");
+    assert!(!listed.is_empty());
+    assert_eq!(listed.len(), newest.len(), "lingering calls too");
+    for call in listed {
+        assert_eq!(Some(call), newest.get(&resource(call)));
+    }
+    let mut fresh = ws_connect(&gateway).await;
+    let snapshot = subscribe(&mut fresh, json!({"type":"subscribe","sub":"all"})).await;
+    let snapshot = snapshot["calls"].as_array().expect("calls");
+    let live_calls = newest
+        .values()
+        .filter(|call| call["state"] != "Released")
+        .count();
+    assert_eq!(snapshot.len(), live_calls);
+    for call in snapshot {
+        assert_eq!(Some(call), newest.get(&resource(call)));
+    }
+}

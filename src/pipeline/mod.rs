@@ -678,7 +678,8 @@ mod tests {
         let view = running.stream.view();
         let calls: Vec<_> = view.iter_after(None).collect();
         assert_eq!(calls.len(), 1);
-        let document: serde_json::Value = serde_json::from_slice(&calls[0].json).unwrap();
+        let document: serde_json::Value =
+            serde_json::from_slice(&calls[0].json().unwrap()).unwrap();
         assert_eq!(document["state"], "Released");
         assert_eq!(document["capabilities"], serde_json::json!([]));
     }

@@ -40,6 +40,9 @@ pub enum ServeError {
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+    /// The frame packer's thread could not be started.
+    #[error("cannot start the frame packer: {0}")]
+    Packer(std::io::Error),
     /// A task the gateway cannot work without died (the cause names it).
     #[error("{0}")]
     TaskDied(String),
@@ -128,6 +131,12 @@ pub async fn run(
     );
 
     let cancel = CancellationToken::new();
+    let packed = crate::stream::packer::start(Arc::clone(&stream), cancel.clone())
+        .map_err(ServeError::Packer)?;
+    supervisor.spawn(
+        "frame packer",
+        crate::stream::packer::run_applier(Arc::clone(&stream), packed),
+    );
     let connections = TaskTracker::new();
     let ready = Arc::new(AtomicBool::new(false));
     let state = AppState {

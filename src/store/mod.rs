@@ -7,14 +7,18 @@
 //! on its path). So a subscription's snapshot is the state at exactly its `seq`, and a REST request or a
 //! 100,000-call snapshot is rendered outside the lock without stopping publication.
 //!
-//! Each entry keeps the call document as shared bytes (a slice of the notification frame that carried it),
-//! and its metadata shares the reducer's strings: nothing of a call is copied into the store.
+//! Each entry keeps the notification frame that carried the call's current version, the very bytes the
+//! resume history holds for it, packed once the packer has been by ([`packing`]); its metadata shares the
+//! reducer's strings. Nothing of a call is copied into the store.
+
+pub mod packing;
 
 use crate::event::ConnId;
 use crate::reduce::CallState;
 use bytes::Bytes;
 use imbl::{OrdMap, OrdSet};
-use std::ops::Bound;
+use packing::{Kept, UnpackError};
+use std::ops::{Bound, Range};
 use std::sync::Arc;
 
 /// Identifies a call resource across reducer shards.
@@ -66,8 +70,42 @@ impl CallMeta {
 pub struct StoredCall {
     /// Metadata for filters.
     pub meta: Arc<CallMeta>,
+    /// The position of the notification that carried this version.
+    pub seq: u64,
+    /// That notification's frame.
+    pub frame: Kept,
+    /// Where the call resource lies in the frame.
+    pub call: Range<u32>,
+}
+
+impl StoredCall {
+    /// A call as published at `seq` in `frame`, its resource at `call`.
+    pub fn new(meta: Arc<CallMeta>, seq: u64, frame: Bytes, call: Range<usize>) -> Self {
+        // Frames are far below 4 GiB (ingest lines are bounded); a range that did not fit would be a bug
+        // and would show as an empty document.
+        let call = u32::try_from(call.start).unwrap_or(0)..u32::try_from(call.end).unwrap_or(0);
+        Self {
+            meta,
+            seq,
+            frame: Kept::Plain(frame),
+            call,
+        }
+    }
+
     /// The call resource, compact JSON.
-    pub json: Bytes,
+    pub fn json(&self) -> Result<Bytes, UnpackError> {
+        let frame = self.frame.plain()?;
+        let range = self.call.start as usize..self.call.end as usize;
+        if range.end > frame.len() || range.start > range.end {
+            return Err(UnpackError::new("the call lies outside its frame"));
+        }
+        Ok(frame.slice(range))
+    }
+
+    /// The call resource's length in bytes.
+    pub fn json_len(&self) -> usize {
+        self.call.len()
+    }
 }
 
 /// Which index answers a query: the most selective one the query names.
@@ -117,6 +155,18 @@ impl StoreView {
                     self.live += 1;
                 }
             }
+        }
+    }
+
+    /// Keeps `frame` (the packed form of the notification at `seq`) for the call with `key`, if that
+    /// notification still carries its current version.
+    pub fn keep_packed(&mut self, key: CallKey, seq: u64, frame: &Kept) -> bool {
+        match self.calls.get_mut(&key) {
+            Some(stored) if stored.seq == seq && stored.frame.is_plain() => {
+                stored.frame = frame.clone();
+                true
+            }
+            _ => false,
         }
     }
 
@@ -240,7 +290,9 @@ mod tests {
                 conn_id: ConnId(number),
                 state,
             }),
-            json: Bytes::from(format!("{{\"id\":\"{id}\",\"n\":{number}}}")),
+            seq: number,
+            frame: Kept::Plain(Bytes::from(format!("{{\"id\":\"{id}\",\"n\":{number}}}"))),
+            call: 0..0,
         }
     }
 

@@ -93,7 +93,7 @@ impl Backlog for SnapshotBacklog {
         if more {
             self.carry = calls.pop();
         }
-        let size: usize = calls.iter().map(|call| call.json.len() + 1).sum();
+        let size: usize = calls.iter().map(|call| call.json_len() + 1).sum();
         let mut frame = match self.head.take() {
             Some(head) => head,
             None => {
@@ -104,12 +104,22 @@ impl Backlog for SnapshotBacklog {
             }
         };
         frame.reserve(size + 16);
-        for (i, call) in calls.iter().enumerate() {
-            if i > 0 {
+        let mut first = true;
+        for call in &calls {
+            let json = match call.json() {
+                Ok(json) => json,
+                Err(error) => {
+                    // A fault of this process: the call is left out rather than the snapshot broken.
+                    tracing::error!(call = %call.meta.call_id, "snapshot: {error}");
+                    continue;
+                }
+            };
+            if !first {
                 frame.push(',');
             }
+            first = false;
             // The stored bytes are a slice of a UTF-8 frame.
-            frame.push_str(std::str::from_utf8(&call.json).unwrap_or("null"));
+            frame.push_str(std::str::from_utf8(&json).unwrap_or("null"));
         }
         frame.push_str(if more {
             "],\"more\":true}"
@@ -142,7 +152,11 @@ impl Backlog for ResumeBacklog {
                 return false;
             };
             if self.matcher.matches(&entry.meta) {
-                out.push(Frame::Text(entry.frame.clone()));
+                match entry.frame.plain() {
+                    Ok(frame) => out.push(Frame::Text(frame)),
+                    // A fault of this process, logged; the resume goes on.
+                    Err(error) => tracing::error!(seq = entry.seq, "resume: {error}"),
+                }
                 rendered += 1;
             }
         }

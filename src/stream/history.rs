@@ -4,7 +4,7 @@
 //! stream's lock and reads them afterwards, while publication goes on.
 
 use crate::store::CallMeta;
-use bytes::Bytes;
+use crate::store::packing::Kept;
 use imbl::Vector;
 use std::sync::Arc;
 
@@ -15,8 +15,8 @@ pub struct HistoryEntry {
     pub seq: u64,
     /// The call it is about, for filters.
     pub meta: Arc<CallMeta>,
-    /// The notification frame, as every recipient got it.
-    pub frame: Bytes,
+    /// The notification frame, as every recipient got it (packed once the packer has been by).
+    pub frame: Kept,
 }
 
 /// The last `capacity` notifications.
@@ -44,6 +44,42 @@ impl History {
             self.entries.pop_front();
         }
         self.entries.push_back(entry);
+    }
+
+    /// The position of the oldest notification held, if any.
+    pub fn oldest(&self) -> Option<u64> {
+        self.entries.front().map(|entry| entry.seq)
+    }
+
+    /// The notifications held after position `after`, oldest first: a copy made in logarithmic time.
+    pub fn entries_after(&self, after: u64) -> Vector<HistoryEntry> {
+        let skip = self
+            .oldest()
+            .map_or(0, |oldest| after.saturating_add(1).saturating_sub(oldest));
+        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        if skip >= self.entries.len() {
+            return Vector::new();
+        }
+        self.entries.skip(skip)
+    }
+
+    /// Keeps `frame` (the packed form of the notification at `seq`) in place of the plain one, if that
+    /// notification is still held.
+    pub fn keep_packed(&mut self, seq: u64, frame: &Kept) -> bool {
+        let Some(index) = self
+            .oldest()
+            .and_then(|oldest| seq.checked_sub(oldest))
+            .and_then(|index| usize::try_from(index).ok())
+        else {
+            return false;
+        };
+        match self.entries.get_mut(index) {
+            Some(entry) if entry.seq == seq && entry.frame.is_plain() => {
+                entry.frame = frame.clone();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The notifications after `since`, when every one of them is held and `since` is not past

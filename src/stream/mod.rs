@@ -12,9 +12,11 @@
 
 pub mod backlog;
 pub mod history;
+pub mod packer;
 
 use crate::delivery::{Outbox, OutboxLimits, Pushed};
 use crate::json::{Decimal, write_json_str};
+use crate::store::packing::Kept;
 use crate::store::{CallKey, CallMeta, StoreView, StoredCall};
 use crate::subscriptions::{
     CallFilter, ConnectionId, Matcher, Scope, SubscribeError, Subscriptions,
@@ -141,10 +143,12 @@ impl Stream {
             let seq = core.seq;
             let (frame, call) = self.frame(seq, &published);
             let frame = Bytes::from(frame);
-            core.store.upsert(StoredCall {
-                meta: Arc::clone(&published.meta),
-                json: frame.slice(call),
-            });
+            core.store.upsert(StoredCall::new(
+                Arc::clone(&published.meta),
+                seq,
+                frame.clone(),
+                call,
+            ));
             let mut delivered = 0u64;
             let to_wake = &mut core.to_wake;
             core.subscriptions.recipients(&published.meta, |outbox| {
@@ -163,7 +167,7 @@ impl Stream {
             core.history.push(HistoryEntry {
                 seq,
                 meta: published.meta,
-                frame,
+                frame: Kept::Plain(frame),
             });
         }
         // Woken after the lock is released, so a writer on the other core does not wait for it.
@@ -248,6 +252,25 @@ impl Stream {
     /// Removes a subscription.
     pub fn unsubscribe(&self, connection: ConnectionId, sub: &str) -> Result<(), SubscribeError> {
         self.lock().subscriptions.unsubscribe(connection, sub)
+    }
+
+    /// Copies of the history and the store for the packer, taken in constant time.
+    pub fn packing_view(&self) -> packer::PackingView {
+        let core = self.lock();
+        packer::PackingView {
+            history: core.history.clone(),
+            store: core.store.clone(),
+            newest: core.seq,
+        }
+    }
+
+    /// Swaps packed frames in where the history and the store still hold the same notification plain.
+    pub fn keep_packed(&self, packed: &[packer::PackedFrame]) {
+        let mut core = self.lock();
+        for frame in packed {
+            core.history.keep_packed(frame.seq, &frame.frame);
+            core.store.keep_packed(frame.key, frame.seq, &frame.frame);
+        }
     }
 
     /// The calls as of now: a constant-time copy that REST reads without holding the lock.
