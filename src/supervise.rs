@@ -87,6 +87,26 @@ impl Supervisor {
     }
 }
 
+/// A fault the black-box tests inject into the real binary, to see that a dying task ends the process
+/// (`tests/serve_faults.rs`). Debug builds only: with `CALLGATE_INJECT_FAULT=NAME:VALUE` in the
+/// environment, the point `name` panics when it meets `value`. Compiled out of release builds.
+#[cfg(debug_assertions)]
+pub fn fault_point(name: &str, value: &str) {
+    static FAULT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let fault = FAULT.get_or_init(|| std::env::var("CALLGATE_INJECT_FAULT").ok());
+    if let Some((point, at)) = fault.as_deref().and_then(|fault| fault.split_once(':'))
+        && point == name
+        && at == value
+    {
+        panic!("injected fault at {name}:{value}");
+    }
+}
+
+/// Release builds: no fault is ever injected.
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub fn fault_point(_name: &str, _value: &str) {}
+
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
     if let Some(text) = panic.downcast_ref::<&str>() {
         text

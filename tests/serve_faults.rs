@@ -5,7 +5,7 @@ mod support;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::{Gateway, Ws, ingest, next_json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -372,4 +372,66 @@ async fn close_code(ws: &mut Ws) -> Option<u16> {
             Err(_) => return None,
         }
     }
+}
+
+#[test]
+fn a_reducer_shard_that_dies_takes_the_gateway_down_with_a_non_zero_exit() {
+    // The orchestrator restarts a gateway that exits; one that lost a shard but stayed up and ready
+    // would hold its calls' events forever. The fault is injected into the debug binary only
+    // (`supervise::fault_point`): a shard panics on an event for DN 6666.
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--ingest",
+            "127.0.0.1:0",
+        ])
+        .env("CALLGATE_INJECT_FAULT", "shard:6666")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("callgate serve starts");
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut ready)
+        .expect("ready line");
+    let ready: serde_json::Value = serde_json::from_str(&ready).expect("ready line is JSON");
+    let http = ready["listening"].as_str().expect("listening").to_owned();
+    let ingest = ready["ingest"].as_str().expect("ingest").to_owned();
+    assert_eq!(support::http_get(&http, "/readyz").0, 200);
+
+    let mut feeder = std::net::TcpStream::connect(&ingest).expect("ingest connects");
+    feeder
+        .write_all(
+            b"{\"event\":\"EventRinging\",\"ConnID\":\"a1\",\"ThisDN\":\"7001\"}\n\
+              {\"event\":\"EventRinging\",\"ConnID\":\"a2\",\"ThisDN\":\"6666\"}\n",
+        )
+        .expect("events written");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway stayed up without its shard"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr read");
+    assert!(
+        stderr.contains("reducer shard") && stderr.contains("injected fault at shard:6666"),
+        "the cause is logged: {stderr}"
+    );
 }

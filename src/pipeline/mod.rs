@@ -389,6 +389,7 @@ impl Shard {
     }
 
     fn apply(&mut self, job: Job) -> ShardOutput {
+        crate::supervise::fault_point("shard", job.event.this_dn.as_deref().unwrap_or(""));
         let disposition =
             self.reducer
                 .apply_admitted(job.event, job.time, job.arrived, &mut self.notifications);
