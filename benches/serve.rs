@@ -492,6 +492,8 @@ struct Run {
     /// Notifications the server had to deliver to each all-calls client (0: not counted).
     notifications: u64,
     send_time: Duration,
+    /// When the first event (or frame) was sent.
+    publish_started: Instant,
     /// Server CPU seconds used from the first event sent to the end of the settle time.
     server_cpu: f64,
     /// This process's (the clients' and the load generator's) CPU seconds over the same time.
@@ -502,6 +504,21 @@ impl Run {
     /// Frames received across clients.
     fn delivered(&self) -> u64 {
         self.clients.iter().map(|c| c.frames).sum()
+    }
+
+    /// Seconds from the first event sent until every client had received its last frame: when every
+    /// client holds the final version of every call, what a UI waits for. (nats-server and the bare
+    /// broadcaster deliver every frame in order; callgate may coalesce, but always delivers a call's
+    /// newest version, so for all three a client's last frame completes its picture.)
+    fn settled(&self) -> f64 {
+        self.clients
+            .iter()
+            .filter_map(|c| c.last)
+            .max()
+            .map_or(f64::NAN, |last| {
+                last.saturating_duration_since(self.publish_started)
+                    .as_secs_f64()
+            })
     }
 
     /// Seconds from the first receipt to the last, across clients.
@@ -582,6 +599,7 @@ impl Pacer {
 struct Measured {
     clients: Vec<ClientStats>,
     send_time: Duration,
+    publish_started: Instant,
     server_cpu: f64,
     client_cpu: f64,
 }
@@ -594,6 +612,7 @@ impl Measured {
             sent,
             notifications,
             send_time: self.send_time,
+            publish_started: self.publish_started,
             server_cpu: self.server_cpu,
             client_cpu: self.client_cpu,
         }
@@ -640,6 +659,7 @@ where
     wait_ready(&ready, count).await;
     let cpu_before = server_cpu();
     let client_before = cpu_seconds_of("self");
+    let publish_started = Instant::now();
     let send_time = publish().await;
     settle(&received, expected).await;
     let server_cpu = server_cpu() - cpu_before;
@@ -652,6 +672,7 @@ where
     Measured {
         clients: stats,
         send_time,
+        publish_started,
         server_cpu,
         client_cpu,
     }
@@ -1009,13 +1030,14 @@ fn saturation_traffic(events: usize) -> Vec<String> {
 fn report_saturation(name: &str, server: &str, clients: usize, events: usize, run: &Run) {
     let (server_us, client_us) = run.cpu_per_delivery();
     println!(
-        "{name}: {clients} all-calls clients, {events} events ({} notifications) as fast as possible: {} of {} deliveries ({:.0} B each) in {:.2} s = {:.0} deliveries/s; CPU {server} {:.2} s ({server_us:.2} us/delivery), clients {:.2} s ({client_us:.2} us/delivery)",
+        "{name}: {clients} all-calls clients, {events} events ({} notifications) as fast as possible: {} of {} deliveries ({:.0} B each) in {:.2} s = {:.0} deliveries/s; every client final {:.2} s after the first event; CPU {server} {:.2} s ({server_us:.2} us/delivery), clients {:.2} s ({client_us:.2} us/delivery)",
         run.notifications,
         run.delivered(),
         run.notifications * clients as u64,
         run.mean_bytes(),
         run.span(),
         run.deliveries_per_second(),
+        run.settled(),
         run.server_cpu,
         run.client_cpu,
     );
@@ -1066,24 +1088,31 @@ async fn compare() {
         "compare: callgate vs nats-server 2.9 WebSocket vs a bare tokio-tungstenite broadcaster, same payloads, same clients"
     );
     println!(
-        "  {:>7} {:>14} {:>12} {:>12} {:>9} {:>9} {:>22} {:>22}",
+        "  {:>7} {:>14} {:>12} {:>12} {:>9} {:>9} {:>22} {:>22} {:>22}",
         "clients",
         "callgate del/s",
         "nats del/s",
         "bare del/s",
         "cg/nats",
         "cg/bare",
+        "all final s cg/nats/bare",
         "server cpu s cg/nats/bare",
         "client cpu s cg/nats/bare"
     );
     for (clients, gateway, nats, bare) in &rows {
         println!(
-            "  {clients:>7} {:>14.0} {:>12.0} {:>12.0} {:>9.2} {:>9.2} {:>22} {:>22}",
+            "  {clients:>7} {:>14.0} {:>12.0} {:>12.0} {:>9.2} {:>9.2} {:>22} {:>22} {:>22}",
             gateway.deliveries_per_second(),
             nats.deliveries_per_second(),
             bare.deliveries_per_second(),
             gateway.deliveries_per_second() / nats.deliveries_per_second(),
             gateway.deliveries_per_second() / bare.deliveries_per_second(),
+            format!(
+                "{:.2}/{:.2}/{:.2}",
+                gateway.settled(),
+                nats.settled(),
+                bare.settled()
+            ),
             format!(
                 "{:.2}/{:.2}/{:.2}",
                 gateway.server_cpu, nats.server_cpu, bare.server_cpu

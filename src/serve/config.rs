@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// [default: 1024]. The connection is closed with 4008 past 16,384 frames or 32 MiB whatever this is.
     #[arg(long, env = "CALLGATE_COALESCE_AFTER")]
     pub coalesce_after: Option<usize>,
+    /// Pack the frames the store and the resume history hold, in the background [default: true]:
+    /// ~1.3 KB to ~150 bytes each, for CPU the gateway does not otherwise use.
+    #[arg(long, env = "CALLGATE_PACK_FRAMES", action = clap::ArgAction::Set)]
+    pub pack_frames: Option<bool>,
     /// A TOML file with any of these settings (keys as the flags: `listen`, `released-linger`, ...).
     #[arg(long, env = "CALLGATE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -87,6 +91,7 @@ struct FileConfig {
     coalesce_after: Option<usize>,
     stale_call_after: Option<f64>,
     max_http_connections: Option<usize>,
+    pack_frames: Option<bool>,
 }
 
 /// Settings after merging every source.
@@ -120,6 +125,8 @@ pub struct ServeConfig {
     pub stale_call_after: Option<Duration>,
     /// HTTP connections served at once.
     pub max_http_connections: usize,
+    /// Whether frames at rest are packed.
+    pub pack_frames: bool,
 }
 
 /// A settings problem (exit status 2).
@@ -224,6 +231,7 @@ impl ServeArgs {
                 .or(file.max_http_connections)
                 .unwrap_or(10_000)
                 .max(1),
+            pack_frames: self.pack_frames.or(file.pack_frames).unwrap_or(true),
         })
     }
 }

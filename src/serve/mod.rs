@@ -131,12 +131,14 @@ pub async fn run(
     );
 
     let cancel = CancellationToken::new();
-    let packed = crate::stream::packer::start(Arc::clone(&stream), cancel.clone())
-        .map_err(ServeError::Packer)?;
-    supervisor.spawn(
-        "frame packer",
-        crate::stream::packer::run_applier(Arc::clone(&stream), packed),
-    );
+    if config.pack_frames {
+        let packed = crate::stream::packer::start(Arc::clone(&stream), cancel.clone())
+            .map_err(ServeError::Packer)?;
+        supervisor.spawn(
+            "frame packer",
+            crate::stream::packer::run_applier(Arc::clone(&stream), packed),
+        );
+    }
     let connections = TaskTracker::new();
     let ready = Arc::new(AtomicBool::new(false));
     let state = AppState {

@@ -63,6 +63,33 @@ impl History {
         self.entries.skip(skip)
     }
 
+    /// Calls `plain` for each notification after position `after` still held plain, looking at no more
+    /// than `limit` entries; returns the position of the last entry looked at (`after` when none).
+    pub fn plain_after(
+        &self,
+        after: u64,
+        limit: usize,
+        mut plain: impl FnMut(&HistoryEntry, &bytes::Bytes),
+    ) -> u64 {
+        let Some(oldest) = self.oldest() else {
+            return after;
+        };
+        let first =
+            usize::try_from(after.saturating_add(1).saturating_sub(oldest)).unwrap_or(usize::MAX);
+        let mut last = after;
+        let mut focus = self.entries.focus();
+        for index in first..self.entries.len().min(first.saturating_add(limit)) {
+            let Some(entry) = focus.get(index) else {
+                break;
+            };
+            if let Kept::Plain(frame) = &entry.frame {
+                plain(entry, frame);
+            }
+            last = entry.seq;
+        }
+        last
+    }
+
     /// Keeps `frame` (the packed form of the notification at `seq`) in place of the plain one, if that
     /// notification is still held.
     pub fn keep_packed(&mut self, seq: u64, frame: &Kept) -> bool {

@@ -254,25 +254,6 @@ impl Stream {
         self.lock().subscriptions.unsubscribe(connection, sub)
     }
 
-    /// Copies of the history and the store for the packer, taken in constant time.
-    pub fn packing_view(&self) -> packer::PackingView {
-        let core = self.lock();
-        packer::PackingView {
-            history: core.history.clone(),
-            store: core.store.clone(),
-            newest: core.seq,
-        }
-    }
-
-    /// Swaps packed frames in where the history and the store still hold the same notification plain.
-    pub fn keep_packed(&self, packed: &[packer::PackedFrame]) {
-        let mut core = self.lock();
-        for frame in packed {
-            core.history.keep_packed(frame.seq, &frame.frame);
-            core.store.keep_packed(frame.key, frame.seq, &frame.frame);
-        }
-    }
-
     /// The calls as of now: a constant-time copy that REST reads without holding the lock.
     pub fn view(&self) -> StoreView {
         self.lock().store.clone()
