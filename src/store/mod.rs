@@ -122,14 +122,31 @@ pub enum Lookup<'a> {
 }
 
 /// The calls at one position of the stream. Cloning is constant-time; a clone never changes.
+///
+/// The device and call-id indexes hold a 64-bit digest of the id, not the id: an integer to compare
+/// where a string was (string comparisons were the largest cost of indexing a new call), and 8 bytes an
+/// entry. A lookup checks each call it finds against the id itself, so two ids with one digest cost a
+/// look at a call, never a wrong answer.
 #[derive(Clone, Default)]
 pub struct StoreView {
     calls: OrdMap<CallKey, StoredCall>,
-    /// (DN, device id, key): DN filters, and the device listing in DN order.
-    by_dn: OrdSet<(Arc<str>, Arc<str>, CallKey)>,
-    by_device: OrdSet<(Arc<str>, CallKey)>,
-    by_call: OrdSet<(Arc<str>, CallKey)>,
+    /// (DN, device digest, key): DN filters, and the device listing in DN order, a device's calls
+    /// together.
+    by_dn: OrdSet<(Arc<str>, u64, CallKey)>,
+    /// (device digest, key).
+    by_device: OrdSet<(u64, CallKey)>,
+    /// (call-id digest, key).
+    by_call: OrdSet<(u64, CallKey)>,
     live: usize,
+}
+
+/// The digest the indexes keep of an id: SipHash with fixed keys, the same in every run, so that the
+/// device listing's order is too.
+fn digest(id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    id.hash(&mut hasher);
+    hasher.finish()
 }
 
 impl StoreView {
@@ -146,11 +163,10 @@ impl StoreView {
                 }
             }
             None => {
-                self.by_dn
-                    .insert((Arc::clone(&meta.dn), Arc::clone(&meta.device_id), meta.key));
-                self.by_device
-                    .insert((Arc::clone(&meta.device_id), meta.key));
-                self.by_call.insert((Arc::clone(&meta.call_id), meta.key));
+                let device = digest(&meta.device_id);
+                self.by_dn.insert((Arc::clone(&meta.dn), device, meta.key));
+                self.by_device.insert((device, meta.key));
+                self.by_call.insert((digest(&meta.call_id), meta.key));
                 if meta.is_live() {
                     self.live += 1;
                 }
@@ -176,11 +192,10 @@ impl StoreView {
             return;
         };
         let meta = &old.meta;
-        self.by_dn
-            .remove(&(Arc::clone(&meta.dn), Arc::clone(&meta.device_id), meta.key));
-        self.by_device
-            .remove(&(Arc::clone(&meta.device_id), meta.key));
-        self.by_call.remove(&(Arc::clone(&meta.call_id), meta.key));
+        let device = digest(&meta.device_id);
+        self.by_dn.remove(&(Arc::clone(&meta.dn), device, meta.key));
+        self.by_device.remove(&(device, meta.key));
+        self.by_call.remove(&(digest(&meta.call_id), meta.key));
         if meta.is_live() {
             self.live -= 1;
         }
@@ -222,26 +237,41 @@ impl StoreView {
             Lookup::Dns(dns) => dns
                 .iter()
                 .flat_map(|dn| {
-                    let low = (Arc::clone(dn), Arc::from(""), CallKey::MIN);
-                    let high = (Arc::clone(dn), Arc::from("\u{10ffff}"), CallKey::MAX);
+                    let low = (Arc::clone(dn), 0, CallKey::MIN);
+                    let high = (Arc::clone(dn), u64::MAX, CallKey::MAX);
                     self.by_dn.range(low..=high).map(|(_, _, key)| *key)
                 })
                 .collect(),
-            Lookup::Devices(values) => Self::by_value(&self.by_device, values),
-            Lookup::Calls(values) => Self::by_value(&self.by_call, values),
+            Lookup::Devices(values) => {
+                self.by_digest(&self.by_device, values, |meta| &meta.device_id)
+            }
+            Lookup::Calls(values) => self.by_digest(&self.by_call, values, |meta| &meta.call_id),
         };
         keys.sort_unstable();
         keys.dedup();
         keys
     }
 
-    fn by_value(index: &OrdSet<(Arc<str>, CallKey)>, values: &[Arc<str>]) -> Vec<CallKey> {
+    /// The keys of the calls whose id (`id` of their metadata) is one of `values`, through `index`.
+    fn by_digest(
+        &self,
+        index: &OrdSet<(u64, CallKey)>,
+        values: &[Arc<str>],
+        id: impl Fn(&CallMeta) -> &Arc<str>,
+    ) -> Vec<CallKey> {
         values
             .iter()
             .flat_map(|value| {
-                let low = (Arc::clone(value), CallKey::MIN);
-                let high = (Arc::clone(value), CallKey::MAX);
-                index.range(low..=high).map(|(_, key)| *key)
+                let digest = digest(value);
+                index
+                    .range((digest, CallKey::MIN)..=(digest, CallKey::MAX))
+                    .map(|(_, key)| *key)
+                    .filter(|key| {
+                        self.calls
+                            .get(key)
+                            .is_some_and(|call| **id(&call.meta) == **value)
+                    })
+                    .collect::<Vec<_>>()
             })
             .collect()
     }
@@ -268,7 +298,8 @@ impl StoreView {
             .collect()
     }
 
-    /// Every call grouped by device, devices in DN order (then device id), calls in key order.
+    /// Every call grouped by device, devices in DN order (devices at one DN, on different T-Servers, in
+    /// the order of their digests), calls in key order.
     pub fn by_device(&self) -> impl Iterator<Item = &StoredCall> {
         self.by_dn
             .iter()
