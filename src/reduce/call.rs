@@ -139,13 +139,22 @@ fn set<T: PartialEq>(field: &mut T, value: T, changes: &mut Changes, change: Cha
     }
 }
 
+/// The latest CallUUID a call has seen. Most calls' id is their first CallUUID: that one is not kept
+/// twice (32 bytes a call).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CallUuid {
+    Unseen,
+    TheId,
+    Other(Box<str>),
+}
+
 /// One call at one device.
 #[derive(Debug, Clone)]
 pub struct Call {
     /// The stable `id`: the CallUUID, else the ConnID, of the event that created the resource.
     pub id: Arc<str>,
-    /// The latest CallUUID seen.
-    pub call_uuid: Option<Box<str>>,
+    /// The latest CallUUID seen ([`Call::call_uuid`]).
+    call_uuid: CallUuid,
     /// The latest ConnID.
     pub conn_id: ConnId,
     /// The ConnID before the last change of ConnID.
@@ -187,6 +196,15 @@ pub struct Call {
 }
 
 impl Call {
+    /// The latest CallUUID seen, if any.
+    pub fn call_uuid(&self) -> Option<&str> {
+        match &self.call_uuid {
+            CallUuid::Unseen => None,
+            CallUuid::TheId => Some(&self.id),
+            CallUuid::Other(uuid) => Some(uuid),
+        }
+    }
+
     /// A new resource for `event`'s call, in `state`, before the event's other rules are applied.
     pub fn new(event: &Event<'_>, conn_id: ConnId, state: CallState, time: Option<Micros>) -> Self {
         let id: Arc<str> = match &event.call_uuid {
@@ -195,7 +213,7 @@ impl Call {
         };
         Call {
             id,
-            call_uuid: None,
+            call_uuid: CallUuid::Unseen,
             conn_id,
             previous_conn_id: None,
             state,
@@ -246,9 +264,13 @@ impl Call {
             changes.insert(Changes::OTHER);
         }
         if let Some(uuid) = &event.call_uuid
-            && self.call_uuid.as_deref() != Some(uuid)
+            && self.call_uuid() != Some(uuid)
         {
-            self.call_uuid = Some((**uuid).into());
+            self.call_uuid = if *self.id == **uuid {
+                CallUuid::TheId
+            } else {
+                CallUuid::Other((**uuid).into())
+            };
             changes.insert(Changes::OTHER);
         }
         if let Some(call_type) = event.call_type {

@@ -728,6 +728,46 @@ mod tests {
     }
 
     #[test]
+    fn call_uuid_is_the_latest_seen_whether_or_not_it_is_the_id() {
+        let mut reducer = Fold::default();
+        let line = |kind: &str, conn: &str, uuid: &str| {
+            let uuid = if uuid.is_empty() {
+                String::new()
+            } else {
+                format!(r#","CallUUID":"{uuid}""#)
+            };
+            format!(r#"{{"event":"{kind}","ConnID":"{conn}","ThisDN":"7001"{uuid}}}"#)
+        };
+        let uuid_of = |reducer: &mut Fold, number: u64| {
+            let (call, _) = reducer.reducer_mut().call(number).expect("held");
+            (call.id.to_string(), call.call_uuid().map(str::to_owned))
+        };
+        // Created with a CallUUID: the id is that UUID, and so is callUuid.
+        let first = apply(&mut reducer, &line("EventRinging", "1", "U1")).1[0].0;
+        assert_eq!(
+            uuid_of(&mut reducer, first),
+            ("U1".into(), Some("U1".into()))
+        );
+        // A later, different CallUUID replaces it; the id stays.
+        apply(&mut reducer, &line("EventEstablished", "1", "U2"));
+        assert_eq!(
+            uuid_of(&mut reducer, first),
+            ("U1".into(), Some("U2".into()))
+        );
+        // And the id's own UUID again.
+        apply(&mut reducer, &line("EventHeld", "1", "U1"));
+        assert_eq!(
+            uuid_of(&mut reducer, first),
+            ("U1".into(), Some("U1".into()))
+        );
+        // Created without one: the id is the ConnID, and callUuid is unseen until one comes.
+        let second = apply(&mut reducer, &line("EventRinging", "2", "")).1[0].0;
+        assert_eq!(uuid_of(&mut reducer, second).1, None);
+        apply(&mut reducer, &line("EventEstablished", "2", "U3"));
+        assert_eq!(uuid_of(&mut reducer, second).1, Some("U3".into()));
+    }
+
+    #[test]
     fn stale_calls_are_released_as_their_device_would_release_them() {
         let mut reducer = Reducer::default();
         let line = |kind: &str, conn: &str, extra: &str| {

@@ -190,7 +190,7 @@ impl CallView<'_> {
         out.push_str(",\"state\":\"");
         out.push_str(call.state.as_str());
         out.push_str("\",\"callUuid\":");
-        write_json_str(out, call.call_uuid.as_deref().unwrap_or(""));
+        write_json_str(out, call.call_uuid().unwrap_or(""));
         out.push_str(",\"connId\":\"");
         push_conn_id(out, call.conn_id);
         if let Some(previous) = call.previous_conn_id {
