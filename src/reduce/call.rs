@@ -148,6 +148,17 @@ enum CallUuid {
     Other(Box<str>),
 }
 
+/// What few calls have: a ConnID that changed, observers, a monitored agent, a call they consult about.
+/// Kept apart, so that the other calls cost 80 bytes less each.
+#[derive(Debug, Clone, Default)]
+struct Rare {
+    previous_conn_id: Option<ConnId>,
+    observers: Vec<Box<str>>,
+    monitored_dn: Option<Box<str>>,
+    parent_conn_id: Option<ConnId>,
+    parent: Option<u64>,
+}
+
 /// One call at one device.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -157,8 +168,6 @@ pub struct Call {
     call_uuid: CallUuid,
     /// The latest ConnID.
     pub conn_id: ConnId,
-    /// The ConnID before the last change of ConnID.
-    pub previous_conn_id: Option<ConnId>,
     /// The state.
     pub state: CallState,
     /// The other parties, in the order they were added.
@@ -175,27 +184,57 @@ pub struct Call {
     pub recording: RecordingState,
     /// Whether this device is muted.
     pub muted: bool,
-    /// DNs of the observers (supervisors) currently on the call.
-    pub observers: Vec<Box<str>>,
     /// Whether this device is itself an observer of the call.
     pub monitoring: bool,
-    /// The agent this observer monitors (OtherDN of the event that made the resource monitoring).
-    pub monitored_dn: Option<Box<str>>,
     /// Whether the monitored agent is muted.
     pub monitored_user_muted: bool,
-    /// The ConnID of the call this one consults about (TransferConnID / PreviousConnID).
-    pub parent_conn_id: Option<ConnId>,
     /// Time of the first event with a time.
     pub started: Option<Micros>,
     /// `duration` of the current version, in whole seconds.
     pub duration_secs: u64,
     /// Derived: the capabilities of the current version.
     pub capabilities: Capabilities,
-    /// Derived: the call number of the live parent call this consultation is linked to.
-    pub parent: Option<u64>,
+    /// The previous ConnID, observers, monitored DN, parent ConnID and parent link, when any is set.
+    rare: Option<Box<Rare>>,
 }
 
 impl Call {
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// The ConnID before the last change of ConnID.
+    pub fn previous_conn_id(&self) -> Option<ConnId> {
+        self.rare.as_ref()?.previous_conn_id
+    }
+
+    /// DNs of the observers (supervisors) currently on the call.
+    pub fn observers(&self) -> &[Box<str>] {
+        self.rare.as_ref().map_or(&[], |rare| &rare.observers)
+    }
+
+    /// The agent this observer monitors (OtherDN of the event that made the resource monitoring).
+    pub fn monitored_dn(&self) -> Option<&str> {
+        self.rare.as_ref()?.monitored_dn.as_deref()
+    }
+
+    /// The ConnID of the call this one consults about (TransferConnID / PreviousConnID).
+    pub fn parent_conn_id(&self) -> Option<ConnId> {
+        self.rare.as_ref()?.parent_conn_id
+    }
+
+    /// Derived: the call number of the live parent call this consultation is linked to.
+    pub fn parent(&self) -> Option<u64> {
+        self.rare.as_ref()?.parent
+    }
+
+    /// Sets the derived parent link.
+    pub fn set_parent(&mut self, parent: Option<u64>) {
+        if parent.is_some() || self.rare.is_some() {
+            self.rare_mut().parent = parent;
+        }
+    }
+
     /// The latest CallUUID seen, if any.
     pub fn call_uuid(&self) -> Option<&str> {
         match &self.call_uuid {
@@ -215,7 +254,6 @@ impl Call {
             id,
             call_uuid: CallUuid::Unseen,
             conn_id,
-            previous_conn_id: None,
             state,
             participants: Vec::new(),
             dnis: None,
@@ -224,15 +262,12 @@ impl Call {
             gsip_record: None,
             recording: RecordingState::Stopped,
             muted: false,
-            observers: Vec::new(),
             monitoring: false,
-            monitored_dn: None,
             monitored_user_muted: false,
-            parent_conn_id: None,
             started: time,
             duration_secs: 0,
             capabilities: Capabilities::NONE,
-            parent: None,
+            rare: None,
         }
     }
 
@@ -259,7 +294,8 @@ impl Call {
             && let Some(conn_id) = event.conn_id
             && conn_id != self.conn_id
         {
-            self.previous_conn_id = Some(self.conn_id);
+            let previous = self.conn_id;
+            self.rare_mut().previous_conn_id = Some(previous);
             self.conn_id = conn_id;
             changes.insert(Changes::OTHER);
         }
@@ -290,7 +326,7 @@ impl Call {
                 event.previous_conn_id
             })
         {
-            self.parent_conn_id = Some(parent);
+            self.rare_mut().parent_conn_id = Some(parent);
         }
         self.apply_participants(event, this_dn, phone_book, &mut changes);
         let listening_in_before = self.supervisor_listening_in();
@@ -313,7 +349,7 @@ impl Call {
 
     /// `supervisorListeningIn`: whether any observer is on the call.
     pub fn supervisor_listening_in(&self) -> bool {
-        !self.observers.is_empty()
+        !self.observers().is_empty()
     }
 
     /// Participant rules 1 to 5, in order.
@@ -401,12 +437,16 @@ impl Call {
     fn apply_observers(&mut self, event: &Event<'_>) {
         match (event.kind, event.third_party()) {
             (EventKind::PartyAdded, Some((dn, Some(Role::Observer))))
-                if self.observers.len() < MAX_OBSERVERS
-                    && !self.observers.iter().any(|o| &**o == dn) =>
+                if self.observers().len() < MAX_OBSERVERS
+                    && !self.observers().iter().any(|o| &**o == dn) =>
             {
-                self.observers.push(dn.into());
+                self.rare_mut().observers.push(dn.into());
             }
-            (EventKind::PartyDeleted, Some((dn, _))) => self.observers.retain(|o| &**o != dn),
+            (EventKind::PartyDeleted, Some((dn, _))) => {
+                if let Some(rare) = &mut self.rare {
+                    rare.observers.retain(|o| &**o != dn);
+                }
+            }
             _ => {}
         }
     }
@@ -415,7 +455,10 @@ impl Call {
     fn apply_monitoring(&mut self, event: &Event<'_>, this_dn: &str, changes: &mut Changes) {
         if !self.monitoring && event.this_dn_role == Some(Role::Observer) {
             self.monitoring = true;
-            self.monitored_dn = event.other_dn.as_deref().map(Into::into);
+            let monitored = event.other_dn.as_deref().map(Into::into);
+            if monitored.is_some() || self.rare.is_some() {
+                self.rare_mut().monitored_dn = monitored;
+            }
             changes.insert(Changes::OTHER);
         }
         let muted = match event.kind {
@@ -426,7 +469,7 @@ impl Call {
         match event.other_dn.as_deref() {
             None => set(&mut self.muted, muted, changes, Changes::OTHER),
             Some(dn) if dn == this_dn => set(&mut self.muted, muted, changes, Changes::OTHER),
-            Some(dn) if self.monitoring && self.monitored_dn.as_deref() == Some(dn) => set(
+            Some(dn) if self.monitoring && self.monitored_dn() == Some(dn) => set(
                 &mut self.monitored_user_muted,
                 muted,
                 changes,
@@ -566,7 +609,7 @@ mod tests {
             let added = party("EventPartyAdded", &format!("71{n:02}"), "RoleObserver");
             apply(&mut call, &mut book, &added);
         }
-        assert_eq!(call.observers.len(), MAX_OBSERVERS);
+        assert_eq!(call.observers().len(), MAX_OBSERVERS);
         // 7100 to 7115 are tracked, 7116 is not: once they leave, nobody listens in as far as we know.
         for n in 0..MAX_OBSERVERS {
             let deleted = party("EventPartyDeleted", &format!("71{n:02}"), "RoleDeletedBy");

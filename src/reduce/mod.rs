@@ -294,8 +294,9 @@ impl Reducer {
             }
             self.by_conn.insert((device, new_conn_id), number);
         }
-        let consultation =
-            live && slot.call.call_type == CallType::Consult && slot.call.parent_conn_id.is_some();
+        let consultation = live
+            && slot.call.call_type == CallType::Consult
+            && slot.call.parent_conn_id().is_some();
         if let Some(dev) = self.devices.get_mut(&device) {
             match (consultation, dev.consultations.binary_search(&number)) {
                 (true, Err(at)) => dev.consultations.insert(at, number),
@@ -487,7 +488,7 @@ impl Reducer {
         consultations.clear();
         parents.clear();
         candidates.push(trigger);
-        if let Some(parent) = self.calls.get(trigger).and_then(|s| s.call.parent) {
+        if let Some(parent) = self.calls.get(trigger).and_then(|s| s.call.parent()) {
             candidates.push(parent);
         }
         // The trigger too, once, when it is not (or no longer) a listed consultation.
@@ -504,7 +505,7 @@ impl Reducer {
             if call.call_type != CallType::Consult {
                 continue;
             }
-            let Some(parent_conn) = call.parent_conn_id else {
+            let Some(parent_conn) = call.parent_conn_id() else {
                 continue;
             };
             let parent = self
@@ -512,7 +513,7 @@ impl Reducer {
                 .filter(|&parent| parent != number);
             consultations.push((number, parent));
             candidates.push(number);
-            candidates.extend(call.parent);
+            candidates.extend(call.parent());
             candidates.extend(parent);
         }
         candidates.sort_unstable();
@@ -546,17 +547,18 @@ impl Reducer {
                 recording: call.recording,
                 consult,
             });
-            if caps == call.capabilities && parent == call.parent {
+            if caps == call.capabilities && parent == call.parent() {
                 continue;
             }
             // The document shows the parent's id, not which resource it is: a new parent with the same
             // id (two calls of one CallUUID at the device) changes nothing a client can see.
             let parent_id =
                 |parent: Option<u64>| parent.and_then(|p| self.calls.get(p)).map(|p| &p.call.id);
-            let visible = caps != call.capabilities || parent_id(parent) != parent_id(call.parent);
+            let visible =
+                caps != call.capabilities || parent_id(parent) != parent_id(call.parent());
             if let Some(slot) = self.calls.get_mut(number) {
                 slot.call.capabilities = caps;
-                slot.call.parent = parent;
+                slot.call.set_parent(parent);
             }
             if !visible {
                 continue;
@@ -607,7 +609,7 @@ impl Reducer {
             calls_uri_prefix: &self.calls_uri_prefix,
             parent_id: slot
                 .call
-                .parent
+                .parent()
                 .and_then(|parent| self.calls.get(parent))
                 .map(|parent| &*parent.call.id),
         })

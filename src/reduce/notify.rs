@@ -193,7 +193,7 @@ impl CallView<'_> {
         write_json_str(out, call.call_uuid().unwrap_or(""));
         out.push_str(",\"connId\":\"");
         push_conn_id(out, call.conn_id);
-        if let Some(previous) = call.previous_conn_id {
+        if let Some(previous) = call.previous_conn_id() {
             out.push_str("\",\"previousConnId\":\"");
             push_conn_id(out, previous);
         }
