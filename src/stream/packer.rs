@@ -69,23 +69,22 @@ struct StoreWalk {
 
 impl Stream {
     /// Up to [`VISIT_PER_LOCK`] entries' worth of plain frames published after the cursor, oldest
-    /// first, taken under the lock (constant work per call); moves the cursor past them. Empty when the
-    /// packer has caught up.
-    pub fn frames_to_pack(&self, cursor: &mut PackCursor) -> Vec<ToPack> {
+    /// first, taken under the lock (constant work per call); moves the cursor past them. The flag says
+    /// whether the packer has caught up with the stream.
+    pub fn frames_to_pack(&self, cursor: &mut PackCursor) -> (Vec<ToPack>, bool) {
         let core = self.lock();
         let mut out = Vec::new();
         let newest = core.seq;
         let covered_from = core.history.oldest().unwrap_or(newest + 1);
-        if cursor.after + 1 < covered_from && cursor.after < newest {
-            // Some were dropped from the history unseen: walk the store (again) for them.
+        // A walk under way is finished first: what is published meanwhile is after its range, and the
+        // next walk (or the history) covers it. Restarting it instead would never reach the end of a
+        // large store while publication goes on.
+        if cursor.walk.is_none() && cursor.after + 1 < covered_from && cursor.after < newest {
+            // Some were dropped from the history unseen: walk the store for them.
             let last = covered_from.saturating_sub(1).min(newest);
-            let first = cursor
-                .walk
-                .as_ref()
-                .map_or(cursor.after + 1, |walk| *walk.seqs.start());
             cursor.walk = Some(StoreWalk {
                 from: None,
-                seqs: first..=last,
+                seqs: cursor.after + 1..=last,
             });
             cursor.after = last;
         }
@@ -104,11 +103,11 @@ impl Stream {
                     });
                 }
                 if visited >= VISIT_PER_LOCK {
-                    return out;
+                    return (out, false);
                 }
             }
             cursor.walk = None;
-            return out;
+            return (out, false);
         }
         cursor.after = core
             .history
@@ -119,7 +118,7 @@ impl Stream {
                     frame: frame.clone(),
                 });
             });
-        out
+        (out, cursor.after >= newest)
     }
 
     /// Swaps packed frames in where the history and the store still hold the same notification plain.
@@ -181,8 +180,7 @@ fn run_packer(stream: &Stream, shutdown: &CancellationToken, tx: &mpsc::Sender<V
     let mut cursor = PackCursor::default();
     let mut batch = Vec::with_capacity(KEEP_PER_LOCK);
     while !shutdown.is_cancelled() {
-        let frames = stream.frames_to_pack(&mut cursor);
-        let caught_up = frames.is_empty() && cursor.walk.is_none();
+        let (frames, caught_up) = stream.frames_to_pack(&mut cursor);
         batch.extend(pack(&mut packer, frames));
         if batch.len() >= KEEP_PER_LOCK || (caught_up && !batch.is_empty()) {
             metrics::counter!("callgate_frames_packed_total").increment(batch.len() as u64);
@@ -278,13 +276,13 @@ mod tests {
         let mut packer = Packer::new().unwrap();
         let mut packed = 0;
         loop {
-            let frames = stream.frames_to_pack(cursor);
-            if frames.is_empty() && cursor.walk.is_none() {
-                return packed;
-            }
+            let (frames, caught_up) = stream.frames_to_pack(cursor);
             let batch = pack(&mut packer, frames);
             packed += batch.len();
             stream.keep_packed(&batch);
+            if caught_up {
+                return packed;
+            }
         }
     }
 
@@ -333,7 +331,7 @@ mod tests {
         let stream = Stream::new("run", 100, OutboxLimits::default());
         stream.publish(vec![published(1, 1)]);
         let mut packer = Packer::new().unwrap();
-        let frames = stream.frames_to_pack(&mut PackCursor::default());
+        let (frames, _) = stream.frames_to_pack(&mut PackCursor::default());
         let batches = [pack(&mut packer, frames)];
         // Version 2 is published between packing and swapping in.
         stream.publish(vec![published(1, 2)]);
@@ -364,6 +362,29 @@ mod tests {
         // A later round looks only at what came after.
         stream.publish(vec![published(6, 1)]);
         assert_eq!(pack_all(&stream, &mut cursor), 1);
+    }
+
+    #[test]
+    fn a_store_walk_reaches_its_end_while_publication_goes_on() {
+        // Without a history the store is walked, 256 entries a turn; a publication between turns must
+        // not send the walk back to the start, or a large store would never be packed.
+        let stream = Stream::new("run", 0, OutboxLimits::default());
+        stream.publish((1..=1_000).map(|n| published(n, 1)).collect());
+        let mut cursor = PackCursor::default();
+        let mut packer = Packer::new().unwrap();
+        let mut version = 1;
+        for _ in 0..8 {
+            let (frames, _) = stream.frames_to_pack(&mut cursor);
+            stream.keep_packed(&pack(&mut packer, frames));
+            version += 1;
+            stream.publish(vec![published(1, version)]);
+        }
+        let (_, store) = held(&stream);
+        let plain = store.iter().filter(|(_, plain, _)| *plain).count();
+        assert_eq!(
+            plain, 1,
+            "all but the newest version of call 1, published last"
+        );
     }
 
     #[test]
