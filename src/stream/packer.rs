@@ -79,7 +79,7 @@ impl Stream {
         // A walk under way is finished first: what is published meanwhile is after its range, and the
         // next walk (or the history) covers it. Restarting it instead would never reach the end of a
         // large store while publication goes on.
-        if cursor.walk.is_none() && cursor.after + 1 < covered_from && cursor.after < newest {
+        if cursor.walk.is_none() && cursor.after + 1 < covered_from {
             // Some were dropped from the history unseen: walk the store for them.
             let last = covered_from.saturating_sub(1).min(newest);
             cursor.walk = Some(StoreWalk {
@@ -372,6 +372,10 @@ mod tests {
         stream.publish((1..=1_000).map(|n| published(n, 1)).collect());
         let mut cursor = PackCursor::default();
         let mut packer = Packer::new().unwrap();
+        let (first, caught_up) = stream.frames_to_pack(&mut cursor);
+        assert_eq!(first.len(), VISIT_PER_LOCK, "a bounded turn under the lock");
+        assert!(!caught_up);
+        stream.keep_packed(&pack(&mut packer, first));
         let mut version = 1;
         for _ in 0..8 {
             let (frames, _) = stream.frames_to_pack(&mut cursor);
@@ -385,6 +389,24 @@ mod tests {
             plain, 1,
             "all but the newest version of call 1, published last"
         );
+    }
+
+    #[test]
+    fn the_history_is_taken_a_bounded_turn_at_a_time() {
+        let stream = Stream::new("run", 2_000, OutboxLimits::default());
+        stream.publish((1..=1_000).map(|n| published(n, 1)).collect());
+        let mut cursor = PackCursor::default();
+        let (frames, caught_up) = stream.frames_to_pack(&mut cursor);
+        assert_eq!(frames.len(), VISIT_PER_LOCK);
+        assert!(!caught_up);
+        assert_eq!(frames[0].seq, 1);
+        let (frames, _) = stream.frames_to_pack(&mut cursor);
+        assert_eq!(
+            frames[0].seq,
+            VISIT_PER_LOCK as u64 + 1,
+            "the next turn goes on from there"
+        );
+        assert_eq!(pack_all(&stream, &mut cursor), 1_000 - 2 * VISIT_PER_LOCK);
     }
 
     #[test]
@@ -403,6 +425,29 @@ mod tests {
         let shutdown = CancellationToken::new();
         let packed = start(Arc::clone(&stream), shutdown.clone()).unwrap();
         let applier = tokio::spawn(run_applier(Arc::clone(&stream), packed));
+        // The packer's thread gets to nice 19 (field 19 of its /proc stat line, counting the pid and
+        // the parenthesised name as fields 1 and 2).
+        let niced = async {
+            loop {
+                let tasks = std::fs::read_dir("/proc/self/task").unwrap();
+                for task in tasks.flatten() {
+                    let comm =
+                        std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+                    let stat =
+                        std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                    let nice = stat
+                        .rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().nth(16).map(str::to_owned));
+                    if comm.trim() == "callgate-packer" && nice.as_deref() == Some("19") {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), niced)
+            .await
+            .expect("the packer's thread runs at nice 19");
         stream.publish((1..=50).map(|n| published(n, 1)).collect());
         let all_packed = async {
             loop {
