@@ -107,7 +107,8 @@ pub fn fault_point(name: &str, value: &str) {
 #[inline(always)]
 pub fn fault_point(_name: &str, _value: &str) {}
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+/// The message a panic carried, for logs.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
     if let Some(text) = panic.downcast_ref::<&str>() {
         text
     } else if let Some(text) = panic.downcast_ref::<String>() {

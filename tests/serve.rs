@@ -1194,29 +1194,17 @@ async fn demo_serves_a_busy_center_at_once_and_keeps_it_moving() {
     assert!(update["data"]["call"]["state"].is_string(), "{update}");
 }
 
-/// The next text frame, as sent; skips pings.
+/// The next text frame, as sent (10 s at most).
 async fn next_text(ws: &mut Ws) -> String {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a frame within 10 s")
-            .expect("open")
-            .expect("a frame");
-        if let Message::Text(text) = message {
-            return text.as_str().to_owned();
-        }
-    }
+    support::next_text(ws, Duration::from_secs(10))
+        .await
+        .expect("a frame within 10 s")
 }
 
 /// Polls /metrics until `name` reaches `at_least`.
 async fn wait_for_metric(gateway: &Gateway, name: &str, at_least: f64) {
     for _ in 0..200 {
-        let (_, metrics) = gateway.get("/metrics");
-        let value = metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if value >= at_least {
+        if gateway.metric(name).unwrap_or(0.0) >= at_least {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1235,15 +1223,9 @@ async fn frames_packed_at_rest_read_back_byte_for_byte() {
     let epoch = subscribed["epoch"].as_str().expect("epoch").to_owned();
     let events = simulate(&["--seed", "11", "--agents", "40", "--events", "600"]);
     ingest(&gateway, events).await;
-    let (_, metrics) = gateway.get("/metrics");
-    let published: usize = metrics
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("callgate_notifications_total ")?
-                .parse()
-                .ok()
-        })
-        .expect("callgate_notifications_total");
+    let published = gateway
+        .metric("callgate_notifications_total")
+        .expect("callgate_notifications_total") as usize;
     assert!(published > 100, "{published} notifications");
     let mut frames = Vec::new();
     for _ in 0..published {

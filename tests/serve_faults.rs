@@ -22,14 +22,6 @@ async fn subscribe_all(gateway: &Gateway) -> Ws {
     ws
 }
 
-/// The value of one sample of `/metrics` (name with its labels, as printed), if present.
-fn metric(gateway: &Gateway, sample: &str) -> Option<f64> {
-    let (status, body) = gateway.get("/metrics");
-    assert_eq!(status, 200);
-    body.lines()
-        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_max_calls_new_calls_are_refused_visibly() {
     let _serial = support::exclusive().await;
@@ -54,7 +46,7 @@ async fn at_max_calls_new_calls_are_refused_visibly() {
         "{replies:?}"
     );
     assert_eq!(
-        metric(&gateway, "callgate_events_total{outcome=\"dropped\"}"),
+        gateway.metric("callgate_events_total{outcome=\"dropped\"}"),
         Some(3.0)
     );
     let (_, body) = gateway.get("/api/v2/calls");
@@ -92,8 +84,8 @@ async fn a_call_silent_past_stale_call_after_is_released_to_subscribers() {
     assert_eq!(released["data"]["notificationType"], "StatusChange");
     assert_eq!(released["data"]["call"]["state"], "Released");
     assert_eq!(released["data"]["call"]["capabilities"], json!([]));
-    assert_eq!(metric(&gateway, "callgate_calls_expired_total"), Some(1.0));
-    assert_eq!(metric(&gateway, "callgate_live_calls"), Some(0.0));
+    assert_eq!(gateway.metric("callgate_calls_expired_total"), Some(1.0));
+    assert_eq!(gateway.metric("callgate_live_calls"), Some(0.0));
     assert!(
         next_json(&mut ws, Duration::from_millis(1500))
             .await
@@ -379,32 +371,15 @@ fn a_reducer_shard_that_dies_takes_the_gateway_down_with_a_non_zero_exit() {
     // The orchestrator restarts a gateway that exits; one that lost a shard but stayed up and ready
     // would hold its calls' events forever. The fault is injected into the debug binary only
     // (`supervise::fault_point`): a shard panics on an event for DN 6666.
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_callgate"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--ingest",
-            "127.0.0.1:0",
-        ])
-        .env("CALLGATE_INJECT_FAULT", "shard:6666")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("callgate serve starts");
-    let mut ready = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut ready)
-        .expect("ready line");
-    let ready: serde_json::Value = serde_json::from_str(&ready).expect("ready line is JSON");
-    let http = ready["listening"].as_str().expect("listening").to_owned();
-    let ingest = ready["ingest"].as_str().expect("ingest").to_owned();
-    assert_eq!(support::http_get(&http, "/readyz").0, 200);
+    use std::io::{Read, Write};
+    let mut gateway = Gateway::spawn(
+        &[],
+        &[("CALLGATE_INJECT_FAULT", "shard:6666")],
+        std::process::Stdio::piped(),
+    );
+    assert_eq!(gateway.get("/readyz").0, 200);
 
-    let mut feeder = std::net::TcpStream::connect(&ingest).expect("ingest connects");
+    let mut feeder = std::net::TcpStream::connect(&gateway.ingest).expect("ingest connects");
     feeder
         .write_all(
             b"{\"event\":\"EventRinging\",\"ConnID\":\"a1\",\"ThisDN\":\"7001\"}\n\
@@ -413,7 +388,7 @@ fn a_reducer_shard_that_dies_takes_the_gateway_down_with_a_non_zero_exit() {
         .expect("events written");
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
+        if let Some(status) = gateway.child.try_wait().expect("wait") {
             break status;
         }
         assert!(
@@ -424,7 +399,8 @@ fn a_reducer_shard_that_dies_takes_the_gateway_down_with_a_non_zero_exit() {
     };
     assert_eq!(status.code(), Some(1), "{status:?}");
     let mut stderr = String::new();
-    child
+    gateway
+        .child
         .stderr
         .take()
         .expect("stderr")

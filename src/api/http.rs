@@ -2,12 +2,11 @@
 
 use super::AppState;
 use crate::json::write_json_str;
-use crate::store::StoredCall;
+use crate::store::{StoredCall, push_documents};
 use crate::subscriptions::{CallFilter, Matcher, Scope};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use std::sync::atomic::Ordering;
 
 fn json_response(status: StatusCode, body: String) -> Response {
@@ -24,24 +23,8 @@ pub fn error(status: StatusCode, message: &str) -> Response {
 
 fn push_calls<'a>(body: &mut String, calls: impl IntoIterator<Item = &'a StoredCall>) {
     body.push('[');
-    let mut first = true;
-    for json in calls.into_iter().filter_map(call_json) {
-        if !first {
-            body.push(',');
-        }
-        first = false;
-        // The stored bytes are a slice of a UTF-8 frame.
-        body.push_str(std::str::from_utf8(&json).unwrap_or("null"));
-    }
+    push_documents(body, calls, "REST");
     body.push(']');
-}
-
-/// A stored call's document; `None`, logged, when its packed frame does not unpack (a fault of this
-/// process: the call is left out of a listing rather than the listing failed).
-fn call_json(call: &StoredCall) -> Option<Bytes> {
-    call.json()
-        .inspect_err(|error| tracing::error!(call = %call.meta.call_id, "REST: {error}"))
-        .ok()
 }
 
 /// `GET /api/v2/calls`, with the filter members as query parameters: live and lingering calls, in key
@@ -124,15 +107,18 @@ pub async fn device_call(
         .into_iter()
         .rfind(|call| *call.meta.call_id == *call_id);
     match found {
-        Some(call) => match call_json(call) {
-            Some(json) => json_response(
+        Some(call) => match call.json() {
+            Ok(json) => json_response(
                 StatusCode::OK,
                 format!(
                     "{{\"statusCode\":0,\"call\":{}}}",
                     std::str::from_utf8(&json).unwrap_or("null")
                 ),
             ),
-            None => error(StatusCode::INTERNAL_SERVER_ERROR, "the call cannot be read"),
+            Err(unpack) => {
+                tracing::error!(call = %call.meta.call_id, "REST: {unpack}");
+                error(StatusCode::INTERNAL_SERVER_ERROR, "the call cannot be read")
+            }
         },
         None => error(
             StatusCode::NOT_FOUND,

@@ -3,9 +3,11 @@
 //! A hash map of resources would move every resource at each growth; a slab keeps them in place and turns
 //! every lookup into an index. The slab grows by chunks of [`CHUNK`] slots, never by copying: a `Vec`
 //! that doubled moved every resource at each growth (a 16 MB copy at 50,000 calls, while the shard's
-//! events waited) and kept up to half its capacity unused. A call number is `serial << 24 | slot`: the serial counts creations (so
-//! numbers sort in creation order and are never reused), the slot is where the resource lives. A number
-//! whose slot holds a different serial is stale and finds nothing.
+//! events waited) and kept up to half its capacity unused.
+//!
+//! A call number is `serial << 24 | slot`: the serial counts creations (so numbers sort in creation
+//! order and are never reused), the slot is where the resource lives. A number whose slot holds a
+//! different serial is stale and finds nothing.
 
 /// Bits of a call number that address the slot.
 const SLOT_BITS: u32 = 24;

@@ -108,6 +108,32 @@ impl StoredCall {
     }
 }
 
+/// Appends the documents of `calls` to `out`, separated by commas. A call whose packed frame does not
+/// unpack (a fault of this process, never of its input) is logged, naming `reader`, and left out rather
+/// than the whole reply failed.
+pub fn push_documents<'a>(
+    out: &mut String,
+    calls: impl IntoIterator<Item = &'a StoredCall>,
+    reader: &str,
+) {
+    let mut first = true;
+    for call in calls {
+        let json = match call.json() {
+            Ok(json) => json,
+            Err(error) => {
+                tracing::error!(call = %call.meta.call_id, "{reader}: {error}");
+                continue;
+            }
+        };
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        // The stored bytes are a slice of a UTF-8 frame.
+        out.push_str(std::str::from_utf8(&json).unwrap_or("null"));
+    }
+}
+
 /// Which index answers a query: the most selective one the query names.
 #[derive(Debug, Clone, Copy)]
 pub enum Lookup<'a> {
@@ -259,6 +285,7 @@ impl StoreView {
         values: &[Arc<str>],
         id: impl Fn(&CallMeta) -> &Arc<str>,
     ) -> Vec<CallKey> {
+        let id = &id;
         values
             .iter()
             .flat_map(|value| {
@@ -266,12 +293,11 @@ impl StoreView {
                 index
                     .range((digest, CallKey::MIN)..=(digest, CallKey::MAX))
                     .map(|(_, key)| *key)
-                    .filter(|key| {
+                    .filter(move |key| {
                         self.calls
                             .get(key)
                             .is_some_and(|call| **id(&call.meta) == **value)
                     })
-                    .collect::<Vec<_>>()
             })
             .collect()
     }

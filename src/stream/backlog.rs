@@ -5,7 +5,7 @@
 use super::history::Missed;
 use crate::delivery::{Backlog, Frame};
 use crate::json::write_json_str;
-use crate::store::{CallKey, Lookup, StoreView, StoredCall};
+use crate::store::{CallKey, Lookup, StoreView, StoredCall, push_documents};
 use crate::subscriptions::Matcher;
 use std::sync::Arc;
 
@@ -104,23 +104,7 @@ impl Backlog for SnapshotBacklog {
             }
         };
         frame.reserve(size + 16);
-        let mut first = true;
-        for call in &calls {
-            let json = match call.json() {
-                Ok(json) => json,
-                Err(error) => {
-                    // A fault of this process: the call is left out rather than the snapshot broken.
-                    tracing::error!(call = %call.meta.call_id, "snapshot: {error}");
-                    continue;
-                }
-            };
-            if !first {
-                frame.push(',');
-            }
-            first = false;
-            // The stored bytes are a slice of a UTF-8 frame.
-            frame.push_str(std::str::from_utf8(&json).unwrap_or("null"));
-        }
+        push_documents(&mut frame, &calls, "snapshot");
         frame.push_str(if more {
             "],\"more\":true}"
         } else {

@@ -51,16 +51,10 @@ impl History {
         self.entries.front().map(|entry| entry.seq)
     }
 
-    /// The notifications held after position `after`, oldest first: a copy made in logarithmic time.
-    pub fn entries_after(&self, after: u64) -> Vector<HistoryEntry> {
-        let skip = self
-            .oldest()
-            .map_or(0, |oldest| after.saturating_add(1).saturating_sub(oldest));
-        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
-        if skip >= self.entries.len() {
-            return Vector::new();
-        }
-        self.entries.skip(skip)
+    /// Every notification held, oldest first.
+    #[cfg(test)]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &HistoryEntry> {
+        self.entries.iter()
     }
 
     /// Calls `plain` for each notification after position `after` still held plain, looking at no more

@@ -158,11 +158,7 @@ pub fn start(
             lower_priority();
             let run = std::panic::AssertUnwindSafe(|| run_packer(&stream, &shutdown, &tx));
             if let Err(panic) = std::panic::catch_unwind(run) {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|text| text.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
+                let message = crate::supervise::panic_message(&*panic);
                 tracing::error!("the frame packer panicked: {message}");
             }
         })?;
@@ -253,7 +249,6 @@ mod tests {
         let core = stream.lock();
         let history = core
             .history
-            .entries_after(0)
             .iter()
             .map(|entry| {
                 let frame = entry.frame.plain().unwrap().to_vec();

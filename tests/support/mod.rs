@@ -18,6 +18,12 @@ pub struct Gateway {
 impl Gateway {
     /// Starts `callgate serve` on port 0 with extra flags; waits for the ready line.
     pub fn start(extra: &[&str]) -> Gateway {
+        Self::spawn(extra, &[], Stdio::inherit())
+    }
+
+    /// Starts `callgate serve` on port 0 with extra flags, extra environment and `stderr` as given;
+    /// waits for the ready line.
+    pub fn spawn(extra: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_callgate"))
             .args([
                 "serve",
@@ -28,8 +34,9 @@ impl Gateway {
             ])
             .args(extra)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("callgate serve starts");
         let stdout = child.stdout.take().expect("stdout");
@@ -48,6 +55,14 @@ impl Gateway {
     /// `GET path`: status and body.
     pub fn get(&self, path: &str) -> (u16, String) {
         http_get(&self.http, path)
+    }
+
+    /// The value of one sample of `/metrics` (name with its labels, as printed), if present.
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200);
+        body.lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -204,20 +219,24 @@ pub fn cases(default: u32) -> u32 {
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// The next JSON message, skipping pings; `None` on close or after `wait`.
-pub async fn next_json(ws: &mut Ws, wait: Duration) -> Option<serde_json::Value> {
+/// The next text message as sent, skipping pings; `None` on close or after `wait`.
+pub async fn next_text(ws: &mut Ws, wait: Duration) -> Option<String> {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
     loop {
         let message = tokio::time::timeout(wait, ws.next()).await.ok()??.ok()?;
         match message {
-            Message::Text(text) => {
-                return Some(serde_json::from_str(text.as_str()).expect("server sends JSON"));
-            }
+            Message::Text(text) => return Some(text.as_str().to_owned()),
             Message::Close(_) => return None,
             _ => {}
         }
     }
+}
+
+/// The next JSON message, skipping pings; `None` on close or after `wait`.
+pub async fn next_json(ws: &mut Ws, wait: Duration) -> Option<serde_json::Value> {
+    let text = next_text(ws, wait).await?;
+    Some(serde_json::from_str(&text).expect("server sends JSON"))
 }
 
 /// Feeds `bytes` on a fresh ingest connection, half-closes, and returns the gateway's reply lines.
