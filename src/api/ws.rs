@@ -11,7 +11,7 @@
 
 use super::AppState;
 use super::http::error;
-use crate::delivery::{Frame, Outbox};
+use crate::delivery::{DrainError, Frame, Outbox};
 use crate::json::write_json_str;
 use crate::stream::Since;
 use crate::subscriptions::{CallFilter, Scope};
@@ -422,9 +422,13 @@ async fn connection(io: Io, state: AppState) {
             () = &mut cancelled => break Some((1001, "server shutting down")),
         }
         frames.clear();
-        if outbox.drain(&mut frames).is_err() {
-            metrics::counter!("callgate_slow_consumer_closes_total").increment(1);
-            break Some((4008, "slow consumer: resume with since"));
+        match outbox.drain(&mut frames) {
+            Ok(()) => {}
+            Err(DrainError::Overflowed) => {
+                metrics::counter!("callgate_slow_consumer_closes_total").increment(1);
+                break Some((4008, "slow consumer: resume with since"));
+            }
+            Err(DrainError::RenderFailed) => break Some((1011, "internal error")),
         }
         if frames.is_empty() {
             continue;

@@ -4,4 +4,7 @@
 
 pub mod outbox;
 
-pub use outbox::{Backlog, Frame, Outbox, OutboxLimits, Overflowed, Pushed};
+pub mod render;
+
+pub use outbox::{Backlog, DrainError, Frame, Outbox, OutboxLimits, Pushed};
+pub use render::Renderer;

@@ -8,21 +8,24 @@
 //! call), the connection is marked overflowed and its writer closes it with code 4008.
 //!
 //! A subscription's snapshot or resume enters the queue as one [`Backlog`] slot, rendered a chunk at a
-//! time by the writer when it reaches it (outside every lock but this outbox's, and that only to take the
-//! cursor and put it back): a 100,000-call snapshot never sits in memory whole, is paced by the client's
+//! time when the writer reaches it (outside every lock but this outbox's, and that only to take the
+//! cursor and put it back), by the [`Renderer`]'s low-priority threads when the outbox has one, else by
+//! the writer itself: a 100,000-call snapshot never sits in memory whole, is paced by the client's
 //! reading, and every frame queued after it waits behind it, so nothing of the subscription arrives before
-//! its last chunk. A backlog slot counts as one frame and no bytes against the bounds.
+//! its last chunk. A backlog slot counts as one frame and no bytes against the bounds; a rendered chunk
+//! waiting for the writer is at most one per connection.
 //!
 //! Compacting in passes rather than replacing on every push matters for fanout: a per-connection index of
 //! queued calls costs a cache miss per delivery once thousands of connections lag at once, while one pass
 //! over a queue uses a small map that stays in cache (a third of the gateway's CPU went to the index in a
 //! 1,000-client saturation run).
 
+use super::render::Renderer;
 use crate::store::CallKey;
 use bytes::Bytes;
 use hashbrown::HashSet;
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::Notify;
 
 /// Frames reserved for at a drain; a longer queue just grows the vector.
@@ -71,8 +74,10 @@ enum Slot {
     Dropped,
     /// Frames to render when the writer gets here.
     Backlog(Box<dyn Backlog>),
-    /// The backlog whose chunk the writer is rendering right now; it goes back here unless finished.
+    /// The backlog whose chunk is being rendered right now; it comes back here unless finished.
     Rendering,
+    /// A chunk rendered by a renderer, and the rest of its backlog unless it was the last.
+    Rendered(Vec<Frame>, Option<Box<dyn Backlog>>),
 }
 
 impl Slot {
@@ -80,7 +85,7 @@ impl Slot {
         match self {
             Slot::Control(Frame::Text(bytes) | Frame::Pong(bytes))
             | Slot::Notification(_, bytes) => bytes.len(),
-            Slot::Dropped | Slot::Backlog(_) | Slot::Rendering => 0,
+            Slot::Dropped | Slot::Backlog(_) | Slot::Rendering | Slot::Rendered(..) => 0,
         }
     }
 }
@@ -94,6 +99,8 @@ struct State {
     /// Compact when `live` reaches this (0: not yet set, use the soft bound).
     compact_at: usize,
     overflowed: bool,
+    /// Rendering a backlog failed: the connection cannot go on in order.
+    failed: bool,
     closed: bool,
 }
 
@@ -136,6 +143,9 @@ pub struct Outbox {
     limits: OutboxLimits,
     state: Mutex<State>,
     ready: Notify,
+    /// Where backlogs are rendered, with this outbox's own handle for the answer; without one, the
+    /// writer renders them itself in [`Outbox::drain`].
+    renderer: Option<(Renderer, Weak<Outbox>)>,
 }
 
 /// What a push did, for metrics.
@@ -154,7 +164,18 @@ impl Outbox {
             limits,
             state: Mutex::new(State::default()),
             ready: Notify::new(),
+            renderer: None,
         }
+    }
+
+    /// An empty outbox whose backlogs `renderer` renders.
+    pub fn rendered_by(limits: OutboxLimits, renderer: Renderer) -> Arc<Self> {
+        Arc::new_cyclic(|this| Self {
+            limits,
+            state: Mutex::new(State::default()),
+            ready: Notify::new(),
+            renderer: Some((renderer, this.clone())),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -251,81 +272,91 @@ impl Outbox {
     }
 
     /// Takes the queued frames, in order, into `out`: everything up to the first backlog, or else the
-    /// backlog's next chunk. When something is left the writer is woken again at once. Returns
-    /// `Err(Overflowed)` when the outbox overflowed.
-    pub fn drain(&self, out: &mut Vec<Frame>) -> Result<(), Overflowed> {
+    /// backlog's next chunk. A backlog's chunk is rendered here, or, with a renderer, asked of it: the
+    /// writer is woken when it is ready, and the chunk after it is asked for as this one is taken, so
+    /// rendering the next overlaps writing this one. When something else can be taken the writer is
+    /// woken again at once. Fails when the connection must be closed.
+    pub fn drain(&self, out: &mut Vec<Frame>) -> Result<(), DrainError> {
         let mut state = self.lock();
         if state.overflowed {
-            return Err(Overflowed);
+            return Err(DrainError::Overflowed);
+        }
+        if state.failed {
+            return Err(DrainError::RenderFailed);
         }
         if state.live > self.limits.soft {
             state.compact();
         }
         out.reserve(state.live.min(FRAMES_PER_DRAIN));
-        let mut backlog = None;
-        let mut taken = 0;
-        while let Some(slot) = state.slots.front_mut() {
-            match slot {
-                Slot::Rendering => break,
-                Slot::Backlog(_) if taken == 0 => {
-                    if let Slot::Backlog(cursor) = std::mem::replace(slot, Slot::Rendering) {
-                        backlog = Some(cursor);
-                    }
-                    break;
-                }
-                Slot::Backlog(_) => break,
-                _ => {}
-            }
-            let Some(slot) = state.slots.pop_front() else {
-                break;
-            };
-            state.bytes -= slot.bytes();
-            if !matches!(slot, Slot::Dropped) {
-                state.live -= 1;
-            }
-            match slot {
-                Slot::Control(frame) => out.push(frame),
-                Slot::Notification(_, frame) => out.push(Frame::Text(frame)),
-                Slot::Dropped | Slot::Backlog(_) | Slot::Rendering => {}
-            }
-            taken += 1;
-        }
+        let backlog = take_front(&mut state, out);
         drop(state);
-        if let Some(mut cursor) = backlog {
-            // Rendered without the lock: the publisher keeps queueing behind the placeholder meanwhile.
-            let more = cursor.next_frames(out);
-            let mut state = self.lock();
-            if let Some(slot) = state
-                .slots
-                .iter_mut()
-                .find(|s| matches!(s, Slot::Rendering))
-            {
-                if more {
-                    *slot = Slot::Backlog(cursor);
-                } else {
-                    *slot = Slot::Dropped;
-                    state.live -= 1;
+        if let Some(cursor) = backlog {
+            match &self.renderer {
+                Some((renderer, this)) => renderer.submit(this.clone(), cursor),
+                None => {
+                    // Rendered without the lock: the publisher keeps queueing behind the placeholder.
+                    let mut cursor = cursor;
+                    let more = cursor.next_frames(out);
+                    let mut state = self.lock();
+                    if let Some(at) = state
+                        .slots
+                        .iter()
+                        .position(|slot| matches!(slot, Slot::Rendering))
+                    {
+                        if more {
+                            state.slots[at] = Slot::Backlog(cursor);
+                        } else {
+                            state.slots.remove(at);
+                            state.live -= 1;
+                        }
+                    }
                 }
-            }
-            while matches!(state.slots.front(), Some(Slot::Dropped)) {
-                state.slots.pop_front();
             }
         }
         let mut state = self.lock();
-        if state.slots.is_empty() {
-            // A queue that grew far past the soft bound gives its memory back rather than keeping it for
-            // an idle connection.
-            if state.slots.capacity() > self.limits.soft {
-                state.slots = VecDeque::new();
+        match state.slots.front() {
+            None => {
+                // A queue that grew far past the soft bound gives its memory back rather than keeping
+                // it for an idle connection.
+                if state.slots.capacity() > self.limits.soft {
+                    state.slots = VecDeque::new();
+                }
+                state.live = 0;
+                state.bytes = 0;
+                state.compact_at = 0;
             }
-            state.live = 0;
-            state.bytes = 0;
-            state.compact_at = 0;
-        } else {
-            drop(state);
-            self.ready.notify_one();
+            // The renderer wakes the writer when the chunk is ready.
+            Some(Slot::Rendering) => {}
+            Some(_) => {
+                drop(state);
+                self.ready.notify_one();
+            }
         }
         Ok(())
+    }
+
+    /// A renderer's chunk for the backlog being rendered, and the rest of the backlog unless finished.
+    pub(super) fn rendered(&self, frames: Vec<Frame>, rest: Option<Box<dyn Backlog>>) {
+        self.put_back(frames, rest);
+        self.ready.notify_one();
+    }
+
+    /// Rendering the backlog panicked: the connection is closed at the writer's next drain.
+    pub(super) fn render_failed(&self) {
+        self.lock().failed = true;
+        self.ready.notify_one();
+    }
+
+    fn put_back(&self, frames: Vec<Frame>, rest: Option<Box<dyn Backlog>>) {
+        let mut state = self.lock();
+        // Gone when the outbox overflowed meanwhile: the chunk is not wanted any more.
+        if let Some(slot) = state
+            .slots
+            .iter_mut()
+            .find(|slot| matches!(slot, Slot::Rendering))
+        {
+            *slot = Slot::Rendered(frames, rest);
+        }
     }
 
     /// Waits until something is queued (or the outbox is closed).
@@ -345,9 +376,60 @@ impl Outbox {
     }
 }
 
-/// The outbox went past its hard bound: the connection must be closed with 4008.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Overflowed;
+/// Why an outbox's connection must be closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DrainError {
+    /// The outbox went past its hard bound: close with 4008 (api.md).
+    #[error("slow consumer: resume with since")]
+    Overflowed,
+    /// Rendering a backlog failed, so what follows it cannot be sent in order: close with 1011.
+    #[error("internal error")]
+    RenderFailed,
+}
+
+/// Takes frames from the front of the queue into `out`: the notifications and control frames before
+/// the first backlog, or else that backlog's rendered chunk. Returns the backlog whose next chunk is to
+/// be rendered now, its slot left as [`Slot::Rendering`].
+fn take_front(state: &mut State, out: &mut Vec<Frame>) -> Option<Box<dyn Backlog>> {
+    let mut taken = 0;
+    while let Some(slot) = state.slots.front_mut() {
+        match slot {
+            Slot::Rendering => return None,
+            Slot::Backlog(_) | Slot::Rendered(..) if taken > 0 => return None,
+            Slot::Backlog(_) => {
+                let Slot::Backlog(cursor) = std::mem::replace(slot, Slot::Rendering) else {
+                    unreachable!("matched above");
+                };
+                return Some(cursor);
+            }
+            Slot::Rendered(..) => {
+                let Slot::Rendered(frames, rest) = std::mem::replace(slot, Slot::Rendering) else {
+                    unreachable!("matched above");
+                };
+                out.extend(frames);
+                if rest.is_none() {
+                    state.slots.pop_front();
+                    state.live -= 1;
+                }
+                return rest;
+            }
+            Slot::Control(_) | Slot::Notification(..) | Slot::Dropped => {}
+        }
+        let Some(slot) = state.slots.pop_front() else {
+            break;
+        };
+        state.bytes -= slot.bytes();
+        match slot {
+            Slot::Control(frame) => out.push(frame),
+            Slot::Notification(_, frame) => out.push(Frame::Text(frame)),
+            Slot::Dropped => continue,
+            Slot::Backlog(_) | Slot::Rendering | Slot::Rendered(..) => {}
+        }
+        state.live -= 1;
+        taken += 1;
+    }
+    None
+}
 
 #[cfg(test)]
 mod tests {
@@ -448,7 +530,7 @@ mod tests {
         }
         assert!(outbox.overflowed());
         assert_eq!(outbox.push_control("c".into()), Pushed::Refused);
-        assert_eq!(outbox.drain(&mut Vec::new()), Err(Overflowed));
+        assert_eq!(outbox.drain(&mut Vec::new()), Err(DrainError::Overflowed));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 pub mod config;
 
 use crate::api::{self, AppState};
-use crate::delivery::OutboxLimits;
+use crate::delivery::{OutboxLimits, Renderer};
 use crate::event::{Decoded, decode_line};
 use crate::ingest::sim::{SimConfig, Simulator};
 use crate::pipeline::{ConnStats, Pipeline, PipelineConfig, Submission};
@@ -40,6 +40,9 @@ pub enum ServeError {
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+    /// The rendering threads could not be started.
+    #[error("cannot start the rendering threads: {0}")]
+    Renderer(#[source] std::io::Error),
     /// The frame packer's thread could not be started.
     #[error("cannot start the frame packer: {0}")]
     Packer(std::io::Error),
@@ -106,14 +109,18 @@ pub async fn run(
     // Load the phone-number metadata and geocoding index now, not on the first event's hot path.
     let _ = crate::enrich::phone::build("+14155550100");
     let epoch = epoch();
-    let stream = Arc::new(Stream::new(
-        &epoch,
-        config.history,
-        OutboxLimits {
-            soft: config.coalesce_after,
-            ..OutboxLimits::default()
-        },
-    ));
+    let renderer = Renderer::start(render_threads()).map_err(ServeError::Renderer)?;
+    let stream = Arc::new(
+        Stream::new(
+            &epoch,
+            config.history,
+            OutboxLimits {
+                soft: config.coalesce_after,
+                ..OutboxLimits::default()
+            },
+        )
+        .rendering_on(renderer.clone()),
+    );
     let supervisor = Supervisor::new();
     let (pipeline, published_all) = Pipeline::start(
         PipelineConfig {
@@ -200,6 +207,7 @@ pub async fn run(
     {
         tracing::warn!("some connections did not finish within {SHUTDOWN_GRACE:?}");
     }
+    renderer.close();
     pipeline.close().await;
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, published_all).await;
     if !supervisor.wait(SHUTDOWN_GRACE).await {
@@ -210,6 +218,12 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// One rendering thread per core: snapshots of several connections render in parallel, each below
+/// live delivery's priority.
+fn render_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// A name for this run of the gateway, different at every start.

@@ -1,6 +1,7 @@
 //! What a new subscription receives before live notifications: its snapshot, in chunks, or the
-//! notifications its resume missed. Both are [`Backlog`]s: the writer of the connection renders them a
-//! chunk at a time from a view taken at the subscription's `seq`, outside the stream's lock.
+//! notifications its resume missed. Both are [`Backlog`]s, rendered a chunk at a time (by the
+//! [`crate::delivery::Renderer`]) from a view taken at the subscription's `seq`, outside the stream's
+//! lock.
 
 use super::history::Missed;
 use crate::delivery::{Backlog, Frame};

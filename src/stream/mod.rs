@@ -14,7 +14,7 @@ pub mod backlog;
 pub mod history;
 pub mod packer;
 
-use crate::delivery::{Outbox, OutboxLimits, Pushed};
+use crate::delivery::{Outbox, OutboxLimits, Pushed, Renderer};
 use crate::json::{Decimal, write_json_str};
 use crate::store::packing::Kept;
 use crate::store::{CallKey, CallMeta, StoreView, StoredCall};
@@ -78,6 +78,8 @@ pub struct StreamStats {
 pub struct Stream {
     epoch: Arc<str>,
     limits: OutboxLimits,
+    /// Where the outboxes' backlogs are rendered; without one, each writer renders its own.
+    renderer: Option<Renderer>,
     core: Mutex<Core>,
 }
 
@@ -87,6 +89,7 @@ impl Stream {
         Self {
             epoch: epoch.into(),
             limits,
+            renderer: None,
             core: Mutex::new(Core {
                 seq: 0,
                 history: History::new(history),
@@ -95,6 +98,13 @@ impl Stream {
                 to_wake: Vec::new(),
             }),
         }
+    }
+
+    /// This stream, its connections' backlogs rendered by `renderer`.
+    #[must_use]
+    pub fn rendering_on(mut self, renderer: Renderer) -> Self {
+        self.renderer = Some(renderer);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Core> {
@@ -189,7 +199,10 @@ impl Stream {
 
     /// Registers a new connection; returns its id and outbox.
     pub fn connect(&self) -> (ConnectionId, Arc<Outbox>) {
-        let outbox = Arc::new(Outbox::new(self.limits));
+        let outbox = match &self.renderer {
+            Some(renderer) => Outbox::rendered_by(self.limits, renderer.clone()),
+            None => Arc::new(Outbox::new(self.limits)),
+        };
         let id = self.lock().subscriptions.connect(Arc::clone(&outbox));
         (id, outbox)
     }
