@@ -11,6 +11,7 @@
 //! resume history holds for it, packed once the packer has been by ([`packing`]); its metadata shares the
 //! reducer's strings. Nothing of a call is copied into the store.
 
+pub mod frame_heap;
 pub mod packing;
 
 use crate::event::ConnId;

@@ -22,7 +22,6 @@ use crate::subscriptions::{
     CallFilter, ConnectionId, Matcher, Scope, SubscribeError, Subscriptions,
 };
 use backlog::{ResumeBacklog, SnapshotBacklog};
-use bytes::Bytes;
 use history::{History, HistoryEntry};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -152,7 +151,7 @@ impl Stream {
             core.seq += 1;
             let seq = core.seq;
             let (frame, call) = self.frame(seq, &published);
-            let frame = Bytes::from(frame);
+            let frame = crate::store::frame_heap::frame_bytes(frame);
             core.store.upsert(StoredCall::new(
                 Arc::clone(&published.meta),
                 seq,
