@@ -8,6 +8,7 @@
 //! [`delivery`] (bounded outboxes) and the doors in [`api`] (HTTP, REST, WebSocket). [`json`] writes
 //! everything written by hand.
 
+pub mod access;
 pub mod api;
 pub mod cli;
 pub mod delivery;

@@ -45,12 +45,50 @@ enum Command {
     Serve(ServeArgs),
     /// Generate realistic T-Server traffic (JSON lines): to stdout, a file, or an ingest socket.
     Sim(SimArgs),
+    /// Read a password (one line) on standard input and print its argon2id PHC string for the access
+    /// file.
+    HashPassword,
+    /// Access files.
+    Access {
+        #[command(subcommand)]
+        command: AccessCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccessCommand {
+    /// Validate an access file: exit 0 when valid, 1 with every broken rule named otherwise.
+    Check {
+        /// The access file.
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::HashPassword => {
+            match callgate::cli::access::hash_password(
+                &mut std::io::stdin().lock(),
+                &mut std::io::stdout().lock(),
+            ) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("callgate hash-password: {err}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Access {
+            command: AccessCommand::Check { file },
+        } => match callgate::cli::access::check(&file, &mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("callgate access check: {err}");
+                ExitCode::from(1)
+            }
+        },
         Command::Sim(args) => match callgate::cli::sim::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
@@ -114,8 +152,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     let result = runtime.block_on(callgate::serve::run(config, shutdown_signal(), |bound| {
         // The one line on standard output, once ready (api.md).
         println!(
-            "{{\"listening\":\"{}\",\"ingest\":\"{}\"}}",
-            bound.listen, bound.ingest
+            "{{\"listening\":\"{}\",\"ingest\":\"{}\",\"mode\":\"{}\"}}",
+            bound.listen,
+            bound.ingest,
+            if bound.open { "open" } else { "access" }
         );
         let _ = std::io::stdout().flush();
     }));

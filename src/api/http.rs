@@ -1,10 +1,11 @@
 //! REST handlers (api.md, "HTTP"): snapshots of the store, health, metrics.
 
 use super::AppState;
+use crate::access::Principal;
 use crate::json::write_json_str;
 use crate::store::{StoredCall, push_documents};
-use crate::subscriptions::{CallFilter, Matcher, Scope};
-use axum::extract::{Path, RawQuery, State};
+use crate::subscriptions::{CallFilter, Matcher};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::atomic::Ordering;
@@ -29,12 +30,16 @@ fn push_calls<'a>(body: &mut String, calls: impl IntoIterator<Item = &'a StoredC
 
 /// `GET /api/v2/calls`, with the filter members as query parameters: live and lingering calls, in key
 /// order. Found through the filter's most selective index, from a view taken in constant time.
-pub async fn calls(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+pub async fn calls(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    RawQuery(query): RawQuery,
+) -> Response {
     let filter = match CallFilter::from_query(query.as_deref().unwrap_or("")) {
         Ok(filter) => filter,
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
-    let matcher = Matcher::new(filter, Scope::All);
+    let matcher = Matcher::new(filter, principal.scope);
     let view = state.stream.view();
     let mut body = String::from("{\"statusCode\":0,\"calls\":");
     push_calls(
@@ -46,10 +51,16 @@ pub async fn calls(State(state): State<AppState>, RawQuery(query): RawQuery) -> 
     json_response(StatusCode::OK, body)
 }
 
-/// `GET /api/v2/devices`: every device with calls, and its calls, devices in DN order.
-pub async fn devices(State(state): State<AppState>) -> Response {
+/// `GET /api/v2/devices`: every device in scope with calls, and its calls, devices in DN order.
+pub async fn devices(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
     let view = state.stream.view();
-    let calls: Vec<&StoredCall> = view.by_device().collect();
+    let calls: Vec<&StoredCall> = view
+        .by_device()
+        .filter(|call| principal.scope.allows_device(&call.meta.device_id))
+        .collect();
     let mut body = String::from("{\"statusCode\":0,\"devices\":[");
     for (i, device) in calls
         .chunk_by(|a, b| a.meta.device_id == b.meta.device_id)
@@ -79,11 +90,16 @@ pub async fn devices(State(state): State<AppState>) -> Response {
 /// `GET /api/v2/devices/{deviceId}/calls`.
 pub async fn device_calls(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(device_id): Path<String>,
 ) -> Response {
     let view = state.stream.view();
     let calls = view.device_calls(&device_id);
-    if calls.is_empty() {
+    let in_scope = principal.scope.allows_device(&device_id);
+    if !in_scope && !calls.is_empty() {
+        super::auth::out_of_scope(&principal, "device");
+    }
+    if calls.is_empty() || !in_scope {
         return error(
             StatusCode::NOT_FOUND,
             &format!("no device {device_id} with calls"),
@@ -99,6 +115,7 @@ pub async fn device_calls(
 /// two resources with the id (a CallUUID seen twice), the newest.
 pub async fn device_call(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((device_id, call_id)): Path<(String, String)>,
 ) -> Response {
     let view = state.stream.view();
@@ -106,6 +123,13 @@ pub async fn device_call(
         .device_calls(&device_id)
         .into_iter()
         .rfind(|call| *call.meta.call_id == *call_id);
+    let found = match found {
+        Some(_) if !principal.scope.allows_device(&device_id) => {
+            super::auth::out_of_scope(&principal, "call");
+            None
+        }
+        found => found,
+    };
     match found {
         Some(call) => match call.json() {
             Ok(json) => json_response(

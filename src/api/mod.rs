@@ -1,9 +1,11 @@
 //! The HTTP door: REST snapshots, health, metrics, and the WebSocket, all on one port (axum).
 
+pub mod auth;
 pub mod http;
 pub mod server;
 pub mod ws;
 
+use crate::access::Gate;
 use crate::stream::Stream;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
@@ -29,12 +31,18 @@ pub struct AppState {
     pub tracker: TaskTracker,
     /// One permit per WebSocket connection allowed at once (`--max-ws-connections`).
     pub ws_permits: Arc<Semaphore>,
+    /// Who may see what (access.md).
+    pub gate: Arc<Gate>,
+    /// Whether HTTP is served over TLS (session cookies are then `Secure`).
+    pub tls: bool,
 }
 
 /// All routes.
 pub fn router(state: AppState) -> axum::Router {
     use axum::routing::get;
-    axum::Router::new()
+    // Behind the gate: every route that returns call data. The WebSocket checks its own credentials
+    // (they may come in its first frame); health and metrics carry no customer data.
+    let rest = axum::Router::new()
         .route("/api/v2/calls", get(http::calls))
         .route("/api/v2/devices", get(http::devices))
         .route("/api/v2/devices/{device_id}/calls", get(http::device_calls))
@@ -42,6 +50,12 @@ pub fn router(state: AppState) -> axum::Router {
             "/api/v2/devices/{device_id}/calls/{call_id}",
             get(http::device_call),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::rest,
+        ));
+    axum::Router::new()
+        .merge(rest)
         .route("/api/v2/ws", get(ws::upgrade))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))

@@ -49,8 +49,8 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             () = cancel.cancelled() => return,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(err) => {
                 // Out of file descriptors, most likely: let some close before trying again.
                 tracing::warn!("HTTP accept failed: {err}");
@@ -66,14 +66,23 @@ pub async fn serve(
         let cancel = cancel.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            connection(TokioIo::new(stream), router, cancel).await;
+            connection(TokioIo::new(stream), peer, router, cancel).await;
         });
     }
 }
 
-async fn connection(io: TokioIo<tokio::net::TcpStream>, router: Router, cancel: CancellationToken) {
-    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+async fn connection(
+    io: TokioIo<tokio::net::TcpStream>,
+    peer: std::net::SocketAddr,
+    router: Router,
+    cancel: CancellationToken,
+) {
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         let router = router.clone();
+        // The peer's address, for the gate's per-address limits and the audit log.
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
         async move {
             if too_large(&request) {
                 return Ok::<_, Infallible>(crate::api::http::error(

@@ -1,7 +1,12 @@
 //! The WebSocket door (api.md, "WebSocket"): subscriptions with snapshot or resume, then notifications.
 //!
-//! Close codes: 1000 normal, 1001 the gateway is shutting down, 1009 a client frame over 64 KiB, 4008 the
-//! client read too slowly (resume with `since`), 4010 no answer to pings for 60 s.
+//! Close codes: 1000 normal, 1001 the gateway is shutting down, 1009 a client frame over 64 KiB, 1011 an
+//! internal fault, 4001 no valid credentials (access.md), 4008 the client read too slowly (resume with
+//! `since`), 4010 no answer to pings for 60 s.
+//!
+//! Credentials (access.md): the upgrade request's `Authorization` header or session cookie, checked
+//! before the upgrade (a bad one is a 401); or, when it has neither, a first frame
+//! `{"type":"auth","token":"<JWT>"}` within 5 s. Every subscription carries the principal's scope.
 //!
 //! The two directions are handled apart. Client frames are read by tungstenite on the socket's read half,
 //! in a task of their own. Server frames are written by this module straight from the shared frame bytes:
@@ -11,10 +16,11 @@
 
 use super::AppState;
 use super::http::error;
+use crate::access::{Principal, RequestKind};
 use crate::delivery::{DrainError, Frame, Outbox};
 use crate::json::write_json_str;
 use crate::stream::Since;
-use crate::subscriptions::{CallFilter, Scope};
+use crate::subscriptions::CallFilter;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -38,6 +44,8 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
 /// Read buffer per connection.
 const READ_BUFFER: usize = 4 * 1024;
+/// How long a connection without credentials in its upgrade request has to send its `auth` frame.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the server pings.
 const PING_INTERVAL: Duration = Duration::from_secs(20);
 /// A connection that has sent nothing (not even a pong) for this long is closed.
@@ -71,6 +79,12 @@ pub async fn upgrade(
     if state.cancel.is_cancelled() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
+    let presented = super::auth::Presented::of(&request);
+    let remote = presented.remote;
+    let principal = match upgrade_principal(&state, presented).await {
+        Ok(principal) => principal,
+        Err(refusal) => return refusal,
+    };
     let Ok(permit) = Arc::clone(&state.ws_permits).try_acquire_owned() else {
         metrics::counter!("callgate_ws_refused_total").increment(1);
         return error(
@@ -85,7 +99,7 @@ pub async fn upgrade(
         // Held for the connection's life: its slot comes back however the task ends.
         let _permit = permit;
         match on_upgrade.await {
-            Ok(upgraded) => connection(TokioIo::new(upgraded), state).await,
+            Ok(upgraded) => connection(TokioIo::new(upgraded), state, remote, principal).await,
             Err(err) => tracing::debug!("WebSocket upgrade failed: {err}"),
         }
     });
@@ -104,6 +118,32 @@ pub async fn upgrade(
         )],
     )
         .into_response()
+}
+
+/// The principal of an upgrade request: from its credentials, or open mode's; `None` when it has no
+/// credentials and must send them in its first frame. A bad credential is answered before the upgrade.
+async fn upgrade_principal(
+    state: &AppState,
+    presented: super::auth::Presented,
+) -> Result<Option<Principal>, Response> {
+    if state.gate.is_open() {
+        return Ok(Some(Principal::open()));
+    }
+    let request = presented.at("ws", RequestKind::Stream);
+    let session_cookie = request.cookie.is_some_and(|cookie| {
+        cookie.split(';').any(|pair| {
+            pair.trim()
+                .split_once('=')
+                .is_some_and(|(name, _)| name == state.gate.cookie_name())
+        })
+    });
+    if request.authorization.is_none() && !session_cookie {
+        return Ok(None);
+    }
+    match state.gate.authenticate(&request).await {
+        Ok(granted) => Ok(Some(granted.principal)),
+        Err(denied) => Err(super::auth::refusal(&denied)),
+    }
 }
 
 /// The client's `Sec-WebSocket-Key`, or why the request is not a WebSocket opening handshake.
@@ -274,6 +314,18 @@ enum Request {
         sub: String,
     },
     Ping,
+    /// Credentials after the first frame: refused (only the first frame may carry them).
+    Auth {
+        #[serde(rename = "token")]
+        _token: String,
+    },
+}
+
+/// The first frame of a connection that must authenticate: `{"type":"auth","token":"<JWT>"}`.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+enum FirstFrame {
+    Auth { token: String },
 }
 
 fn error_frame(sub: Option<&str>, code: &str, message: &str) -> Bytes {
@@ -290,7 +342,13 @@ fn error_frame(sub: Option<&str>, code: &str, message: &str) -> Bytes {
     frame.into()
 }
 
-fn handle_text(state: &AppState, connection: u64, outbox: &Outbox, text: &str) {
+fn handle_text(
+    state: &AppState,
+    principal: &Principal,
+    connection: u64,
+    outbox: &Outbox,
+    text: &str,
+) {
     let request: Request = match serde_json::from_str(text) {
         Ok(request) => request,
         Err(err) => {
@@ -312,9 +370,10 @@ fn handle_text(state: &AppState, connection: u64, outbox: &Outbox, text: &str) {
                     return;
                 }
             };
-            if let Err(err) = state
-                .stream
-                .subscribe(connection, &sub, filter, Scope::All, since)
+            if let Err(err) =
+                state
+                    .stream
+                    .subscribe(connection, &sub, filter, principal.scope.clone(), since)
             {
                 outbox.push_control(error_frame(Some(&sub), err.code(), &err.to_string()));
             }
@@ -327,6 +386,9 @@ fn handle_text(state: &AppState, connection: u64, outbox: &Outbox, text: &str) {
         Request::Ping => {
             outbox.push_control(Bytes::from_static(b"{\"type\":\"pong\"}"));
         }
+        Request::Auth { .. } => {
+            outbox.push_control(error_frame(None, "bad-request", "already authenticated"));
+        }
     }
 }
 
@@ -335,20 +397,74 @@ fn millis_since(origin: Instant) -> u64 {
     u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Who is at the other end of a connection.
+struct Client {
+    connection: u64,
+    remote: std::net::IpAddr,
+    /// None until its first frame authenticates it.
+    principal: Option<Principal>,
+}
+
+/// Waits [`AUTH_TIMEOUT`] for the `auth` frame of a connection that brought no credentials, and
+/// answers it; anything else closes the connection with 4001 (or ends it, when the client left).
+async fn first_frame(
+    stream: &mut WebSocketStream<ReadOnly>,
+    state: &AppState,
+    remote: std::net::IpAddr,
+    outbox: &Outbox,
+) -> Result<Principal, Option<(u16, &'static str)>> {
+    let first = tokio::time::timeout(AUTH_TIMEOUT, stream.next()).await;
+    let text = match first {
+        Ok(Some(Ok(Message::Text(text)))) => text,
+        Ok(None | Some(Ok(Message::Close(_)) | Err(_))) => return Err(None),
+        Ok(Some(Ok(_))) | Err(_) => {
+            crate::access::gate::refused_at("ws", remote, "no_credentials");
+            return Err(Some((4001, "authentication required")));
+        }
+    };
+    let Ok(FirstFrame::Auth { token }) = serde_json::from_str::<FirstFrame>(text.as_str()) else {
+        crate::access::gate::refused_at("ws", remote, "no_credentials");
+        return Err(Some((4001, "authentication required")));
+    };
+    let principal = state
+        .gate
+        .authenticate_token("ws", remote, &token)
+        .map_err(|_| Some((4001, "invalid credentials")))?;
+    let mut reply = String::from("{\"type\":\"authenticated\",\"user\":");
+    write_json_str(&mut reply, principal.name());
+    reply.push('}');
+    outbox.push_control(reply.into());
+    Ok(principal)
+}
+
 /// Reads client messages until the client closes, fails, or sends an over-long frame. Runs as its own task
 /// so that delivering notifications never polls the socket for reading.
 async fn read_requests(
     mut stream: WebSocketStream<ReadOnly>,
     state: AppState,
-    connection: u64,
+    client: Client,
     outbox: Arc<Outbox>,
     origin: Instant,
     last_heard: Arc<std::sync::atomic::AtomicU64>,
 ) -> Option<(u16, &'static str)> {
+    let Client {
+        connection,
+        remote,
+        principal,
+    } = client;
+    let principal = match principal {
+        Some(principal) => principal,
+        None => match first_frame(&mut stream, &state, remote, &outbox).await {
+            Ok(principal) => principal,
+            Err(close) => return close,
+        },
+    };
     while let Some(message) = stream.next().await {
         last_heard.store(millis_since(origin), Ordering::Relaxed);
         match message {
-            Ok(Message::Text(text)) => handle_text(&state, connection, &outbox, text.as_str()),
+            Ok(Message::Text(text)) => {
+                handle_text(&state, &principal, connection, &outbox, text.as_str());
+            }
             Ok(Message::Binary(_)) => {
                 outbox.push_control(error_frame(
                     None,
@@ -371,7 +487,12 @@ async fn read_requests(
     None
 }
 
-async fn connection(io: Io, state: AppState) {
+async fn connection(
+    io: Io,
+    state: AppState,
+    remote: std::net::IpAddr,
+    principal: Option<Principal>,
+) {
     let (read_half, write_half) = tokio::io::split(io);
     // A small read buffer: clients send little, and an idle connection should cost kilobytes.
     let config = WebSocketConfig::default()
@@ -388,10 +509,15 @@ async fn connection(io: Io, state: AppState) {
     metrics::gauge!("callgate_ws_connections_open").increment(1.0);
     let origin = Instant::now();
     let last_heard = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let client = Client {
+        connection,
+        remote,
+        principal,
+    };
     let mut reader = tokio::spawn(read_requests(
         stream,
         state.clone(),
-        connection,
+        client,
         Arc::clone(&outbox),
         origin,
         Arc::clone(&last_heard),

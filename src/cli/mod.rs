@@ -1,4 +1,5 @@
 //! The command line: one module per subcommand.
 
+pub mod access;
 pub mod fold;
 pub mod sim;

@@ -347,12 +347,7 @@ impl Reducer {
 
     fn add_device(&mut self, server: u32, dn: &str) -> u32 {
         let server_name = self.server_names.get(server as usize).map_or("", |s| &**s);
-        let device_id = uuid::Uuid::new_v5(
-            &uuid::Uuid::NAMESPACE_URL,
-            format!("tserver:{server_name}/{dn}").as_bytes(),
-        )
-        .hyphenated()
-        .to_string();
+        let device_id = device_id(server_name, dn);
         let mut device_uri_json = String::new();
         crate::json::write_json_str(
             &mut device_uri_json,
@@ -700,6 +695,17 @@ impl Fold {
     pub fn links(&self) -> impl Iterator<Item = (&str, Option<bool>)> {
         self.sequencer.links()
     }
+}
+
+/// The id of the device `dn` of the T-Server `server` ("" for the default Server): the UUID version 5,
+/// in the URL namespace, of `tserver:{server}/{dn}` (call-resource.md, `deviceUri`).
+pub fn device_id(server: &str, dn: &str) -> String {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_URL,
+        format!("tserver:{server}/{dn}").as_bytes(),
+    )
+    .hyphenated()
+    .to_string()
 }
 
 #[cfg(test)]

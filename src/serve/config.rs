@@ -68,6 +68,16 @@ pub struct ServeArgs {
     /// ~1.3 KB to ~150 bytes each, for CPU the gateway does not otherwise use.
     #[arg(long, env = "CALLGATE_PACK_FRAMES", action = clap::ArgAction::Set)]
     pub pack_frames: Option<bool>,
+    /// The access file: users, roles, devices, tokens, ingest sources (access.md). Without one the
+    /// gateway runs open, which is refused on a non-loopback address without --insecure-open.
+    #[arg(long, env = "CALLGATE_ACCESS")]
+    pub access: Option<PathBuf>,
+    /// The session cookie's name [default: JSESSIONID].
+    #[arg(long, env = "CALLGATE_SESSION_COOKIE")]
+    pub session_cookie: Option<String>,
+    /// Run open (no access file), or take events from any source, on non-loopback addresses.
+    #[arg(long, env = "CALLGATE_INSECURE_OPEN")]
+    pub insecure_open: bool,
     /// A TOML file with any of these settings (keys as the flags: `listen`, `released-linger`, ...).
     #[arg(long, env = "CALLGATE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -92,6 +102,9 @@ struct FileConfig {
     stale_call_after: Option<f64>,
     max_http_connections: Option<usize>,
     pack_frames: Option<bool>,
+    access: Option<PathBuf>,
+    session_cookie: Option<String>,
+    insecure_open: Option<bool>,
 }
 
 /// Settings after merging every source.
@@ -127,6 +140,12 @@ pub struct ServeConfig {
     pub max_http_connections: usize,
     /// Whether frames at rest are packed.
     pub pack_frames: bool,
+    /// The access file (none: open mode).
+    pub access: Option<PathBuf>,
+    /// The session cookie's name.
+    pub session_cookie: String,
+    /// Open mode, and ingest without sources, allowed on non-loopback addresses.
+    pub insecure_open: bool,
 }
 
 /// A settings problem (exit status 2).
@@ -232,8 +251,23 @@ impl ServeArgs {
                 .unwrap_or(10_000)
                 .max(1),
             pack_frames: self.pack_frames.or(file.pack_frames).unwrap_or(true),
+            access: self.access.or(file.access),
+            session_cookie: cookie_name(self.session_cookie.or(file.session_cookie))?,
+            insecure_open: self.insecure_open || file.insecure_open.unwrap_or(false),
         })
     }
+}
+
+/// The session cookie's name: a cookie token (RFC 6265), JSESSIONID by default.
+fn cookie_name(name: Option<String>) -> Result<String, ConfigError> {
+    let name = name.unwrap_or_else(|| "JSESSIONID".to_owned());
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token) {
+        return Err(ConfigError::Invalid(format!(
+            "session-cookie must be a cookie name (letters, digits, !#$%&'*+-.^_`|~), not {name:?}"
+        )));
+    }
+    Ok(name)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub mod config;
 
+use crate::access::Gate;
 use crate::api::{self, AppState};
 use crate::delivery::{OutboxLimits, Renderer};
 use crate::event::{Decoded, decode_line};
@@ -46,6 +47,12 @@ pub enum ServeError {
     /// The frame packer's thread could not be started.
     #[error("cannot start the frame packer: {0}")]
     Packer(std::io::Error),
+    /// The access file is not valid.
+    #[error(transparent)]
+    Access(#[from] crate::access::AccessError),
+    /// Open mode, or ingest without sources, on a non-loopback address without `--insecure-open`.
+    #[error("{0}")]
+    Insecure(String),
     /// A task the gateway cannot work without died (the cause names it).
     #[error("{0}")]
     TaskDied(String),
@@ -58,6 +65,39 @@ pub struct Bound {
     pub listen: SocketAddr,
     /// Ingest.
     pub ingest: SocketAddr,
+    /// Whether the gateway runs open (no access file): everything visible to everyone.
+    pub open: bool,
+}
+
+/// The gate for `config`: open without an access file, which only loopback listeners allow unless
+/// `--insecure-open`; likewise an ingest socket without `[[ingest]]` sources.
+fn gate(config: &ServeConfig) -> Result<Gate, ServeError> {
+    let access = config
+        .access
+        .as_deref()
+        .map(crate::access::Access::load)
+        .transpose()?;
+    let open_ingest = access
+        .as_ref()
+        .is_none_or(|access| access.ingest_sources().is_empty());
+    if !config.insecure_open {
+        if access.is_none() && !config.listen.ip().is_loopback() {
+            return Err(ServeError::Insecure(format!(
+                "refusing to run open (no --access file) on {}: everyone could read every call; give --access FILE, or --insecure-open",
+                config.listen
+            )));
+        }
+        if open_ingest && !config.ingest.ip().is_loopback() {
+            return Err(ServeError::Insecure(format!(
+                "refusing ingest from anyone on {}: give [[ingest]] sources in the access file, or --insecure-open",
+                config.ingest
+            )));
+        }
+    }
+    match access {
+        None => Ok(Gate::open()),
+        Some(access) => Gate::secured(access, &config.session_cookie).map_err(ServeError::Insecure),
+    }
 }
 
 /// Runs the gateway until `shutdown` completes, then shuts down gracefully. `on_ready` is called once
@@ -77,6 +117,19 @@ pub async fn run(
         .map_err(|err| ServeError::Metrics(err.to_string()))?
         .install_recorder()
         .map_err(|err| ServeError::Metrics(err.to_string()))?;
+    let gate = Arc::new(gate(&config)?);
+    if gate.is_open() {
+        tracing::warn!("running open: no access file, everyone can see every call (access.md)");
+    } else {
+        tracing::info!(
+            "running with the access file {}",
+            config
+                .access
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
+        );
+    }
     // Before binding: the gateway is not ready until the first event with a number cannot stall it.
     let started = std::time::Instant::now();
     let regions = tokio::task::spawn_blocking(crate::enrich::phone::warm_up)
@@ -98,6 +151,7 @@ pub async fn run(
     let bound = Bound {
         listen: http.local_addr().map_err(ServeError::Http)?,
         ingest: ingest.local_addr().map_err(ServeError::Http)?,
+        open: gate.is_open(),
     };
     let base_url = config
         .base_url
@@ -156,6 +210,8 @@ pub async fn run(
         cancel: cancel.clone(),
         tracker: connections.clone(),
         ws_permits: Arc::new(tokio::sync::Semaphore::new(config.max_ws_connections)),
+        gate: Arc::clone(&gate),
+        tls: false,
     };
 
     let (ingest_done_tx, ingest_done) = tokio::sync::oneshot::channel::<()>();

@@ -989,7 +989,11 @@ mod tests {
                 .map(|n| numbered(n, CallState::Ringing, 1))
                 .collect(),
         );
-        let scope = || Scope::Devices(["dev-7001".into(), "dev-7002".into()].into_iter().collect());
+        let scope = || {
+            Scope::Devices(Arc::new(
+                ["dev-7001".into(), "dev-7002".into()].into_iter().collect(),
+            ))
+        };
         let (connection, outbox) = stream.connect();
         stream
             .subscribe(connection, "mine", CallFilter::default(), scope(), None)

@@ -93,15 +93,20 @@ pub enum Scope {
     /// Every device (an administrator, or the gateway without an access file).
     #[default]
     All,
-    /// These devices only (by device id).
-    Devices(HashSet<Arc<str>>),
+    /// These devices only (by device id); shared by every subscription of principals with the same scope.
+    Devices(Arc<HashSet<Arc<str>>>),
 }
 
 impl Scope {
     fn allows(&self, call: &CallMeta) -> bool {
+        self.allows_device(&call.device_id)
+    }
+
+    /// Whether the device `device_id` is in scope.
+    pub fn allows_device(&self, device_id: &str) -> bool {
         match self {
             Scope::All => true,
-            Scope::Devices(devices) => devices.contains(&*call.device_id),
+            Scope::Devices(devices) => devices.contains(device_id),
         }
     }
 }
