@@ -605,3 +605,108 @@ fn hash_password_prints_a_hash_that_logs_in() {
         b"s3cret"
     ));
 }
+
+/// An access file whose only ingest source, "sip", has the token `sip-token` and writes Server SIPTS750.
+fn ingest_access_file(dir: &Path) -> PathBuf {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(b"sip-token");
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let path = dir.join("ingest.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[user]]\nusername = \"root\"\nroles = [\"admin\"]\n\n[[ingest]]\nname = \"sip\"\ntoken_sha256 = \"{hex}\"\nservers = [\"SIPTS750\"]\n"
+        ),
+    )
+    .expect("access file");
+    path
+}
+
+/// Writes `text` on a fresh ingest connection, half-closes, and returns every reply line.
+fn ingest_lines(gateway: &Gateway, text: &str) -> Vec<serde_json::Value> {
+    let mut client = support::Ingest::connect(gateway);
+    client.send(text.as_bytes());
+    client.finish()
+}
+
+#[test]
+fn an_ingest_source_needs_its_token_and_writes_only_its_servers() {
+    let dir = temp_dir("ingest");
+    let access = ingest_access_file(&dir);
+    let gateway = Gateway::start(&["--access", access.to_str().expect("path")]);
+    let event = |server: &str, conn: u32| {
+        format!(
+            "{{\"event\":\"EventRinging\",\"Server\":\"{server}\",\"ConnID\":\"{conn:016x}\",\"ThisDN\":\"7001\",\"EventSequenceNumber\":{conn}}}\n"
+        )
+    };
+    let unauthorized = serde_json::json!({"error": "unauthorized"});
+    assert_eq!(
+        ingest_lines(&gateway, &event("SIPTS750", 1)),
+        std::slice::from_ref(&unauthorized)
+    );
+    assert_eq!(
+        ingest_lines(
+            &gateway,
+            &format!("{{\"auth\":\"wrong\"}}\n{}", event("SIPTS750", 1))
+        ),
+        [unauthorized]
+    );
+    let replies = ingest_lines(
+        &gateway,
+        &format!(
+            "{{\"auth\":\"sip-token\"}}\n{}{}",
+            event("SIPTS750", 1),
+            event("OTHER", 2)
+        ),
+    );
+    assert_eq!(replies[0], serde_json::json!({"authenticated": "sip"}));
+    assert!(
+        replies.contains(&serde_json::json!({"error": "server not allowed: OTHER", "line": 3})),
+        "{replies:?}"
+    );
+    let last = replies.last().expect("a final ack");
+    assert_eq!(
+        (last["applied"].as_u64(), last["rejected"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        gateway.metric("callgate_access_denied_total{door=\"ingest\",reason=\"token\"}"),
+        Some(2.0)
+    );
+}
+
+#[test]
+fn sim_connects_with_a_token() {
+    let dir = temp_dir("simtoken");
+    let access = ingest_access_file(&dir);
+    let gateway = Gateway::start(&["--access", access.to_str().expect("path")]);
+    let run = |token: &str| {
+        Command::new(env!("CARGO_BIN_EXE_callgate"))
+            .args([
+                "sim",
+                "--events",
+                "200",
+                "--server",
+                "SIPTS750",
+                "--connect",
+                &gateway.ingest,
+                "--token",
+                token,
+            ])
+            .output()
+            .expect("runs")
+    };
+    let ok = run("sip-token");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let ack: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&ok.stderr).trim()).expect("the last ack");
+    assert_eq!(ack["rejected"], 0);
+    assert!(ack["applied"].as_u64().is_some_and(|n| n > 0));
+    let refused = run("wrong");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("refused the token"));
+}

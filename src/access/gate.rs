@@ -4,7 +4,7 @@
 //! Every refusal is logged for audit (user or address, door, reason; never a secret) and counted in
 //! `callgate_access_denied_total{door,reason}`.
 
-use super::file::{Access, User};
+use super::file::{Access, IngestSource, User};
 use super::jwt::{JwtVerifier, TokenError};
 use super::sessions::Sessions;
 use super::throttle::{Checked, PasswordChecks};
@@ -207,6 +207,27 @@ impl Gate {
             scope: current.access.scope(user),
             user: Some(Arc::clone(user)),
         })
+    }
+
+    /// Whether ingest connections must present a source's token (the access file has `[[ingest]]`).
+    pub fn ingest_needs_token(&self) -> bool {
+        self.now_current()
+            .is_some_and(|current| !current.access.ingest_sources().is_empty())
+    }
+
+    /// The ingest source whose token is `token`. Its SHA-256 is compared with every source's in time
+    /// independent of where they differ, and with all of them, so timing tells nothing of the tokens.
+    pub fn ingest_source(&self, token: &str) -> Option<IngestSource> {
+        use sha2::Digest;
+        let current = self.now_current()?;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let mut found = None;
+        for source in current.access.ingest_sources() {
+            if same(&digest, &source.token_sha256) && found.is_none() {
+                found = Some(source.clone());
+            }
+        }
+        found
     }
 
     /// Lets `request` in or says why not; refusals are logged and counted.

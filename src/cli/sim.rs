@@ -63,11 +63,23 @@ pub struct SimArgs {
     /// is printed on standard error.
     #[arg(long)]
     pub connect: Option<String>,
+    /// The ingest source's token, sent as the first line when the gateway's access file has
+    /// `[[ingest]]` sources (access.md).
+    #[arg(
+        long,
+        env = "CALLGATE_INGEST_TOKEN",
+        requires = "connect",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
 
 /// Why `sim` failed (exit status 2).
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
+    /// The gateway refused the ingest token.
+    #[error("the gateway refused the token: {0}")]
+    Refused(String),
     /// No end was given, so the simulation would never stop.
     #[error("give --calls, --duration or --events")]
     Endless,
@@ -308,8 +320,11 @@ pub fn run(args: &SimArgs) -> Result<(), SimError> {
         Some(address) => {
             let stream = TcpStream::connect(address)?;
             stream.set_nodelay(true)?;
+            let mut reader = BufReader::new(stream.try_clone()?);
+            if let Some(token) = &args.token {
+                authenticate(&stream, &mut reader, token)?;
+            }
             // Read acknowledgements as they come, so the gateway never blocks writing them.
-            let reader = BufReader::new(stream.try_clone()?);
             let acks = std::thread::spawn(move || reader.lines().map_while(Result::ok).last());
             let mut writer = BufWriter::new(stream.try_clone()?);
             emit(events, &mut writer, args.speed)?;
@@ -328,6 +343,24 @@ pub fn run(args: &SimArgs) -> Result<(), SimError> {
             ),
             None => emit(events, &mut BufWriter::new(io::stdout().lock()), args.speed),
         },
+    }
+}
+
+/// Sends the auth line and reads the gateway's answer.
+fn authenticate(
+    mut stream: &TcpStream,
+    reader: &mut impl BufRead,
+    token: &str,
+) -> Result<(), SimError> {
+    let line = serde_json::json!({ "auth": token }).to_string();
+    stream.write_all(format!("{line}\n").as_bytes())?;
+    let mut answer = String::new();
+    reader.read_line(&mut answer)?;
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+    if answer.get("authenticated").is_some() {
+        Ok(())
+    } else {
+        Err(SimError::Refused(answer.to_string()))
     }
 }
 

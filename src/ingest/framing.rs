@@ -56,6 +56,11 @@ impl LineFramer {
         }
     }
 
+    /// Counts `lines` lines as read already (the ingest auth line, read before framing starts).
+    pub fn skip_lines(&mut self, lines: u64) {
+        self.line_number += lines;
+    }
+
     /// The number of the last line returned (or being discarded).
     pub fn line_number(&self) -> u64 {
         self.line_number

@@ -5,9 +5,15 @@
 //! decoded here, on the connection's task (so decoding spreads over the runtime's threads), and handed to
 //! the pipeline one socket read at a time; while the pipeline is full the connection stops reading, so a
 //! fast T-Server is slowed by TCP rather than buffered without bound.
+//!
+//! With `[[ingest]]` sources in the access file (access.md, "Ingest"), a connection's first line is
+//! `{"auth":"<token>"}`, answered `{"authenticated":"<name>"}` or `{"error":"unauthorized"}` and a
+//! close; after it, an event of a Server the source may not write is rejected like a bad line, so one
+//! source can neither write nor advance the sequence numbers of another's T-Server.
 
 use super::framing::{Frame, LineFramer, MAX_LINE_BYTES};
 use super::lines::{Line, decode_frame};
+use crate::access::{Gate, IngestSource};
 use crate::json::write_json_str;
 use crate::pipeline::{ConnStats, Pipeline, Submission};
 use crate::reduce::{Disposition, IgnoreReason};
@@ -30,6 +36,8 @@ const READ_CHUNK: usize = 64 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a reply may wait for the client to read before the connection is given up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection that must authenticate has to send its auth line.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle time before the first keepalive probe, the time between probes, and probes before giving up.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
@@ -40,6 +48,7 @@ pub async fn serve(
     listener: TcpListener,
     pipeline: Arc<Pipeline>,
     max_connections: usize,
+    gate: Arc<Gate>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -69,10 +78,22 @@ pub async fn serve(
         metrics::gauge!("callgate_ingest_connections").increment(1.0);
         let pipeline = Arc::clone(&pipeline);
         let cancel = cancel.clone();
+        let gate = Arc::clone(&gate);
         tracker.spawn(async move {
             let _permit = permit;
             tracing::info!(%peer, "ingest connection opened");
-            if let Err(err) = connection(stream, pipeline, cancel).await {
+            let source = if gate.ingest_needs_token() {
+                match authenticate(&mut stream, &gate, peer).await {
+                    Some(source) => Some(source),
+                    None => {
+                        metrics::gauge!("callgate_ingest_connections").decrement(1.0);
+                        return;
+                    }
+                }
+            } else {
+                None
+            };
+            if let Err(err) = connection(stream, pipeline, source, cancel).await {
                 tracing::info!(%peer, "ingest connection ended: {err}");
             } else {
                 tracing::info!(%peer, "ingest connection closed");
@@ -162,14 +183,88 @@ fn quick_ack(reader: &tokio::net::tcp::OwnedReadHalf) {
     let _ = reader;
 }
 
+/// Reads the auth line (line 1) byte by byte, so that nothing after it is consumed, and answers it.
+/// Returns the source, or `None` once the connection has been refused and closed.
+async fn authenticate(
+    stream: &mut TcpStream,
+    gate: &Gate,
+    peer: std::net::SocketAddr,
+) -> Option<IngestSource> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct AuthLine {
+        auth: String,
+    }
+    let line = tokio::time::timeout(AUTH_TIMEOUT, read_line(stream)).await;
+    let source = match line {
+        Ok(Ok(Some(line))) => serde_json::from_slice::<AuthLine>(&line)
+            .ok()
+            .and_then(|auth| gate.ingest_source(&auth.auth)),
+        _ => None,
+    };
+    let Some(source) = source else {
+        crate::access::gate::refused_at("ingest", peer.ip(), "token");
+        let _ = write_replies_to(stream, b"{\"error\":\"unauthorized\"}\n").await;
+        let _ = stream.shutdown().await;
+        return None;
+    };
+    tracing::info!(%peer, source = %source.name, "ingest source authenticated");
+    let mut reply = String::from("{\"authenticated\":");
+    write_json_str(&mut reply, &source.name);
+    reply.push_str("}\n");
+    write_replies_to(stream, reply.as_bytes()).await.ok()?;
+    Some(source)
+}
+
+/// One line (without its end) of at most [`MAX_LINE_BYTES`]; `None` at end of stream or past the bound.
+async fn read_line(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        if stream.read(&mut byte).await? == 0 || line.len() > MAX_LINE_BYTES {
+            return Ok(None);
+        }
+        if byte[0] == b'\n' {
+            return Ok(Some(line));
+        }
+        line.push(byte[0]);
+    }
+}
+
+async fn write_replies_to(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(bytes)).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client did not read its replies",
+        )),
+    }
+}
+
+/// Counts a rejected line and queues its error line.
+fn reject(number: u64, message: &str, stats: &ConnStats, replies: &mut Vec<u8>) {
+    metrics::counter!("callgate_events_total", "outcome" => "rejected").increment(1);
+    stats.rejected.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!("ingest line {number} rejected: {message}");
+    let mut line = String::from("{\"error\":");
+    write_json_str(&mut line, message);
+    line.push_str(&format!(",\"line\":{number}}}\n"));
+    replies.extend_from_slice(line.as_bytes());
+}
+
 async fn connection(
     stream: TcpStream,
     pipeline: Arc<Pipeline>,
+    source: Option<IngestSource>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let (mut reader, mut writer) = stream.into_split();
     let stats = Arc::new(ConnStats::default());
     let mut framer = LineFramer::new(MAX_LINE_BYTES);
+    // The auth line, when there was one, was line 1.
+    if source.is_some() {
+        framer.skip_lines(1);
+    }
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut replies = Vec::<u8>::new();
     let mut last_ack = AckState::default();
@@ -197,6 +292,15 @@ async fn connection(
         let take = |frame: Frame, batch: &mut Vec<Submission>, replies: &mut Vec<u8>| {
             let (number, error) = match decode_frame(&frame) {
                 (_, Line::Blank) => return,
+                (number, Line::Event(event))
+                    if source
+                        .as_ref()
+                        .is_some_and(|source| !source.servers.allows(&event.server)) =>
+                {
+                    let message = format!("server not allowed: {}", event.server);
+                    reject(number, &message, &stats, replies);
+                    return;
+                }
                 (_, Line::Event(event)) => {
                     batch.push(Submission {
                         event: event.into_owned(),
@@ -214,13 +318,7 @@ async fn connection(
                 }
                 (number, Line::Rejected(error)) => (number, error),
             };
-            metrics::counter!("callgate_events_total", "outcome" => "rejected").increment(1);
-            stats.rejected.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("ingest line {number} rejected: {error}");
-            let mut line = String::from("{\"error\":");
-            write_json_str(&mut line, &error.to_string());
-            line.push_str(&format!(",\"line\":{number}}}\n"));
-            replies.extend_from_slice(line.as_bytes());
+            reject(number, &error.to_string(), &stats, replies);
         };
         if read == 0 {
             eof = true;

@@ -118,8 +118,15 @@ pub async fn run(
         .install_recorder()
         .map_err(|err| ServeError::Metrics(err.to_string()))?;
     let gate = Arc::new(gate(&config)?);
-    if gate.is_open() {
-        tracing::warn!("running open: no access file, everyone can see every call (access.md)");
+    if gate.is_open() && !config.listen.ip().is_loopback() {
+        tracing::warn!(
+            "running open on {} (--insecure-open): no access file, everyone can see every call",
+            config.listen
+        );
+    } else if gate.is_open() {
+        tracing::info!(
+            "running open on loopback: no access file, every local client sees every call"
+        );
     } else {
         tracing::info!(
             "running with the access file {}",
@@ -219,6 +226,7 @@ pub async fn run(
         ingest,
         Arc::clone(&pipeline),
         config.max_ingest_connections,
+        Arc::clone(&gate),
         cancel.clone(),
         connections.clone(),
     );
