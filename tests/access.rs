@@ -710,3 +710,97 @@ fn sim_connects_with_a_token() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("refused the token"));
 }
+
+fn two_device_file(path: &Path, agent1_devices: &str, with_agent1: bool) {
+    let agent1 = if with_agent1 {
+        format!(
+            "[[user]]\nusername = \"agent1\"\nroles = [\"agent\"]\ndevices = [{agent1_devices}]\n\n"
+        )
+    } else {
+        String::new()
+    };
+    let text = format!(
+        "{agent1}[[user]]\nusername = \"root\"\nroles = [\"admin\"]\n\n[jwt]\nhs256_secret_file = \"jwt.secret\"\naudience = \"callgate\"\n"
+    );
+    std::fs::write(path, text).expect("access file");
+}
+
+fn hangup(gateway: &Gateway) {
+    let status = Command::new("kill")
+        .args(["-HUP", &gateway.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// Waits until `/api/v2/calls` shows `user` `want` calls (the reload has taken effect).
+async fn until_visible(gateway: &Gateway, user: &str, want: usize) {
+    for _ in 0..100 {
+        let bearer = format!("Bearer {}", token(user));
+        let (status, body) = get(gateway, "/api/v2/calls", &[("Authorization", &bearer)]);
+        if status == 200 && body["calls"].as_array().map(Vec::len) == Some(want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{user} never saw {want} calls");
+}
+
+#[tokio::test]
+async fn a_reload_narrows_a_live_subscription_at_once_and_removes_a_user() {
+    let _guard = support::exclusive().await;
+    let dir = temp_dir("reload");
+    std::fs::write(dir.join("jwt.secret"), SECRET).expect("secret");
+    let path = dir.join("access.toml");
+    two_device_file(&path, "\"7001\", \"7002\"", true);
+    let gateway = Gateway::start(&["--access", path.to_str().expect("path")]);
+    ingest(&gateway, three_calls()).await;
+    let bearer = format!("Bearer {}", token("agent1"));
+    let mut ws = ws_connect(&gateway, &[("Authorization", &bearer)])
+        .await
+        .expect("upgrade");
+    let subscribe = serde_json::json!({"type": "subscribe", "sub": "mine"});
+    ws.send(Message::text(subscribe.to_string()))
+        .await
+        .expect("subscribe");
+    let subscribed = next_json(&mut ws, WAIT).await.expect("subscribed");
+    assert_eq!(subscribed["calls"].as_array().map(Vec::len), Some(2));
+
+    // A file that does not load keeps the one in force.
+    std::fs::write(
+        &path,
+        "[[user]]\nusername = \"agent1\"\nroles = [\"nonsense\"]\n",
+    )
+    .expect("write");
+    hangup(&gateway);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_visible(&gateway, "agent1", 2).await;
+
+    two_device_file(&path, "\"7001\"", true);
+    hangup(&gateway);
+    until_visible(&gateway, "agent1", 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let changes = "{\"event\":\"EventAttachedDataChanged\",\"ConnID\":\"0000000000000002\",\"ThisDN\":\"7002\",\"UserData\":{\"k\":\"2\"}}\n{\"event\":\"EventAttachedDataChanged\",\"ConnID\":\"0000000000000001\",\"ThisDN\":\"7001\",\"UserData\":{\"k\":\"1\"}}\n";
+    ingest(&gateway, changes.as_bytes().to_vec()).await;
+    let notification = next_json(&mut ws, WAIT).await.expect("a notification");
+    assert_eq!(
+        notification["data"]["call"]["userData"]["k"], "1",
+        "7002 is out of scope now: {notification}"
+    );
+    assert!(
+        next_json(&mut ws, Duration::from_millis(500))
+            .await
+            .is_none()
+    );
+
+    two_device_file(&path, "", false);
+    hangup(&gateway);
+    assert_eq!(close_code(&mut ws).await, Some(4001), "agent1 is gone");
+    let (status, _, _) = http_request(
+        &gateway.http,
+        "GET",
+        "/api/v2/calls",
+        &[("Authorization", &bearer)],
+    );
+    assert_eq!(status, 401);
+}

@@ -146,6 +146,8 @@ pub struct Gate {
     sessions: Sessions,
     checks: PasswordChecks,
     cookie_name: String,
+    /// Bumped at every reload, for connections to recompute their scope.
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl Gate {
@@ -156,6 +158,7 @@ impl Gate {
             sessions: Sessions::default(),
             checks: PasswordChecks::default(),
             cookie_name: "JSESSIONID".into(),
+            generation: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -166,6 +169,7 @@ impl Gate {
             sessions: Sessions::default(),
             checks: PasswordChecks::default(),
             cookie_name: cookie_name.to_owned(),
+            generation: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -178,7 +182,14 @@ impl Gate {
         *lock
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh;
+        self.generation.send_modify(|generation| *generation += 1);
         Ok(())
+    }
+
+    /// Changes at every reload: an open connection then asks [`Gate::principal_of`] for its user's
+    /// scope now.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// Whether the gateway runs open.

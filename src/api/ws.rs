@@ -437,6 +437,25 @@ async fn first_frame(
     Ok(principal)
 }
 
+/// After a reload of the access file: the principal's scope now, applied to the connection's
+/// subscriptions at once; a user no longer in the file is closed out with 4001.
+fn rescope(
+    state: &AppState,
+    connection: u64,
+    remote: std::net::IpAddr,
+    principal: &Principal,
+) -> Result<Principal, (u16, &'static str)> {
+    let Some(user) = &principal.user else {
+        return Ok(principal.clone());
+    };
+    let Some(fresh) = state.gate.principal_of(&user.username) else {
+        crate::access::gate::refused_at("ws", remote, "revoked");
+        return Err((4001, "credentials revoked"));
+    };
+    state.stream.rescope(connection, &fresh.scope);
+    Ok(fresh)
+}
+
 /// Reads client messages until the client closes, fails, or sends an over-long frame. Runs as its own task
 /// so that delivering notifications never polls the socket for reading.
 async fn read_requests(
@@ -452,14 +471,31 @@ async fn read_requests(
         remote,
         principal,
     } = client;
-    let principal = match principal {
+    let mut changes = state.gate.changes();
+    let mut principal = match principal {
         Some(principal) => principal,
         None => match first_frame(&mut stream, &state, remote, &outbox).await {
             Ok(principal) => principal,
             Err(close) => return close,
         },
     };
-    while let Some(message) = stream.next().await {
+    loop {
+        let message = tokio::select! {
+            message = stream.next() => message,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return None;
+                }
+                match rescope(&state, connection, remote, &principal) {
+                    Ok(fresh) => principal = fresh,
+                    Err(close) => return Some(close),
+                }
+                continue;
+            }
+        };
+        let Some(message) = message else {
+            break;
+        };
         last_heard.store(millis_since(origin), Ordering::Relaxed);
         match message {
             Ok(Message::Text(text)) => {

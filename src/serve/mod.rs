@@ -207,6 +207,10 @@ pub async fn run(
             crate::stream::packer::run_applier(Arc::clone(&stream), packed),
         );
     }
+    supervisor.spawn(
+        "access reloader",
+        reload_on_hangup(Arc::clone(&gate), config.access.clone(), cancel.clone()),
+    );
     let connections = TaskTracker::new();
     let ready = Arc::new(AtomicBool::new(false));
     let state = AppState {
@@ -282,6 +286,48 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Rereads the access file at every SIGHUP and puts it in force; a file that does not load keeps the
+/// one in force (access.md). Open connections recompute their scope from it at once.
+async fn reload_on_hangup(
+    gate: Arc<Gate>,
+    path: Option<std::path::PathBuf>,
+    cancel: CancellationToken,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(error) => {
+            tracing::warn!(
+                "SIGHUP cannot be caught, so the access file cannot be reloaded: {error}"
+            );
+            cancel.cancelled().await;
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            received = hangups.recv() => {
+                if received.is_none() {
+                    cancel.cancelled().await;
+                    return;
+                }
+            }
+        }
+        let Some(path) = &path else {
+            tracing::info!("SIGHUP: running open, no access file to reload");
+            continue;
+        };
+        let loaded = crate::access::Access::load(path)
+            .map_err(|error| error.to_string())
+            .and_then(|access| gate.reload(access));
+        match loaded {
+            Ok(()) => tracing::info!("SIGHUP: access file {} reloaded", path.display()),
+            Err(error) => tracing::error!("SIGHUP: keeping the access file in force: {error}"),
+        }
+    }
 }
 
 /// One rendering thread per core: snapshots of several connections render in parallel, each below

@@ -196,6 +196,12 @@ impl Stream {
         }
     }
 
+    /// Gives the subscriptions of `connection` the scope `scope` from the next notification on (the
+    /// access file was reloaded). Work is bounded by the connection's subscriptions.
+    pub fn rescope(&self, connection: ConnectionId, scope: &Scope) {
+        self.lock().subscriptions.rescope(connection, scope);
+    }
+
     /// Registers a new connection; returns its id and outbox.
     pub fn connect(&self) -> (ConnectionId, Arc<Outbox>) {
         let outbox = match &self.renderer {
@@ -979,6 +985,83 @@ mod tests {
         );
         assert!(!ids.contains(&"call-51"));
         assert_eq!(&ids[..3], ["call-1", "call-2", "call-52"]);
+    }
+
+    fn devices(names: &[&str]) -> Scope {
+        Scope::Devices(Arc::new(names.iter().map(|&name| name.into()).collect()))
+    }
+
+    fn seqs(outbox: &Outbox) -> Vec<u64> {
+        take(outbox)
+            .iter()
+            .filter_map(|f| f["seq"].as_u64())
+            .collect()
+    }
+
+    #[test]
+    fn a_changed_scope_applies_to_open_subscriptions_at_once() {
+        let stream = Stream::new(EPOCH, 100, OutboxLimits::default());
+        stream.publish(
+            (1..=4)
+                .map(|n| numbered(n, CallState::Ringing, 1))
+                .collect(),
+        );
+        let (connection, outbox) = stream.connect();
+        let both = devices(&["dev-7001", "dev-7002"]);
+        stream
+            .subscribe(
+                connection,
+                "mine",
+                CallFilter::default(),
+                both.clone(),
+                None,
+            )
+            .unwrap();
+        stream
+            .subscribe(connection, "two", filter("dn=7002"), both, None)
+            .unwrap();
+        take(&outbox);
+        stream.rescope(connection, &devices(&["dev-7001"]));
+        stream.publish(vec![
+            numbered(1, CallState::Established, 2),
+            numbered(2, CallState::Established, 2),
+        ]);
+        assert_eq!(seqs(&outbox), [5], "7002 left the scope");
+        stream.rescope(connection, &Scope::All);
+        stream.publish(vec![
+            numbered(2, CallState::Held, 3),
+            numbered(4, CallState::Established, 2),
+        ]);
+        assert_eq!(seqs(&outbox), [7, 8], "everything now");
+        stream.rescope(connection, &devices(&[]));
+        stream.publish(vec![numbered(1, CallState::Held, 3)]);
+        assert!(seqs(&outbox).is_empty());
+    }
+
+    #[test]
+    fn a_scope_too_large_to_index_still_holds() {
+        let stream = Stream::new(EPOCH, 100, OutboxLimits::default());
+        stream.publish(
+            (1..=4)
+                .map(|n| numbered(n, CallState::Ringing, 1))
+                .collect(),
+        );
+        let mut names: Vec<String> = (0..crate::subscriptions::MAX_SCOPE_KEYS + 10)
+            .map(|n| format!("dev-other-{n}"))
+            .collect();
+        names.push("dev-7003".into());
+        let large = Scope::Devices(Arc::new(names.iter().map(|n| n.as_str().into()).collect()));
+        let (connection, outbox) = stream.connect();
+        stream
+            .subscribe(connection, "team", CallFilter::default(), large, None)
+            .unwrap();
+        let snapshot = take(&outbox);
+        assert_eq!(snapshot[0]["calls"].as_array().map(Vec::len), Some(1));
+        stream.publish(vec![
+            numbered(3, CallState::Established, 2),
+            numbered(4, CallState::Established, 2),
+        ]);
+        assert_eq!(seqs(&outbox), [5], "7003 only");
     }
 
     #[test]

@@ -145,10 +145,29 @@ pub struct Matcher {
     /// Bit `1 << state as u8` for each state listed.
     states: Option<u8>,
     scope: Scope,
+    /// The filter has no member.
+    unfiltered: bool,
     /// Every call of the scope matches: no member and no scope restriction.
     everything: bool,
-    /// The device ids of a device scope, as a list for index lookups.
+    /// The device ids of a device scope, as a list for index lookups; empty for a scope too large to
+    /// file under (see [`MAX_SCOPE_KEYS`]).
     scope_list: Box<[Arc<str>]>,
+}
+
+/// A scope of more devices than this (a supervisor of a large team) files its subscription among the
+/// broad ones, tried against every notification with one set lookup, rather than under every device:
+/// ten thousand index entries per wallboard would cost more memory and subscribe time than the lookups.
+pub const MAX_SCOPE_KEYS: usize = 256;
+
+fn scope_list(scope: &Scope) -> Box<[Arc<str>]> {
+    match scope {
+        Scope::Devices(devices) if devices.len() <= MAX_SCOPE_KEYS => {
+            let mut list: Vec<Arc<str>> = devices.iter().cloned().collect();
+            list.sort_unstable();
+            list.into()
+        }
+        _ => Box::default(),
+    }
 }
 
 /// Which index of subscribers a matcher is filed under (see [`crate::subscriptions`]).
@@ -169,7 +188,8 @@ pub enum IndexKeys<'a> {
 impl Matcher {
     /// Compiles a validated filter with the subscriber's scope.
     pub fn new(filter: CallFilter, scope: Scope) -> Self {
-        let everything = filter.is_empty() && scope == Scope::All;
+        let unfiltered = filter.is_empty();
+        let everything = unfiltered && scope == Scope::All;
         let states = filter.state.map(|names| {
             names
                 .iter()
@@ -182,23 +202,31 @@ impl Matcher {
                 .filter_map(|value| ConnId::parse(value))
                 .collect()
         });
-        let scope_list = match &scope {
-            Scope::All => Box::default(),
-            Scope::Devices(devices) => {
-                let mut list: Vec<Arc<str>> = devices.iter().cloned().collect();
-                list.sort_unstable();
-                list.into()
-            }
-        };
         Self {
+            unfiltered,
             dn: filter.dn.map(Values::new),
             device_id: filter.device_id.map(Values::new),
             call_id: filter.call_id.map(Values::new),
             conn_id,
             states,
+            scope_list: scope_list(&scope),
             scope,
             everything,
-            scope_list,
+        }
+    }
+
+    /// The same filter with another scope (the access file was reloaded).
+    pub fn rescoped(&self, scope: Scope) -> Self {
+        Self {
+            dn: self.dn.clone(),
+            device_id: self.device_id.clone(),
+            call_id: self.call_id.clone(),
+            conn_id: self.conn_id.clone(),
+            states: self.states,
+            unfiltered: self.unfiltered,
+            everything: self.unfiltered && scope == Scope::All,
+            scope_list: scope_list(&scope),
+            scope,
         }
     }
 
@@ -233,7 +261,8 @@ impl Matcher {
             IndexKeys::Device(&devices.list)
         } else if let Some(calls) = &self.call_id {
             IndexKeys::Call(&calls.list)
-        } else if matches!(self.scope, Scope::Devices(_)) {
+        } else if matches!(&self.scope, Scope::Devices(devices) if devices.len() <= MAX_SCOPE_KEYS)
+        {
             IndexKeys::Device(&self.scope_list)
         } else {
             IndexKeys::Broad

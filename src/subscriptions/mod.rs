@@ -11,7 +11,9 @@ pub mod filter;
 
 use crate::delivery::Outbox;
 use crate::store::CallMeta;
-pub use filter::{CallFilter, FilterError, IndexKeys, MAX_FILTER_VALUES, Matcher, Scope};
+pub use filter::{
+    CallFilter, FilterError, IndexKeys, MAX_FILTER_VALUES, MAX_SCOPE_KEYS, Matcher, Scope,
+};
 use hashbrown::HashMap;
 use std::sync::Arc;
 
@@ -146,6 +148,27 @@ impl Subscriptions {
         self.file(connection, &matcher, false);
         self.refresh_everything(connection);
         Ok(())
+    }
+
+    /// Gives every subscription of `connection` the scope `scope`, refiling each under its new keys.
+    pub fn rescope(&mut self, connection: ConnectionId, scope: &Scope) {
+        let Some(conn) = self.connections.get(&connection) else {
+            return;
+        };
+        let old: Vec<(Box<str>, Arc<Matcher>)> = conn
+            .subscriptions
+            .iter()
+            .map(|(sub, matcher)| (sub.clone(), Arc::clone(matcher)))
+            .collect();
+        for (sub, matcher) in old {
+            let rescoped = Arc::new(matcher.rescoped(scope.clone()));
+            self.file(connection, &matcher, false);
+            self.file(connection, &rescoped, true);
+            if let Some(conn) = self.connections.get_mut(&connection) {
+                conn.subscriptions.insert(sub, rescoped);
+            }
+        }
+        self.refresh_everything(connection);
     }
 
     /// Connections registered.
