@@ -804,3 +804,91 @@ async fn a_reload_narrows_a_live_subscription_at_once_and_removes_a_user() {
     );
     assert_eq!(status, 401);
 }
+
+#[tokio::test]
+async fn other_sites_pages_are_refused_and_allowed_ones_get_cors_answers() {
+    let _guard = support::exclusive().await;
+    let dir = temp_dir("origin");
+    let access = access_file(&dir);
+    let gateway = Gateway::start(&[
+        "--access",
+        access.to_str().expect("path"),
+        "--allowed-origins",
+        "https://wallboard.example.com,http://desk.example.com:8000",
+    ]);
+    let own = format!("http://{}", gateway.http);
+    let bearer = format!("Bearer {}", token("root"));
+    // The WebSocket handshake: refused from another site, with or without credentials.
+    let evil = ws_connect(
+        &gateway,
+        &[
+            ("Origin", "https://evil.example.com"),
+            ("Authorization", &bearer),
+        ],
+    )
+    .await;
+    assert_eq!(evil.err(), Some(403));
+    let evil = ws_connect(&gateway, &[("Origin", "https://evil.example.com")]).await;
+    assert_eq!(evil.err(), Some(403));
+    for origin in [own.as_str(), "https://wallboard.example.com"] {
+        let ws = ws_connect(&gateway, &[("Origin", origin), ("Authorization", &bearer)]).await;
+        assert!(ws.is_ok(), "{origin}");
+    }
+    // REST with credentials from another site: 403; from an allowed one: marked for the browser.
+    let (status, _, _) = http_request(
+        &gateway.http,
+        "GET",
+        "/api/v2/calls",
+        &[
+            ("Origin", "https://evil.example.com"),
+            ("Authorization", &bearer),
+        ],
+    );
+    assert_eq!(status, 403);
+    let (status, head, _) = http_request(
+        &gateway.http,
+        "GET",
+        "/api/v2/calls",
+        &[
+            ("Origin", "http://desk.example.com:8000"),
+            ("Authorization", &bearer),
+        ],
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&head, "access-control-allow-origin"),
+        Some("http://desk.example.com:8000")
+    );
+    assert_eq!(
+        header(&head, "access-control-allow-credentials"),
+        Some("true")
+    );
+    // Preflights: answered for allowed origins only.
+    let preflight = |origin: &str| {
+        http_request(
+            &gateway.http,
+            "OPTIONS",
+            "/api/v2/calls",
+            &[
+                ("Origin", origin),
+                ("Access-Control-Request-Method", "GET"),
+                ("Access-Control-Request-Headers", "authorization"),
+            ],
+        )
+    };
+    let (status, head, _) = preflight("https://wallboard.example.com");
+    assert_eq!(status, 204);
+    assert_eq!(
+        header(&head, "access-control-allow-origin"),
+        Some("https://wallboard.example.com")
+    );
+    assert!(
+        header(&head, "access-control-allow-headers").is_some_and(|h| h.contains("Authorization"))
+    );
+    assert_eq!(preflight("https://evil.example.com").0, 403);
+    assert!(
+        gateway
+            .metric("callgate_access_denied_total{door=\"ws\",reason=\"origin\"}")
+            .is_some_and(|n| n >= 2.0)
+    );
+}

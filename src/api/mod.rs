@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod http;
+pub mod origin;
 pub mod server;
 pub mod ws;
 
@@ -35,6 +36,8 @@ pub struct AppState {
     pub gate: Arc<Gate>,
     /// Whether HTTP is served over TLS (session cookies are then `Secure`).
     pub tls: bool,
+    /// The browser origins allowed (access.md).
+    pub origins: Arc<origin::Origins>,
 }
 
 /// All routes.
@@ -61,6 +64,10 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
         .fallback(http::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            origin::cors,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(server::MAX_BODY))
         .with_state(state)
 }

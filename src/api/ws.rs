@@ -81,6 +81,10 @@ pub async fn upgrade(
     }
     let presented = super::auth::Presented::of(&request);
     let remote = presented.remote;
+    // Another site's page in an agent's browser must not subscribe with the agent's cookie.
+    if super::origin::of(request.headers()).is_some_and(|origin| !state.origins.allows(origin)) {
+        return super::origin::refused("ws", remote);
+    }
     let principal = match upgrade_principal(&state, presented).await {
         Ok(principal) => principal,
         Err(refusal) => return refusal,

@@ -78,6 +78,9 @@ pub struct ServeArgs {
     /// Run open (no access file), or take events from any source, on non-loopback addresses.
     #[arg(long, env = "CALLGATE_INSECURE_OPEN")]
     pub insecure_open: bool,
+    /// Browser origins allowed besides the --base-url's own, comma-separated (scheme://host[:port]).
+    #[arg(long, env = "CALLGATE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
     /// A TOML file with any of these settings (keys as the flags: `listen`, `released-linger`, ...).
     #[arg(long, env = "CALLGATE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -105,6 +108,7 @@ struct FileConfig {
     access: Option<PathBuf>,
     session_cookie: Option<String>,
     insecure_open: Option<bool>,
+    allowed_origins: Option<Vec<String>>,
 }
 
 /// Settings after merging every source.
@@ -146,6 +150,8 @@ pub struct ServeConfig {
     pub session_cookie: String,
     /// Open mode, and ingest without sources, allowed on non-loopback addresses.
     pub insecure_open: bool,
+    /// Browser origins allowed besides the base URL's.
+    pub allowed_origins: Vec<String>,
 }
 
 /// A settings problem (exit status 2).
@@ -254,6 +260,11 @@ impl ServeArgs {
             access: self.access.or(file.access),
             session_cookie: cookie_name(self.session_cookie.or(file.session_cookie))?,
             insecure_open: self.insecure_open || file.insecure_open.unwrap_or(false),
+            allowed_origins: if self.allowed_origins.is_empty() {
+                file.allowed_origins.unwrap_or_default()
+            } else {
+                self.allowed_origins
+            },
         })
     }
 }

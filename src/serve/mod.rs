@@ -50,6 +50,9 @@ pub enum ServeError {
     /// The access file is not valid.
     #[error(transparent)]
     Access(#[from] crate::access::AccessError),
+    /// `--allowed-origins` or `--base-url` is not an origin.
+    #[error("{0}")]
+    Origins(String),
     /// Open mode, or ingest without sources, on a non-loopback address without `--insecure-open`.
     #[error("{0}")]
     Insecure(String),
@@ -223,6 +226,10 @@ pub async fn run(
         ws_permits: Arc::new(tokio::sync::Semaphore::new(config.max_ws_connections)),
         gate: Arc::clone(&gate),
         tls: false,
+        origins: Arc::new(
+            crate::api::origin::Origins::new(&base_url, &config.allowed_origins)
+                .map_err(ServeError::Origins)?,
+        ),
     };
 
     let (ingest_done_tx, ingest_done) = tokio::sync::oneshot::channel::<()>();
