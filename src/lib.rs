@@ -24,3 +24,4 @@ pub mod stream;
 pub mod subscriptions;
 pub mod supervise;
 pub mod telemetry;
+pub mod tls;

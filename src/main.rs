@@ -42,7 +42,7 @@ enum Command {
         files: Vec<PathBuf>,
     },
     /// Run the gateway: TCP ingest, WebSocket fanout, REST.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Generate realistic T-Server traffic (JSON lines): to stdout, a file, or an ingest socket.
     Sim(SimArgs),
     /// Read a password (one line) on standard input and print its argon2id PHC string for the access
@@ -67,7 +67,7 @@ enum AccessCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::HashPassword => {
             match callgate::cli::access::hash_password(
                 &mut std::io::stdin().lock(),

@@ -35,6 +35,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     max_connections: usize,
+    tls: Option<Arc<crate::tls::Tls>>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -64,19 +65,28 @@ pub async fn serve(
         }
         let router = router.clone();
         let cancel = cancel.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            connection(TokioIo::new(stream), peer, router, cancel).await;
+            match tls {
+                None => connection(TokioIo::new(stream), peer, router, cancel).await,
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(stream) => connection(TokioIo::new(stream), peer, router, cancel).await,
+                    Err(err) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
+                },
+            }
         });
     }
 }
 
-async fn connection(
-    io: TokioIo<tokio::net::TcpStream>,
+async fn connection<I>(
+    io: TokioIo<I>,
     peer: std::net::SocketAddr,
     router: Router,
     cancel: CancellationToken,
-) {
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         let router = router.clone();
         // The peer's address, for the gate's per-address limits and the audit log.

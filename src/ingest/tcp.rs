@@ -18,11 +18,11 @@ use crate::json::write_json_str;
 use crate::pipeline::{ConnStats, Pipeline, Submission};
 use crate::reduce::{Disposition, IgnoreReason};
 use bytes::BytesMut;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +49,7 @@ pub async fn serve(
     pipeline: Arc<Pipeline>,
     max_connections: usize,
     gate: Arc<Gate>,
+    tls: Option<Arc<crate::tls::Tls>>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -79,24 +80,21 @@ pub async fn serve(
         let pipeline = Arc::clone(&pipeline);
         let cancel = cancel.clone();
         let gate = Arc::clone(&gate);
+        let tls = tls.clone();
         tracker.spawn(async move {
             let _permit = permit;
             tracing::info!(%peer, "ingest connection opened");
-            let source = if gate.ingest_needs_token() {
-                match authenticate(&mut stream, &gate, peer).await {
-                    Some(source) => Some(source),
-                    None => {
-                        metrics::gauge!("callgate_ingest_connections").decrement(1.0);
-                        return;
-                    }
-                }
-            } else {
-                None
+            let socket = stream.as_raw_fd();
+            let ended = match tls {
+                None => serve_stream(stream, socket, peer, &gate, pipeline, cancel).await,
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(stream) => serve_stream(stream, socket, peer, &gate, pipeline, cancel).await,
+                    Err(err) => Err(err),
+                },
             };
-            if let Err(err) = connection(stream, pipeline, source, cancel).await {
-                tracing::info!(%peer, "ingest connection ended: {err}");
-            } else {
-                tracing::info!(%peer, "ingest connection closed");
+            match ended {
+                Err(err) => tracing::info!(%peer, "ingest connection ended: {err}"),
+                Ok(()) => tracing::info!(%peer, "ingest connection closed"),
             }
             metrics::gauge!("callgate_ingest_connections").decrement(1.0);
         });
@@ -118,7 +116,7 @@ fn configure(stream: &TcpStream) {
 
 /// Writes acknowledgement or error lines, giving up on a client that has not read them for
 /// [`WRITE_TIMEOUT`]: its connection is closed and its slot freed.
-async fn write_replies(writer: &mut OwnedWriteHalf, bytes: &[u8]) -> std::io::Result<()> {
+async fn write_replies<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> std::io::Result<()> {
     match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(bytes)).await {
         Ok(result) => result,
         Err(_) => {
@@ -173,20 +171,42 @@ fn ack_line(state: AckState) -> String {
 /// 40 ms) its congestion window fills with unacknowledged segments and its next events wait on the wire
 /// (measured: a 40 ms p99 between an event's write and its arrival, at 1,000 events/s). Linux turns quick
 /// ACKs off again by itself, so it is set after every read.
-fn quick_ack(reader: &tokio::net::tcp::OwnedReadHalf) {
+fn quick_ack(socket: RawFd) {
     #[cfg(target_os = "linux")]
     {
-        let stream: &TcpStream = reader.as_ref();
-        let _ = socket2::SockRef::from(stream).set_tcp_quickack(true);
+        // SAFETY: the connection's task owns the socket (plain or under TLS) for as long as it calls
+        // this; the descriptor is only borrowed for one setsockopt.
+        let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(socket) };
+        let _ = socket2::SockRef::from(&socket).set_tcp_quickack(true);
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = reader;
+    let _ = socket;
+}
+
+/// One connection, plain or under TLS: its auth line when sources are configured, then its events.
+async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    mut stream: S,
+    socket: RawFd,
+    peer: std::net::SocketAddr,
+    gate: &Gate,
+    pipeline: Arc<Pipeline>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let source = if gate.ingest_needs_token() {
+        match authenticate(&mut stream, gate, peer).await {
+            Some(source) => Some(source),
+            None => return Ok(()),
+        }
+    } else {
+        None
+    };
+    connection(stream, socket, pipeline, source, cancel).await
 }
 
 /// Reads the auth line (line 1) byte by byte, so that nothing after it is consumed, and answers it.
 /// Returns the source, or `None` once the connection has been refused and closed.
-async fn authenticate(
-    stream: &mut TcpStream,
+async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     gate: &Gate,
     peer: std::net::SocketAddr,
 ) -> Option<IngestSource> {
@@ -204,7 +224,7 @@ async fn authenticate(
     };
     let Some(source) = source else {
         crate::access::gate::refused_at("ingest", peer.ip(), "token");
-        let _ = write_replies_to(stream, b"{\"error\":\"unauthorized\"}\n").await;
+        let _ = write_replies(stream, b"{\"error\":\"unauthorized\"}\n").await;
         let _ = stream.shutdown().await;
         return None;
     };
@@ -212,12 +232,12 @@ async fn authenticate(
     let mut reply = String::from("{\"authenticated\":");
     write_json_str(&mut reply, &source.name);
     reply.push_str("}\n");
-    write_replies_to(stream, reply.as_bytes()).await.ok()?;
+    write_replies(stream, reply.as_bytes()).await.ok()?;
     Some(source)
 }
 
 /// One line (without its end) of at most [`MAX_LINE_BYTES`]; `None` at end of stream or past the bound.
-async fn read_line(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+async fn read_line<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Option<Vec<u8>>> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     loop {
@@ -228,16 +248,6 @@ async fn read_line(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
             return Ok(Some(line));
         }
         line.push(byte[0]);
-    }
-}
-
-async fn write_replies_to(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
-    match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(bytes)).await {
-        Ok(result) => result,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "the client did not read its replies",
-        )),
     }
 }
 
@@ -252,13 +262,14 @@ fn reject(number: u64, message: &str, stats: &ConnStats, replies: &mut Vec<u8>) 
     replies.extend_from_slice(line.as_bytes());
 }
 
-async fn connection(
-    stream: TcpStream,
+async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
+    stream: S,
+    socket: RawFd,
     pipeline: Arc<Pipeline>,
     source: Option<IngestSource>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let stats = Arc::new(ConnStats::default());
     let mut framer = LineFramer::new(MAX_LINE_BYTES);
     // The auth line, when there was one, was line 1.
@@ -286,7 +297,7 @@ async fn connection(
             }
             read = reader.read_buf(&mut buf) => read?,
         };
-        quick_ack(&reader);
+        quick_ack(socket);
         let mut batch = Vec::new();
         let ingested = Instant::now();
         let take = |frame: Frame, batch: &mut Vec<Submission>, replies: &mut Vec<u8>| {

@@ -78,6 +78,21 @@ pub struct ServeArgs {
     /// Run open (no access file), or take events from any source, on non-loopback addresses.
     #[arg(long, env = "CALLGATE_INSECURE_OPEN")]
     pub insecure_open: bool,
+    /// Serve HTTP and WebSocket over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "CALLGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "CALLGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve the ingest socket over TLS with this certificate chain (PEM); needs --ingest-tls-key.
+    #[arg(long, env = "CALLGATE_INGEST_TLS_CERT", requires = "ingest_tls_key")]
+    pub ingest_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --ingest-tls-cert.
+    #[arg(long, env = "CALLGATE_INGEST_TLS_KEY", requires = "ingest_tls_cert")]
+    pub ingest_tls_key: Option<PathBuf>,
+    /// Require ingest clients to present a certificate signed by this CA (PEM); needs ingest TLS.
+    #[arg(long, env = "CALLGATE_INGEST_CLIENT_CA", requires = "ingest_tls_cert")]
+    pub ingest_client_ca: Option<PathBuf>,
     /// Browser origins allowed besides the --base-url's own, comma-separated (scheme://host[:port]).
     #[arg(long, env = "CALLGATE_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
@@ -109,6 +124,11 @@ struct FileConfig {
     session_cookie: Option<String>,
     insecure_open: Option<bool>,
     allowed_origins: Option<Vec<String>>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    ingest_tls_cert: Option<PathBuf>,
+    ingest_tls_key: Option<PathBuf>,
+    ingest_client_ca: Option<PathBuf>,
 }
 
 /// Settings after merging every source.
@@ -152,6 +172,10 @@ pub struct ServeConfig {
     pub insecure_open: bool,
     /// Browser origins allowed besides the base URL's.
     pub allowed_origins: Vec<String>,
+    /// TLS of the HTTP/WebSocket listener.
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// TLS of the ingest socket.
+    pub ingest_tls: Option<crate::tls::TlsFiles>,
 }
 
 /// A settings problem (exit status 2).
@@ -265,7 +289,42 @@ impl ServeArgs {
             } else {
                 self.allowed_origins
             },
+            tls: tls_files(
+                "tls",
+                self.tls_cert.or(file.tls_cert),
+                self.tls_key.or(file.tls_key),
+                None,
+            )?,
+            ingest_tls: tls_files(
+                "ingest-tls",
+                self.ingest_tls_cert.or(file.ingest_tls_cert),
+                self.ingest_tls_key.or(file.ingest_tls_key),
+                self.ingest_client_ca.or(file.ingest_client_ca),
+            )?,
         })
+    }
+}
+
+/// A listener's TLS files: a certificate and its key together, or neither.
+fn tls_files(
+    name: &str,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+) -> Result<Option<crate::tls::TlsFiles>, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(crate::tls::TlsFiles {
+            cert,
+            key,
+            client_ca,
+        })),
+        (None, None) if client_ca.is_none() => Ok(None),
+        (None, None) => Err(ConfigError::Invalid(
+            "ingest-client-ca needs ingest-tls-cert and ingest-tls-key".into(),
+        )),
+        _ => Err(ConfigError::Invalid(format!(
+            "{name}-cert and {name}-key go together"
+        ))),
     }
 }
 

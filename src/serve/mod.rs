@@ -12,6 +12,7 @@ use crate::pipeline::{ConnStats, Pipeline, PipelineConfig, Submission};
 use crate::reduce::ReducerConfig;
 use crate::stream::Stream;
 use crate::supervise::Supervisor;
+use crate::tls::Tls;
 pub use config::{LogFormat, ServeArgs, ServeConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,6 +51,9 @@ pub enum ServeError {
     /// The access file is not valid.
     #[error(transparent)]
     Access(#[from] crate::access::AccessError),
+    /// A certificate or key could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// `--allowed-origins` or `--base-url` is not an origin.
     #[error("{0}")]
     Origins(String),
@@ -163,10 +167,18 @@ pub async fn run(
         ingest: ingest.local_addr().map_err(ServeError::Http)?,
         open: gate.is_open(),
     };
+    let http_tls = config.tls.clone().map(Tls::new).transpose()?.map(Arc::new);
+    let ingest_tls = config
+        .ingest_tls
+        .clone()
+        .map(Tls::new)
+        .transpose()?
+        .map(Arc::new);
+    let scheme = if http_tls.is_some() { "https" } else { "http" };
     let base_url = config
         .base_url
         .clone()
-        .unwrap_or_else(|| format!("http://{}", bound.listen))
+        .unwrap_or_else(|| format!("{scheme}://{}", bound.listen))
         .trim_end_matches('/')
         .to_owned();
 
@@ -212,7 +224,12 @@ pub async fn run(
     }
     supervisor.spawn(
         "access reloader",
-        reload_on_hangup(Arc::clone(&gate), config.access.clone(), cancel.clone()),
+        reload_on_hangup(
+            Arc::clone(&gate),
+            config.access.clone(),
+            [http_tls.clone(), ingest_tls.clone()],
+            cancel.clone(),
+        ),
     );
     let connections = TaskTracker::new();
     let ready = Arc::new(AtomicBool::new(false));
@@ -225,7 +242,7 @@ pub async fn run(
         tracker: connections.clone(),
         ws_permits: Arc::new(tokio::sync::Semaphore::new(config.max_ws_connections)),
         gate: Arc::clone(&gate),
-        tls: false,
+        tls: http_tls.is_some(),
         origins: Arc::new(
             crate::api::origin::Origins::new(&base_url, &config.allowed_origins)
                 .map_err(ServeError::Origins)?,
@@ -238,6 +255,7 @@ pub async fn run(
         Arc::clone(&pipeline),
         config.max_ingest_connections,
         Arc::clone(&gate),
+        ingest_tls.clone(),
         cancel.clone(),
         connections.clone(),
     );
@@ -251,6 +269,7 @@ pub async fn run(
             http,
             api::router(state),
             config.max_http_connections,
+            http_tls.clone(),
             cancel.clone(),
             connections.clone(),
         ),
@@ -300,6 +319,7 @@ pub async fn run(
 async fn reload_on_hangup(
     gate: Arc<Gate>,
     path: Option<std::path::PathBuf>,
+    tls: [Option<Arc<Tls>>; 2],
     cancel: CancellationToken,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -321,6 +341,12 @@ async fn reload_on_hangup(
                     cancel.cancelled().await;
                     return;
                 }
+            }
+        }
+        for tls in tls.iter().flatten() {
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: certificates reloaded"),
+                Err(error) => tracing::error!("SIGHUP: keeping the certificates in force: {error}"),
             }
         }
         let Some(path) = &path else {
