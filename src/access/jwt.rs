@@ -155,3 +155,113 @@ fn jwks(text: &str) -> Result<Vec<(Option<String>, DecodingKey, Algorithm)>, Str
     }
     Ok(keys)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    fn settings(key: JwtKey) -> JwtSettings {
+        JwtSettings {
+            key,
+            issuer: "https://idp.example.com".into(),
+            audience: String::new(),
+            user_claim: "preferred_username".into(),
+            leeway_secs: 0,
+        }
+    }
+
+    fn claims(user: &str, exp: u64) -> serde_json::Value {
+        serde_json::json!({"preferred_username": user, "iss": "https://idp.example.com", "exp": exp})
+    }
+
+    /// A key pair of `algorithm` made now: the verifier's public PEM and the signer's key.
+    fn key_pair(algorithm: &'static rcgen::SignatureAlgorithm) -> (Vec<u8>, EncodingKey) {
+        let pair = rcgen::KeyPair::generate_for(algorithm).unwrap();
+        let private = pair.serialize_pem();
+        let signer = if algorithm == &rcgen::PKCS_RSA_SHA256 {
+            EncodingKey::from_rsa_pem(private.as_bytes()).unwrap()
+        } else {
+            EncodingKey::from_ec_pem(private.as_bytes()).unwrap()
+        };
+        (pair.public_key_pem().into_bytes(), signer)
+    }
+
+    #[test]
+    fn public_keys_pin_rs256_and_es256() {
+        for (algorithm, alg) in [
+            (&rcgen::PKCS_RSA_SHA256, Algorithm::RS256),
+            (&rcgen::PKCS_ECDSA_P256_SHA256, Algorithm::ES256),
+        ] {
+            let (public, signer) = key_pair(algorithm);
+            let verifier =
+                JwtVerifier::new(&settings(JwtKey::PublicKeyPem(public.clone()))).unwrap();
+            let token = encode(&Header::new(alg), &claims("agent1", now() + 60), &signer).unwrap();
+            assert_eq!(verifier.verify(&token), Ok("agent1".to_owned()), "{alg:?}");
+            // The public key used as an HS256 secret (the classic confusion) is refused.
+            let forged = encode(
+                &Header::new(Algorithm::HS256),
+                &claims("root", now() + 60),
+                &EncodingKey::from_secret(&public),
+            )
+            .unwrap();
+            assert_eq!(
+                verifier.verify(&forged),
+                Err(TokenError::Algorithm),
+                "{alg:?}"
+            );
+            let expired =
+                encode(&Header::new(alg), &claims("agent1", now() - 10), &signer).unwrap();
+            assert!(matches!(
+                verifier.verify(&expired),
+                Err(TokenError::Invalid(_))
+            ));
+            let wrong_issuer = serde_json::json!({"preferred_username": "agent1", "iss": "https://other", "exp": now() + 60});
+            let token = encode(&Header::new(alg), &wrong_issuer, &signer).unwrap();
+            assert!(matches!(
+                verifier.verify(&token),
+                Err(TokenError::Invalid(_))
+            ));
+            let no_user = serde_json::json!({"sub": "agent1", "iss": "https://idp.example.com", "exp": now() + 60});
+            let token = encode(&Header::new(alg), &no_user, &signer).unwrap();
+            assert_eq!(verifier.verify(&token), Err(TokenError::NoUser));
+        }
+    }
+
+    #[test]
+    fn a_jwks_key_is_chosen_by_kid() {
+        let secret = b"a-jwks-secret-of-at-least-32-bytes!!";
+        let k = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, secret);
+        let jwks = serde_json::json!({"keys": [
+            {"kty": "oct", "kid": "one", "alg": "HS256", "k": k},
+            {"kty": "oct", "kid": "two", "alg": "HS256", "k": "c2Vjb25kLXNlY3JldC1vZi1hdC1sZWFzdC0zMi1ieXRlcw"},
+        ]})
+        .to_string();
+        let verifier = JwtVerifier::new(&settings(JwtKey::Jwks(jwks))).unwrap();
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("one".into());
+        let signer = EncodingKey::from_secret(secret);
+        let token = encode(&header, &claims("agent1", now() + 60), &signer).unwrap();
+        assert_eq!(verifier.verify(&token), Ok("agent1".to_owned()));
+        header.kid = Some("two".into());
+        let token = encode(&header, &claims("agent1", now() + 60), &signer).unwrap();
+        assert!(matches!(
+            verifier.verify(&token),
+            Err(TokenError::Invalid(_))
+        ));
+        header.kid = Some("three".into());
+        let token = encode(&header, &claims("agent1", now() + 60), &signer).unwrap();
+        assert_eq!(verifier.verify(&token), Err(TokenError::UnknownKey));
+        header.kid = None;
+        let token = encode(&header, &claims("agent1", now() + 60), &signer).unwrap();
+        assert_eq!(
+            verifier.verify(&token),
+            Err(TokenError::UnknownKey),
+            "two keys: a kid is needed"
+        );
+    }
+}

@@ -291,6 +291,9 @@ impl Stream {
 }
 
 #[cfg(test)]
+mod scope_props;
+
+#[cfg(test)]
 mod tests {
     //! The resume window and delivery through the public API (api.md): `subscribed` with the snapshot as of
     //! its `seq`, or `resumed:true` and exactly the missed matching notifications when every notification
