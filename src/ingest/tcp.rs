@@ -226,6 +226,13 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         crate::access::gate::refused_at("ingest", peer.ip(), "token");
         let _ = write_replies(stream, b"{\"error\":\"unauthorized\"}\n").await;
         let _ = stream.shutdown().await;
+        // Closing with the client's events unread would reset the connection, and the client could
+        // lose the error line: read and drop what it still sends, for a moment, first.
+        let _ = tokio::time::timeout(AUTH_TIMEOUT / 5, async {
+            let mut sink = [0u8; 4096];
+            while matches!(stream.read(&mut sink).await, Ok(read) if read > 0) {}
+        })
+        .await;
         return None;
     };
     tracing::info!(%peer, source = %source.name, "ingest source authenticated");
