@@ -14,17 +14,6 @@ use tokio_tungstenite::tungstenite::Message;
 const SECRET: &str = "a-test-secret-of-at-least-32-bytes-long";
 const WAIT: Duration = Duration::from_secs(5);
 
-/// A fresh folder under the system's temp folder.
-fn temp_dir(name: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let dir = std::env::temp_dir().join(format!("callgate-{name}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
 fn hash(password: &str) -> String {
     callgate::access::password::hash(password.as_bytes()).expect("hash")
 }
@@ -144,7 +133,7 @@ fn visible_dns(gateway: &Gateway, user: &str) -> Vec<String> {
 #[tokio::test]
 async fn each_role_sees_its_scope_on_rest_and_nothing_else_exists_for_it() {
     let _guard = support::exclusive().await;
-    let gateway = started(&temp_dir("roles"));
+    let gateway = started(&support::temp_dir("roles"));
     ingest(&gateway, three_calls()).await;
     assert_eq!(visible_dns(&gateway, "agent1"), ["7001"]);
     assert_eq!(visible_dns(&gateway, "agent2"), ["7002"]);
@@ -192,7 +181,7 @@ async fn each_role_sees_its_scope_on_rest_and_nothing_else_exists_for_it() {
 #[tokio::test]
 async fn bad_or_missing_credentials_are_a_401_that_asks_for_a_bearer_token() {
     let _guard = support::exclusive().await;
-    let gateway = started(&temp_dir("tokens"));
+    let gateway = started(&support::temp_dir("tokens"));
     let wrong_key = b"another-secret-that-is-also-32-bytes-long";
     let cases = [
         ("no credentials", None),
@@ -279,7 +268,7 @@ fn alg_none(user: &str) -> String {
 async fn a_basic_login_opens_a_session_whose_cookie_works_alone() {
     use base64::Engine;
     let _guard = support::exclusive().await;
-    let gateway = started(&temp_dir("basic"));
+    let gateway = started(&support::temp_dir("basic"));
     ingest(&gateway, three_calls()).await;
     let basic = |user: &str, password: &str| {
         format!(
@@ -344,7 +333,7 @@ async fn a_basic_login_opens_a_session_whose_cookie_works_alone() {
 async fn ten_failed_logins_in_a_minute_are_answered_429() {
     use base64::Engine;
     let _guard = support::exclusive().await;
-    let gateway = started(&temp_dir("throttle"));
+    let gateway = started(&support::temp_dir("throttle"));
     let wrong = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode("agent1:wrong")
@@ -407,7 +396,7 @@ async fn close_code(ws: &mut support::Ws) -> Option<u16> {
 #[tokio::test]
 async fn a_websocket_authenticates_by_first_frame_and_sees_its_scope_only() {
     let _guard = support::exclusive().await;
-    let gateway = started(&temp_dir("ws"));
+    let gateway = started(&support::temp_dir("ws"));
     ingest(&gateway, three_calls()).await;
     let mut ws = ws_connect(&gateway, &[]).await.expect("upgrade");
     let auth = serde_json::json!({"type": "auth", "token": token("agent2")});
@@ -456,7 +445,7 @@ async fn a_websocket_authenticates_by_first_frame_and_sees_its_scope_only() {
 #[tokio::test]
 async fn a_websocket_without_credentials_is_closed_4001() {
     let _guard = support::exclusive().await;
-    let gateway = started(&temp_dir("ws4001"));
+    let gateway = started(&support::temp_dir("ws4001"));
     // Silent for 5 s.
     let mut silent = ws_connect(&gateway, &[]).await.expect("upgrade");
     assert_eq!(close_code(&mut silent).await, Some(4001));
@@ -534,7 +523,7 @@ fn open_mode_is_refused_on_a_public_address_unless_insecure_open() {
 
 #[test]
 fn access_check_names_the_user_and_the_rule() {
-    let dir = temp_dir("check");
+    let dir = support::temp_dir("check");
     let good = access_file(&dir);
     let ok = Command::new(env!("CARGO_BIN_EXE_callgate"))
         .args(["access", "check"])
@@ -641,7 +630,7 @@ fn ingest_lines(gateway: &Gateway, text: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn an_ingest_source_needs_its_token_and_writes_only_its_servers() {
-    let dir = temp_dir("ingest");
+    let dir = support::temp_dir("ingest");
     let access = ingest_access_file(&dir);
     let gateway = Gateway::start(&["--access", access.to_str().expect("path")]);
     let event = |server: &str, conn: u32| {
@@ -687,7 +676,7 @@ fn an_ingest_source_needs_its_token_and_writes_only_its_servers() {
 
 #[test]
 fn sim_connects_with_a_token() {
-    let dir = temp_dir("simtoken");
+    let dir = support::temp_dir("simtoken");
     let access = ingest_access_file(&dir);
     let gateway = Gateway::start(&["--access", access.to_str().expect("path")]);
     let run = |token: &str| {
@@ -735,14 +724,6 @@ fn two_device_file(path: &Path, agent1_devices: &str, with_agent1: bool) {
     std::fs::write(path, text).expect("access file");
 }
 
-fn hangup(gateway: &Gateway) {
-    let status = Command::new("kill")
-        .args(["-HUP", &gateway.child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
-
 /// Waits until `/api/v2/calls` shows `user` `want` calls (the reload has taken effect).
 async fn until_visible(gateway: &Gateway, user: &str, want: usize) {
     for _ in 0..100 {
@@ -759,7 +740,7 @@ async fn until_visible(gateway: &Gateway, user: &str, want: usize) {
 #[tokio::test]
 async fn a_reload_narrows_a_live_subscription_at_once_and_removes_a_user() {
     let _guard = support::exclusive().await;
-    let dir = temp_dir("reload");
+    let dir = support::temp_dir("reload");
     std::fs::write(dir.join("jwt.secret"), SECRET).expect("secret");
     let path = dir.join("access.toml");
     two_device_file(&path, "\"7001\", \"7002\"", true);
@@ -782,12 +763,12 @@ async fn a_reload_narrows_a_live_subscription_at_once_and_removes_a_user() {
         "[[user]]\nusername = \"agent1\"\nroles = [\"nonsense\"]\n",
     )
     .expect("write");
-    hangup(&gateway);
+    gateway.hangup();
     tokio::time::sleep(Duration::from_millis(300)).await;
     until_visible(&gateway, "agent1", 2).await;
 
     two_device_file(&path, "\"7001\"", true);
-    hangup(&gateway);
+    gateway.hangup();
     until_visible(&gateway, "agent1", 1).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let changes = "{\"event\":\"EventAttachedDataChanged\",\"ConnID\":\"0000000000000002\",\"ThisDN\":\"7002\",\"UserData\":{\"k\":\"2\"}}\n{\"event\":\"EventAttachedDataChanged\",\"ConnID\":\"0000000000000001\",\"ThisDN\":\"7001\",\"UserData\":{\"k\":\"1\"}}\n";
@@ -804,7 +785,7 @@ async fn a_reload_narrows_a_live_subscription_at_once_and_removes_a_user() {
     );
 
     two_device_file(&path, "", false);
-    hangup(&gateway);
+    gateway.hangup();
     assert_eq!(close_code(&mut ws).await, Some(4001), "agent1 is gone");
     let (status, _, _) = http_request(
         &gateway.http,
@@ -818,7 +799,7 @@ async fn a_reload_narrows_a_live_subscription_at_once_and_removes_a_user() {
 #[tokio::test]
 async fn other_sites_pages_are_refused_and_allowed_ones_get_cors_answers() {
     let _guard = support::exclusive().await;
-    let dir = temp_dir("origin");
+    let dir = support::temp_dir("origin");
     let access = access_file(&dir);
     let gateway = Gateway::start(&[
         "--access",

@@ -7,7 +7,7 @@ use futures_util::SinkExt;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use support::Gateway;
@@ -47,16 +47,6 @@ impl Ca {
     fn pem(&self) -> String {
         self.issuer.pem()
     }
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let dir = std::env::temp_dir().join(format!("callgate-{name}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -127,7 +117,7 @@ async fn tls_ingest(
 #[tokio::test]
 async fn https_wss_and_ingest_over_tls_with_client_certificates() {
     let _guard = support::exclusive().await;
-    let dir = temp_dir("tls");
+    let dir = support::temp_dir("tls");
     let ca = Ca::new("callgate test CA");
     let rogue = Ca::new("rogue CA");
     let (cert, key) = ca.issue(&["localhost"]);
@@ -236,7 +226,7 @@ async fn plain_http(addr: &str) -> (String, ()) {
 #[tokio::test]
 async fn certificates_are_reread_on_sighup() {
     let _guard = support::exclusive().await;
-    let dir = temp_dir("tlsreload");
+    let dir = support::temp_dir("tlsreload");
     let first = Ca::new("first CA");
     let second = Ca::new("second CA");
     let (cert, key) = first.issue(&["localhost"]);
@@ -247,7 +237,7 @@ async fn certificates_are_reread_on_sighup() {
     assert!(response.expect("HTTPS").starts_with("HTTP/1.1 200"));
     // A bad file keeps the certificate in force; a good one replaces it.
     write(&dir, "cert.pem", "not a certificate");
-    hangup(&gateway);
+    gateway.hangup();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         https_get(&gateway.http, &connector(&first.pem(), None), "/healthz")
@@ -257,7 +247,7 @@ async fn certificates_are_reread_on_sighup() {
     let (cert, key) = second.issue(&["localhost"]);
     write(&dir, "cert.pem", &cert);
     write(&dir, "key.pem", &key);
-    hangup(&gateway);
+    gateway.hangup();
     let mut reloaded = false;
     for _ in 0..50 {
         if https_get(&gateway.http, &connector(&second.pem(), None), "/healthz")
@@ -270,12 +260,4 @@ async fn certificates_are_reread_on_sighup() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(reloaded, "the new certificate is served");
-}
-
-fn hangup(gateway: &Gateway) {
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &gateway.child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
 }
