@@ -1301,57 +1301,83 @@ fn sent_at(frame: &[u8]) -> Option<u64> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-/// Issue 10's snapshot target: with `calls` live calls and `rate` events/s going to 100 agents (each
-/// watched by its own client), one all-calls client subscribes and reads its whole snapshot. Reports how
-/// long the snapshot took and the other clients' ingest→receipt p99 before and during it.
-async fn snapshot_under_load(calls: u64, rate: u64) {
-    const WATCHED: u64 = 100;
-    let gateway = Gateway::start_with(&["--max-calls", "1000000"]);
-    feed_until_acked(gateway.ingest.clone(), answered_calls(0..calls)).await;
-    // The watched agents' calls: ConnID 2,000,000 + k at DN 2,900,000 + k, one call each.
-    let watched: Vec<u64> = (0..WATCHED).map(|k| 2_000_000 + k).collect();
-    let mut setup = Vec::new();
-    for &i in &watched {
-        setup.extend_from_slice(
-            format!(
-                "{{\"event\":\"EventEstablished\",\"ConnID\":\"{i:x}\",\"ThisDN\":\"{}\"}}\n",
-                900_000 + i
-            )
-            .as_bytes(),
-        );
-    }
-    feed_until_acked(gateway.ingest.clone(), Arc::new(setup)).await;
-    let url = format!("ws://{}/api/v2/ws", gateway.http);
-    let latencies = Arc::new(std::sync::Mutex::new(Vec::<(u64, u64)>::new()));
-    let stop = Arc::new(AtomicU64::new(0));
-    let mut watchers = Vec::new();
-    for &i in &watched {
-        let mut ws = wsclient::connect(authority(&url), "/api/v2/ws")
-            .await
-            .expect("connect");
-        let request = serde_json::json!({"type":"subscribe","sub":"me","filter":{"dn":[format!("{}", 900_000 + i)]}});
-        ws.send_text(&request.to_string()).await.expect("subscribe");
-        let latencies = Arc::clone(&latencies);
-        let stop = Arc::clone(&stop);
-        watchers.push(tokio::spawn(async move {
-            let mut seen = Vec::new();
-            while stop.load(Ordering::Relaxed) == 0 {
-                let frame = tokio::time::timeout(Duration::from_millis(200), ws.next_frame()).await;
-                let Ok(Ok(Some((_, payload)))) = frame else {
-                    continue;
-                };
-                if let Some(sent) = sent_at(payload) {
-                    let now = now_micros();
-                    seen.push((now, now.saturating_sub(sent)));
-                }
+/// Clients watching one agent each (subscribed to its DN) while its calls get `rate` attached-data changes a
+/// second, each stamped when written; every receipt is recorded as (time, ingest→receipt latency), in µs.
+struct Watchers {
+    latencies: Arc<std::sync::Mutex<Vec<(u64, u64)>>>,
+    stop: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Agents watched by [`Watchers`]: ConnID 2,000,000 + k at DN 2,900,000 + k, one call each.
+const WATCHED: u64 = 100;
+
+impl Watchers {
+    /// Sets up the watched calls and starts the clients and the feeder. `token(k)`, when given, is the
+    /// Bearer token watcher k sends as its first frame.
+    async fn start(
+        gateway: &Gateway,
+        rate: u64,
+        token: Option<&dyn Fn(u64) -> String>,
+    ) -> Watchers {
+        let watched: Vec<u64> = (0..WATCHED).map(|k| 2_000_000 + k).collect();
+        let mut setup = Vec::new();
+        for &i in &watched {
+            setup.extend_from_slice(
+                format!(
+                    "{{\"event\":\"EventEstablished\",\"ConnID\":\"{i:x}\",\"ThisDN\":\"{}\"}}\n",
+                    900_000 + i
+                )
+                .as_bytes(),
+            );
+        }
+        feed_until_acked(gateway.ingest.clone(), Arc::new(setup)).await;
+        let url = format!("ws://{}/api/v2/ws", gateway.http);
+        let latencies = Arc::new(std::sync::Mutex::new(Vec::<(u64, u64)>::new()));
+        let stop = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for (k, &i) in watched.iter().enumerate() {
+            let mut ws = wsclient::connect(authority(&url), "/api/v2/ws")
+                .await
+                .expect("connect");
+            if let Some(token) = token {
+                let auth = serde_json::json!({"type": "auth", "token": token(k as u64)});
+                ws.send_text(&auth.to_string()).await.expect("auth");
             }
-            latencies.lock().expect("lock").extend(seen);
-        }));
+            let request = serde_json::json!({"type":"subscribe","sub":"me","filter":{"dn":[format!("{}", 900_000 + i)]}});
+            ws.send_text(&request.to_string()).await.expect("subscribe");
+            let latencies = Arc::clone(&latencies);
+            let stop = Arc::clone(&stop);
+            tasks.push(tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while stop.load(Ordering::Relaxed) == 0 {
+                    let frame =
+                        tokio::time::timeout(Duration::from_millis(200), ws.next_frame()).await;
+                    let Ok(Ok(Some((_, payload)))) = frame else {
+                        continue;
+                    };
+                    if let Some(sent) = sent_at(payload) {
+                        let now = now_micros();
+                        seen.push((now, now.saturating_sub(sent)));
+                    }
+                }
+                latencies.lock().expect("lock").extend(seen);
+            }));
+        }
+        tasks.push(Self::feeder(
+            gateway.ingest.clone(),
+            rate,
+            Arc::clone(&stop),
+        ));
+        Watchers {
+            latencies,
+            stop,
+            tasks,
+        }
     }
-    // The feeder: attached-data changes of the watched calls at `rate`, each stamped when written.
-    let feeder = {
-        let ingest = gateway.ingest.clone();
-        let stop = Arc::clone(&stop);
+
+    /// Attached-data changes of the watched calls at `rate` a second, each stamped when written.
+    fn feeder(ingest: String, rate: u64, stop: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(&ingest)
                 .await
@@ -1373,8 +1399,38 @@ async fn snapshot_under_load(calls: u64, rate: u64) {
                 writer.write_all(&bytes).await.expect("feed");
             }
         })
-    };
+    }
+
+    /// Stops the clients and the feeder; returns every receipt.
+    async fn finish(self) -> Vec<(u64, u64)> {
+        self.stop.store(1, Ordering::Relaxed);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.latencies.lock().expect("lock").clone()
+    }
+}
+
+/// The receipts whose time is in `window`, and their latencies' p99 in ms.
+fn p99_within(receipts: &[(u64, u64)], window: impl Fn(u64) -> bool) -> (usize, f64) {
+    let mut v: Vec<u64> = receipts
+        .iter()
+        .filter(|(at, _)| window(*at))
+        .map(|(_, l)| *l)
+        .collect();
+    v.sort_unstable();
+    (v.len(), percentile(&v, 0.99))
+}
+
+/// Issue 10's snapshot target: with `calls` live calls and `rate` events/s going to 100 agents (each
+/// watched by its own client), one all-calls client subscribes and reads its whole snapshot. Reports how
+/// long the snapshot took and the other clients' ingest→receipt p99 before and during it.
+async fn snapshot_under_load(calls: u64, rate: u64) {
+    let gateway = Gateway::start_with(&["--max-calls", "1000000"]);
+    feed_until_acked(gateway.ingest.clone(), answered_calls(0..calls)).await;
+    let watchers = Watchers::start(&gateway, rate, None).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let url = format!("ws://{}/api/v2/ws", gateway.http);
     let mut wall = wsclient::connect(authority(&url), "/api/v2/ws")
         .await
         .expect("connect");
@@ -1402,27 +1458,85 @@ async fn snapshot_under_load(calls: u64, rate: u64) {
     }
     let done = now_micros();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(1, Ordering::Relaxed);
-    let _ = feeder.await;
-    for watcher in watchers {
-        let _ = watcher.await;
-    }
-    let all = latencies.lock().expect("lock").clone();
-    let p99 = |window: &dyn Fn(u64) -> bool| {
-        let mut v: Vec<u64> = all
-            .iter()
-            .filter(|(at, _)| window(*at))
-            .map(|(_, l)| *l)
-            .collect();
-        v.sort_unstable();
-        (v.len(), percentile(&v, 0.99))
-    };
-    let (before_n, before) = p99(&|at| at < asked);
-    let (during_n, during) = p99(&|at| at >= asked && at <= done);
+    let all = watchers.finish().await;
+    let (before_n, before) = p99_within(&all, |at| at < asked);
+    let (during_n, during) = p99_within(&all, |at| at >= asked && at <= done);
     println!(
         "snapshot-under-load: {calls} live calls, {rate} events/s to {WATCHED} watched agents: the all-calls snapshot took {:.0} ms ({frames} frames, {resources} resources); the watchers' ingest→receipt p99 {before:.2} ms before ({before_n} samples), {during:.2} ms during ({during_n} samples)",
         (done - asked) as f64 / 1000.0
     );
+}
+
+/// Issue 11's login target: `logins` Basic logins at once (argon2id each) while 100 authenticated
+/// watchers get `rate` events/s; reports how long the logins took and the watchers' p99 before and
+/// during them (target ≤ 5 ms).
+async fn login_storm(logins: usize, rate: u64) {
+    use base64::Engine;
+    let dir = std::env::temp_dir().join(format!("callgate-login-storm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let secret = "a-bench-secret-of-at-least-32-bytes-long";
+    std::fs::write(dir.join("jwt.secret"), secret).expect("secret");
+    // One hash for every user: hashing a thousand passwords would take the bench 20 s, and each login
+    // still costs one full check.
+    let phc = callgate::access::password::hash(b"storm-password").expect("hash");
+    let mut file = String::new();
+    for k in 0..WATCHED {
+        file.push_str(&format!(
+            "[[user]]\nusername = \"w{k}\"\nroles = [\"agent\"]\ndevices = [\"{}\"]\n\n",
+            900_000 + 2_000_000 + k
+        ));
+    }
+    for n in 0..logins {
+        file.push_str(&format!(
+            "[[user]]\nusername = \"u{n}\"\npassword = \"{phc}\"\nroles = [\"agent\"]\n\n"
+        ));
+    }
+    file.push_str("[jwt]\nhs256_secret_file = \"jwt.secret\"\n");
+    let access = dir.join("access.toml");
+    std::fs::write(&access, file).expect("access file");
+    let gateway = Gateway::start_with(&["--access", access.to_str().expect("path")]);
+    let token = |k: u64| {
+        let claims = serde_json::json!({"sub": format!("w{k}"), "exp": 4_000_000_000u64});
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .expect("token")
+    };
+    let watchers = Watchers::start(&gateway, rate, Some(&token)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let asked = now_micros();
+    let mut attempts = Vec::with_capacity(logins);
+    for n in 0..logins {
+        let http = gateway.http.clone();
+        let credentials =
+            base64::engine::general_purpose::STANDARD.encode(format!("u{n}:storm-password"));
+        attempts.push(tokio::spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(&http).await.ok()?;
+            let request = format!("GET /api/v2/calls?dn=0 HTTP/1.1\r\nHost: {http}\r\nAuthorization: Basic {credentials}\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.ok()?;
+            let mut response = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response).await.ok()?;
+            let head = String::from_utf8_lossy(&response[..response.len().min(12)]).into_owned();
+            head.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok())
+        }));
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    for attempt in attempts {
+        let status = attempt.await.ok().flatten().unwrap_or(0);
+        *statuses.entry(status).or_insert(0usize) += 1;
+    }
+    let done = now_micros();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let all = watchers.finish().await;
+    let (before_n, before) = p99_within(&all, |at| at < asked);
+    let (during_n, during) = p99_within(&all, |at| at >= asked && at <= done);
+    println!(
+        "login-storm: {logins} Basic logins at once (argon2id, at most 4 at a time) while {rate} events/s go to {WATCHED} authenticated watchers: answered in {:.0} ms (status: count {statuses:?}); the watchers' ingest→receipt p99 {before:.2} ms before ({before_n} samples), {during:.2} ms during ({during_n} samples)",
+        (done - asked) as f64 / 1000.0
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Issue 10's REST target: the lookup at 100,000 live calls within 2x its latency at 100.
@@ -1480,6 +1594,7 @@ const SUITE: &[&str] = &[
     "idle-memory",
     "rest-lookup",
     "snapshot-under-load",
+    "login-storm",
 ];
 
 /// Diagnostic scenarios, run by name or with `all`.
@@ -1600,6 +1715,9 @@ fn main() {
         }
         if runs("snapshot-under-load") {
             snapshot_under_load(sized(100_000, 10_000), sized(10_000, 2_000)).await;
+        }
+        if runs("login-storm") {
+            login_storm(sized(1_000, 100), sized(10_000, 2_000)).await;
         }
     });
     let _ = std::io::stdout().flush();

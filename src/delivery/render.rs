@@ -60,7 +60,7 @@ impl Renderer {
             std::thread::Builder::new()
                 .name(format!("callgate-render-{n}"))
                 .spawn(move || {
-                    lower_priority();
+                    lower_priority(RENDER_NICE);
                     run(&shared);
                 })?;
         }
@@ -137,19 +137,15 @@ fn render(job: Job) {
     }
 }
 
-/// Lowers the calling thread to [`RENDER_NICE`].
-fn lower_priority() {
+/// Lowers the calling thread to nice `nice` (Linux: per thread). Work that should take only the CPU live
+/// delivery leaves (rendering backlogs, checking passwords) runs on such threads.
+pub fn lower_priority(nice: libc::c_int) {
     // SAFETY: setpriority with this thread's id changes only this thread's nice value (Linux).
-    let result = unsafe {
-        libc::setpriority(
-            libc::PRIO_PROCESS,
-            libc::gettid() as libc::id_t,
-            RENDER_NICE,
-        )
-    };
+    let result =
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
     if result != 0 {
         tracing::warn!(
-            "the renderers run at normal priority: {}",
+            "a background thread runs at normal priority: {}",
             std::io::Error::last_os_error()
         );
     }
