@@ -210,14 +210,15 @@ impl Gate {
 
     /// The principal `username` is now (after a reload its scope may be narrower, or it may be gone).
     pub fn principal_of(&self, username: &str) -> Option<Principal> {
-        let Some(current) = self.now_current() else {
-            return Some(Principal::open());
-        };
-        let user = current.access.user(username)?;
-        Some(Principal {
-            scope: current.access.scope(user),
-            user: Some(Arc::clone(user)),
-        })
+        match self.now_current() {
+            None => Some(Principal::open()),
+            Some(current) => principal(&current, username),
+        }
+    }
+
+    /// Whether a `Cookie` header carries this gate's session cookie.
+    pub fn has_session_cookie(&self, header: &str) -> bool {
+        cookie_value(header, &self.cookie_name).is_some()
     }
 
     /// Whether ingest connections must present a source's token (the access file has `[[ingest]]`).

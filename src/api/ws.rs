@@ -134,13 +134,9 @@ async fn upgrade_principal(
         return Ok(Some(Principal::open()));
     }
     let request = presented.at("ws", RequestKind::Stream);
-    let session_cookie = request.cookie.is_some_and(|cookie| {
-        cookie.split(';').any(|pair| {
-            pair.trim()
-                .split_once('=')
-                .is_some_and(|(name, _)| name == state.gate.cookie_name())
-        })
-    });
+    let session_cookie = request
+        .cookie
+        .is_some_and(|cookie| state.gate.has_session_cookie(cookie));
     if request.authorization.is_none() && !session_cookie {
         return Ok(None);
     }

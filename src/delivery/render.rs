@@ -267,16 +267,25 @@ mod tests {
 
     #[test]
     fn a_job_for_a_connection_that_is_gone_is_dropped_unrendered() {
+        /// Records whether it was rendered.
+        struct Watched(Arc<std::sync::atomic::AtomicBool>);
+        impl Backlog for Watched {
+            fn next_frames(&mut self, _: &mut Vec<Frame>) -> bool {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+                false
+            }
+        }
+        let rendered = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let renderer = Renderer::default();
         let outbox = Outbox::rendered_by(OutboxLimits::default(), renderer.clone());
-        outbox.push_backlog(numbered(1, 1, Some(0)));
+        outbox.push_backlog(Box::new(Watched(Arc::clone(&rendered))));
         let mut frames = Vec::new();
         outbox.drain(&mut frames).unwrap();
         drop(outbox);
         renderer.close();
-        // Would panic (and count a failure) if it rendered the backlog.
         run(&renderer.shared);
         assert!(lock(&renderer.shared.queue).jobs.is_empty());
+        assert!(!rendered.load(std::sync::atomic::Ordering::Relaxed));
     }
 
     #[test]
