@@ -12,6 +12,8 @@
 //!   `compare`: both back to back with identical parameters, and their ratios;
 //! - `live-calls-memory`: resident memory per live call at 100,000 live calls;
 //! - `idle-memory`: resident memory per idle subscribed WebSocket at 10,000 connections;
+//! - `rest-lookup`, `snapshot-under-load`, `login-storm`: issues 10's and 11's targets (see each function);
+//! - `scope-cost`: the latency matrix and saturation runs in open mode and with a 10,000-user access file;
 //! - diagnostics: `latency` (one 10 s cell), `light`, `agents-only`, `pipeline-only`.
 //!
 //! `BENCH_QUICK=1` shrinks every count and duration (about a tenth) to check that the scenarios work;
@@ -199,17 +201,21 @@ fn now_micros() -> u64 {
         .unwrap_or(0)
 }
 
-/// Simulated traffic for `agents` agents (DNs 7001...), time-compressed by the pacing below.
-fn traffic(agents: u32, events: usize, seed: u64) -> Vec<String> {
-    let config = callgate::ingest::sim::SimConfig {
+/// The simulated center of `agents` agents whose traffic the benches replay.
+fn center(agents: u32, seed: u64) -> callgate::ingest::sim::SimConfig {
+    callgate::ingest::sim::SimConfig {
         seed,
         agents,
         queues: 8,
         supervisors: 10,
         calls_per_second: f64::from(agents) / 200.0,
         ..callgate::ingest::sim::SimConfig::default()
-    };
-    callgate::ingest::sim::Simulator::new(config)
+    }
+}
+
+/// Simulated traffic for `agents` agents (see [`center`]), time-compressed by the pacing below.
+fn traffic(agents: u32, events: usize, seed: u64) -> Vec<String> {
+    callgate::ingest::sim::Simulator::new(center(agents, seed))
         .take(events)
         .map(|e| e.line)
         .collect()
@@ -393,10 +399,28 @@ fn authority(url: &str) -> &str {
     rest.split('/').next().unwrap_or(rest)
 }
 
-/// Opens a WebSocket, subscribes with `filter`, then records every notification until `stop`.
+/// One WebSocket client of a run: its filter, and the Bearer token it sends as its first frame when the
+/// gateway has an access file.
+struct Subscriber {
+    filter: serde_json::Value,
+    token: Option<String>,
+}
+
+impl Subscriber {
+    /// A client of a gateway in open mode.
+    fn open(filter: serde_json::Value) -> Subscriber {
+        Subscriber {
+            filter,
+            token: None,
+        }
+    }
+}
+
+/// Opens a WebSocket, authenticates when it has a token, subscribes with its filter, then records every
+/// notification until `stop`.
 async fn client(
     url: String,
-    filter: serde_json::Value,
+    subscriber: Subscriber,
     ready: Arc<AtomicU64>,
     received: Arc<AtomicU64>,
     stop: tokio_util::sync::CancellationToken,
@@ -404,10 +428,16 @@ async fn client(
     let mut ws = wsclient::connect(authority(&url), "/api/v2/ws")
         .await
         .expect("WebSocket connects");
-    let request = serde_json::json!({"type":"subscribe","sub":"s","filter":filter});
+    // Replies to skip before notifications: `authenticated`, then `subscribed`.
+    let mut replies = 1;
+    if let Some(token) = &subscriber.token {
+        let auth = serde_json::json!({"type": "auth", "token": token});
+        ws.send_text(&auth.to_string()).await.expect("auth");
+        replies += 1;
+    }
+    let request = serde_json::json!({"type":"subscribe","sub":"s","filter":subscriber.filter});
     ws.send_text(&request.to_string()).await.expect("subscribe");
     let mut stats = ClientStats::default();
-    let mut subscribed = false;
     // Made once: a new `cancelled()` per frame would register with the token every time, and every client
     // shares it.
     let stopped = stop.cancelled();
@@ -423,9 +453,11 @@ async fn client(
         if op != wsclient::opcode::TEXT {
             continue;
         }
-        if !subscribed {
-            subscribed = true;
-            ready.fetch_add(1, Ordering::AcqRel);
+        if replies > 0 {
+            replies -= 1;
+            if replies == 0 {
+                ready.fetch_add(1, Ordering::AcqRel);
+            }
             continue;
         }
         let now = Instant::now();
@@ -678,26 +710,26 @@ where
     }
 }
 
-/// Opens one callgate client per filter, writes `lines` at `rate` events/s (0: as fast as possible) and
-/// waits until deliveries stop. `notifications`, when known, is what each all-calls client should get.
+/// Opens one callgate client per subscriber, writes `lines` at `rate` events/s (0: as fast as possible)
+/// and waits until deliveries stop. `notifications`, when known, is what each all-calls client should get.
 async fn run_clients(
     gateway: &Gateway,
-    filters: Vec<serde_json::Value>,
+    subscribers: Vec<Subscriber>,
     lines: &[String],
     rate: u64,
     notifications: u64,
 ) -> Run {
     let url = format!("ws://{}/api/v2/ws", gateway.http);
     // Only all-calls clients make the expected total knowable.
-    let expected = filters
+    let expected = subscribers
         .iter()
-        .all(|f| f.as_object().is_some_and(serde_json::Map::is_empty))
-        .then_some(notifications * filters.len() as u64)
+        .all(|s| s.filter.as_object().is_some_and(serde_json::Map::is_empty))
+        .then_some(notifications * subscribers.len() as u64)
         .filter(|&e| e > 0);
     let measured = measure(
-        filters,
-        |filter, ready, received, stop| {
-            tokio::spawn(client(url.clone(), filter, ready, received, stop))
+        subscribers,
+        |subscriber, ready, received, stop| {
+            tokio::spawn(client(url.clone(), subscriber, ready, received, stop))
         },
         expected,
         || gateway.cpu_seconds(),
@@ -756,20 +788,158 @@ fn print_timeline(run: &Run) {
     }
 }
 
+/// How a run's gateway knows its clients.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    /// No access file: every client sees everything.
+    Open,
+    /// An [`AccessFile`] of 10,000 agents and 100 supervisors; every client authenticates by its first frame.
+    Access,
+}
+
+/// Agent users in an [`AccessFile`]; the first ones own the simulated center's agent DNs, the rest DNs
+/// that carry no traffic.
+const ACCESS_AGENTS: u32 = 10_000;
+/// Supervisors in an [`AccessFile`]: the first [`ACCESS_TEAMS`] lead a team each, the others have no team
+/// and so see every user's devices (the wallboards log in as these).
+const ACCESS_SUPERVISORS: u32 = 100;
+/// Teams the agents are spread over.
+const ACCESS_TEAMS: u32 = 90;
+
+/// Issue 11's scope-cost access file for one simulated center, with the HS256 secret its clients' tokens
+/// are signed with; its directory is removed on drop.
+struct AccessFile {
+    dir: std::path::PathBuf,
+    secret: &'static str,
+}
+
+impl AccessFile {
+    /// Writes the file for `center`: users `a1`... own its agent DNs, `s90`... its supervisors' DNs, and one
+    /// user `queues` its queue DNs, so that a supervisor without a team sees every device the traffic uses
+    /// and both modes deliver the same notifications.
+    fn write(center: &callgate::ingest::sim::SimConfig) -> AccessFile {
+        use std::fmt::Write as _;
+        static FILES: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "callgate-scope-cost-{}-{}",
+            std::process::id(),
+            FILES.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let secret = "a-bench-secret-of-at-least-32-bytes-long";
+        std::fs::write(dir.join("jwt.secret"), secret).expect("secret");
+        let agent_dns = center.agent_dns();
+        let mut file = String::new();
+        for i in 1..=ACCESS_AGENTS {
+            let dn = agent_dns
+                .get(i as usize - 1)
+                .cloned()
+                .unwrap_or_else(|| format!("6{i:06}"));
+            let team = i % ACCESS_TEAMS;
+            let _ = write!(
+                file,
+                "[[user]]\nusername = \"a{i}\"\nroles = [\"agent\"]\ndevices = [\"{dn}\"]\nteam = \"t{team}\"\n\n"
+            );
+        }
+        let supervisor_dns = center.supervisor_dns();
+        for k in 0..ACCESS_SUPERVISORS {
+            let _ = write!(
+                file,
+                "[[user]]\nusername = \"s{k}\"\nroles = [\"supervisor\"]\n"
+            );
+            if k < ACCESS_TEAMS {
+                let _ = writeln!(file, "team = \"t{k}\"");
+            } else if let Some(dn) = supervisor_dns.get((k - ACCESS_TEAMS) as usize) {
+                let _ = writeln!(file, "devices = [\"{dn}\"]");
+            }
+            file.push('\n');
+        }
+        let queues: Vec<String> = center
+            .queue_dns()
+            .iter()
+            .map(|dn| format!("\"{dn}\""))
+            .collect();
+        let _ = write!(
+            file,
+            "[[user]]\nusername = \"queues\"\nroles = [\"agent\"]\ndevices = [{}]\n\n[jwt]\nhs256_secret_file = \"jwt.secret\"\n",
+            queues.join(", ")
+        );
+        std::fs::write(dir.join("access.toml"), file).expect("access file");
+        AccessFile { dir, secret }
+    }
+
+    /// The file's path, for `--access`.
+    fn path(&self) -> String {
+        self.dir.join("access.toml").display().to_string()
+    }
+
+    /// A token for `user` that expires long after the bench.
+    fn token(&self, user: &str) -> String {
+        let claims = serde_json::json!({"sub": user, "exp": 4_000_000_000u64});
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(self.secret.as_bytes()),
+        )
+        .expect("token")
+    }
+
+    /// The token of the `n`th wallboard: the supervisors without a team, in turn.
+    fn wallboard_token(&self, n: usize) -> String {
+        let floor = (ACCESS_SUPERVISORS - ACCESS_TEAMS) as usize;
+        self.token(&format!("s{}", ACCESS_TEAMS as usize + n % floor))
+    }
+}
+
+impl Drop for AccessFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A gateway for `center` in `mode`, and its access file when it has one (kept until the gateway stops).
+fn gateway_in(
+    mode: Mode,
+    center: &callgate::ingest::sim::SimConfig,
+) -> (Gateway, Option<AccessFile>) {
+    match mode {
+        Mode::Open => (Gateway::start(), None),
+        Mode::Access => {
+            let access = AccessFile::write(center);
+            (
+                Gateway::start_with(&["--access", &access.path()]),
+                Some(access),
+            )
+        }
+    }
+}
+
 /// One latency cell: `agents` clients each filtered to its own DN plus `wallboards` all-calls clients,
-/// `rate` events/s for `seconds`.
-async fn latency(agents: u32, wallboards: usize, rate: u64, seconds: u64) -> Run {
+/// `rate` events/s for `seconds`. With [`Mode::Access`] the agents log in as their DNs' users and the
+/// wallboards as supervisors without a team.
+async fn latency(agents: u32, wallboards: usize, rate: u64, seconds: u64, mode: Mode) -> Run {
     check_open_files(u64::from(agents) + wallboards as u64 + 256);
-    let gateway = Gateway::start();
-    let lines = traffic(agents, (rate * seconds) as usize, 11);
-    let mut filters: Vec<serde_json::Value> = (1..=agents)
-        .map(|i| serde_json::json!({"dn":[format!("{}", 7000 + i)]}))
+    let seed = 11;
+    let center = center(agents, seed);
+    let (gateway, access) = gateway_in(mode, &center);
+    let lines = traffic(agents, (rate * seconds) as usize, seed);
+    let mut subscribers: Vec<Subscriber> = center
+        .agent_dns()
+        .into_iter()
+        .enumerate()
+        .map(|(i, dn)| Subscriber {
+            filter: serde_json::json!({ "dn": [dn] }),
+            token: access.as_ref().map(|a| a.token(&format!("a{}", i + 1))),
+        })
         .collect();
-    filters.extend((0..wallboards).map(|_| serde_json::json!({})));
-    let run = run_clients(&gateway, filters, &lines, rate, 0).await;
+    subscribers.extend((0..wallboards).map(|n| Subscriber {
+        filter: serde_json::json!({}),
+        token: access.as_ref().map(|a| a.wallboard_token(n)),
+    }));
+    let run = run_clients(&gateway, subscribers, &lines, rate, 0).await;
     report_latency(
         &format!(
-            "latency: {agents} agent clients + {wallboards} all-calls clients at {rate} events/s"
+            "latency ({mode:?}): {agents} agent clients + {wallboards} all-calls clients at {rate} events/s"
         ),
         "gateway",
         &run,
@@ -786,7 +956,7 @@ async fn latency_matrix() {
     let mut rows = Vec::new();
     for agents in agent_counts {
         for rate in [1_000, 10_000, 20_000] {
-            let run = latency(agents, 10, rate, seconds).await;
+            let run = latency(agents, 10, rate, seconds, Mode::Open).await;
             rows.push((agents, rate, run));
         }
     }
@@ -811,6 +981,67 @@ async fn latency_matrix() {
             percentile(&all, 0.5),
             percentile(&all, 0.99),
             percentile(&all, 0.999),
+        );
+    }
+}
+
+/// Issue 11's target: the latency matrix and the saturation runs in open mode and with an access file of
+/// 10,000 agents and 100 supervisors, each cell back to back on fresh gateways, and a table of both.
+async fn scope_cost() {
+    let seconds = sized(5, 1);
+    let agent_counts: [u32; 3] = sized([100, 1_000, 10_000], [10, 100, 1_000]);
+    let mut cells = Vec::new();
+    for agents in agent_counts {
+        for rate in [1_000, 10_000, 20_000] {
+            let open = latency(agents, 10, rate, seconds, Mode::Open).await;
+            let access = latency(agents, 10, rate, seconds, Mode::Access).await;
+            cells.push((agents, rate, open, access));
+        }
+    }
+    let mut saturations = Vec::new();
+    for (clients, events) in saturation_sizes() {
+        let open = saturation(clients, events, Mode::Open).await;
+        let access = saturation(clients, events, Mode::Access).await;
+        saturations.push((clients, events, open, access));
+    }
+    println!(
+        "scope-cost ({seconds} s per cell, + 10 all-calls clients each; open / access file of {ACCESS_AGENTS} agents and {ACCESS_SUPERVISORS} supervisors):"
+    );
+    println!(
+        "  {:>7} {:>8} {:>21} {:>13} {:>13} {:>13} {:>11}",
+        "agents", "events/s", "deliveries", "p50 ms", "p99 ms", "p99.9 ms", "gw us/del"
+    );
+    for (agents, rate, open, access) in &cells {
+        let (o, a) = (open.latencies(), access.latencies());
+        println!(
+            "  {agents:>7} {rate:>8} {:>10}/{:<10} {:>6.2}/{:<6.2} {:>6.2}/{:<6.2} {:>6.2}/{:<6.2} {:>5.1}/{:<5.1}",
+            open.delivered(),
+            access.delivered(),
+            percentile(&o, 0.5),
+            percentile(&a, 0.5),
+            percentile(&o, 0.99),
+            percentile(&a, 0.99),
+            percentile(&o, 0.999),
+            percentile(&a, 0.999),
+            open.cpu_per_delivery().0,
+            access.cpu_per_delivery().0,
+        );
+    }
+    println!(
+        "  {:>7} {:>8} {:>21} {:>17} {:>13} {:>11}",
+        "clients", "events", "deliveries", "deliveries/s", "final s", "gw us/del"
+    );
+    for (clients, events, open, access) in &saturations {
+        println!(
+            "  {clients:>7} {events:>8} {:>10}/{:<10} {:>8.0}/{:<8.0} {:>6.2}/{:<6.2} {:>5.2}/{:<5.2}",
+            open.delivered(),
+            access.delivered(),
+            open.deliveries_per_second(),
+            access.deliveries_per_second(),
+            open.settled(),
+            access.settled(),
+            open.cpu_per_delivery().0,
+            access.cpu_per_delivery().0,
         );
     }
 }
@@ -898,8 +1129,10 @@ async fn fanout_p99(clients: usize, notifications_per_second: u64, seconds: u64)
     let gateway = Gateway::start();
     let (lines, rate) = fanout_traffic(notifications_per_second, seconds);
     let notifications = count_notifications(&lines);
-    let filters = (0..clients).map(|_| serde_json::json!({})).collect();
-    let run = run_clients(&gateway, filters, &lines, rate, notifications).await;
+    let subscribers = (0..clients)
+        .map(|_| Subscriber::open(serde_json::json!({})))
+        .collect();
+    let run = run_clients(&gateway, subscribers, &lines, rate, notifications).await;
     report_latency(
         &format!(
             "fanout: {notifications_per_second} notifications/s to {clients} all-calls clients"
@@ -939,7 +1172,7 @@ async fn bare_fanout(clients: usize, events: &[Vec<nats::Payload>], rate: u64) -
         |(), ready, received, stop| {
             tokio::spawn(client(
                 url.clone(),
-                serde_json::json!({}),
+                Subscriber::open(serde_json::json!({})),
                 ready,
                 received,
                 stop,
@@ -1021,9 +1254,14 @@ fn saturation_sizes() -> Vec<(usize, usize)> {
     )
 }
 
+/// Agents of the center whose traffic saturation runs replay.
+const SATURATION_AGENTS: u32 = 500;
+/// Its simulator's seed.
+const SATURATION_SEED: u64 = 13;
+
 /// The events of a saturation run.
 fn saturation_traffic(events: usize) -> Vec<String> {
-    traffic(500, events, 13)
+    traffic(SATURATION_AGENTS, events, SATURATION_SEED)
 }
 
 /// Prints a saturation run: deliveries of expected, rate, and both processes' CPU.
@@ -1043,15 +1281,27 @@ fn report_saturation(name: &str, server: &str, clients: usize, events: usize, ru
     );
 }
 
-/// Issue 4, item 4: callgate's deliveries/s to `clients` all-calls clients, events as fast as possible.
-async fn saturation(clients: usize, events: usize) -> Run {
+/// Issue 4, item 4: callgate's deliveries/s to `clients` all-calls clients, events as fast as possible;
+/// with [`Mode::Access`] the clients log in as supervisors without a team.
+async fn saturation(clients: usize, events: usize, mode: Mode) -> Run {
     check_open_files(clients as u64 + 256);
-    let gateway = Gateway::start();
+    let (gateway, access) = gateway_in(mode, &center(SATURATION_AGENTS, SATURATION_SEED));
     let lines = saturation_traffic(events);
     let notifications = count_notifications(&lines);
-    let filters = (0..clients).map(|_| serde_json::json!({})).collect();
-    let run = run_clients(&gateway, filters, &lines, 0, notifications).await;
-    report_saturation("saturation", "gateway", clients, events, &run);
+    let subscribers = (0..clients)
+        .map(|n| Subscriber {
+            filter: serde_json::json!({}),
+            token: access.as_ref().map(|a| a.wallboard_token(n)),
+        })
+        .collect();
+    let run = run_clients(&gateway, subscribers, &lines, 0, notifications).await;
+    report_saturation(
+        &format!("saturation ({mode:?})"),
+        "gateway",
+        clients,
+        events,
+        &run,
+    );
     run
 }
 
@@ -1075,7 +1325,7 @@ fn fanout_p99_sizes() -> (usize, u64, u64) {
 async fn compare() {
     let mut rows = Vec::new();
     for (clients, events) in saturation_sizes() {
-        let gateway = saturation(clients, events).await;
+        let gateway = saturation(clients, events, Mode::Open).await;
         let nats = nats_saturation(clients, events).await;
         let bare = bare_saturation(clients, events).await;
         rows.push((clients, gateway, nats, bare));
@@ -1595,6 +1845,7 @@ const SUITE: &[&str] = &[
     "rest-lookup",
     "snapshot-under-load",
     "login-storm",
+    "scope-cost",
 ];
 
 /// Diagnostic scenarios, run by name or with `all`.
@@ -1659,13 +1910,13 @@ fn main() {
             ingest_throughput(4, sized(250_000, 10_000)).await;
         }
         if runs("latency") {
-            latency(1000, 10, 20_000, sized(10, 2)).await;
+            latency(1000, 10, 20_000, sized(10, 2), Mode::Open).await;
         }
         if runs("light") {
-            latency(10, 1, 1_000, sized(5, 1)).await;
+            latency(10, 1, 1_000, sized(5, 1), Mode::Open).await;
         }
         if runs("agents-only") {
-            latency(1000, 0, 20_000, sized(10, 2)).await;
+            latency(1000, 0, 20_000, sized(10, 2), Mode::Open).await;
         }
         if runs("pipeline-only") {
             pipeline_only(1_000).await;
@@ -1673,6 +1924,9 @@ fn main() {
         }
         if runs("latency-matrix") {
             latency_matrix().await;
+        }
+        if runs("scope-cost") {
+            scope_cost().await;
         }
         if alone("fanout-p99") {
             let (clients, rate, seconds) = fanout_p99_sizes();
@@ -1693,7 +1947,7 @@ fn main() {
         }
         if alone("saturation") {
             for (clients, events) in saturation_sizes() {
-                saturation(clients, events).await;
+                saturation(clients, events, Mode::Open).await;
             }
         }
         if alone("nats-saturation") {

@@ -3,8 +3,8 @@
 //! Attributes are first captured loosely (any JSON scalar, or the raw text of a KV list) so that an event
 //! outside the table is ignored "whatever it carries"; only events of the table are then checked strictly.
 
-use super::kv::{ExtensionsAttribute, Key, ReasonsAttribute, UserDataAttribute};
-use super::names::{CallType, EventKind, Role};
+use super::kv::{ExtensionsAttribute, Key, KvList, ReasonsAttribute, UserDataAttribute};
+use super::names::{AgentWorkMode, CallType, EventKind, MonitorScope, Role};
 use super::{ConnId, Event, Micros};
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -120,6 +120,9 @@ struct RawEvent<'a> {
     user_data: Option<UserDataAttribute>,
     extensions: Option<ExtensionsAttribute>,
     reasons: Option<ReasonsAttribute>,
+    agent_id: Option<Scalar<'a>>,
+    work_mode: Option<Scalar<'a>>,
+    monitor_scope: Option<Scalar<'a>>,
     sequence: Option<Scalar<'a>>,
     time_secs: Option<Scalar<'a>>,
     time_usecs: Option<Scalar<'a>>,
@@ -197,6 +200,9 @@ impl<'de: 'a, 'a> Visitor<'de> for RawEventVisitor<'a> {
                 "CallState" => scalar!(call_state),
                 "Extensions" => take!(extensions),
                 "Reasons" => take!(reasons),
+                "AgentID" => scalar!(agent_id),
+                "AgentWorkMode" => scalar!(work_mode),
+                "MonitorNextCallType" => scalar!(monitor_scope),
                 "Server" => scalar!(server),
                 "Time" => scalar!(time_text),
                 _ => {
@@ -237,6 +243,9 @@ impl<'a> RawEvent<'a> {
                 return Err(missing(kind, "ThisDN"));
             }
         }
+        if kind.is_device_event() && this_dn.is_none() {
+            return Err(missing(kind, "ThisDN"));
+        }
         let time_secs = integer("TimeinSecs", self.time_secs)?;
         let time_usecs = match unsigned("TimeinuSecs", self.time_usecs)? {
             Some(us) if us >= 1_000_000 => {
@@ -253,9 +262,22 @@ impl<'a> RawEvent<'a> {
             (None, Some(text)) => Some(parse_rfc3339(&text)?),
             (None, None) => None,
         };
-        if let Some(ReasonsAttribute(Err(problem))) = self.reasons {
-            return Err(DecodeError::KvList(problem));
-        }
+        let reasons = match self.reasons {
+            Some(ReasonsAttribute(Err(problem))) => return Err(DecodeError::KvList(problem)),
+            Some(ReasonsAttribute(Ok(list))) => Some(list),
+            None => None,
+        };
+        let extensions = self
+            .extensions
+            .map(|a| a.0)
+            .transpose()
+            .map_err(DecodeError::KvList)?;
+        // Only an agent's not-ready state shows a reason; reading it for every event would cost a parse.
+        let reason = if kind == EventKind::AgentNotReady {
+            reason_code(reasons.as_ref(), extensions.as_ref())
+        } else {
+            None
+        };
 
         Ok(Decoded::Event(Event {
             kind,
@@ -280,11 +302,11 @@ impl<'a> RawEvent<'a> {
                 .map(|a| a.0)
                 .transpose()
                 .map_err(DecodeError::KvList)?,
-            extensions: self
-                .extensions
-                .map(|a| a.0)
-                .transpose()
-                .map_err(DecodeError::KvList)?,
+            extensions,
+            agent_id: non_empty(string("AgentID", self.agent_id)?),
+            work_mode: work_mode(self.work_mode)?,
+            monitor_scope: monitor_scope(self.monitor_scope)?,
+            reason,
             sequence: unsigned("EventSequenceNumber", self.sequence)?,
             time,
         }))
@@ -403,6 +425,49 @@ fn call_state(value: Option<Scalar<'_>>) -> Result<Option<u32>, DecodeError> {
             .map_err(|_| bad_value("CallState", n, "a call state code")),
         Some(Scalar::Int(n)) => Err(bad_value("CallState", n, "a call state code")),
         Some(other) => Err(wrong_type("CallState", "a number or a name", &other)),
+    }
+}
+
+/// The `ReasonCode` of `Reasons`, else of `Extensions` (events.md, EventAgentNotReady).
+fn reason_code(reasons: Option<&KvList>, extensions: Option<&KvList>) -> Option<Box<str>> {
+    [reasons, extensions]
+        .into_iter()
+        .flatten()
+        .find_map(|list| list.value_text("ReasonCode"))
+        .map(String::into_boxed_str)
+}
+
+fn work_mode(value: Option<Scalar<'_>>) -> Result<Option<AgentWorkMode>, DecodeError> {
+    const EXPECTED: &str = "an agent work mode (0-7 or a name such as AgentAfterCallWork)";
+    match value {
+        None => Ok(None),
+        Some(Scalar::UInt(n)) => AgentWorkMode::from_number(n)
+            .map(Some)
+            .ok_or_else(|| bad_value("AgentWorkMode", n, EXPECTED)),
+        Some(Scalar::Str(name)) => AgentWorkMode::from_name(&name)
+            .map(Some)
+            .ok_or_else(|| bad_value("AgentWorkMode", &*name, EXPECTED)),
+        Some(Scalar::Int(n)) => Err(bad_value("AgentWorkMode", n, EXPECTED)),
+        Some(other) => Err(wrong_type("AgentWorkMode", "a number or a name", &other)),
+    }
+}
+
+fn monitor_scope(value: Option<Scalar<'_>>) -> Result<Option<MonitorScope>, DecodeError> {
+    const EXPECTED: &str = "0, 1, MonitorOneCall or MonitorAllCalls";
+    match value {
+        None => Ok(None),
+        Some(Scalar::UInt(n)) => MonitorScope::from_number(n)
+            .map(Some)
+            .ok_or_else(|| bad_value("MonitorNextCallType", n, EXPECTED)),
+        Some(Scalar::Str(name)) => MonitorScope::from_name(&name)
+            .map(Some)
+            .ok_or_else(|| bad_value("MonitorNextCallType", &*name, EXPECTED)),
+        Some(Scalar::Int(n)) => Err(bad_value("MonitorNextCallType", n, EXPECTED)),
+        Some(other) => Err(wrong_type(
+            "MonitorNextCallType",
+            "a number or a name",
+            &other,
+        )),
     }
 }
 
@@ -682,6 +747,51 @@ mod tests {
         assert_eq!(
             decode_line(b"{\"event\":\"\xff\"}"),
             Err(DecodeError::NotUtf8)
+        );
+    }
+
+    #[test]
+    fn device_events_need_this_dn_but_no_conn_id_and_carry_agent_attributes() {
+        let Ok(Decoded::Event(e)) = decode_line(
+            br#"{"event":"EventAgentNotReady","ThisDN":"7001","AgentID":"a1","AgentWorkMode":"AgentAfterCallWork","Reasons":{"ReasonCode":"Lunch"},"Extensions":{"ReasonCode":"Other"}}"#,
+        ) else {
+            panic!("a valid device event");
+        };
+        assert_eq!(e.kind, EventKind::AgentNotReady);
+        assert_eq!(e.conn_id, None);
+        assert_eq!(e.agent_id.as_deref(), Some("a1"));
+        assert_eq!(e.work_mode, Some(AgentWorkMode::AfterCallWork));
+        assert_eq!(
+            e.reason.as_deref(),
+            Some("Lunch"),
+            "Reasons before Extensions"
+        );
+        let Ok(Decoded::Event(e)) = decode_line(
+            br#"{"event":76,"ThisDN":"7001","AgentWorkMode":4,"Extensions":{"ReasonCode":17}}"#,
+        ) else {
+            panic!("a valid device event");
+        };
+        assert_eq!(e.work_mode, Some(AgentWorkMode::AuxWork));
+        assert_eq!(e.reason.as_deref(), Some("17"));
+        let Ok(Decoded::Event(e)) = decode_line(
+            br#"{"event":"EventMonitoringNextCall","ThisDN":"7901","OtherDN":"7001","MonitorNextCallType":"MonitorAllCalls"}"#,
+        ) else {
+            panic!("a valid device event");
+        };
+        assert_eq!(e.monitor_scope, Some(MonitorScope::AllCalls));
+        assert_eq!(
+            decode_line(br#"{"event":"EventDNDOn","AgentID":"a1"}"#).map(|_| ()),
+            Err(DecodeError::MissingAttribute {
+                event: "EventDNDOn",
+                attribute: "ThisDN"
+            })
+        );
+        assert!(
+            decode_line(br#"{"event":"EventAgentLogin","ThisDN":"1","AgentWorkMode":9}"#).is_err()
+        );
+        assert!(
+            decode_line(br#"{"event":"EventMonitoringNextCall","ThisDN":"1","MonitorNextCallType":"Twice"}"#)
+                .is_err()
         );
     }
 }

@@ -54,6 +54,18 @@ impl KvList {
         self.json.len() == 2
     }
 
+    /// The value of top-level key `key` as text: a string as it is, an integer in decimal; `None` when the
+    /// key is absent or holds a list. Parses the list, so it is for rare events, not the hot path.
+    pub fn value_text(&self, key: &str) -> Option<String> {
+        let map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&self.json).ok()?;
+        match map.get(key)? {
+            serde_json::Value::String(text) => Some(text.clone()),
+            serde_json::Value::Number(number) => Some(number.to_string()),
+            _ => None,
+        }
+    }
+
     /// Validates the raw JSON of attribute `attribute` and compacts it. `record_key` names the top-level key
     /// whose string value is read as a [`RecordDirective`].
     ///

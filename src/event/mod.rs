@@ -9,7 +9,7 @@ mod names;
 
 pub use decode::{DecodeError, Decoded, decode_line};
 pub use kv::{KvList, RecordDirective};
-pub use names::{CallType, EventKind, Role};
+pub use names::{AgentWorkMode, CallType, EventKind, MonitorScope, Role};
 
 use std::borrow::Cow;
 use std::fmt;
@@ -81,6 +81,14 @@ pub struct Event<'a> {
     pub user_data: Option<KvList>,
     /// `Extensions` of this event.
     pub extensions: Option<KvList>,
+    /// `AgentID` (agent-state events), when present and not empty.
+    pub agent_id: Option<Cow<'a, str>>,
+    /// `AgentWorkMode`.
+    pub work_mode: Option<AgentWorkMode>,
+    /// `MonitorNextCallType`.
+    pub monitor_scope: Option<MonitorScope>,
+    /// The `ReasonCode` of `Reasons` (else of `Extensions`); read on EventAgentNotReady only.
+    pub reason: Option<Box<str>>,
     /// `EventSequenceNumber`.
     pub sequence: Option<u64>,
     /// The event time (`TimeinSecs`/`TimeinuSecs`, else `Time`), if given.
@@ -111,6 +119,10 @@ impl<'a> Event<'a> {
             dnis: None,
             user_data: None,
             extensions: None,
+            agent_id: None,
+            work_mode: None,
+            monitor_scope: None,
+            reason: None,
             sequence: None,
             time: None,
         }
@@ -143,12 +155,16 @@ impl Event<'_> {
             dnis: own(self.dnis),
             user_data: self.user_data,
             extensions: self.extensions,
+            agent_id: own(self.agent_id),
+            work_mode: self.work_mode,
+            monitor_scope: self.monitor_scope,
+            reason: self.reason,
             sequence: self.sequence,
             time: self.time,
         }
     }
 
-    /// The `ThisDN` of a call event; call events always have one after decoding.
+    /// The `ThisDN` of a call or device event; those always have one after decoding.
     pub fn this_dn(&self) -> &str {
         self.this_dn.as_deref().unwrap_or("")
     }

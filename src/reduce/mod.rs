@@ -8,12 +8,14 @@
 
 mod call;
 mod capabilities;
+mod device;
 mod notify;
 mod sequence;
 mod table;
 
 pub use call::{Call, CallState, Changes, RecordingState};
 pub use capabilities::{Capabilities, Capability, CapabilityInputs, ConsultRole, capabilities};
+pub use device::{AgentState, DeviceDoc, DeviceState, Monitoring};
 pub use notify::{CallView, Notification, NotificationType, Notifications};
 pub use sequence::{Admission, RESTART_GAP, SequenceCheck, SequenceTracker, Sequencer};
 pub use table::MAX_SLOTS;

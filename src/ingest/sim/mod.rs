@@ -77,6 +77,37 @@ impl Default for SimConfig {
     }
 }
 
+impl SimConfig {
+    /// The agents' DNs, agent 1 first: what a test or an access file needs to name the simulated staff.
+    pub fn agent_dns(&self) -> Vec<String> {
+        let plan = self.plan();
+        (1..=self.agents.max(1))
+            .map(|i| plan.agent(i).to_string())
+            .collect()
+    }
+
+    /// The supervisors' DNs, supervisor 1 first.
+    pub fn supervisor_dns(&self) -> Vec<String> {
+        let plan = self.plan();
+        (1..=self.supervisors)
+            .map(|i| plan.supervisor(i).to_string())
+            .collect()
+    }
+
+    /// The ACD queues' DNs, queue 1 first.
+    pub fn queue_dns(&self) -> Vec<String> {
+        let plan = self.plan();
+        (1..=self.queues.max(1))
+            .map(|i| plan.queue(i).to_string())
+            .collect()
+    }
+
+    /// The number plan of this center's size (at least one agent and one queue, as simulated).
+    fn plan(&self) -> NumberPlan {
+        NumberPlan::new(self.agents.max(1), self.supervisors, self.queues.max(1))
+    }
+}
+
 /// What the simulator has generated so far, by kind of call and outcome.
 ///
 /// A call is counted when it is scripted (on arrival), before all its events are out; once the iterator
@@ -180,20 +211,9 @@ impl Simulator {
             dn: dn.into(),
             free_at: Micros::MIN,
         };
-        let plan = NumberPlan::new(
-            config.agents.max(1),
-            config.supervisors,
-            config.queues.max(1),
-        );
-        let agents = (1..=config.agents.max(1))
-            .map(|i| party(plan.agent(i).to_string()))
-            .collect();
-        let supervisors = (1..=config.supervisors)
-            .map(|i| party(plan.supervisor(i).to_string()))
-            .collect();
-        let queues = (1..=config.queues.max(1))
-            .map(|i| Arc::from(plan.queue(i).to_string()))
-            .collect();
+        let agents = config.agent_dns().into_iter().map(party).collect();
+        let supervisors = config.supervisor_dns().into_iter().map(party).collect();
+        let queues = config.queue_dns().into_iter().map(Arc::from).collect();
         let next_arrival = config.start + arrival_gap(&mut rng, config.calls_per_second);
         let next_conn = numbering::conn_base(&mut rng);
         // The name comes from the command line: quotes or backslashes in it must not break the JSON.
