@@ -250,7 +250,7 @@ const PLACEHOLDER_STAMP: u64 = 1_000_000_000_000_000;
 fn notification_frames(lines: &[String]) -> Vec<Vec<nats::Payload>> {
     let mut reducer = callgate::reduce::Fold::new(callgate::reduce::ReducerConfig {
         base_url: "http://127.0.0.1:40000".to_owned(),
-        max_calls: callgate::reduce::DEFAULT_MAX_CALLS,
+        ..callgate::reduce::ReducerConfig::default()
     });
     let epoch = format!(
         "{:x}-{:x}",

@@ -1,10 +1,11 @@
 //! Property tests of the reducer: whatever the order of events, duplicates or replays, it never panics,
-//! Released stays final, ids never change, and the result is a pure function of the input.
+//! Released stays final, ids never change, a device notification always shows a change, and the result is
+//! a pure function of the input.
 
 mod support;
 
 use callgate::event::EventKind;
-use callgate::reduce::{Disposition, Fold, Notifications};
+use callgate::reduce::{Disposition, Fold, Notifications, Topic};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -38,9 +39,10 @@ fn arb_event() -> impl Strategy<Value = Value> {
         (pick(&NUMBERS), pick(&NUMBERS), pick(&["RoleObserver", "RoleDestination", "RoleOrigination"][..])),
         (pick(&["RoleObserver", "RoleAddedBy"][..]), pick(&["start", "pause", "resume", "stop", "x"][..])),
         (pick(&["ON", "PAUSED", "OFF"][..]), pick(&["A", "B"][..]), pick(&["SIP_A"][..])),
+        (pick(&[0u8, 1, 2, 3, 4, 6][..]), pick(&[0u8, 1][..]), pick(&["agent-1", "agent-2"][..]), pick(&["Lunch", "Break"][..])),
     )
         .prop_map(
-            |((kind, dn, conn), (prev, transfer, call_type), (other, third, this_role), (third_role, record), (gsip, data, server))| {
+            |((kind, dn, conn), (prev, transfer, call_type), (other, third, this_role), (third_role, record), (gsip, data, server), (mode, monitor, agent, reason))| {
                 let mut e = json!({"event": kind, "ThisDN": dn, "ConnID": conn, "CallUUID": format!("UUID-{conn}")});
                 let o = e.as_object_mut().expect("object");
                 let mut set = |k: &str, v: Option<Value>| {
@@ -67,6 +69,10 @@ fn arb_event() -> impl Strategy<Value = Value> {
                     set("UserData", Some(Value::Object(user_data)));
                 }
                 set("Server", server.map(Value::from));
+                set("AgentWorkMode", mode.map(Value::from));
+                set("MonitorNextCallType", monitor.map(Value::from));
+                set("AgentID", agent.map(Value::from));
+                set("Reasons", reason.map(|r| json!({"ReasonCode": r})));
                 e
             },
         )
@@ -96,7 +102,7 @@ fn arb_stream(max: usize) -> impl Strategy<Value = Vec<String>> {
 }
 
 struct Folded {
-    notifications: Vec<(u64, String)>,
+    notifications: Vec<(Topic, u64, String)>,
     dispositions: Vec<Disposition>,
     finals: Vec<String>,
 }
@@ -110,7 +116,10 @@ fn fold_lines(reducer: &mut Fold, lines: &[String]) -> Folded {
             .apply_line(line.as_bytes(), &mut out)
             .expect("valid line");
         dispositions.push(disposition);
-        notifications.extend(out.iter().map(|n| (n.resource, n.members.to_owned())));
+        notifications.extend(
+            out.iter()
+                .map(|n| (n.topic, n.resource, n.members.to_owned())),
+        );
         out.clear();
     }
     Folded {
@@ -143,7 +152,20 @@ fn call_of(members: &str) -> Value {
 fn check_invariants(folded: &Folded) -> Result<(), TestCaseError> {
     let mut ids: HashMap<u64, Value> = HashMap::new();
     let mut released: HashMap<u64, bool> = HashMap::new();
-    for (resource, members) in &folded.notifications {
+    let mut devices: HashMap<u64, Value> = HashMap::new();
+    for (topic, resource, members) in &folded.notifications {
+        if *topic == Topic::Devices {
+            let notification: Value =
+                serde_json::from_str(&format!("{{{members}}}")).expect("notification is JSON");
+            prop_assert_eq!(&notification["channel"], "/v2/me/devices");
+            let device = notification["data"]["devices"][0].clone();
+            if let Some(before) = devices.get(resource) {
+                prop_assert_eq!(&before["id"], &device["id"]);
+                prop_assert_ne!(before, &device, "a device notification without a change");
+            }
+            devices.insert(*resource, device);
+            continue;
+        }
         let call = call_of(members);
         prop_assert!(
             !released.get(resource).copied().unwrap_or(false),

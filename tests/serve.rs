@@ -1274,3 +1274,75 @@ async fn frames_packed_at_rest_read_back_byte_for_byte() {
         assert_eq!(Some(call), newest.get(&resource(call)));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_notifications_share_the_stream_and_reach_only_device_subscribers() {
+    let _serial = support::exclusive().await;
+    let gateway = Gateway::start(&[]);
+    ingest(
+        &gateway,
+        lines(&[
+            r#"{"event":"EventAgentLogin","ThisDN":"7001","AgentID":"a1","AgentWorkMode":"AgentManualIn"}"#,
+            RINGING_7001,
+        ]),
+    )
+    .await;
+    let mut desktop = ws_connect(&gateway).await;
+    let both = subscribe(
+        &mut desktop,
+        json!({"type":"subscribe","sub":"me","topics":["calls","devices"],"filter":{"dn":["7001"]}}),
+    )
+    .await;
+    assert_eq!(both["seq"], 2, "the login and the call, one stream");
+    assert_eq!(both["calls"].as_array().map(Vec::len), Some(1));
+    assert_eq!(both["devices"][0]["userState"]["state"], "Ready");
+    assert_eq!(both["devices"][0]["agentId"], "a1");
+    assert_eq!(both["devices"][0]["id"], device_of("7001"));
+    let mut calls_only = ws_connect(&gateway).await;
+    let plain = subscribe(&mut calls_only, json!({"type":"subscribe","sub":"all"})).await;
+    assert!(plain.get("devices").is_none(), "{plain}");
+    let mut other_dn = ws_connect(&gateway).await;
+    subscribe(
+        &mut other_dn,
+        json!({"type":"subscribe","sub":"them","topics":["devices"],"filter":{"dn":["7002"]}}),
+    )
+    .await;
+
+    ingest(
+        &gateway,
+        lines(&[
+            r#"{"event":"EventAgentNotReady","ThisDN":"7001","AgentWorkMode":3,"Reasons":{"ReasonCode":"Wrap"}}"#,
+            r#"{"event":"EventAgentNotReady","ThisDN":"7001","AgentWorkMode":3,"Reasons":{"ReasonCode":"Wrap"}}"#,
+            ESTABLISHED_7001,
+        ]),
+    )
+    .await;
+    let mine = collect_notifications(&mut desktop, 2).await;
+    assert_eq!(seqs(&mine), [3, 4], "a repeated state changes nothing");
+    assert_eq!(mine[0]["channel"], "/v2/me/devices");
+    assert_eq!(mine[0]["data"]["messageType"], "DeviceStateChangeMessage");
+    assert_eq!(
+        mine[0]["data"]["devices"][0]["userState"],
+        json!({"id":"NotReady-AfterCallWork","displayName":"After Call Work","state":"NotReady","workMode":"AfterCallWork","reason":"Wrap"})
+    );
+    assert_eq!(mine[1]["channel"], "/v2/me/calls");
+    let calls = collect_notifications(&mut calls_only, 1).await;
+    assert_eq!(
+        seqs(&calls),
+        [4],
+        "a calls subscription gets no device notification"
+    );
+    expect_quiet(&mut other_dn, "for another DN's device").await;
+
+    send(
+        &mut other_dn,
+        json!({"type":"subscribe","sub":"q","topics":["weather"]}),
+    )
+    .await;
+    let refused = next_json(&mut other_dn, Duration::from_secs(10))
+        .await
+        .expect("an error");
+    assert_eq!(refused["type"], "error");
+    assert_eq!(refused["sub"], "q");
+    assert_eq!(refused["code"], "bad-request");
+}

@@ -20,7 +20,7 @@ use crate::access::{Principal, RequestKind};
 use crate::delivery::{DrainError, Frame, Outbox};
 use crate::json::write_json_str;
 use crate::stream::Since;
-use crate::subscriptions::CallFilter;
+use crate::subscriptions::{CallFilter, Matcher, Topics};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -306,6 +306,8 @@ enum Request {
     Subscribe {
         sub: String,
         #[serde(default)]
+        topics: Option<Vec<String>>,
+        #[serde(default)]
         filter: Option<CallFilter>,
         #[serde(default)]
         since: Option<Since>,
@@ -362,19 +364,20 @@ fn handle_text(
         }
     };
     match request {
-        Request::Subscribe { sub, filter, since } => {
-            let filter = match filter.unwrap_or_default().validated() {
-                Ok(filter) => filter,
-                Err(err) => {
-                    outbox.push_control(error_frame(Some(&sub), "bad-request", &err.to_string()));
+        Request::Subscribe {
+            sub,
+            topics,
+            filter,
+            since,
+        } => {
+            let matcher = match matcher(principal, topics, filter) {
+                Ok(matcher) => matcher,
+                Err(message) => {
+                    outbox.push_control(error_frame(Some(&sub), "bad-request", &message));
                     return;
                 }
             };
-            if let Err(err) =
-                state
-                    .stream
-                    .subscribe(connection, &sub, filter, principal.scope.clone(), since)
-            {
+            if let Err(err) = state.stream.subscribe_to(connection, &sub, matcher, since) {
                 outbox.push_control(error_frame(Some(&sub), err.code(), &err.to_string()));
             }
         }
@@ -390,6 +393,27 @@ fn handle_text(
             outbox.push_control(error_frame(None, "bad-request", "already authenticated"));
         }
     }
+}
+
+/// A subscription's matcher: its topics (default calls), its filter, and the principal's scope.
+fn matcher(
+    principal: &Principal,
+    topics: Option<Vec<String>>,
+    filter: Option<CallFilter>,
+) -> Result<Matcher, String> {
+    let topics = match topics {
+        None => Topics::CALLS,
+        Some(names) if names.is_empty() => {
+            return Err("topics must name at least one of calls, devices".into());
+        }
+        Some(names) => Topics::from_names(names.iter().map(String::as_str))
+            .map_err(|name| format!("unknown topic {name:?}: calls or devices"))?,
+    };
+    let filter = filter
+        .unwrap_or_default()
+        .validated()
+        .map_err(|err| err.to_string())?;
+    Ok(Matcher::for_topics(filter, principal.scope.clone(), topics))
 }
 
 /// Milliseconds since `origin`, for the shared last-heard clock.

@@ -46,6 +46,7 @@ pub fn fold(
     let mut fold = Fold::new(ReducerConfig {
         base_url: options.base_url.clone(),
         max_calls: options.max_calls,
+        ..ReducerConfig::default()
     });
     let mut out = BufWriter::with_capacity(256 * 1024, stdout);
     let mut folder = Folder {

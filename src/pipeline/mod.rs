@@ -22,10 +22,10 @@
 
 use crate::event::{Event, EventKind, Micros};
 use crate::reduce::{
-    Admission, CallState, Disposition, IgnoreReason, NotificationType, Notifications, Reducer,
-    ReducerConfig, Sequencer,
+    Admission, CallState, Disposition, IgnoreReason, Notification, NotificationType, Notifications,
+    Reducer, ReducerConfig, Sequencer, Topic,
 };
-use crate::store::{CallKey, CallMeta};
+use crate::store::{CallKey, CallMeta, DeviceMeta, Meta};
 use crate::stream::{Published, Stream};
 use crate::supervise::Supervisor;
 use std::collections::VecDeque;
@@ -274,7 +274,9 @@ impl Pipeline {
                     count_outcome(Disposition::Ignored(IgnoreReason::TooManyServers).label());
                     stats.take(sequence, Taken::Applied);
                 }
-                Admission::Admitted { .. } if !event.kind.is_call_event() => {
+                Admission::Admitted { .. }
+                    if !event.kind.is_call_event() && !event.kind.is_device_event() =>
+                {
                     record_link(&event);
                     count_outcome(Disposition::Applied.label());
                     stats.take(sequence, Taken::Applied);
@@ -468,40 +470,80 @@ impl Shard {
     }
 
     /// The notifications of the last job or tick, ready to publish; starts the linger of calls they
-    /// release.
+    /// release, and forgets devices back in their default state.
     fn take_notifications(&mut self, ingested: Instant) -> Vec<Published> {
         let mut published = Vec::with_capacity(self.notifications.len());
+        let mut idle_devices = Vec::new();
         for notification in self.notifications.iter() {
-            let Some((call, device)) = self.reducer.call(notification.resource) else {
-                continue;
+            let meta = match notification.topic {
+                Topic::Calls => {
+                    let Some((meta, released)) = call_meta(&self.reducer, self.id, &notification)
+                    else {
+                        continue;
+                    };
+                    if released {
+                        self.lingering
+                            .push_back((Instant::now() + self.linger, notification.resource));
+                    }
+                    meta
+                }
+                Topic::Devices => {
+                    let Some(device) = u32::try_from(notification.resource)
+                        .ok()
+                        .and_then(|number| Some((number, self.reducer.device(number)?)))
+                    else {
+                        continue;
+                    };
+                    let (number, device) = device;
+                    let kept = !device.state.is_default();
+                    if !kept {
+                        idle_devices.push(number);
+                    }
+                    Meta::Device(Arc::new(DeviceMeta {
+                        key: CallKey::device(self.id, number),
+                        dn: Arc::clone(&device.dn),
+                        device_id: Arc::clone(&device.device_id),
+                        kept,
+                    }))
+                }
             };
-            // A call turns Released once, by a status change; later notifications of it are not releases.
-            if call.state == CallState::Released
-                && notification.kind == NotificationType::StatusChange
-            {
-                self.lingering
-                    .push_back((Instant::now() + self.linger, notification.resource));
-            }
             published.push(Published {
-                meta: Arc::new(CallMeta {
-                    key: CallKey {
-                        shard: self.id,
-                        number: notification.resource,
-                    },
-                    dn: Arc::clone(&device.dn),
-                    device_id: Arc::clone(&device.device_id),
-                    call_id: Arc::clone(&call.id),
-                    conn_id: call.conn_id,
-                    state: call.state,
-                }),
+                meta,
                 members: notification.members.to_owned(),
                 call: notification.call_in_members.clone(),
                 ingested,
             });
         }
         self.notifications.clear();
+        for number in idle_devices {
+            self.reducer.forget_idle_device(number);
+        }
         published
     }
+}
+
+/// The metadata of a call notification of shard `shard`, and whether it releases the call.
+fn call_meta(
+    reducer: &Reducer,
+    shard: u16,
+    notification: &Notification<'_>,
+) -> Option<(Meta, bool)> {
+    let (call, device) = reducer.call(notification.resource)?;
+    // A call turns Released once, by a status change; later notifications of it are not releases.
+    let released =
+        call.state == CallState::Released && notification.kind == NotificationType::StatusChange;
+    let meta = Meta::Call(Arc::new(CallMeta {
+        key: CallKey {
+            shard,
+            number: notification.resource,
+        },
+        dn: Arc::clone(&device.dn),
+        device_id: Arc::clone(&device.device_id),
+        call_id: Arc::clone(&call.id),
+        conn_id: call.conn_id,
+        state: call.state,
+    }));
+    Some((meta, released))
 }
 
 /// Publishes the shards' outputs in ticket order, then acknowledges their events.

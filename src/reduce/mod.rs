@@ -16,7 +16,7 @@ mod table;
 pub use call::{Call, CallState, Changes, RecordingState};
 pub use capabilities::{Capabilities, Capability, CapabilityInputs, ConsultRole, capabilities};
 pub use device::{AgentState, DeviceDoc, DeviceState, Monitoring};
-pub use notify::{CallView, Notification, NotificationType, Notifications};
+pub use notify::{CallView, Notification, NotificationType, Notifications, Topic};
 pub use sequence::{Admission, RESTART_GAP, SequenceCheck, SequenceTracker, Sequencer};
 pub use table::MAX_SLOTS;
 
@@ -29,6 +29,8 @@ use std::sync::Arc;
 pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:8080";
 /// How many resources (live and released) the reducer holds at most by default.
 pub const DEFAULT_MAX_CALLS: usize = 1_000_000;
+/// How many devices with a state of their own (gws.md) the reducer holds at most by default.
+pub const DEFAULT_MAX_DEVICES: usize = 1_000_000;
 /// How many distinct T-Servers the reducer tracks at most.
 pub const MAX_SERVERS: usize = 1024;
 
@@ -40,6 +42,9 @@ pub struct ReducerConfig {
     /// The most resources held at once (at most [`MAX_SLOTS`]); an event that would create one more is
     /// ignored.
     pub max_calls: usize,
+    /// The most devices held at once; a device event that would add one more is ignored (a device with
+    /// calls is held by its calls, within `max_calls`).
+    pub max_devices: usize,
 }
 
 impl Default for ReducerConfig {
@@ -47,6 +52,7 @@ impl Default for ReducerConfig {
         Self {
             base_url: DEFAULT_BASE_URL.to_owned(),
             max_calls: DEFAULT_MAX_CALLS,
+            max_devices: DEFAULT_MAX_DEVICES,
         }
     }
 }
@@ -85,7 +91,8 @@ pub enum IgnoreReason {
     UnknownEvent,
     /// It is addressed to a resource that is already Released (final).
     Released,
-    /// It would create a resource, but the reducer holds `max_calls` already.
+    /// It would create a resource, but the reducer holds `max_calls` calls (or `max_devices` devices)
+    /// already.
     AtCapacity,
     /// It comes from a T-Server beyond the first [`MAX_SERVERS`].
     TooManyServers,
@@ -137,8 +144,18 @@ pub struct Device {
     /// order: the only calls of the device whose links to other calls need recomputing after an event.
     /// Usually empty, so a device with thousands of calls (a queue) costs nothing per event for them.
     consultations: Vec<u64>,
-    /// How many resources (live or released) it has; the device is forgotten when none is left.
+    /// How many resources (live or released) it has; the device is forgotten when none is left and its
+    /// state is the default.
     held: u32,
+    /// What device events made of it (gws.md).
+    pub state: DeviceState,
+}
+
+impl Device {
+    /// Whether the reducer may forget it: no call and nothing a device event said.
+    fn forgettable(&self) -> bool {
+        self.held == 0 && self.state.is_default()
+    }
 }
 
 /// Borrowed form of a device key, so a lookup by `(server, &str)` allocates nothing.
@@ -173,6 +190,7 @@ pub struct Reducer {
     base_url: String,
     calls_uri_prefix: String,
     max_calls: usize,
+    max_devices: usize,
     server_index: HashMap<Box<str>, u32>,
     server_names: Vec<Box<str>>,
     devices: HashMap<u32, Device>,
@@ -200,6 +218,7 @@ impl Reducer {
             base_url,
             calls_uri_prefix,
             max_calls: config.max_calls.min(MAX_SLOTS),
+            max_devices: config.max_devices,
             server_index: HashMap::new(),
             server_names: Vec::new(),
             devices: HashMap::new(),
@@ -222,12 +241,15 @@ impl Reducer {
         arrived: Micros,
         out: &mut Notifications,
     ) -> Disposition {
-        if !event.kind.is_call_event() {
+        if !event.kind.is_call_event() && !event.kind.is_device_event() {
             return Disposition::Applied;
         }
         let Some(server_no) = self.server_number(&event.server) else {
             return Disposition::Ignored(IgnoreReason::TooManyServers);
         };
+        if event.kind.is_device_event() {
+            return self.apply_device_event(server_no, &event, out);
+        }
         let user_data = event.user_data.take();
         // The decoder guarantees both on call events.
         let (Some(conn_id), Some(this_dn)) = (event.conn_id, event.this_dn.as_deref()) else {
@@ -366,6 +388,7 @@ impl Reducer {
                 device_uri_json: device_uri_json.into(),
                 consultations: Vec::new(),
                 held: 0,
+                state: DeviceState::default(),
             },
         );
         self.device_index.insert((server, dn.into()), number);
@@ -407,14 +430,87 @@ impl Reducer {
         }
         if let Some(device) = self.devices.get_mut(&slot.device) {
             device.held = device.held.saturating_sub(1);
-            if device.held == 0
-                && let Some(device) = self.devices.remove(&slot.device)
-            {
-                self.device_index
-                    .remove(&DeviceKeyRef(device.server, &device.dn));
+            if device.forgettable() {
+                self.forget_device(slot.device);
             }
         }
         true
+    }
+
+    fn forget_device(&mut self, number: u32) {
+        if let Some(device) = self.devices.remove(&number) {
+            self.device_index
+                .remove(&DeviceKeyRef(device.server, &device.dn));
+        }
+    }
+
+    /// Applies a device event (gws.md): changes the device's state and, when a field changed, appends its
+    /// device notification.
+    fn apply_device_event(
+        &mut self,
+        server_no: u32,
+        event: &Event<'_>,
+        out: &mut Notifications,
+    ) -> Disposition {
+        // The decoder guarantees ThisDN on device events.
+        let Some(this_dn) = event.this_dn.as_deref() else {
+            return Disposition::Applied;
+        };
+        let number = match self
+            .device_index
+            .get(&DeviceKeyRef(server_no, this_dn))
+            .copied()
+        {
+            Some(number) => number,
+            None => {
+                // An event that would change nothing of a device never heard of creates none.
+                if !DeviceState::default().apply(event) {
+                    return Disposition::Applied;
+                }
+                if self.devices.len() >= self.max_devices {
+                    return Disposition::Ignored(IgnoreReason::AtCapacity);
+                }
+                self.add_device(server_no, this_dn)
+            }
+        };
+        let Some(device) = self.devices.get_mut(&number) else {
+            return Disposition::Applied;
+        };
+        if device.state.apply(event)
+            && let Some(doc) = self.device_doc(number)
+        {
+            out.push_device(number, &doc);
+        }
+        Disposition::Applied
+    }
+
+    /// Forgets device `number` if it holds no call and its state is back to the default (what a device
+    /// never heard of shows), once its notification has been taken. `serve` calls it to keep only devices
+    /// that say something; `fold` keeps them all (it ends anyway).
+    pub fn forget_idle_device(&mut self, number: u32) {
+        if self.devices.get(&number).is_some_and(Device::forgettable) {
+            self.forget_device(number);
+        }
+    }
+
+    /// The resource of device `number`, ready to be written.
+    pub fn device_doc(&self, number: u32) -> Option<DeviceDoc<'_>> {
+        let device = self.devices.get(&number)?;
+        Some(DeviceDoc {
+            device_id: &device.device_id,
+            server: self
+                .server_names
+                .get(device.server as usize)
+                .map_or("", |name| name),
+            dn: &device.dn,
+            state: &device.state,
+            base_url: &self.base_url,
+        })
+    }
+
+    /// Device `number` (as a device notification names it), if still held.
+    pub fn device(&self, number: u32) -> Option<&Device> {
+        self.devices.get(&number)
     }
 
     /// Releases every live call whose last event arrived before `silent_since`, as its device's

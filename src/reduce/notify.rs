@@ -5,6 +5,7 @@
 //! the call document again.
 
 use super::call::{Call, Changes};
+use super::device::DeviceDoc;
 use crate::event::ConnId;
 use crate::json::{Decimal, push_integer, push_json_escaped as push_escaped, write_json_str};
 use std::ops::Range;
@@ -62,17 +63,48 @@ impl NotificationType {
     }
 }
 
+/// What a notification is about: the `topics` of a WebSocket subscription (api.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// A call resource: CallStateChangeMessage on `/v2/me/calls`.
+    Calls,
+    /// A device resource: DeviceStateChangeMessage on `/v2/me/devices`.
+    Devices,
+}
+
+impl Topic {
+    /// The name clients use in `topics`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Topic::Calls => "calls",
+            Topic::Devices => "devices",
+        }
+    }
+
+    /// The topic named `name` in `topics`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "calls" => Some(Topic::Calls),
+            "devices" => Some(Topic::Devices),
+            _ => None,
+        }
+    }
+}
+
 /// One notification produced by an event, borrowed from [`Notifications`].
 #[derive(Debug, Clone)]
 pub struct Notification<'a> {
-    /// Its type.
+    /// What it is about.
+    pub topic: Topic,
+    /// Its type (a device notification's is [`NotificationType::StatusChange`], and shown nowhere).
     pub kind: NotificationType,
-    /// The call number of the resource it is about (see [`crate::reduce::Reducer::call`]).
+    /// The call number of the resource it is about (see [`crate::reduce::Reducer::call`]); for
+    /// [`Topic::Devices`], the device number (see [`crate::reduce::Reducer::device`]).
     pub resource: u64,
     /// The notification's JSON members without the enclosing braces:
     /// `"channel":"/v2/me/calls","data":{...}`. Wrap as `{` + your members + `,` + this + `}`.
     pub members: &'a str,
-    /// The call resource document inside it.
+    /// The resource document inside it (the call, or the device).
     pub call: &'a str,
     /// Where `call` lies within `members`.
     pub call_in_members: Range<usize>,
@@ -91,6 +123,7 @@ impl Notification<'_> {
 
 #[derive(Debug, Clone)]
 struct Entry {
+    topic: Topic,
     kind: NotificationType,
     resource: u64,
     members: Range<usize>,
@@ -125,6 +158,7 @@ impl Notifications {
     /// The notifications in the order produced.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Notification<'_>> + '_ {
         self.entries.iter().map(|e| Notification {
+            topic: e.topic,
             kind: e.kind,
             resource: e.resource,
             members: &self.buf[e.members.clone()],
@@ -158,10 +192,33 @@ impl Notifications {
         self.buf
             .push_str(",\"messageType\":\"CallStateChangeMessage\"}");
         self.entries.push(Entry {
+            topic: Topic::Calls,
             kind,
             resource,
             members: start..self.buf.len(),
             call: call_start..call_end,
+        });
+    }
+}
+
+impl Notifications {
+    /// Appends the device notification of device `number` (gws.md):
+    /// `"channel":"/v2/me/devices","data":{"messageType":"DeviceStateChangeMessage","devices":[device]}`.
+    pub(crate) fn push_device(&mut self, number: u32, doc: &DeviceDoc<'_>) {
+        let start = self.buf.len();
+        self.buf.push_str(
+            "\"channel\":\"/v2/me/devices\",\"data\":{\"messageType\":\"DeviceStateChangeMessage\",\"devices\":[",
+        );
+        let device_start = self.buf.len();
+        doc.write(&mut self.buf);
+        let device_end = self.buf.len();
+        self.buf.push_str("]}");
+        self.entries.push(Entry {
+            topic: Topic::Devices,
+            kind: NotificationType::StatusChange,
+            resource: u64::from(number),
+            members: start..self.buf.len(),
+            call: device_start..device_end,
         });
     }
 }

@@ -204,6 +204,7 @@ pub async fn run(
             reducer: ReducerConfig {
                 base_url: base_url.clone(),
                 max_calls: config.max_calls,
+                max_devices: crate::reduce::DEFAULT_MAX_DEVICES,
             },
             released_linger: config.released_linger,
             stale_call_after: config.stale_call_after,

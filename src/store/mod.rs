@@ -15,7 +15,7 @@ pub mod frame_heap;
 pub mod packing;
 
 use crate::event::ConnId;
-use crate::reduce::CallState;
+use crate::reduce::{CallState, Topic};
 use bytes::Bytes;
 use imbl::{OrdMap, OrdSet};
 use packing::{Kept, UnpackError};
@@ -32,6 +32,16 @@ pub struct CallKey {
 }
 
 impl CallKey {
+    /// The key of device number `number` of reducer shard `shard`. Devices take their keys from shard
+    /// numbers counted down from `u16::MAX`, which no reducer has (there are at most 64), so that an
+    /// outbox coalesces calls and devices by one kind of key and never mistakes one for the other.
+    pub fn device(shard: u16, number: u32) -> CallKey {
+        CallKey {
+            shard: u16::MAX - shard,
+            number: u64::from(number),
+        }
+    }
+
     const MIN: CallKey = CallKey {
         shard: 0,
         number: 0,
@@ -63,6 +73,98 @@ impl CallMeta {
     /// Whether the call is not Released.
     pub fn is_live(&self) -> bool {
         self.state != CallState::Released
+    }
+}
+
+/// What filters need to know about a device resource (gws.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceMeta {
+    /// Its key (see [`CallKey::device`]).
+    pub key: CallKey,
+    /// Its DN.
+    pub dn: Arc<str>,
+    /// Its id (UUID).
+    pub device_id: Arc<str>,
+    /// Whether its state differs from a device never heard of: the store keeps only those, and shows the
+    /// others from the default state when asked (a DN of an access-file user, a DN with calls).
+    pub kept: bool,
+}
+
+/// What a notification is about: a call or a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Meta {
+    /// A call resource.
+    Call(Arc<CallMeta>),
+    /// A device resource.
+    Device(Arc<DeviceMeta>),
+}
+
+impl Meta {
+    /// The resource's key, unique across calls and devices.
+    pub fn key(&self) -> CallKey {
+        match self {
+            Meta::Call(call) => call.key,
+            Meta::Device(device) => device.key,
+        }
+    }
+
+    /// Its topic.
+    pub fn topic(&self) -> Topic {
+        match self {
+            Meta::Call(_) => Topic::Calls,
+            Meta::Device(_) => Topic::Devices,
+        }
+    }
+
+    /// The DN of the device it is about or belongs to.
+    pub fn dn(&self) -> &Arc<str> {
+        match self {
+            Meta::Call(call) => &call.dn,
+            Meta::Device(device) => &device.dn,
+        }
+    }
+
+    /// The id of that device.
+    pub fn device_id(&self) -> &Arc<str> {
+        match self {
+            Meta::Call(call) => &call.device_id,
+            Meta::Device(device) => &device.device_id,
+        }
+    }
+}
+
+/// One stored device: its metadata and the notification frame that carried its current version.
+#[derive(Debug, Clone)]
+pub struct StoredDevice {
+    /// Metadata for filters.
+    pub meta: Arc<DeviceMeta>,
+    /// The position of the notification that carried this version.
+    pub seq: u64,
+    /// That notification's frame (device frames stay plain: they are few and rarely change).
+    pub frame: Bytes,
+    /// Where the device resource lies in the frame.
+    pub doc: Range<u32>,
+}
+
+impl StoredDevice {
+    /// A device as published at `seq` in `frame`, its resource at `doc`.
+    pub fn new(meta: Arc<DeviceMeta>, seq: u64, frame: Bytes, doc: Range<usize>) -> Self {
+        let doc = u32::try_from(doc.start).unwrap_or(0)..u32::try_from(doc.end).unwrap_or(0);
+        Self {
+            meta,
+            seq,
+            frame,
+            doc,
+        }
+    }
+
+    /// The device resource, compact JSON (empty when the range is broken: a bug, never input).
+    pub fn json(&self) -> &str {
+        let range = self.doc.start as usize..self.doc.end as usize;
+        self.frame
+            .get(range)
+            .and_then(|doc| std::str::from_utf8(doc).ok())
+            .unwrap_or("")
     }
 }
 
@@ -165,6 +267,8 @@ pub struct StoreView {
     /// (call-id digest, key).
     by_call: OrdSet<(u64, CallKey)>,
     live: usize,
+    /// Devices whose state is not the default, by id.
+    devices: OrdMap<Arc<str>, StoredDevice>,
 }
 
 /// The digest the indexes keep of an id: SipHash with fixed keys, the same in every run, so that the
@@ -199,6 +303,35 @@ impl StoreView {
                 }
             }
         }
+    }
+
+    /// Records the newest version of a device: kept while its state is not the default, forgotten when it
+    /// is (it is then what the default shows).
+    pub fn upsert_device(&mut self, device: StoredDevice) {
+        if device.meta.kept {
+            self.devices
+                .insert(Arc::clone(&device.meta.device_id), device);
+        } else {
+            self.devices.remove(&device.meta.device_id);
+        }
+    }
+
+    /// The device with id `device_id`, if its state is not the default.
+    pub fn device(&self, device_id: &str) -> Option<&StoredDevice> {
+        self.devices.get(device_id)
+    }
+
+    /// Every device whose state is not the default, in id order, starting after `after`.
+    pub fn devices_after(&self, after: Option<Arc<str>>) -> impl Iterator<Item = &StoredDevice> {
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.devices
+            .range((start, Bound::Unbounded))
+            .map(|(_, device)| device)
+    }
+
+    /// How many devices with a state of their own are held.
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
     }
 
     /// Keeps `frame` (the packed form of the notification at `seq`) for the call with `key`, if that

@@ -6,7 +6,8 @@
 use super::history::Missed;
 use crate::delivery::{Backlog, Frame};
 use crate::json::write_json_str;
-use crate::store::{CallKey, Lookup, StoreView, StoredCall, push_documents};
+use crate::reduce::Topic;
+use crate::store::{CallKey, Lookup, StoreView, StoredCall, StoredDevice, push_documents};
 use crate::subscriptions::Matcher;
 use std::sync::Arc;
 
@@ -15,17 +16,30 @@ pub const SNAPSHOT_CHUNK: usize = 1000;
 /// Missed notifications rendered per turn of the writer.
 const RESUME_FRAMES_PER_TURN: usize = 512;
 
-/// A snapshot: `subscribed` with the first calls, then `snapshot` frames until `"more":false`.
+/// A snapshot: `subscribed` with the first resources, then `snapshot` frames until `"more":false`. Each
+/// frame holds at most [`SNAPSHOT_CHUNK`] resources: the subscription's calls (`"calls"`, when calls are
+/// among its topics), then its devices (`"devices"`, when devices are).
 pub struct SnapshotBacklog {
-    /// The `subscribed` frame up to its calls (`{"type":"subscribed",...,"calls":[`), until it is sent.
+    /// The `subscribed` frame up to its resources (`{"type":"subscribed",...,"resumed":false`), until it
+    /// is sent.
     head: Option<String>,
     /// The subscription's name as a JSON string.
     sub_json: String,
     view: StoreView,
     matcher: Arc<Matcher>,
     plan: Option<Plan>,
-    /// A call found past the last chunk, proving there is more; it opens the next chunk.
-    carry: Option<StoredCall>,
+    /// Every matching call has been gathered (or calls are not among the topics).
+    calls_done: bool,
+    /// The last device looked at.
+    devices_after: Option<Arc<str>>,
+    /// A resource found past the last chunk, proving there is more; it opens the next chunk.
+    carry: Option<Item>,
+}
+
+/// One resource of a snapshot.
+enum Item {
+    Call(StoredCall),
+    Device(StoredDevice),
 }
 
 /// How the matching calls are found: by the matcher's index, or by walking every call.
@@ -42,15 +56,38 @@ impl SnapshotBacklog {
         Self {
             head: Some(head),
             sub_json,
+            calls_done: !matcher.topics().contains(Topic::Calls),
             view,
             matcher,
             plan: None,
+            devices_after: None,
             carry: None,
         }
     }
 
-    /// Appends matching live calls to `calls` until it holds `want`.
-    fn gather(&mut self, want: usize, calls: &mut Vec<StoredCall>) {
+    /// Appends matching resources to `items` until it holds `want`: calls first, then devices.
+    fn gather(&mut self, want: usize, items: &mut Vec<Item>) {
+        if !self.calls_done {
+            self.gather_calls(want, items);
+            self.calls_done = items.len() < want;
+        }
+        if items.len() < want && self.matcher.topics().contains(Topic::Devices) {
+            let mut after = self.devices_after.take();
+            for device in self.view.devices_after(after.clone()) {
+                after = Some(Arc::clone(&device.meta.device_id));
+                if self.matcher.matches_device(&device.meta) {
+                    items.push(Item::Device(device.clone()));
+                    if items.len() >= want {
+                        break;
+                    }
+                }
+            }
+            self.devices_after = after;
+        }
+    }
+
+    /// Appends matching live calls to `items` until it holds `want`.
+    fn gather_calls(&mut self, want: usize, items: &mut Vec<Item>) {
         let plan = self
             .plan
             .get_or_insert_with(|| match self.matcher.lookup() {
@@ -66,17 +103,17 @@ impl SnapshotBacklog {
                 for call in self.view.iter_after(*after) {
                     *after = Some(call.meta.key);
                     if wanted(call) {
-                        calls.push(call.clone());
-                        if calls.len() >= want {
+                        items.push(Item::Call(call.clone()));
+                        if items.len() >= want {
                             break;
                         }
                     }
                 }
             }
             Plan::Keys { keys, next } => {
-                while *next < keys.len() && calls.len() < want {
+                while *next < keys.len() && items.len() < want {
                     if let Some(call) = self.view.get(keys[*next]).filter(|call| wanted(call)) {
-                        calls.push(call.clone());
+                        items.push(Item::Call(call.clone()));
                     }
                     *next += 1;
                 }
@@ -87,29 +124,52 @@ impl SnapshotBacklog {
 
 impl Backlog for SnapshotBacklog {
     fn next_frames(&mut self, out: &mut Vec<Frame>) -> bool {
-        let mut calls = Vec::with_capacity(SNAPSHOT_CHUNK + 1);
-        calls.extend(self.carry.take());
-        self.gather(SNAPSHOT_CHUNK + 1, &mut calls);
-        let more = calls.len() > SNAPSHOT_CHUNK;
+        let mut items = Vec::with_capacity(SNAPSHOT_CHUNK + 1);
+        items.extend(self.carry.take());
+        self.gather(SNAPSHOT_CHUNK + 1, &mut items);
+        let more = items.len() > SNAPSHOT_CHUNK;
         if more {
-            self.carry = calls.pop();
+            self.carry = items.pop();
         }
-        let size: usize = calls.iter().map(|call| call.json_len() + 1).sum();
+        let mut calls = Vec::with_capacity(items.len());
+        let mut devices = Vec::new();
+        for item in items {
+            match item {
+                Item::Call(call) => calls.push(call),
+                Item::Device(device) => devices.push(device),
+            }
+        }
+        let size: usize = calls.iter().map(|call| call.json_len() + 1).sum::<usize>()
+            + devices.iter().map(|d| d.json().len() + 1).sum::<usize>();
         let mut frame = match self.head.take() {
             Some(head) => head,
             None => {
                 let mut frame = String::from("{\"type\":\"snapshot\",\"sub\":");
                 frame.push_str(&self.sub_json);
-                frame.push_str(",\"calls\":[");
                 frame
             }
         };
-        frame.reserve(size + 16);
-        push_documents(&mut frame, &calls, "snapshot");
+        frame.reserve(size + 48);
+        let topics = self.matcher.topics();
+        if topics.contains(Topic::Calls) {
+            frame.push_str(",\"calls\":[");
+            push_documents(&mut frame, &calls, "snapshot");
+            frame.push(']');
+        }
+        if topics.contains(Topic::Devices) {
+            frame.push_str(",\"devices\":[");
+            for (i, device) in devices.iter().enumerate() {
+                if i > 0 {
+                    frame.push(',');
+                }
+                frame.push_str(device.json());
+            }
+            frame.push(']');
+        }
         frame.push_str(if more {
-            "],\"more\":true}"
+            ",\"more\":true}"
         } else {
-            "],\"more\":false}"
+            ",\"more\":false}"
         });
         out.push(Frame::Text(frame.into()));
         more
@@ -136,7 +196,7 @@ impl Backlog for ResumeBacklog {
             let Some(entry) = self.missed.next_entry() else {
                 return false;
             };
-            if self.matcher.matches(&entry.meta) {
+            if self.matcher.matches_meta(&entry.meta) {
                 match entry.frame.plain() {
                     Ok(frame) => out.push(Frame::Text(frame)),
                     // A fault of this process, logged; the resume goes on.

@@ -3,18 +3,17 @@
 //! Kept as a persistent vector so that a resume takes the entries it needs in constant time under the
 //! stream's lock and reads them afterwards, while publication goes on.
 
-use crate::store::CallMeta;
+use crate::store::Meta;
 use crate::store::packing::Kept;
 use imbl::Vector;
-use std::sync::Arc;
 
 /// One published notification.
 #[derive(Debug, Clone)]
 pub struct HistoryEntry {
     /// Its position in the stream.
     pub seq: u64,
-    /// The call it is about, for filters.
-    pub meta: Arc<CallMeta>,
+    /// The call or device it is about, for filters.
+    pub meta: Meta,
     /// The notification frame, as every recipient got it (packed once the packer has been by).
     pub frame: Kept,
 }

@@ -17,7 +17,7 @@ pub mod packer;
 use crate::delivery::{Outbox, OutboxLimits, Pushed, Renderer};
 use crate::json::{Decimal, write_json_str};
 use crate::store::packing::Kept;
-use crate::store::{CallKey, CallMeta, StoreView, StoredCall};
+use crate::store::{CallKey, Meta, StoreView, StoredCall, StoredDevice};
 use crate::subscriptions::{
     CallFilter, ConnectionId, Matcher, Scope, SubscribeError, Subscriptions,
 };
@@ -30,11 +30,11 @@ use std::time::Instant;
 /// One notification ready to publish, as a reducer shard produced it.
 #[derive(Debug)]
 pub struct Published {
-    /// The call it is about.
-    pub meta: Arc<CallMeta>,
+    /// The call or device it is about.
+    pub meta: Meta,
     /// The notification's members (`"channel":...,"data":{...}`), serialized once by the reducer.
     pub members: String,
-    /// Where the call document lies within `members`.
+    /// Where the resource document (the call or the device) lies within `members`.
     pub call: Range<usize>,
     /// When its event was read from the ingest socket.
     pub ingested: Instant,
@@ -152,16 +152,23 @@ impl Stream {
             let seq = core.seq;
             let (frame, call) = self.frame(seq, &published);
             let frame = crate::store::frame_heap::frame_bytes(frame);
-            core.store.upsert(StoredCall::new(
-                Arc::clone(&published.meta),
-                seq,
-                frame.clone(),
-                call,
-            ));
+            match &published.meta {
+                Meta::Call(meta) => {
+                    core.store
+                        .upsert(StoredCall::new(Arc::clone(meta), seq, frame.clone(), call))
+                }
+                Meta::Device(meta) => core.store.upsert_device(StoredDevice::new(
+                    Arc::clone(meta),
+                    seq,
+                    frame.clone(),
+                    call,
+                )),
+            }
+            let key = published.meta.key();
             let mut delivered = 0u64;
             let to_wake = &mut core.to_wake;
             core.subscriptions.recipients(&published.meta, |outbox| {
-                let (pushed, wake) = outbox.queue_notification(published.meta.key, frame.clone());
+                let (pushed, wake) = outbox.queue_notification(key, frame.clone());
                 if wake {
                     to_wake.push(Arc::clone(outbox));
                 }
@@ -220,8 +227,9 @@ impl Stream {
         }
     }
 
-    /// Subscribes: queues the `subscribed` message with the snapshot (in chunks), or `resumed:true` and
-    /// the missed notifications, atomically with the stream position. `scope` limits what it can see.
+    /// Subscribes to calls: queues the `subscribed` message with the snapshot (in chunks), or
+    /// `resumed:true` and the missed notifications, atomically with the stream position. `scope` limits
+    /// what it can see.
     pub fn subscribe(
         &self,
         connection: ConnectionId,
@@ -230,7 +238,18 @@ impl Stream {
         scope: Scope,
         since: Option<Since>,
     ) -> Result<(), SubscribeError> {
-        let matcher = Arc::new(Matcher::new(filter, scope));
+        self.subscribe_to(connection, sub, Matcher::new(filter, scope), since)
+    }
+
+    /// Subscribes with `matcher` (its topics, filter and scope), as [`Stream::subscribe`] does.
+    pub fn subscribe_to(
+        &self,
+        connection: ConnectionId,
+        sub: &str,
+        matcher: Matcher,
+        since: Option<Since>,
+    ) -> Result<(), SubscribeError> {
+        let matcher = Arc::new(matcher);
         let mut core = self.lock();
         let Some(outbox) = core
             .subscriptions
@@ -258,7 +277,7 @@ impl Stream {
                 metrics::counter!("callgate_resumes_total").increment(1);
             }
             None => {
-                head.push_str(",\"resumed\":false,\"calls\":[");
+                head.push_str(",\"resumed\":false");
                 let view = core.store.clone();
                 outbox.push_backlog(Box::new(SnapshotBacklog::new(head, sub, view, matcher)));
                 metrics::counter!("callgate_snapshots_total").increment(1);
@@ -303,6 +322,7 @@ mod tests {
     use crate::delivery::Frame;
     use crate::event::ConnId;
     use crate::reduce::CallState;
+    use crate::store::CallMeta;
     use serde_json::{Value, json};
 
     const EPOCH: &str = "run-1";
@@ -395,7 +415,7 @@ mod tests {
             call.dn
         );
         Published {
-            meta: meta(call, state),
+            meta: Meta::Call(meta(call, state)),
             call: head.len()..head.len() + document.len(),
             members,
             ingested: Instant::now(),
@@ -898,7 +918,7 @@ mod tests {
         let document = json!({"id": id, "state": state.as_str(), "version": version}).to_string();
         let head = r#""channel":"/v2/me/calls","data":{"call":"#;
         Published {
-            meta: Arc::new(CallMeta {
+            meta: Meta::Call(Arc::new(CallMeta {
                 key: CallKey {
                     shard: 0,
                     number: n,
@@ -908,7 +928,7 @@ mod tests {
                 call_id: id.as_str().into(),
                 conn_id: crate::event::ConnId(n),
                 state,
-            }),
+            })),
             call: head.len()..head.len() + document.len(),
             members: format!("{head}{document}}}"),
             ingested: Instant::now(),

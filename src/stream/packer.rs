@@ -114,7 +114,7 @@ impl Stream {
             .plain_after(cursor.after, VISIT_PER_LOCK, |entry, frame| {
                 out.push(ToPack {
                     seq: entry.seq,
-                    key: entry.meta.key,
+                    key: entry.meta.key(),
                     frame: frame.clone(),
                 });
             });
@@ -217,7 +217,7 @@ mod tests {
     use crate::delivery::OutboxLimits;
     use crate::event::ConnId;
     use crate::reduce::CallState;
-    use crate::store::CallMeta;
+    use crate::store::{CallMeta, Meta};
     use crate::stream::Published;
     use std::time::Instant;
 
@@ -227,14 +227,14 @@ mod tests {
         );
         let head = r#""channel":"/v2/me/calls","data":{"notificationType":"StatusChange","call":"#;
         Published {
-            meta: Arc::new(CallMeta {
+            meta: Meta::Call(Arc::new(CallMeta {
                 key: CallKey { shard: 0, number },
                 dn: format!("{}", 7000 + number).into(),
                 device_id: format!("dev-{number}").into(),
                 call_id: format!("call-{number}").into(),
                 conn_id: ConnId(number),
                 state: CallState::Established,
-            }),
+            })),
             call: head.len()..head.len() + document.len(),
             members: format!(r#"{head}{document},"messageType":"CallStateChangeMessage"}}"#),
             ingested: Instant::now(),

@@ -6,7 +6,7 @@ use super::*;
 use crate::delivery::{Frame, OutboxLimits};
 use crate::event::ConnId;
 use crate::reduce::CallState;
-use crate::store::{CallKey, CallMeta};
+use crate::store::{CallKey, CallMeta, Meta};
 use proptest::prelude::*;
 use serde_json::Value;
 use std::time::Instant;
@@ -20,7 +20,7 @@ fn published(call: u64, device: u64, state: CallState, version: u64) -> Publishe
     let document = serde_json::json!({"id": id, "device": format!("dev-{dn}"), "state": state.as_str(), "version": version}).to_string();
     let head = r#""channel":"/v2/me/calls","data":{"call":"#;
     Published {
-        meta: Arc::new(CallMeta {
+        meta: Meta::Call(Arc::new(CallMeta {
             key: CallKey {
                 shard: 0,
                 number: call,
@@ -30,7 +30,7 @@ fn published(call: u64, device: u64, state: CallState, version: u64) -> Publishe
             call_id: id.as_str().into(),
             conn_id: ConnId(call),
             state,
-        }),
+        })),
         call: head.len()..head.len() + document.len(),
         members: format!("{head}{document}}}"),
         ingested: Instant::now(),

@@ -7,8 +7,8 @@
 //! lengths, under the stream's lock.
 
 use crate::event::ConnId;
-use crate::reduce::CallState;
-use crate::store::{CallMeta, Lookup};
+use crate::reduce::{CallState, Topic};
+use crate::store::{CallMeta, DeviceMeta, Lookup, Meta};
 use hashbrown::HashSet;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -111,6 +111,44 @@ impl Scope {
     }
 }
 
+/// The topics of a subscription (api.md `topics`): which kinds of notification it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Topics(u8);
+
+impl Topics {
+    /// Calls only: what a subscription without `topics` gets.
+    pub const CALLS: Topics = Topics(1);
+    /// Devices only.
+    pub const DEVICES: Topics = Topics(2);
+
+    fn bit(topic: Topic) -> u8 {
+        match topic {
+            Topic::Calls => 1,
+            Topic::Devices => 2,
+        }
+    }
+
+    /// The topics named in `names`; the first unknown name is the error.
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Topics, &'a str> {
+        let mut bits = 0;
+        for name in names {
+            bits |= Topic::from_name(name).map(Topics::bit).ok_or(name)?;
+        }
+        Ok(Topics(bits))
+    }
+
+    /// Whether `topic` is one of them.
+    pub fn contains(self, topic: Topic) -> bool {
+        self.0 & Topics::bit(topic) != 0
+    }
+
+    /// Both sets' topics.
+    #[must_use]
+    pub fn with(self, other: Topics) -> Topics {
+        Topics(self.0 | other.0)
+    }
+}
+
 /// One string member of a filter: its distinct values as a list (for index lookups) and as a set.
 #[derive(Debug, Clone)]
 struct Values {
@@ -152,6 +190,10 @@ pub struct Matcher {
     /// The device ids of a device scope, as a list for index lookups; empty for a scope too large to
     /// file under (see [`MAX_SCOPE_KEYS`]).
     scope_list: Box<[Arc<str>]>,
+    /// What kinds of notification it receives.
+    topics: Topics,
+    /// Whether a member that only calls have (callId, connId, state) is given: no device can match.
+    call_members: bool,
 }
 
 /// A scope of more devices than this (a supervisor of a large team) files its subscription among the
@@ -186,9 +228,18 @@ pub enum IndexKeys<'a> {
 }
 
 impl Matcher {
-    /// Compiles a validated filter with the subscriber's scope.
+    /// Compiles a validated filter with the subscriber's scope, for calls.
     pub fn new(filter: CallFilter, scope: Scope) -> Self {
+        Self::for_topics(filter, scope, Topics::CALLS)
+    }
+
+    /// Compiles a validated filter with the subscriber's scope, for `topics`. A device matches when its
+    /// DN and id pass the `dn` and `deviceId` members; a filter with a member only calls have (`callId`,
+    /// `connId`, `state`) matches no device.
+    pub fn for_topics(filter: CallFilter, scope: Scope, topics: Topics) -> Self {
         let unfiltered = filter.is_empty();
+        let call_members =
+            filter.call_id.is_some() || filter.conn_id.is_some() || filter.state.is_some();
         let everything = unfiltered && scope == Scope::All;
         let states = filter.state.map(|names| {
             names
@@ -212,6 +263,8 @@ impl Matcher {
             scope_list: scope_list(&scope),
             scope,
             everything,
+            topics,
+            call_members,
         }
     }
 
@@ -227,15 +280,41 @@ impl Matcher {
             everything: self.unfiltered && scope == Scope::All,
             scope_list: scope_list(&scope),
             scope,
+            topics: self.topics,
+            call_members: self.call_members,
         }
     }
 
-    /// Every call matches (no member, no scope).
-    pub fn everything(&self) -> bool {
-        self.everything
+    /// Every notification of `topic` matches (no member, no scope, and the topic is one of its own).
+    pub fn everything(&self, topic: Topic) -> bool {
+        self.everything && self.topics.contains(topic)
     }
 
-    /// Whether the call matches the filter and is in scope.
+    /// Its topics.
+    pub fn topics(&self) -> Topics {
+        self.topics
+    }
+
+    /// Whether the notification about `meta` matches.
+    pub fn matches_meta(&self, meta: &Meta) -> bool {
+        match meta {
+            Meta::Call(call) => self.topics.contains(Topic::Calls) && self.matches(call),
+            Meta::Device(device) => self.matches_device(device),
+        }
+    }
+
+    /// Whether the device matches the filter, is in scope, and devices are among its topics.
+    pub fn matches_device(&self, device: &DeviceMeta) -> bool {
+        self.topics.contains(Topic::Devices)
+            && (self.everything
+                || (!self.call_members
+                    && Values::allows(&self.dn, &device.dn)
+                    && Values::allows(&self.device_id, &device.device_id)
+                    && self.scope.allows_device(&device.device_id)))
+    }
+
+    /// Whether the call matches the filter and is in scope (whatever the topics: REST and snapshots ask
+    /// this of calls only).
     pub fn matches(&self, call: &CallMeta) -> bool {
         self.everything
             || (Values::allows(&self.dn, &call.dn)

@@ -10,9 +10,10 @@
 pub mod filter;
 
 use crate::delivery::Outbox;
-use crate::store::CallMeta;
+use crate::reduce::Topic;
+use crate::store::Meta;
 pub use filter::{
-    CallFilter, FilterError, IndexKeys, MAX_FILTER_VALUES, MAX_SCOPE_KEYS, Matcher, Scope,
+    CallFilter, FilterError, IndexKeys, MAX_FILTER_VALUES, MAX_SCOPE_KEYS, Matcher, Scope, Topics,
 };
 use hashbrown::HashMap;
 use std::sync::Arc;
@@ -52,11 +53,21 @@ impl SubscribeError {
     }
 }
 
+/// The topics, each with its place in per-topic arrays.
+const TOPICS: [Topic; 2] = [Topic::Calls, Topic::Devices];
+
+fn topic_index(topic: Topic) -> usize {
+    match topic {
+        Topic::Calls => 0,
+        Topic::Devices => 1,
+    }
+}
+
 struct Connection {
     outbox: Arc<Outbox>,
     subscriptions: HashMap<Box<str>, Arc<Matcher>>,
-    /// One of its subscriptions matches every call: it gets every notification.
-    gets_everything: bool,
+    /// Per topic: one of its subscriptions matches every notification of the topic.
+    gets_everything: [bool; TOPICS.len()],
 }
 
 /// Subscribers by index key; values count how many of the connection's subscriptions use the key.
@@ -68,9 +79,9 @@ pub struct Subscriptions {
     connections: HashMap<ConnectionId, Connection>,
     next_connection: ConnectionId,
     subscriptions: usize,
-    /// Connections that get every notification (wallboards, analytics), in connection order. Delivering
-    /// to them needs no lookup and no match.
-    everything: Vec<(ConnectionId, Arc<Outbox>)>,
+    /// Per topic, connections that get every notification of it (wallboards, analytics), in connection
+    /// order. Delivering to them needs no lookup and no match.
+    everything: [Vec<(ConnectionId, Arc<Outbox>)>; TOPICS.len()],
     broad: HashMap<ConnectionId, usize>,
     by_dn: Filed,
     by_device: Filed,
@@ -88,7 +99,7 @@ impl Subscriptions {
             Connection {
                 outbox,
                 subscriptions: HashMap::new(),
-                gets_everything: false,
+                gets_everything: [false; TOPICS.len()],
             },
         );
         id
@@ -181,22 +192,28 @@ impl Subscriptions {
         self.subscriptions
     }
 
-    /// Calls `deliver` once for each connection with a subscription that matches `call`.
-    pub fn recipients(&mut self, call: &CallMeta, mut deliver: impl FnMut(&Arc<Outbox>)) {
-        for (_, outbox) in &self.everything {
+    /// Calls `deliver` once for each connection with a subscription that matches the notification about
+    /// `meta`.
+    pub fn recipients(&mut self, meta: &Meta, mut deliver: impl FnMut(&Arc<Outbox>)) {
+        let topic = topic_index(meta.topic());
+        for (_, outbox) in &self.everything[topic] {
             deliver(outbox);
         }
         let candidates = &mut self.candidates;
         candidates.clear();
         candidates.extend(self.broad.keys());
         for (filed, key) in [
-            (&self.by_dn, &call.dn),
-            (&self.by_device, &call.device_id),
-            (&self.by_call, &call.call_id),
+            (&self.by_dn, meta.dn()),
+            (&self.by_device, meta.device_id()),
         ] {
             if let Some(connections) = filed.get(key) {
                 candidates.extend(connections.keys());
             }
+        }
+        if let Meta::Call(call) = meta
+            && let Some(connections) = self.by_call.get(&call.call_id)
+        {
+            candidates.extend(connections.keys());
         }
         candidates.sort_unstable();
         candidates.dedup();
@@ -204,7 +221,9 @@ impl Subscriptions {
             let Some(conn) = self.connections.get(connection) else {
                 continue;
             };
-            if !conn.gets_everything && conn.subscriptions.values().any(|m| m.matches(call)) {
+            if !conn.gets_everything[topic]
+                && conn.subscriptions.values().any(|m| m.matches_meta(meta))
+            {
                 deliver(&conn.outbox);
             }
         }
@@ -241,21 +260,25 @@ impl Subscriptions {
         }
     }
 
-    /// Puts `connection` in or out of the every-notification list after its subscriptions changed.
+    /// Puts `connection` in or out of each topic's every-notification list after its subscriptions
+    /// changed.
     fn refresh_everything(&mut self, connection: ConnectionId) {
-        let member = self.connections.get_mut(&connection).map(|conn| {
-            conn.gets_everything = conn.subscriptions.values().any(|m| m.everything());
-            (conn.gets_everything, Arc::clone(&conn.outbox))
-        });
-        let position = self
-            .everything
-            .binary_search_by_key(&connection, |(id, _)| *id);
-        match (member, position) {
-            (Some((true, outbox)), Err(at)) => self.everything.insert(at, (connection, outbox)),
-            (Some((false, _)) | None, Ok(at)) => {
-                self.everything.remove(at);
+        for topic in TOPICS {
+            let index = topic_index(topic);
+            let member = self.connections.get_mut(&connection).map(|conn| {
+                conn.gets_everything[index] =
+                    conn.subscriptions.values().any(|m| m.everything(topic));
+                (conn.gets_everything[index], Arc::clone(&conn.outbox))
+            });
+            let everything = &mut self.everything[index];
+            let position = everything.binary_search_by_key(&connection, |(id, _)| *id);
+            match (member, position) {
+                (Some((true, outbox)), Err(at)) => everything.insert(at, (connection, outbox)),
+                (Some((false, _)) | None, Ok(at)) => {
+                    everything.remove(at);
+                }
+                _ => {}
             }
-            _ => {}
         }
     }
 }
