@@ -177,6 +177,17 @@ impl fmt::Display for Device {
     }
 }
 
+/// A device of the access file with its owner: what device listings show for a DN no event has named.
+#[derive(Debug, Clone)]
+pub struct OwnedDevice {
+    /// The device's id.
+    pub id: Arc<str>,
+    /// Its Server and DN.
+    pub device: Device,
+    /// The user it belongs to.
+    pub owner: Arc<User>,
+}
+
 /// A user of the access file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -271,6 +282,8 @@ pub struct Access {
     teams: HashMap<String, Arc<hashbrown::HashSet<Arc<str>>>>,
     /// Device ids of every user.
     everyone: Arc<hashbrown::HashSet<Arc<str>>>,
+    /// Every user's devices, in (DN, Server) order, with their ids and owners.
+    directory: Arc<[OwnedDevice]>,
     jwt: Option<JwtSettings>,
     ingest: Vec<IngestSource>,
 }
@@ -320,11 +333,26 @@ impl Access {
             }
             everyone.extend(ids);
         }
+        let users: HashMap<String, Arc<User>> = users
+            .into_iter()
+            .map(|user| (user.username.clone(), Arc::new(user)))
+            .collect();
+        let mut directory: Vec<OwnedDevice> = users
+            .values()
+            .flat_map(|user| {
+                user.devices.iter().map(|device| OwnedDevice {
+                    id: device.id().into(),
+                    device: device.clone(),
+                    owner: Arc::clone(user),
+                })
+            })
+            .collect();
+        directory.sort_by(|a, b| {
+            (&a.device.dn, &a.device.server).cmp(&(&b.device.dn, &b.device.server))
+        });
         Self {
-            users: users
-                .into_iter()
-                .map(|user| (user.username.clone(), Arc::new(user)))
-                .collect(),
+            users,
+            directory: directory.into(),
             teams: teams
                 .into_iter()
                 .map(|(team, ids)| (team, Arc::new(ids)))
@@ -338,6 +366,18 @@ impl Access {
     /// The user named `username`.
     pub fn user(&self, username: &str) -> Option<&Arc<User>> {
         self.users.get(username)
+    }
+
+    /// Every user's devices, in (DN, Server) order.
+    pub fn directory(&self) -> &Arc<[OwnedDevice]> {
+        &self.directory
+    }
+
+    /// Every user, in name order.
+    pub fn users(&self) -> Vec<&Arc<User>> {
+        let mut users: Vec<&Arc<User>> = self.users.values().collect();
+        users.sort_by(|a, b| a.username.cmp(&b.username));
+        users
     }
 
     /// The number of users.

@@ -4,7 +4,7 @@
 //! Every refusal is logged for audit (user or address, door, reason; never a secret) and counted in
 //! `callgate_access_denied_total{door,reason}`.
 
-use super::file::{Access, IngestSource, User};
+use super::file::{Access, IngestSource, OwnedDevice, User};
 use super::jwt::{JwtVerifier, TokenError};
 use super::sessions::Sessions;
 use super::throttle::{Checked, PasswordChecks};
@@ -214,6 +214,21 @@ impl Gate {
             None => Some(Principal::open()),
             Some(current) => principal(&current, username),
         }
+    }
+
+    /// Every user's devices with their owners (none in open mode), in (DN, Server) order.
+    pub fn directory(&self) -> Arc<[OwnedDevice]> {
+        self.now_current().map_or_else(
+            || Arc::from([]),
+            |current| Arc::clone(current.access.directory()),
+        )
+    }
+
+    /// Every user now, in name order (none in open mode).
+    pub fn users(&self) -> Vec<Arc<User>> {
+        self.now_current().map_or_else(Vec::new, |current| {
+            current.access.users().into_iter().cloned().collect()
+        })
     }
 
     /// Whether a `Cookie` header carries this gate's session cookie.

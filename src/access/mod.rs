@@ -13,6 +13,7 @@ pub mod sessions;
 pub mod throttle;
 
 pub use file::{
-    Access, AccessError, Device, IngestSource, JwtKey, JwtSettings, Problem, Roles, Servers, User,
+    Access, AccessError, Device, IngestSource, JwtKey, JwtSettings, OwnedDevice, Problem, Roles,
+    Servers, User,
 };
 pub use gate::{Denied, Gate, Granted, Principal, Request, RequestKind};

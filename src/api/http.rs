@@ -51,42 +51,6 @@ pub async fn calls(
     json_response(StatusCode::OK, body)
 }
 
-/// `GET /api/v2/devices`: every device in scope with calls, and its calls, devices in DN order.
-pub async fn devices(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-) -> Response {
-    let view = state.stream.view();
-    let calls: Vec<&StoredCall> = view
-        .by_device()
-        .filter(|call| principal.scope.allows_device(&call.meta.device_id))
-        .collect();
-    let mut body = String::from("{\"statusCode\":0,\"devices\":[");
-    for (i, device) in calls
-        .chunk_by(|a, b| a.meta.device_id == b.meta.device_id)
-        .enumerate()
-    {
-        let meta = &device[0].meta;
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str("{\"id\":");
-        write_json_str(&mut body, &meta.device_id);
-        body.push_str(",\"phoneNumber\":");
-        write_json_str(&mut body, &meta.dn);
-        body.push_str(",\"uri\":");
-        write_json_str(
-            &mut body,
-            &format!("{}/api/v2/devices/{}", state.base_url, meta.device_id),
-        );
-        body.push_str(",\"calls\":");
-        push_calls(&mut body, device.iter().copied());
-        body.push('}');
-    }
-    body.push_str("]}");
-    json_response(StatusCode::OK, body)
-}
-
 /// `GET /api/v2/devices/{deviceId}/calls`.
 pub async fn device_calls(
     State(state): State<AppState>,

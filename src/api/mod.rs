@@ -1,6 +1,7 @@
 //! The HTTP door: REST snapshots, health, metrics, and the WebSocket, all on one port (axum).
 
 pub mod auth;
+pub mod gws;
 pub mod http;
 pub mod origin;
 pub mod server;
@@ -42,12 +43,33 @@ pub struct AppState {
 
 /// All routes.
 pub fn router(state: AppState) -> axum::Router {
-    use axum::routing::get;
+    use axum::routing::{get, post};
     // Behind the gate: every route that returns call data. The WebSocket checks its own credentials
     // (they may come in its first frame); health and metrics carry no customer data.
     let rest = axum::Router::new()
         .route("/api/v2/calls", get(http::calls))
-        .route("/api/v2/devices", get(http::devices))
+        .route("/api/v2/devices", get(gws::devices))
+        .route("/api/v2/devices/{device_id}", get(gws::device))
+        .route("/api/v2/me", get(gws::get_me).post(gws::post_me))
+        .route(
+            "/api/v2/me/devices",
+            get(gws::my_devices).post(gws::post_me_operation),
+        )
+        .route(
+            "/api/v2/me/devices/{device_id}",
+            get(gws::my_device).post(gws::post_me_operation),
+        )
+        .route(
+            "/api/v2/me/calls",
+            get(gws::my_calls).post(gws::post_me_operation),
+        )
+        .route(
+            "/api/v2/me/calls/{call_id}",
+            get(gws::my_call).post(gws::post_me_operation),
+        )
+        .route("/api/v2/me/{*operation}", post(gws::post_me_operation))
+        .route("/api/v2/users", get(gws::users))
+        .route("/api/v2/users/{user_id}", get(gws::user))
         .route("/api/v2/devices/{device_id}/calls", get(http::device_calls))
         .route(
             "/api/v2/devices/{device_id}/calls/{call_id}",

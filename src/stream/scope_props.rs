@@ -6,7 +6,8 @@ use super::*;
 use crate::delivery::{Frame, OutboxLimits};
 use crate::event::ConnId;
 use crate::reduce::CallState;
-use crate::store::{CallKey, CallMeta, Meta};
+use crate::store::{CallKey, CallMeta, DeviceMeta, Meta};
+use crate::subscriptions::Topics;
 use proptest::prelude::*;
 use serde_json::Value;
 use std::time::Instant;
@@ -37,15 +38,36 @@ fn published(call: u64, device: u64, state: CallState, version: u64) -> Publishe
     }
 }
 
+/// A device notification of device `device`, its state kept (not the default) or not.
+fn published_device(device: u64, kept: bool, version: u64) -> Published {
+    let dn = format!("{}", 7000 + device);
+    let id = format!("dev-{dn}");
+    let document = serde_json::json!({"id": id, "version": version}).to_string();
+    let head = r#""channel":"/v2/me/devices","data":{"messageType":"DeviceStateChangeMessage","devices":["#;
+    Published {
+        meta: Meta::Device(Arc::new(DeviceMeta {
+            key: CallKey::device(0, u32::try_from(device).unwrap_or(0)),
+            dn: dn.as_str().into(),
+            device_id: id.as_str().into(),
+            kept,
+        })),
+        call: head.len()..head.len() + document.len(),
+        members: format!("{head}{document}]}}"),
+        ingested: Instant::now(),
+    }
+}
+
 /// One step of a run.
 #[derive(Debug, Clone)]
 enum Step {
-    /// Publish (call, device, state) notifications; a call keeps the device it first had.
+    /// Publish (call, device, state) notifications (a call keeps the device it first had), or, for a
+    /// state of 6 and over, a notification of the device itself.
     Publish(Vec<(u64, u64, u8)>),
-    /// Connection `c` subscribes, filtered to these DNs (none: unfiltered), resuming from `since`
-    /// notifications back when given.
+    /// Connection `c` subscribes to `topics` (bit 1 calls, bit 2 devices), filtered to these DNs (none:
+    /// unfiltered), resuming from `since` notifications back when given.
     Subscribe {
         connection: usize,
+        topics: u8,
         dns: Option<Vec<u64>>,
         resume: Option<u64>,
     },
@@ -95,13 +117,14 @@ fn scope_spec() -> impl Strategy<Value = ScopeSpec> {
 
 fn step(connections: usize) -> impl Strategy<Value = Step> {
     prop_oneof![
-        4 => prop::collection::vec((0..30u64, 0..DEVICES, 0..6u8), 1..12).prop_map(Step::Publish),
+        4 => prop::collection::vec((0..30u64, 0..DEVICES, 0..8u8), 1..12).prop_map(Step::Publish),
         2 => (
             0..connections,
+            1..4u8,
             prop::option::of(prop::collection::vec(0..DEVICES, 1..4)),
             prop::option::of(0..20u64),
         )
-            .prop_map(|(connection, dns, resume)| Step::Subscribe { connection, dns, resume }),
+            .prop_map(|(connection, topics, dns, resume)| Step::Subscribe { connection, topics, dns, resume }),
         1 => (0..connections, scope_spec())
             .prop_map(|(connection, scope)| Step::Rescope { connection, scope }),
     ]
@@ -118,18 +141,24 @@ fn state(n: u8) -> CallState {
     ][usize::from(n % 6)]
 }
 
-/// The devices of every call document in a frame (a notification's call, or a snapshot's calls).
+/// The devices of every resource in a frame: a notification's call or device, a snapshot's calls and
+/// devices.
 fn devices_in(frame: &Value) -> Vec<String> {
-    let mut calls: Vec<&Value> = frame["calls"]
-        .as_array()
-        .map(|c| c.iter().collect())
-        .unwrap_or_default();
-    if let Some(call) = frame.get("data").and_then(|d| d.get("call")) {
-        calls.push(call);
+    let list = |value: &Value| -> Vec<Value> { value.as_array().cloned().unwrap_or_default() };
+    let mut calls = list(&frame["calls"]);
+    let mut devices = list(&frame["devices"]);
+    if let Some(data) = frame.get("data") {
+        calls.extend(data.get("call").cloned());
+        devices.extend(list(&data["devices"]));
     }
     calls
         .iter()
         .filter_map(|call| call["device"].as_str().map(str::to_owned))
+        .chain(
+            devices
+                .iter()
+                .filter_map(|d| d["id"].as_str().map(str::to_owned)),
+        )
         .collect()
 }
 
@@ -177,13 +206,16 @@ proptest! {
                         .into_iter()
                         .map(|(call, device, n)| {
                             version += 1;
+                            if n >= 6 {
+                                return published_device(device, n == 6, version);
+                            }
                             let device = *device_of.entry(call).or_insert(device);
                             published(call, device, state(n), version)
                         })
                         .collect();
                     stream.publish(batch);
                 }
-                Step::Subscribe { connection, dns, resume } => {
+                Step::Subscribe { connection, topics, dns, resume } => {
                     let Some((id, _, spec, subs)) = connections.get_mut(connection) else {
                         continue;
                     };
@@ -196,7 +228,16 @@ proptest! {
                         epoch: EPOCH.into(),
                         seq: stream.stats().seq.saturating_sub(back),
                     });
-                    let _ = stream.subscribe(*id, &format!("s{subs}"), filter, spec.scope(), since);
+                    let mut wanted = Vec::new();
+                    if topics & 1 != 0 {
+                        wanted.push("calls");
+                    }
+                    if topics & 2 != 0 {
+                        wanted.push("devices");
+                    }
+                    let topics = Topics::from_names(wanted).unwrap_or(Topics::CALLS);
+                    let matcher = Matcher::for_topics(filter, spec.scope(), topics);
+                    let _ = stream.subscribe_to(*id, &format!("s{subs}"), matcher, since);
                 }
                 Step::Rescope { connection, scope } => {
                     if let Some((id, _, spec, _)) = connections.get_mut(connection) {
@@ -219,6 +260,10 @@ proptest! {
                 let view = stream.view();
                 for call in view.select(matcher.lookup()).filter(|call| matcher.matches(&call.meta)) {
                     prop_assert!(scope.allows_device(&call.meta.device_id));
+                }
+                let devices = Matcher::for_topics(CallFilter::default(), scope.clone(), Topics::DEVICES);
+                for device in view.devices_after(None).filter(|d| devices.matches_device(&d.meta)) {
+                    prop_assert!(scope.allows_device(&device.meta.device_id));
                 }
             }
         }
