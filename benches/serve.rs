@@ -201,7 +201,9 @@ fn now_micros() -> u64 {
         .unwrap_or(0)
 }
 
-/// The simulated center of `agents` agents whose traffic the benches replay.
+/// The simulated center of `agents` agents whose traffic the benches replay: calls only (no agent-state
+/// events), so that the figures compare with those measured before the simulator had agent states, and a
+/// 10,000-agent center's first events are not 10,000 logins.
 fn center(agents: u32, seed: u64) -> callgate::ingest::sim::SimConfig {
     callgate::ingest::sim::SimConfig {
         seed,
@@ -209,6 +211,7 @@ fn center(agents: u32, seed: u64) -> callgate::ingest::sim::SimConfig {
         queues: 8,
         supervisors: 10,
         calls_per_second: f64::from(agents) / 200.0,
+        agent_states: false,
         ..callgate::ingest::sim::SimConfig::default()
     }
 }
@@ -1076,6 +1079,7 @@ async fn ingest_throughput(connections: usize, events: usize) {
                 supervisors: 10,
                 calls_per_second: 5.0,
                 server: Some(format!("TS{}", i + 1)),
+                agent_states: false,
                 ..callgate::ingest::sim::SimConfig::default()
             };
             let mut bytes = Vec::with_capacity(events * 320);

@@ -144,7 +144,14 @@ fn abandon_queue_one_loses_every_inbound_caller_in_the_queue() {
     assert_eq!(counts.orphans, abandoned as u64);
     // Nobody ever rang: no agent was used.
     assert_eq!(count(&events, |e| e["event"] == "EventRinging"), 0);
-    assert_eq!(events.len(), 2 * queued);
+    assert_eq!(count(&events, |e| e.get("ConnID").is_some()), 2 * queued);
+    // The agents logged in and out, and did nothing in between.
+    let agent_events = count(&events, |e| e.get("AgentID").is_some());
+    assert_eq!(
+        count(&events, |e| e["event"] == "EventAgentLogin") * 2,
+        agent_events
+    );
+    assert_eq!(events.len(), 2 * queued + agent_events);
 }
 
 #[test]

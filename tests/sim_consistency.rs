@@ -6,7 +6,7 @@
 //! checks that the orphans are exactly those abandons, one for each the simulator reports.
 
 use callgate::ingest::sim::{SimConfig, Simulator};
-use callgate::reduce::{CallState, Counts, Disposition, Fold, Notifications};
+use callgate::reduce::{CallState, Counts, Disposition, Fold, Notifications, Topic};
 use std::collections::{HashMap, HashSet};
 
 #[test]
@@ -46,7 +46,7 @@ fn an_hour_of_a_200_agent_center_folds_cleanly() {
             assert_eq!(value["ThisQueue"], this_dn, "orphan {}", event.line);
             queue_abandons += 1;
         }
-        for notification in out.iter() {
+        for notification in out.iter().filter(|n| n.topic == Topic::Calls) {
             let (call, device) = reducer
                 .reducer()
                 .call(notification.resource)
@@ -127,4 +127,103 @@ fn an_understaffed_center_loses_callers_who_wait_too_long() {
         let (call, _) = reducer.reducer().call(number).expect("call");
         assert_eq!(call.state, CallState::Released, "call {}", call.id);
     }
+}
+
+/// The state an agent-state event leaves its agent in, by the event's name and work mode.
+fn state_after(event: &serde_json::Value) -> Option<&'static str> {
+    match event["event"].as_str()? {
+        "EventAgentLogin" | "EventAgentReady"
+            if event["AgentWorkMode"].as_str() != Some("AgentAuxWork") =>
+        {
+            Some("Ready")
+        }
+        "EventAgentNotReady" => Some("NotReady"),
+        "EventAgentLogout" => Some("LoggedOut"),
+        _ => None,
+    }
+}
+
+#[test]
+fn agents_log_in_wrap_up_and_take_breaks_and_are_offered_calls_only_when_ready() {
+    let config = SimConfig {
+        seed: 7,
+        agents: 30,
+        queues: 3,
+        supervisors: 2,
+        calls_per_second: 0.1,
+        duration_secs: Some(3600.0),
+        ..SimConfig::default()
+    };
+    let agents: HashSet<String> = config.agent_dns().into_iter().collect();
+    let mut state: HashMap<String, &'static str> = HashMap::new();
+    let (mut offered, mut after_call, mut breaks, mut device_notifications) = (0, 0, 0, 0);
+    let mut reasons = HashSet::new();
+    let mut reducer = Fold::default();
+    let mut out = Notifications::default();
+    let mut counts = Counts::default();
+    for event in Simulator::new(config) {
+        let value: serde_json::Value = serde_json::from_str(&event.line).expect("JSON");
+        let dn = value["ThisDN"].as_str().unwrap_or_default().to_owned();
+        if let Some(next) = state_after(&value) {
+            if value["AgentWorkMode"] == "AgentAfterCallWork" {
+                after_call += 1;
+            }
+            if value["AgentWorkMode"] == "AgentAuxWork" {
+                breaks += 1;
+                reasons.insert(value["Reasons"]["ReasonCode"].to_string());
+            }
+            state.insert(dn.clone(), next);
+        }
+        let kind = value["event"].as_str().unwrap_or_default();
+        if agents.contains(&dn) && matches!(kind, "EventRinging" | "EventDialing") {
+            offered += 1;
+            assert_eq!(
+                state.get(&dn).copied(),
+                Some("Ready"),
+                "{kind} at {dn} while not ready: {}",
+                event.line
+            );
+        }
+        let outcome = reducer.apply_line(event.line.as_bytes(), &mut out);
+        counts.record(&outcome);
+        device_notifications += out.iter().filter(|n| n.topic == Topic::Devices).count();
+        out.clear();
+    }
+    assert_eq!(counts.rejected + counts.duplicates + counts.ignored, 0);
+    assert!(offered > 100, "{offered} calls offered");
+    assert!(after_call > 100, "{after_call} after-call work periods");
+    assert!(
+        breaks > 0 && reasons.len() > 1,
+        "{breaks} breaks, reasons {reasons:?}"
+    );
+    assert!(device_notifications > 2 * after_call);
+    assert_eq!(state.len(), agents.len(), "every agent logged in");
+    assert!(
+        state.values().all(|s| *s == "LoggedOut"),
+        "every agent logs out at the end of the shift: {state:?}"
+    );
+}
+
+#[test]
+fn without_agent_states_there_are_only_calls_and_they_fold_cleanly() {
+    let config = SimConfig {
+        seed: 3,
+        agents: 20,
+        calls_per_second: 0.2,
+        max_calls: Some(200),
+        agent_states: false,
+        ..SimConfig::default()
+    };
+    let mut reducer = Fold::default();
+    let mut out = Notifications::default();
+    let mut counts = Counts::default();
+    for event in Simulator::new(config) {
+        assert!(!event.line.contains("\"EventAgent"), "{}", event.line);
+        let outcome = reducer.apply_line(event.line.as_bytes(), &mut out);
+        counts.record(&outcome);
+        assert!(out.iter().all(|n| n.topic == Topic::Calls));
+        out.clear();
+    }
+    assert!(counts.applied > 800, "{counts:?}");
+    assert_eq!(counts.rejected + counts.duplicates + counts.ignored, 0);
 }

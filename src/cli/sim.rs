@@ -29,9 +29,13 @@ pub struct SimArgs {
     /// Mean talk time in seconds.
     #[arg(long, default_value_t = 180.0)]
     pub talk_secs: f64,
-    /// Agent wrap-up time after each call, in seconds (the agent takes no call meanwhile).
+    /// Mean agent wrap-up time after each call, in seconds (the agent takes no call meanwhile).
     #[arg(long, default_value_t = SimConfig::default().wrap_up_secs)]
     pub wrap_up_secs: f64,
+    /// Agent-state events: logins, after-call work after each call (drawn around --wrap-up-secs), breaks
+    /// with reasons, logouts once arrivals stop. `false` leaves them out.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub agent_states: bool,
     /// Mean patience of a caller waiting in a queue for a free agent, in seconds.
     #[arg(long, default_value_t = SimConfig::default().patience_secs)]
     pub patience_secs: f64,
@@ -301,6 +305,7 @@ impl SimArgs {
             start,
             server: self.server.clone().filter(|name| !name.is_empty()),
             mix: parse_mix(&self.mix)?,
+            agent_states: self.agent_states,
         })
     }
 }

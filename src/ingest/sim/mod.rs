@@ -8,6 +8,7 @@
 //! supervisors) gets its own copy of each event, and the copies are released in time order with
 //! increasing EventSequenceNumbers. docs/simulator.md describes the scenarios and distributions.
 
+mod agents;
 mod mix;
 mod numbering;
 mod render;
@@ -20,6 +21,7 @@ pub use mix::{MIX_EXCLUSIVE, MIX_FIELDS, Mix, MixField};
 pub use rng::Rng;
 
 use crate::event::Micros;
+use agents::{AGENT_STREAM, AgentEv};
 use numbering::NumberPlan;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -45,7 +47,7 @@ pub struct SimConfig {
     pub duration_secs: Option<f64>,
     /// Mean talk time in seconds.
     pub talk_secs: f64,
-    /// Agent wrap-up time after a call, in seconds.
+    /// Agent wrap-up time after a call, in seconds (the mean of the drawn times when `agent_states`).
     pub wrap_up_secs: f64,
     /// Mean patience of a caller waiting in a queue, in seconds: a caller still waiting then hangs up.
     pub patience_secs: f64,
@@ -55,6 +57,11 @@ pub struct SimConfig {
     pub server: Option<String>,
     /// Scenario mix.
     pub mix: Mix,
+    /// Agent-state events (gws.md): each agent logs in in the 30 s before `start`, goes not ready for after-call
+    /// work after each call for a drawn time, sometimes takes a break, and logs out once arrivals have
+    /// stopped. Drawn from a random stream of their own: without them (`false`) the traffic is exactly
+    /// what it was before the simulator had agent states.
+    pub agent_states: bool,
 }
 
 impl Default for SimConfig {
@@ -73,6 +80,7 @@ impl Default for SimConfig {
             start: 1_763_900_000_000_000,
             server: None,
             mix: Mix::default(),
+            agent_states: true,
         }
     }
 }
@@ -147,7 +155,13 @@ pub struct SimEvent {
 struct Pending {
     time: Micros,
     order: u64,
-    event: Ev,
+    event: Scripted,
+}
+
+/// What a script wrote: a call's event copy, or an agent's state change.
+enum Scripted {
+    Call(Ev),
+    Agent(AgentEv),
 }
 
 impl PartialEq for Pending {
@@ -171,6 +185,8 @@ impl Ord for Pending {
 struct Party {
     dn: Arc<str>,
     free_at: Micros,
+    /// When its last after-call work ends (a break may follow).
+    wrapped_at: Micros,
 }
 
 const SECOND: f64 = 1_000_000.0;
@@ -188,6 +204,8 @@ fn arrival_gap(rng: &mut Rng, calls_per_second: f64) -> Micros {
 pub struct Simulator {
     config: SimConfig,
     rng: Rng,
+    /// Draws of agent states, apart from the calls' so that the calls stay the same without them.
+    agent_rng: Rng,
     agents: Vec<Party>,
     supervisors: Vec<Party>,
     queues: Vec<Arc<str>>,
@@ -201,6 +219,8 @@ pub struct Simulator {
     /// The `Server` attribute, escaped for JSON once.
     server: Option<String>,
     stats: SimStats,
+    /// Arrivals have stopped and the agents' logouts are scheduled.
+    shift_over: bool,
 }
 
 impl Simulator {
@@ -210,6 +230,7 @@ impl Simulator {
         let party = |dn: String| Party {
             dn: dn.into(),
             free_at: Micros::MIN,
+            wrapped_at: Micros::MIN,
         };
         let agents = config.agent_dns().into_iter().map(party).collect();
         let supervisors = config.supervisor_dns().into_iter().map(party).collect();
@@ -222,9 +243,11 @@ impl Simulator {
             .as_deref()
             .filter(|name| !name.is_empty())
             .map(|name| serde_json::Value::from(name).to_string());
-        Self {
+        let agent_rng = Rng::new(config.seed ^ AGENT_STREAM);
+        let mut simulator = Self {
             config,
             rng,
+            agent_rng,
             agents,
             supervisors,
             queues,
@@ -237,7 +260,10 @@ impl Simulator {
             line: String::new(),
             server,
             stats: SimStats::default(),
-        }
+            shift_over: false,
+        };
+        simulator.start_shift();
+        simulator
     }
 
     /// What has been generated so far (see [`SimStats`]).
@@ -258,6 +284,10 @@ impl Simulator {
     }
 
     fn push(&mut self, time: Micros, event: Ev) {
+        self.schedule(time, Scripted::Call(event));
+    }
+
+    fn schedule(&mut self, time: Micros, event: Scripted) {
         self.order += 1;
         self.pending.push(Reverse(Pending {
             time,
@@ -274,10 +304,18 @@ impl Iterator for Simulator {
         loop {
             let due = self.pending.peek().map(|Reverse(p)| p.time);
             let arrivals_open = self.arrivals_open();
+            if !arrivals_open && !self.shift_over {
+                self.shift_over = true;
+                self.end_shift();
+                continue;
+            }
             match due {
                 Some(time) if !arrivals_open || time <= self.next_arrival => {
                     let Reverse(pending) = self.pending.pop()?;
-                    return Some(self.render(pending.time, &pending.event));
+                    return Some(match &pending.event {
+                        Scripted::Call(ev) => self.render(pending.time, ev),
+                        Scripted::Agent(ev) => self.render_agent(pending.time, ev),
+                    });
                 }
                 _ if arrivals_open => {
                     let t0 = self.next_arrival;

@@ -12,7 +12,7 @@ mod supervise;
 
 use super::numbering::call_uuid;
 use super::tlib_event::Call;
-use super::{Party, Simulator, micros};
+use super::{Party, Simulator};
 use crate::event::Micros;
 
 impl Simulator {
@@ -43,11 +43,6 @@ impl Simulator {
             uuid: call_uuid(&mut self.rng),
             call_type,
         }
-    }
-
-    /// Agent `a` is done with a call at `done`, and takes no other until wrap-up is over.
-    fn wrap_up(&mut self, a: usize, done: Micros) {
-        self.agents[a].free_at = done + micros(self.config.wrap_up_secs);
     }
 }
 
