@@ -187,8 +187,13 @@ async fn every_fixture_through_the_socket_gives_folds_notifications_and_resource
             .unwrap_or_default();
         let gateway = Gateway::start(&["--base-url", "http://127.0.0.1:8080"]);
         let mut ws = ws_connect(&gateway).await;
-        let subscribed = subscribe(&mut ws, json!({"type":"subscribe","sub":"all"})).await;
+        let subscribed = subscribe(
+            &mut ws,
+            json!({"type":"subscribe","sub":"all","topics":["calls","devices"]}),
+        )
+        .await;
         assert_eq!(subscribed["calls"], json!([]), "{name}");
+        assert_eq!(subscribed["devices"], json!([]), "{name}");
         let epoch = subscribed["epoch"].clone();
 
         let events = std::fs::read(dir.join("events.ndjson")).expect("events");
