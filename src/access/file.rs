@@ -284,6 +284,8 @@ pub struct Access {
     everyone: Arc<hashbrown::HashSet<Arc<str>>>,
     /// Every user's devices, in (DN, Server) order, with their ids and owners.
     directory: Arc<[OwnedDevice]>,
+    /// The owner of each device, by device id.
+    owners: HashMap<Arc<str>, Arc<User>>,
     jwt: Option<JwtSettings>,
     ingest: Vec<IngestSource>,
 }
@@ -350,8 +352,13 @@ impl Access {
         directory.sort_by(|a, b| {
             (&a.device.dn, &a.device.server).cmp(&(&b.device.dn, &b.device.server))
         });
+        let owners = directory
+            .iter()
+            .map(|owned| (Arc::clone(&owned.id), Arc::clone(&owned.owner)))
+            .collect();
         Self {
             users,
+            owners,
             directory: directory.into(),
             teams: teams
                 .into_iter()
@@ -371,6 +378,11 @@ impl Access {
     /// Every user's devices, in (DN, Server) order.
     pub fn directory(&self) -> &Arc<[OwnedDevice]> {
         &self.directory
+    }
+
+    /// The user who owns the device `device_id`, if anyone does.
+    pub fn owner_of(&self, device_id: &str) -> Option<&Arc<User>> {
+        self.owners.get(device_id)
     }
 
     /// Every user, in name order.

@@ -192,6 +192,12 @@ impl Gate {
         self.generation.subscribe()
     }
 
+    /// How many times the access file has been reloaded: what a long-lived session compares with the
+    /// generation it was made under.
+    pub fn generation(&self) -> u64 {
+        *self.generation.borrow()
+    }
+
     /// Whether the gateway runs open.
     pub fn is_open(&self) -> bool {
         self.current.is_none()
@@ -222,6 +228,12 @@ impl Gate {
             || Arc::from([]),
             |current| Arc::clone(current.access.directory()),
         )
+    }
+
+    /// The owner of device `device_id` now (none in open mode, or for a DN of nobody).
+    pub fn owner_of(&self, device_id: &str) -> Option<Arc<User>> {
+        self.now_current()
+            .and_then(|current| current.access.owner_of(device_id).cloned())
     }
 
     /// Every user now, in name order (none in open mode).

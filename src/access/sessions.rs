@@ -138,6 +138,11 @@ fn random<const N: usize>() -> [u8; N] {
     bytes
 }
 
+/// `N` random bytes from the operating system, in hex: ids that must not be guessed (CometD's `clientId`).
+pub(crate) fn random_hex<const N: usize>() -> String {
+    hex(&random::<N>())
+}
+
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes.iter().fold(String::new(), |mut out, byte| {

@@ -1,6 +1,7 @@
 //! The HTTP door: REST snapshots, health, metrics, and the WebSocket, all on one port (axum).
 
 pub mod auth;
+pub mod cometd;
 pub mod gws;
 pub mod http;
 pub mod origin;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub tls: bool,
     /// The browser origins allowed (access.md).
     pub origins: Arc<origin::Origins>,
+    /// The CometD sessions (gws.md).
+    pub cometd: Arc<cometd::Sessions>,
 }
 
 /// All routes.
@@ -82,6 +85,11 @@ pub fn router(state: AppState) -> axum::Router {
     axum::Router::new()
         .merge(rest)
         .route("/api/v2/ws", get(ws::upgrade))
+        // Three routes: axum's catch-all does not match an empty tail, and `/x` and `/x/` differ. The
+        // handshake authenticates; a session's later requests are its `clientId`'s.
+        .route("/api/v2/notifications", post(cometd::long_poll))
+        .route("/api/v2/notifications/", post(cometd::long_poll))
+        .route("/api/v2/notifications/{*path}", post(cometd::long_poll))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))

@@ -95,10 +95,13 @@ async fn connection<I>(
             .insert(axum::extract::ConnectInfo(peer));
         async move {
             if too_large(&request) {
-                return Ok::<_, Infallible>(crate::api::http::error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body over 64 KiB",
-                ));
+                // gws.md: CometD answers 400 to a body over 64 KiB; elsewhere it is 413.
+                let status = if request.uri().path().starts_with("/api/v2/notifications") {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                };
+                return Ok::<_, Infallible>(crate::api::http::error(status, "body over 64 KiB"));
             }
             router.oneshot(request).await
         }

@@ -248,7 +248,12 @@ pub async fn run(
             crate::api::origin::Origins::new(&base_url, &config.allowed_origins)
                 .map_err(ServeError::Origins)?,
         ),
+        cometd: Arc::new(crate::api::cometd::Sessions::new(Arc::clone(&stream))),
     };
+    supervisor.spawn(
+        "cometd session sweeper",
+        Arc::clone(&state.cometd).sweep(cancel.clone()),
+    );
 
     let (ingest_done_tx, ingest_done) = tokio::sync::oneshot::channel::<()>();
     let ingest_task = crate::ingest::tcp::serve(

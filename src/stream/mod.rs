@@ -286,6 +286,27 @@ impl Stream {
         Ok(())
     }
 
+    /// Subscribes with `matcher` from the next notification on, with no snapshot and no `subscribed`
+    /// message: a CometD channel subscription is live only (clients read the state over REST).
+    pub fn subscribe_live(
+        &self,
+        connection: ConnectionId,
+        sub: &str,
+        matcher: Matcher,
+    ) -> Result<(), SubscribeError> {
+        self.lock()
+            .subscriptions
+            .subscribe(connection, sub, Arc::new(matcher))
+            .map(|_| ())
+    }
+
+    /// Connects an outbox of the caller's own limits (a CometD session's); see [`Stream::connect`].
+    pub fn connect_with(&self, limits: OutboxLimits) -> (ConnectionId, Arc<Outbox>) {
+        let outbox = Arc::new(Outbox::new(limits));
+        let id = self.lock().subscriptions.connect(Arc::clone(&outbox));
+        (id, outbox)
+    }
+
     /// Removes a subscription.
     pub fn unsubscribe(&self, connection: ConnectionId, sub: &str) -> Result<(), SubscribeError> {
         self.lock().subscriptions.unsubscribe(connection, sub)

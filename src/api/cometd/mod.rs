@@ -1,0 +1,586 @@
+//! CometD (Bayeux 1.0) at `/api/v2/notifications` (gws.md), for GWS 8.5 clients unchanged.
+//!
+//! Written here rather than taken from a crate: no maintained Rust Bayeux server fits axum 0.8
+//! (`axum-cometd` 0.9 is built on axum 0.6, long-polling only, one message per request, and unmaintained
+//! since 2023; see ../shared/notes/cometd.md).
+//!
+//! A session is a connection of the shared stream like a WebSocket: its channel subscriptions are stream
+//! subscriptions (no snapshot: Bayeux subscriptions are live, clients read state over REST), its queue is an
+//! outbox with the same coalescing, and every notification is matched and serialized once for everyone.
+//! Only the envelope differs: at a connect reply each queued notification frame is cut into the Bayeux
+//! message of each channel it belongs to (`/v2/me/...` for the user's own devices, `/callgate/...` with
+//! the owner's `userId` for supervisors), by slicing the frame, not by parsing it.
+//!
+//! Long-polling: a request body is one message or an array of at most [`MAX_MESSAGES`]; every message is
+//! answered in one JSON array, a `/meta/connect` last, held up to [`CONNECT_TIMEOUT`] until messages are
+//! queued, a newer connect arrives, or the gateway shuts down.
+
+mod channel;
+mod session;
+
+pub use session::{
+    MAX_CHANNELS, MAX_INTERVAL, MAX_SESSIONS, MAX_SESSIONS_PER_USER, MESSAGES_PER_REPLY,
+    QUEUE_LIMITS, Session, SessionError, Sessions, SubscribeRefusal,
+};
+
+use super::AppState;
+use super::auth::Presented;
+use crate::access::{Principal, RequestKind};
+use crate::reduce::Topic;
+use crate::subscriptions::Topics;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::Bytes;
+use hashbrown::HashSet;
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The most messages in one request.
+pub const MAX_MESSAGES: usize = 64;
+/// How long a connect is held when nothing is queued.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The connection types offered, best first.
+const CONNECTION_TYPES: [&str; 1] = ["long-polling"];
+
+type Message = Map<String, Value>;
+
+/// `POST /api/v2/notifications` (and `/`, and any sub-path): one long-polling request.
+pub async fn long_poll(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    if !json_content(request.headers()) {
+        return refused(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a Bayeux request is application/json",
+        );
+    }
+    let presented = Presented::of(&request);
+    let body = match axum::body::to_bytes(request.into_body(), super::server::MAX_BODY).await {
+        Ok(body) => body,
+        Err(_) => return refused(StatusCode::BAD_REQUEST, "the body is over 64 KiB"),
+    };
+    let messages = match parse_messages(&body) {
+        Ok(messages) => messages,
+        Err(problem) => {
+            metrics::counter!("callgate_cometd_bad_requests_total").increment(1);
+            return refused(StatusCode::BAD_REQUEST, problem);
+        }
+    };
+    let mut replies = Vec::with_capacity(messages.len());
+    let mut connect: Option<(Message, Arc<Session>)> = None;
+    for message in messages {
+        let channel = message
+            .get("channel")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        match channel.as_str() {
+            "/meta/handshake" => replies.push(handshake(&state, &presented, &message).await),
+            "/meta/connect" => match live_session(&state, &message) {
+                Ok(session) => {
+                    // Two connects in one request: the older is answered at once, as a newer one would.
+                    if let Some((older, _)) = connect.replace((message, session)) {
+                        replies.push(meta_reply(&older, "/meta/connect", None));
+                    }
+                }
+                Err(reply) => replies.push(reply),
+            },
+            "/meta/subscribe" => replies.push(subscribe(&state, &message, true)),
+            "/meta/unsubscribe" => replies.push(subscribe(&state, &message, false)),
+            "/meta/disconnect" => replies.push(disconnect(&state, &message)),
+            other if other.starts_with("/meta/") => {
+                replies.push(failure(&message, other, "400::channel_unknown"));
+            }
+            other => replies.push(failure(&message, other, "403::publish_denied")),
+        }
+    }
+    if let Some((message, session)) = connect {
+        replies.extend(held_connect(&state, &session, &message).await);
+    }
+    json_array(&replies)
+}
+
+/// Whether the request says its body is JSON.
+fn json_content(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// An HTTP refusal of the whole request.
+fn refused(status: StatusCode, message: &str) -> Response {
+    super::http::error(status, message)
+}
+
+/// The messages of a request body: one object, or an array of 1 to [`MAX_MESSAGES`] objects.
+fn parse_messages(body: &[u8]) -> Result<Vec<Message>, &'static str> {
+    let value: Value = serde_json::from_slice(body).map_err(|_| "the body is not JSON")?;
+    let items = match value {
+        Value::Array(items) => items,
+        object @ Value::Object(_) => vec![object],
+        _ => return Err("a body is one message object or an array of them"),
+    };
+    if items.is_empty() {
+        return Err("the request holds no message");
+    }
+    if items.len() > MAX_MESSAGES {
+        return Err("at most 64 messages a request");
+    }
+    items
+        .into_iter()
+        .map(|item| match item {
+            Value::Object(message) => Ok(message),
+            _ => Err("every message is a JSON object"),
+        })
+        .collect()
+}
+
+/// The messages, as the response's JSON array.
+fn json_array(replies: &[Bytes]) -> Response {
+    let size: usize = replies.iter().map(|r| r.len() + 1).sum();
+    let mut body = Vec::with_capacity(size + 2);
+    body.push(b'[');
+    for (i, reply) in replies.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(reply);
+    }
+    body.push(b']');
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json;charset=UTF-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// A reply object with the request's `id` echoed, as bytes.
+fn reply(message: &Message, mut fields: Map<String, Value>) -> Bytes {
+    if let Some(id) = message.get("id") {
+        fields.insert("id".into(), id.clone());
+    }
+    Bytes::from(Value::Object(fields).to_string())
+}
+
+/// `{"id","channel","successful":true}` (and `ext`).
+fn meta_reply(message: &Message, channel: &str, ext: Option<Value>) -> Bytes {
+    let mut fields = Map::new();
+    fields.insert("channel".into(), channel.into());
+    fields.insert("successful".into(), true.into());
+    if let Some(ext) = ext {
+        fields.insert("ext".into(), ext);
+    }
+    reply(message, fields)
+}
+
+/// `{"id","channel","successful":false,"error"}`.
+fn failure(message: &Message, channel: &str, error: &str) -> Bytes {
+    let mut fields = Map::new();
+    fields.insert("channel".into(), channel.into());
+    fields.insert("successful".into(), false.into());
+    fields.insert("error".into(), error.into());
+    reply(message, fields)
+}
+
+/// The reply to a message of a session that does not exist (any more): the client re-handshakes.
+fn unknown_session(message: &Message) -> Bytes {
+    let channel = message.get("channel").and_then(Value::as_str).unwrap_or("");
+    let mut fields = Map::new();
+    fields.insert("channel".into(), channel.into());
+    fields.insert("successful".into(), false.into());
+    fields.insert("error".into(), SessionError::Unknown.to_string().into());
+    fields.insert(
+        "advice".into(),
+        json!({"reconnect": "handshake", "interval": 0}),
+    );
+    reply(message, fields)
+}
+
+/// The session a message names by `clientId`, or the reply that says it is unknown.
+fn live_session(state: &AppState, message: &Message) -> Result<Arc<Session>, Bytes> {
+    message
+        .get("clientId")
+        .and_then(Value::as_str)
+        .and_then(|id| state.cometd.get(id))
+        .ok_or_else(|| unknown_session(message))
+}
+
+/// `/meta/handshake`: authenticates, opens a session.
+async fn handshake(state: &AppState, presented: &Presented, message: &Message) -> Bytes {
+    let Some(principal) = handshake_principal(state, presented, message).await else {
+        let mut fields = Map::new();
+        fields.insert("channel".into(), "/meta/handshake".into());
+        fields.insert("successful".into(), false.into());
+        fields.insert("error".into(), "403::handshake_denied".into());
+        fields.insert("advice".into(), json!({"reconnect": "none"}));
+        return reply(message, fields);
+    };
+    let acks = message.get("ext").and_then(|ext| ext.get("ack")) == Some(&Value::Bool(true));
+    let session = match state.cometd.open(&principal, acks, state.gate.generation()) {
+        Ok(session) => session,
+        Err(error) => {
+            let mut fields = Map::new();
+            fields.insert("channel".into(), "/meta/handshake".into());
+            fields.insert("successful".into(), false.into());
+            fields.insert("error".into(), error.to_string().into());
+            fields.insert(
+                "advice".into(),
+                json!({"reconnect": "handshake", "interval": 5000}),
+            );
+            return reply(message, fields);
+        }
+    };
+    let asked: Option<Vec<&str>> = message
+        .get("supportedConnectionTypes")
+        .and_then(Value::as_array)
+        .map(|types| types.iter().filter_map(Value::as_str).collect());
+    let common: Vec<&str> = CONNECTION_TYPES
+        .iter()
+        .copied()
+        .filter(|ours| asked.as_ref().is_none_or(|theirs| theirs.contains(ours)))
+        .collect();
+    let types = if common.is_empty() {
+        CONNECTION_TYPES.to_vec()
+    } else {
+        common
+    };
+    let mut fields = Map::new();
+    fields.insert("channel".into(), "/meta/handshake".into());
+    fields.insert("successful".into(), true.into());
+    fields.insert("version".into(), "1.0".into());
+    fields.insert("minimumVersion".into(), "1.0".into());
+    fields.insert("clientId".into(), (*session.id).into());
+    fields.insert("supportedConnectionTypes".into(), json!(types));
+    fields.insert(
+        "advice".into(),
+        json!({"reconnect": "retry", "interval": 0, "timeout": CONNECT_TIMEOUT.as_millis() as u64,
+               "maxInterval": MAX_INTERVAL.as_millis() as u64}),
+    );
+    if acks {
+        fields.insert("ext".into(), json!({"ack": true}));
+    }
+    reply(message, fields)
+}
+
+/// Who a handshake is from: its `ext.authentication` (a token, or a user and password) when it has one,
+/// else the request's cookie or `Authorization`. `None` when refused (logged and counted by the gate).
+async fn handshake_principal(
+    state: &AppState,
+    presented: &Presented,
+    message: &Message,
+) -> Option<Principal> {
+    if state.gate.is_open() {
+        return Some(Principal::open());
+    }
+    let authentication = message.get("ext").and_then(|ext| ext.get("authentication"));
+    let Some(authentication) = authentication else {
+        let request = presented.at("cometd", RequestKind::Stream);
+        return state
+            .gate
+            .authenticate(&request)
+            .await
+            .ok()
+            .map(|granted| granted.principal);
+    };
+    if let Some(token) = authentication.get("token").and_then(Value::as_str) {
+        return state
+            .gate
+            .authenticate_token("cometd", presented.remote, token)
+            .ok();
+    }
+    let user = authentication.get("user").and_then(Value::as_str)?;
+    let password = authentication.get("password").and_then(Value::as_str)?;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    );
+    let request = crate::access::Request {
+        door: "cometd",
+        authorization: Some(&basic),
+        cookie: None,
+        csrf: None,
+        remote: presented.remote,
+        kind: RequestKind::Stream,
+    };
+    state
+        .gate
+        .authenticate(&request)
+        .await
+        .ok()
+        .map(|granted| granted.principal)
+}
+
+/// The principal of a session now: its user as the access file says today (`None`: the user is gone).
+fn principal_now(state: &AppState, session: &Session) -> Option<Principal> {
+    match &session.user {
+        None => Some(Principal::open()),
+        Some(user) => state.gate.principal_of(&user.username),
+    }
+}
+
+/// `/meta/subscribe` (`subscribe`) or `/meta/unsubscribe`: `subscription` is a name or an array of them,
+/// echoed as sent.
+fn subscribe(state: &AppState, message: &Message, subscribe: bool) -> Bytes {
+    let channel = if subscribe {
+        "/meta/subscribe"
+    } else {
+        "/meta/unsubscribe"
+    };
+    let session = match live_session(state, message) {
+        Ok(session) => session,
+        Err(reply) => return reply,
+    };
+    let Some(principal) = principal_now(state, &session) else {
+        state.cometd.remove(&session, "user_removed");
+        return unknown_session(message);
+    };
+    let subscription = message.get("subscription").cloned().unwrap_or(Value::Null);
+    let names: Vec<&str> = match &subscription {
+        Value::String(name) => vec![name.as_str()],
+        Value::Array(names) => names.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let mut refusal = names.is_empty().then_some(SubscribeRefusal::Invalid);
+    for name in names {
+        if subscribe {
+            if let Err(refused) = state.cometd.subscribe(&session, &principal, name) {
+                metrics::counter!("callgate_cometd_subscriptions_refused_total", "error" => refused.to_string())
+                    .increment(1);
+                refusal.get_or_insert(refused);
+            }
+        } else {
+            state.cometd.unsubscribe(&session, name);
+        }
+    }
+    let mut fields = Map::new();
+    fields.insert("channel".into(), channel.into());
+    fields.insert("successful".into(), refusal.is_none().into());
+    fields.insert("subscription".into(), subscription);
+    if let Some(refused) = refusal {
+        fields.insert("error".into(), refused.to_string().into());
+    }
+    fields.insert("clientId".into(), (*session.id).into());
+    reply(message, fields)
+}
+
+/// `/meta/disconnect`: ends the session.
+fn disconnect(state: &AppState, message: &Message) -> Bytes {
+    match live_session(state, message) {
+        Ok(session) => {
+            state.cometd.remove(&session, "disconnected");
+            meta_reply(message, "/meta/disconnect", None)
+        }
+        Err(reply) => reply,
+    }
+}
+
+/// `/meta/connect`: the queued messages (at most [`MESSAGES_PER_REPLY`]) and then the connect reply. Held
+/// until something is queued unless `advice.timeout` is 0 (the first connect), a newer connect arrives, the
+/// gateway shuts down, or [`CONNECT_TIMEOUT`] passes.
+async fn held_connect(state: &AppState, session: &Arc<Session>, message: &Message) -> Vec<Bytes> {
+    let Ok(generation) = session.begin_connect() else {
+        return vec![unknown_session(message)];
+    };
+    let replies = deliver(state, session, message, generation).await;
+    session.end_connect();
+    replies
+}
+
+async fn deliver(
+    state: &AppState,
+    session: &Arc<Session>,
+    message: &Message,
+    generation: u64,
+) -> Vec<Bytes> {
+    let gate_generation = state.gate.generation();
+    if session.generation() != gate_generation {
+        let Some(principal) = principal_now(state, session) else {
+            state.cometd.remove(session, "user_removed");
+            return vec![unknown_session(message)];
+        };
+        state
+            .cometd
+            .resubscribe(session, &principal, gate_generation);
+    }
+    let immediate = message
+        .get("advice")
+        .and_then(|advice| advice.get("timeout"))
+        .and_then(Value::as_u64)
+        == Some(0);
+    let mut acked = message
+        .get("ext")
+        .and_then(|ext| ext.get("ack"))
+        .and_then(Value::as_u64);
+    let own = session::own_devices(session.user.as_ref());
+    let (me, callgate) = session::sides(&session.channels());
+    let gate = Arc::clone(&state.gate);
+    let mut convert = |frame: &[u8], out: &mut Vec<Bytes>| {
+        to_messages(frame, me, callgate, &own, &gate, out);
+    };
+    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    loop {
+        let superseded = session.superseded();
+        tokio::pin!(superseded);
+        superseded.as_mut().enable();
+        let delivery = match session.take(acked.take(), &mut convert) {
+            Ok(delivery) => delivery,
+            Err(_) => {
+                state.cometd.remove(session, "overflow");
+                return vec![unknown_session(message)];
+            }
+        };
+        let done = !delivery.messages.is_empty()
+            || immediate
+            || session.is_superseded(generation)
+            || state.cancel.is_cancelled()
+            || tokio::time::Instant::now() >= deadline;
+        if done {
+            let mut replies = delivery.messages;
+            let ext = delivery.ack.map(|batch| json!({ "ack": batch }));
+            replies.push(meta_reply(message, "/meta/connect", ext));
+            metrics::counter!("callgate_cometd_messages_total").increment(replies.len() as u64 - 1);
+            return replies;
+        }
+        tokio::select! {
+            () = session.outbox().ready() => {}
+            () = &mut superseded => {}
+            () = tokio::time::sleep_until(deadline) => {}
+            () = state.cancel.cancelled() => {}
+        }
+    }
+}
+
+/// The Bayeux messages of one stream notification frame for a session: on `/v2/me/<topic>` when it is about
+/// one of the user's own devices and the session reads that side, on `/callgate/<topic>` (with the owner's
+/// `userId`) when the session reads that side. The frame is
+/// `{"type":"notification","epoch":...,"seq":N,"channel":"/v2/me/<topic>","data":{...}}`, written by the
+/// stream, so it is cut rather than parsed.
+fn to_messages(
+    frame: &[u8],
+    me: Topics,
+    callgate: Topics,
+    own: &HashSet<String>,
+    gate: &crate::access::Gate,
+    out: &mut Vec<Bytes>,
+) {
+    let Ok(frame) = std::str::from_utf8(frame) else {
+        return;
+    };
+    let (topic, name) = if frame.contains(r#""channel":"/v2/me/devices""#) {
+        (Topic::Devices, "devices")
+    } else {
+        (Topic::Calls, "calls")
+    };
+    let Some(data_at) = frame.find(r#""data":"#) else {
+        return;
+    };
+    let data = &frame[data_at + 7..frame.len().saturating_sub(1)];
+    let Some(device) = device_of(data, topic) else {
+        return;
+    };
+    if me.contains(topic) && own.contains(device) {
+        out.push(Bytes::from(format!(
+            r#"{{"channel":"/v2/me/{name}","data":{data}}}"#
+        )));
+    }
+    if callgate.contains(topic) {
+        let message = match gate.owner_of(device) {
+            Some(owner) => {
+                let user_id = super::gws::user_id(&owner.username);
+                format!(
+                    r#"{{"channel":"/callgate/{name}","data":{{"userId":"{user_id}",{}}}"#,
+                    data.strip_prefix('{').unwrap_or(data)
+                )
+            }
+            None => format!(r#"{{"channel":"/callgate/{name}","data":{data}}}"#),
+        };
+        out.push(Bytes::from(message));
+    }
+}
+
+/// The device id a notification's data is about: its call's `deviceUri`, or its device's `id`.
+fn device_of(data: &str, topic: Topic) -> Option<&str> {
+    let key = match topic {
+        Topic::Calls => r#""deviceUri":""#,
+        Topic::Devices => r#""devices":[{"id":""#,
+    };
+    let start = data.find(key)? + key.len();
+    let value = &data[start..];
+    let value = &value[..value.find('"')?];
+    Some(value.rsplit('/').next().unwrap_or(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_one_message_or_a_bounded_array_of_objects() {
+        assert_eq!(
+            parse_messages(br#"{"channel":"/meta/handshake"}"#).map(|m| m.len()),
+            Ok(1)
+        );
+        assert_eq!(
+            parse_messages(br#"[{"a":1},{"b":2}]"#).map(|m| m.len()),
+            Ok(2)
+        );
+        assert!(parse_messages(b"not json").is_err());
+        assert!(parse_messages(b"[]").is_err());
+        assert!(parse_messages(b"[1]").is_err());
+        assert!(parse_messages(b"\"x\"").is_err());
+        let many = format!("[{}]", vec!["{}"; 65].join(","));
+        assert!(parse_messages(many.as_bytes()).is_err());
+        let most = format!("[{}]", vec!["{}"; 64].join(","));
+        assert!(parse_messages(most.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn a_frame_is_cut_into_the_messages_of_each_side() {
+        let gate = crate::access::Gate::open();
+        let call = r#"{"type":"notification","epoch":"e","seq":7,"channel":"/v2/me/calls","data":{"notificationType":"StatusChange","call":{"id":"C","deviceUri":"http://gw/api/v2/devices/dev-1","participants":[]},"messageType":"CallStateChangeMessage"}}"#;
+        let own: HashSet<String> = ["dev-1".to_owned()].into();
+        let mut out = Vec::new();
+        let both = Topics::CALLS.with(Topics::DEVICES);
+        to_messages(call.as_bytes(), both, Topics::CALLS, &own, &gate, &mut out);
+        let messages: Vec<Value> = out
+            .iter()
+            .map(|m| serde_json::from_slice(m).expect("JSON"))
+            .collect();
+        assert_eq!(messages.len(), 2);
+        assert_eq!(messages[0]["channel"], "/v2/me/calls");
+        assert_eq!(messages[0]["data"]["call"]["id"], "C");
+        assert_eq!(messages[1]["channel"], "/callgate/calls");
+        assert!(
+            messages[1]["data"].get("userId").is_none(),
+            "open mode has no owners"
+        );
+        out.clear();
+        let other: HashSet<String> = HashSet::new();
+        to_messages(
+            call.as_bytes(),
+            both,
+            Topics::DEVICES,
+            &other,
+            &gate,
+            &mut out,
+        );
+        assert!(out.is_empty(), "not its device, and not a side it reads");
+        let device = r#"{"type":"notification","epoch":"e","seq":8,"channel":"/v2/me/devices","data":{"messageType":"DeviceStateChangeMessage","devices":[{"id":"dev-1","deviceState":"Active"}]}}"#;
+        to_messages(
+            device.as_bytes(),
+            both,
+            Topics::CALLS,
+            &own,
+            &gate,
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        let message: Value = serde_json::from_slice(&out[0]).expect("JSON");
+        assert_eq!(message["channel"], "/v2/me/devices");
+        assert_eq!(message["data"]["devices"][0]["id"], "dev-1");
+    }
+}

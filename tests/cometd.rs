@@ -1,0 +1,414 @@
+//! CometD long-polling at `/api/v2/notifications` (gws.md), black-box, with raw Bayeux messages: every
+//! error row, the held and the immediate connect, scope per channel, the ack extension, limits and expiry.
+//! (`tests/cometd_client.rs` runs the official JavaScript client against it.)
+
+mod support;
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use support::{Gateway, http_request_with_body, ingest, temp_dir};
+
+fn hash(password: &str) -> String {
+    callgate::access::password::hash(password.as_bytes()).expect("hash")
+}
+
+/// agent1 (7001), agent2 (7002), both in billing, and their supervisor; all with password "pw".
+fn access_file(dir: &Path) -> PathBuf {
+    let pw = hash("pw");
+    let text = format!(
+        r#"
+[[user]]
+username = "agent1"
+password = "{pw}"
+roles = ["agent"]
+devices = ["7001"]
+team = "billing"
+
+[[user]]
+username = "agent2"
+password = "{pw}"
+roles = ["agent"]
+devices = ["7002"]
+team = "billing"
+
+[[user]]
+username = "boss"
+password = "{pw}"
+roles = ["supervisor"]
+team = "billing"
+"#
+    );
+    let path = dir.join("access.toml");
+    std::fs::write(&path, text).expect("access file");
+    path
+}
+
+fn start() -> (Gateway, PathBuf) {
+    let dir = temp_dir("cometd");
+    let access = access_file(&dir);
+    (
+        Gateway::start(&["--access", access.to_str().expect("path")]),
+        dir,
+    )
+}
+
+/// One long-polling request: HTTP status and the parsed body.
+fn post(gateway: &Gateway, path: &str, body: &str) -> (u16, Value) {
+    let (status, _, body) = http_request_with_body(
+        &gateway.http,
+        "POST",
+        path,
+        &[("Content-Type", "application/json;charset=UTF-8")],
+        body,
+    );
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// Bayeux messages in one request; the reply array.
+fn bayeux(gateway: &Gateway, messages: Value) -> Vec<Value> {
+    let (status, body) = post(gateway, "/api/v2/notifications", &messages.to_string());
+    assert_eq!(status, 200, "{body}");
+    body.as_array().cloned().expect("a reply array")
+}
+
+/// A session of `user` (password "pw" in the handshake's `ext.authentication`), with or without acks.
+fn handshake(gateway: &Gateway, user: &str, acks: bool) -> String {
+    let mut ext = json!({"authentication": {"user": user, "password": "pw"}});
+    if acks {
+        ext["ack"] = true.into();
+    }
+    let reply = bayeux(
+        gateway,
+        json!([{"id":"1","channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"],"ext":ext}]),
+    );
+    assert_eq!(reply[0]["successful"], true, "{reply:?}");
+    assert_eq!(reply[0]["id"], "1");
+    assert_eq!(
+        reply[0]["supportedConnectionTypes"],
+        json!(["long-polling"])
+    );
+    assert_eq!(reply[0]["advice"]["maxInterval"], 10000);
+    let client = reply[0]["clientId"].as_str().expect("clientId").to_owned();
+    assert_eq!(client.len(), 32, "128 bits");
+    let first = bayeux(
+        gateway,
+        json!([{"id":"2","channel":"/meta/connect","clientId":client,"connectionType":"long-polling","advice":{"timeout":0}}]),
+    );
+    assert_eq!(
+        first,
+        vec![json!({"id":"2","channel":"/meta/connect","successful":true})]
+    );
+    client
+}
+
+fn subscribe(gateway: &Gateway, client: &str, subscription: Value) -> Value {
+    let reply = bayeux(
+        gateway,
+        json!([{"id":"s","channel":"/meta/subscribe","clientId":client,"subscription":subscription}]),
+    );
+    assert_eq!(reply[0]["subscription"], subscription, "echoed as sent");
+    reply[0].clone()
+}
+
+/// A connect (held until messages come); the messages before its reply, and the reply.
+fn connect(gateway: &Gateway, client: &str, ack: Option<u64>) -> (Vec<Value>, Value) {
+    let mut message = json!({"id":"c","channel":"/meta/connect","clientId":client,"connectionType":"long-polling"});
+    if let Some(ack) = ack {
+        message["ext"] = json!({"ack": ack});
+    }
+    let mut reply = bayeux(gateway, json!([message]));
+    let last = reply.pop().expect("the connect reply");
+    assert_eq!(last["channel"], "/meta/connect", "{last}");
+    (reply, last)
+}
+
+fn states(messages: &[Value]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| {
+            let data = &m["data"];
+            let what = if data["call"].is_object() {
+                data["call"]["state"].as_str().unwrap_or("?").to_owned()
+            } else {
+                data["devices"][0]["userState"]["state"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_owned()
+            };
+            format!("{} {what}", m["channel"].as_str().unwrap_or("?"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_devices_on_v2_me_the_team_on_callgate_nothing_of_others() {
+    let (gateway, _dir) = start();
+    let ann = handshake(&gateway, "agent1", false);
+    assert_eq!(
+        subscribe(&gateway, &ann, json!("/v2/me/*"))["successful"],
+        true
+    );
+    let bob = handshake(&gateway, "agent2", false);
+    subscribe(&gateway, &bob, json!(["/v2/me/calls", "/v2/me/devices"]));
+    let boss = handshake(&gateway, "boss", false);
+    let team = subscribe(
+        &gateway,
+        &boss,
+        json!(["/callgate/calls", "/callgate/devices"]),
+    );
+    assert_eq!(team["successful"], true, "{team}");
+
+    ingest(
+        &gateway,
+        br#"{"event":"EventAgentLogin","ThisDN":"7001","AgentID":"a1","AgentWorkMode":1}
+{"event":"EventRinging","ConnID":"1","ThisDN":"7001"}
+{"event":"EventEstablished","ConnID":"1","ThisDN":"7001"}
+"#
+        .to_vec(),
+    )
+    .await;
+    let (mine, reply) = connect(&gateway, &ann, None);
+    assert_eq!(reply["successful"], true);
+    assert_eq!(
+        states(&mine),
+        [
+            "/v2/me/devices Ready",
+            "/v2/me/calls Ringing",
+            "/v2/me/calls Established"
+        ],
+        "in the order produced"
+    );
+    assert_eq!(mine[1]["data"]["messageType"], "CallStateChangeMessage");
+    assert_eq!(mine[0]["data"]["messageType"], "DeviceStateChangeMessage");
+    let (seen, _) = connect(&gateway, &boss, None);
+    assert_eq!(
+        states(&seen),
+        [
+            "/callgate/devices Ready",
+            "/callgate/calls Ringing",
+            "/callgate/calls Established"
+        ]
+    );
+    let agent1 = callgate::api::gws::user_id("agent1");
+    assert!(seen.iter().all(|m| m["data"]["userId"] == agent1.as_str()));
+    // agent2 has nothing: its held connect comes back empty when a newer one supersedes it.
+    let gateway_http = gateway.http.clone();
+    let bob2 = bob.clone();
+    let held = std::thread::spawn(move || {
+        let (status, _, body) = http_request_with_body(
+            &gateway_http,
+            "POST",
+            "/api/v2/notifications/connect",
+            &[("Content-Type", "application/json")],
+            &json!([{"id":"h","channel":"/meta/connect","clientId":bob2,"connectionType":"long-polling"}]).to_string(),
+        );
+        (status, body, Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let newer = bayeux(
+        &gateway,
+        json!([{"id":"n","channel":"/meta/connect","clientId":bob,"connectionType":"long-polling","advice":{"timeout":0}}]),
+    );
+    let answered = Instant::now();
+    let (status, body, at) = held.join().expect("held connect");
+    assert_eq!(status, 200);
+    let body: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        body,
+        json!([{"id":"h","channel":"/meta/connect","successful":true}])
+    );
+    assert!(
+        at.duration_since(answered) < Duration::from_secs(2)
+            || answered.duration_since(at) < Duration::from_secs(2)
+    );
+    assert_eq!(newer.len(), 1, "nothing of agent1 for agent2: {newer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_row_of_gws_md() {
+    let (gateway, _dir) = start();
+    let url = "/api/v2/notifications";
+    // Content type, body shape, size and count.
+    let (status, _, _) = http_request_with_body(
+        &gateway.http,
+        "POST",
+        url,
+        &[("Content-Type", "text/plain")],
+        "[]",
+    );
+    assert_eq!(status, 415);
+    for body in [
+        "not json".to_owned(),
+        "42".to_owned(),
+        "[1]".to_owned(),
+        "[]".to_owned(),
+        format!("[{}]", vec![r#"{"channel":"/meta/connect"}"#; 65].join(",")),
+        format!(
+            r#"[{{"channel":"/meta/handshake","pad":"{}"}}]"#,
+            "x".repeat(70_000)
+        ),
+    ] {
+        let (status, reply) = post(&gateway, url, &body);
+        assert_eq!(status, 400, "{} bytes: {reply}", body.len());
+    }
+    // Handshakes without valid credentials.
+    for ext in [
+        json!({}),
+        json!({"authentication": {"user": "agent1", "password": "wrong"}}),
+        json!({"authentication": {"user": "nobody", "password": "pw"}}),
+        json!({"authentication": {"token": "not-a-jwt"}}),
+    ] {
+        let reply = bayeux(
+            &gateway,
+            json!([{"id":"h","channel":"/meta/handshake","version":"1.0","ext":ext}]),
+        );
+        assert_eq!(
+            reply[0],
+            json!({"id":"h","channel":"/meta/handshake","successful":false,"error":"403::handshake_denied","advice":{"reconnect":"none"}}),
+            "{ext}"
+        );
+    }
+    // Unknown sessions, publishing, channels nobody or only supervisors may read, malformed names.
+    for channel in [
+        "/meta/connect",
+        "/meta/subscribe",
+        "/meta/unsubscribe",
+        "/meta/disconnect",
+    ] {
+        let reply = bayeux(
+            &gateway,
+            json!([{"id":"u","channel":channel,"clientId":"0123456789abcdef0123456789abcdef","subscription":"/v2/me/calls"}]),
+        );
+        assert_eq!(reply[0]["error"], "402::session_unknown", "{channel}");
+        assert_eq!(
+            reply[0]["advice"],
+            json!({"reconnect":"handshake","interval":0})
+        );
+    }
+    let ann = handshake(&gateway, "agent1", false);
+    let published = bayeux(
+        &gateway,
+        json!([{"id":"p","channel":"/v2/me/calls","clientId":ann,"data":{"x":1}}]),
+    );
+    assert_eq!(published[0]["error"], "403::publish_denied");
+    assert_eq!(
+        subscribe(&gateway, &ann, json!("/callgate/calls"))["error"],
+        "403::subscribe_denied",
+        "an agent reads only its own"
+    );
+    assert_eq!(
+        subscribe(&gateway, &ann, json!("/some/other"))["error"],
+        "403::subscribe_denied"
+    );
+    assert_eq!(
+        subscribe(&gateway, &ann, json!("v2/me/calls"))["error"],
+        "403::subscription_invalid"
+    );
+    // At most 32 subscriptions a session (the same name twice counts once).
+    assert_eq!(
+        subscribe(&gateway, &ann, json!("/v2/me/calls"))["successful"],
+        true
+    );
+    assert_eq!(
+        subscribe(&gateway, &ann, json!("/v2/me/calls"))["successful"],
+        true
+    );
+    let boss = handshake(&gateway, "boss", false);
+    let names: Vec<String> = ["/v2/me/calls", "/v2/me/devices", "/v2/me/*", "/v2/me/**"]
+        .iter()
+        .chain(["/callgate/calls", "/callgate/devices"].iter())
+        .map(|s| (*s).to_owned())
+        .collect();
+    assert_eq!(subscribe(&gateway, &boss, json!(names))["successful"], true);
+    // Disconnect ends the session.
+    let bye = bayeux(
+        &gateway,
+        json!([{"id":"d","channel":"/meta/disconnect","clientId":ann}]),
+    );
+    assert_eq!(
+        bye[0],
+        json!({"id":"d","channel":"/meta/disconnect","successful":true})
+    );
+    let (_, after) = connect(&gateway, &ann, None);
+    assert_eq!(after["error"], "402::session_unknown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_messages_in_one_request_and_the_ack_extension() {
+    let (gateway, _dir) = start();
+    let handshaken = bayeux(
+        &gateway,
+        json!([{"id":"1","channel":"/meta/handshake","version":"1.0","ext":{"ack":true,"authentication":{"user":"agent1","password":"pw"}}}]),
+    );
+    assert_eq!(handshaken[0]["ext"], json!({"ack": true}));
+    let client = handshaken[0]["clientId"]
+        .as_str()
+        .expect("clientId")
+        .to_owned();
+    // Subscribe twice and connect at once, in one request: each answered, the connect last.
+    let replies = bayeux(
+        &gateway,
+        json!([
+            {"id":"a","channel":"/meta/subscribe","clientId":client,"subscription":"/v2/me/calls"},
+            {"id":"b","channel":"/meta/connect","clientId":client,"connectionType":"long-polling","advice":{"timeout":0}},
+            {"id":"c","channel":"/meta/subscribe","clientId":client,"subscription":"/v2/me/devices"},
+        ]),
+    );
+    let ids: Vec<&str> = replies.iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids, ["a", "c", "b"]);
+    assert!(
+        replies.iter().all(|r| r["successful"] == true),
+        "{replies:?}"
+    );
+
+    ingest(
+        &gateway,
+        br#"{"event":"EventRinging","ConnID":"1","ThisDN":"7001"}
+"#
+        .to_vec(),
+    )
+    .await;
+    let (first, reply) = connect(&gateway, &client, Some(0));
+    assert_eq!(states(&first), ["/v2/me/calls Ringing"]);
+    let batch = reply["ext"]["ack"].as_u64().expect("a batch number");
+    ingest(
+        &gateway,
+        br#"{"event":"EventEstablished","ConnID":"1","ThisDN":"7001"}
+"#
+        .to_vec(),
+    )
+    .await;
+    // Not acknowledged: the batch comes again, with what came since.
+    let (again, reply) = connect(&gateway, &client, Some(batch - 1));
+    assert_eq!(
+        states(&again),
+        ["/v2/me/calls Ringing", "/v2/me/calls Established"]
+    );
+    let batch = reply["ext"]["ack"].as_u64().expect("a batch number");
+    // Acknowledged: nothing is sent again.
+    let replies = bayeux(
+        &gateway,
+        json!([{"id":"z","channel":"/meta/connect","clientId":client,"connectionType":"long-polling","advice":{"timeout":0},"ext":{"ack":batch}}]),
+    );
+    assert_eq!(replies.len(), 1, "{replies:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_expire_without_connects_and_a_users_ninth_ends_its_oldest() {
+    let (gateway, _dir) = start();
+    let first = handshake(&gateway, "agent1", false);
+    let others: Vec<String> = (0..8)
+        .map(|_| handshake(&gateway, "agent1", false))
+        .collect();
+    // The ninth session of agent1 ended the least recently active one.
+    let (_, reply) = connect(&gateway, &first, None);
+    assert_eq!(reply["error"], "402::session_unknown");
+    // The others expire 10 s (maxInterval) after their last connect.
+    std::thread::sleep(Duration::from_secs(12));
+    for client in &others {
+        let (_, reply) = connect(&gateway, client, None);
+        assert_eq!(reply["error"], "402::session_unknown", "expired");
+    }
+    assert_eq!(gateway.metric("callgate_cometd_sessions"), Some(0.0));
+}
