@@ -7,15 +7,19 @@ for tool in cargo rustfmt cargo-clippy; do
     command -v "$tool" >/dev/null || { echo "missing required tool: $tool" >&2; exit 1; }
 done
 
-# Debian packages the tests read or run (tests/enrich_reference.rs reads iso-codes' ISO 3166 table).
+# Debian packages the tests read or run (tests/enrich_reference.rs reads iso-codes' ISO 3166 table;
+# tests/cometd_client.rs runs the official CometD client in Node).
 missing=()
-for package in iso-codes; do
+for package in iso-codes nodejs npm; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 if ((${#missing[@]})); then
     echo "installing ${missing[*]}" >&2
     apt-get update -qq && apt-get install -y -qq "${missing[@]}"
 fi
+
+# The Node test tools, exactly as pinned in package-lock.json.
+(cd tests/cometd-client && npm ci --no-audit --no-fund --loglevel=error)
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

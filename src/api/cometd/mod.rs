@@ -416,9 +416,8 @@ async fn deliver(
         .and_then(|ext| ext.get("ack"))
         .and_then(Value::as_u64);
     let own = session::own_devices(session.user.as_ref());
-    let (me, callgate) = session::sides(&session.channels());
     let gate = Arc::clone(&state.gate);
-    let mut convert = |frame: &[u8], out: &mut Vec<Bytes>| {
+    let mut convert = |frame: &[u8], me: Topics, callgate: Topics, out: &mut Vec<Bytes>| {
         to_messages(frame, me, callgate, &own, &gate, out);
     };
     let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;

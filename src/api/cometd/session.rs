@@ -103,6 +103,10 @@ pub struct Session {
     state: Mutex<SessionState>,
 }
 
+/// Turns a stream frame into a session's messages, given the topics of its `/v2/me` and `/callgate`
+/// channels.
+pub type Convert<'a> = dyn FnMut(&[u8], Topics, Topics, &mut Vec<Bytes>) + 'a;
+
 /// The messages of one connect reply and its ack batch number (when negotiated).
 #[derive(Debug, Default)]
 pub struct Delivery {
@@ -164,11 +168,13 @@ impl Session {
 
     /// Takes up to [`MESSAGES_PER_REPLY`] messages for a connect reply: those of an unacknowledged batch
     /// first, then new ones. `acked` is the batch the connect acknowledges. `convert` turns a stream
-    /// frame into the session's messages. Fails when the session fell too far behind (it is then ended).
+    /// frame into the session's messages, given the topics its `/v2/me` and `/callgate` channels cover
+    /// now (a subscription made while a connect is held counts at once). Fails when the session fell too
+    /// far behind (it is then ended).
     pub fn take(
         &self,
         acked: Option<u64>,
-        convert: &mut dyn FnMut(&[u8], &mut Vec<Bytes>),
+        convert: &mut Convert<'_>,
     ) -> Result<Delivery, SessionError> {
         let mut state = self.lock();
         if state.ended {
@@ -191,10 +197,11 @@ impl Session {
                     .increment(1);
                 return Err(SessionError::Unknown);
             }
+            let (me, callgate) = sides(&state.channels);
             let mut converted = Vec::new();
             for frame in frames {
                 if let Frame::Text(bytes) = frame {
-                    convert(&bytes, &mut converted);
+                    convert(&bytes, me, callgate, &mut converted);
                 }
             }
             state.pending.extend(converted);
