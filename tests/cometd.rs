@@ -412,3 +412,46 @@ async fn sessions_expire_without_connects_and_a_users_ninth_ends_its_oldest() {
     }
     assert_eq!(gateway.metric("callgate_cometd_sessions"), Some(0.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_contact_center_session_sends_the_users_devices_to_its_sessions() {
+    let (gateway, _dir) = start();
+    let client = handshake(&gateway, "agent1", false);
+    subscribe(&gateway, &client, json!("/v2/me/devices"));
+    let other = handshake(&gateway, "agent2", false);
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "agent1:pw")
+    );
+    let (status, _, body) = http_request_with_body(
+        &gateway.http,
+        "POST",
+        "/api/v2/me",
+        &[
+            ("Authorization", &basic),
+            ("Content-Type", "application/json"),
+        ],
+        r#"{"operationName":"StartContactCenterSession","channels":["voice"]}"#,
+    );
+    assert_eq!((status, body.as_str()), (200, r#"{"statusCode":0}"#));
+    let (messages, _) = connect(&gateway, &client, None);
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0]["channel"], "/v2/me/devices");
+    assert_eq!(
+        messages[0]["data"]["messageType"],
+        "DeviceStateChangeMessage"
+    );
+    let devices = messages[0]["data"]["devices"].as_array().expect("devices");
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0]["phoneNumber"], "7001");
+    assert_eq!(devices[0]["userState"]["state"], "LoggedOut");
+    let theirs = bayeux(
+        &gateway,
+        json!([{"id":"o","channel":"/meta/connect","clientId":other,"connectionType":"long-polling","advice":{"timeout":0}}]),
+    );
+    assert_eq!(
+        theirs.len(),
+        1,
+        "another user's session gets nothing: {theirs:?}"
+    );
+}

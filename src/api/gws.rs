@@ -469,23 +469,44 @@ fn operation_name(body: &Bytes) -> Option<String> {
 /// `POST /api/v2/me`: StartContactCenterSession and EndContactCenterSession succeed (there is nothing to
 /// start: callgate only watches); every other operation is refused, callgate being read-only.
 pub async fn post_me(
-    State(_state): State<AppState>,
+    State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     body: Bytes,
 ) -> Response {
-    if let Err(refusal) = me(&principal) {
-        return refusal.into_response();
-    }
+    let user = match me(&principal) {
+        Ok(user) => user,
+        Err(refusal) => return refusal.into_response(),
+    };
     match operation_name(&body).as_deref() {
         None => gws_error(
             StatusCode::BAD_REQUEST,
             code::MISSING_PARAMETER,
             "operationName is missing",
         ),
-        Some("StartContactCenterSession" | "EndContactCenterSession") => {
+        Some("StartContactCenterSession") => {
+            send_devices(&state, user);
+            json_response(StatusCode::OK, "{\"statusCode\":0}".into())
+        }
+        Some("EndContactCenterSession") => {
             json_response(StatusCode::OK, "{\"statusCode\":0}".into())
         }
         Some(operation) => read_only(operation),
+    }
+}
+
+/// Queues one DeviceStateChangeMessage with `user`'s devices to each of its CometD sessions (gws.md:
+/// a GWS client starts its contact-center session and expects its devices' state).
+fn send_devices(state: &AppState, user: &User) {
+    let view = state.stream.view();
+    let devices = own_devices(&view, user);
+    let mut message = String::from(
+        "{\"channel\":\"/v2/me/devices\",\"data\":{\"messageType\":\"DeviceStateChangeMessage\",\"devices\":[",
+    );
+    push_device_docs(&mut message, &devices, &state.base_url);
+    message.push_str("]}}");
+    let message = Bytes::from(message);
+    for session in state.cometd.of_user(&user.username) {
+        session.queue(message.clone());
     }
 }
 

@@ -222,6 +222,19 @@ impl Session {
         Ok(Delivery { messages, ack })
     }
 
+    /// Queues `message` for the next connect reply, after what is already waiting, and wakes a held
+    /// connect. Refused (false) when the session is ended or its queue is full.
+    pub fn queue(&self, message: Bytes) -> bool {
+        let mut state = self.lock();
+        if state.ended || state.pending.len() >= QUEUE_LIMITS.hard {
+            return false;
+        }
+        state.pending.push_back(message);
+        drop(state);
+        self.outbox.wake();
+        true
+    }
+
     /// Whether messages wait for a connect reply (converted, or still in the outbox).
     pub fn has_pending(&self) -> bool {
         let state = self.lock();
@@ -323,6 +336,15 @@ impl Sessions {
     /// The session `client_id`, if it is live.
     pub fn get(&self, client_id: &str) -> Option<Arc<Session>> {
         self.lock().get(client_id).cloned()
+    }
+
+    /// The sessions of user `username`.
+    pub fn of_user(&self, username: &str) -> Vec<Arc<Session>> {
+        self.lock()
+            .values()
+            .filter(|s| s.user.as_ref().is_some_and(|u| u.username == username))
+            .cloned()
+            .collect()
     }
 
     /// Ends a session: out of the table and the stream (`/meta/disconnect`, expiry, eviction).
