@@ -8,11 +8,14 @@ for tool in cargo rustfmt cargo-clippy; do
 done
 
 # Debian packages the tests read or run (tests/enrich_reference.rs reads iso-codes' ISO 3166 table;
-# tests/cometd_client.rs runs the official CometD client in Node).
+# tests/cometd_client.rs runs the official CometD client in Node.js, which the machine may already have
+# from elsewhere: only a missing `node` or `npm` command asks for Debian's).
 missing=()
-for package in iso-codes nodejs npm; do
+for package in iso-codes; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
     echo "installing ${missing[*]}" >&2
     apt-get update -qq && apt-get install -y -qq "${missing[@]}"
