@@ -335,3 +335,69 @@ fn the_harness_speaks_bayeux_as_the_reference_server_expects() {
     );
     client.quiet(Duration::from_millis(500));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_over_websocket_with_credentials_in_the_handshake() {
+    let dir = temp_dir("cometd-client-ws");
+    let access = access_file(&dir);
+    let gateway = Gateway::start(&["--access", access.to_str().expect("path")]);
+    let mut ann = Node::start("harness.mjs");
+    ann.send(
+        json!({"cmd":"start","url":format!("http://{}/api/v2/notifications", gateway.http),
+        "transport":"websocket","ack":true,"channels":["/v2/me/*"],
+        "ext":{"authentication":{"user":"agent1","password":"pw"}}}),
+    );
+    let handshake = ann.expect("handshake");
+    assert_eq!(handshake["successful"], true, "{handshake}");
+    assert_eq!(handshake["transport"], "websocket");
+    assert_eq!(handshake["ack"], true);
+    assert_eq!(ann.expect("subscribed")["successful"], true);
+    let mut boss = Node::start("harness.mjs");
+    boss.send(
+        json!({"cmd":"start","url":format!("http://{}/api/v2/notifications", gateway.http),
+        "transport":"websocket","ack":false,"channels":["/callgate/calls"],
+        "ext":{"authentication":{"user":"boss","password":"pw"}}}),
+    );
+    assert_eq!(boss.expect("handshake")["transport"], "websocket");
+    assert_eq!(boss.expect("subscribed")["successful"], true);
+    let mut wrong = Node::start("harness.mjs");
+    wrong.send(
+        json!({"cmd":"start","url":format!("http://{}/api/v2/notifications", gateway.http),
+        "transport":"websocket","channels":["/v2/me/*"],
+        "ext":{"authentication":{"user":"agent1","password":"wrong"}}}),
+    );
+    let refused = wrong.expect("handshake");
+    assert_eq!(refused["successful"], false);
+    assert_eq!(refused["error"], "403::handshake_denied");
+
+    ingest(
+        &gateway,
+        br#"{"event":"EventAgentLogin","ThisDN":"7001","AgentID":"a1","AgentWorkMode":"AgentManualIn"}
+{"event":"EventRinging","ConnID":"1","ThisDN":"7001","OtherDN":"+14155550100"}
+{"event":"EventEstablished","ConnID":"1","ThisDN":"7001","OtherDN":"+14155550100"}
+{"event":"EventRinging","ConnID":"2","ThisDN":"7002"}
+"#
+        .to_vec(),
+    )
+    .await;
+    let mine: Vec<String> = ann.messages(3).iter().map(brief).collect();
+    assert_eq!(
+        mine,
+        [
+            "/v2/me/devices DeviceStateChangeMessage Ready",
+            "/v2/me/calls CallStateChangeMessage Ringing",
+            "/v2/me/calls CallStateChangeMessage Established"
+        ]
+    );
+    ann.quiet(Duration::from_millis(500));
+    let team: Vec<String> = boss.messages(2).iter().map(brief).collect();
+    assert_eq!(
+        team,
+        [
+            "/callgate/calls CallStateChangeMessage Ringing",
+            "/callgate/calls CallStateChangeMessage Established"
+        ]
+    );
+    boss.quiet(Duration::from_millis(500));
+    let _ = std::fs::remove_dir_all(&dir);
+}

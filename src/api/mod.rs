@@ -87,9 +87,18 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/api/v2/ws", get(ws::upgrade))
         // Three routes: axum's catch-all does not match an empty tail, and `/x` and `/x/` differ. The
         // handshake authenticates; a session's later requests are its `clientId`'s.
-        .route("/api/v2/notifications", post(cometd::long_poll))
-        .route("/api/v2/notifications/", post(cometd::long_poll))
-        .route("/api/v2/notifications/{*path}", post(cometd::long_poll))
+        .route(
+            "/api/v2/notifications",
+            post(cometd::long_poll).get(cometd::upgrade),
+        )
+        .route(
+            "/api/v2/notifications/",
+            post(cometd::long_poll).get(cometd::upgrade),
+        )
+        .route(
+            "/api/v2/notifications/{*path}",
+            post(cometd::long_poll).get(cometd::upgrade),
+        )
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))

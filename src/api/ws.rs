@@ -107,6 +107,11 @@ pub async fn upgrade(
             Err(err) => tracing::debug!("WebSocket upgrade failed: {err}"),
         }
     });
+    switching_protocols(&key)
+}
+
+/// The 101 answer to an opening handshake with `Sec-WebSocket-Key` `key`.
+pub(super) fn switching_protocols(key: &str) -> Response {
     (
         StatusCode::SWITCHING_PROTOCOLS,
         [
@@ -147,7 +152,7 @@ async fn upgrade_principal(
 }
 
 /// The client's `Sec-WebSocket-Key`, or why the request is not a WebSocket opening handshake.
-fn handshake_key(method: &Method, headers: &HeaderMap) -> Result<String, &'static str> {
+pub(super) fn handshake_key(method: &Method, headers: &HeaderMap) -> Result<String, &'static str> {
     let has = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|value| {
             value

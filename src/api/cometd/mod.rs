@@ -13,10 +13,14 @@
 //!
 //! Long-polling: a request body is one message or an array of at most [`MAX_MESSAGES`]; every message is
 //! answered in one JSON array, a `/meta/connect` last, held up to [`CONNECT_TIMEOUT`] until messages are
-//! queued, a newer connect arrives, or the gateway shuts down.
+//! queued, a newer connect arrives, or the gateway shuts down. WebSocket ([`websocket`]): the same
+//! messages and rules, a frame for a request.
 
 mod channel;
 mod session;
+mod websocket;
+
+pub use websocket::upgrade;
 
 pub use session::{
     MAX_CHANNELS, MAX_INTERVAL, MAX_SESSIONS, MAX_SESSIONS_PER_USER, MESSAGES_PER_REPLY,
@@ -43,7 +47,7 @@ pub const MAX_MESSAGES: usize = 64;
 /// How long a connect is held when nothing is queued.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The connection types offered, best first.
-const CONNECTION_TYPES: [&str; 1] = ["long-polling"];
+const CONNECTION_TYPES: [&str; 2] = ["websocket", "long-polling"];
 
 type Message = Map<String, Value>;
 
@@ -70,35 +74,48 @@ pub async fn long_poll(State(state): State<AppState>, request: axum::extract::Re
     let mut replies = Vec::with_capacity(messages.len());
     let mut connect: Option<(Message, Arc<Session>)> = None;
     for message in messages {
-        let channel = message
-            .get("channel")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        match channel.as_str() {
-            "/meta/handshake" => replies.push(handshake(&state, &presented, &message).await),
-            "/meta/connect" => match live_session(&state, &message) {
-                Ok(session) => {
-                    // Two connects in one request: the older is answered at once, as a newer one would.
-                    if let Some((older, _)) = connect.replace((message, session)) {
-                        replies.push(meta_reply(&older, "/meta/connect", None));
-                    }
+        match dispatch(&state, &presented, message).await {
+            Dispatched::Reply(reply) => replies.push(reply),
+            Dispatched::Connect(message, session) => {
+                // Two connects in one request: the older is answered at once, as a newer one would.
+                if let Some((older, _)) = connect.replace((message, session)) {
+                    replies.push(meta_reply(&older, "/meta/connect", None));
                 }
-                Err(reply) => replies.push(reply),
-            },
-            "/meta/subscribe" => replies.push(subscribe(&state, &message, true)),
-            "/meta/unsubscribe" => replies.push(subscribe(&state, &message, false)),
-            "/meta/disconnect" => replies.push(disconnect(&state, &message)),
-            other if other.starts_with("/meta/") => {
-                replies.push(failure(&message, other, "400::channel_unknown"));
             }
-            other => replies.push(failure(&message, other, "403::publish_denied")),
         }
     }
     if let Some((message, session)) = connect {
         replies.extend(held_connect(&state, &session, &message).await);
     }
     json_array(&replies)
+}
+
+/// What one message asks: a reply now, or a connect to hold.
+enum Dispatched {
+    Reply(Bytes),
+    Connect(Message, Arc<Session>),
+}
+
+/// Answers one message, by its channel (never by the request's path); a connect is left to the caller.
+async fn dispatch(state: &AppState, presented: &Presented, message: Message) -> Dispatched {
+    let channel = message
+        .get("channel")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let reply = match channel.as_str() {
+        "/meta/handshake" => handshake(state, presented, &message).await,
+        "/meta/connect" => match live_session(state, &message) {
+            Ok(session) => return Dispatched::Connect(message, session),
+            Err(reply) => reply,
+        },
+        "/meta/subscribe" => subscribe(state, &message, true),
+        "/meta/unsubscribe" => subscribe(state, &message, false),
+        "/meta/disconnect" => disconnect(state, &message),
+        other if other.starts_with("/meta/") => failure(&message, other, "400::channel_unknown"),
+        other => failure(&message, other, "403::publish_denied"),
+    };
+    Dispatched::Reply(reply)
 }
 
 /// Whether the request says its body is JSON.
@@ -396,60 +413,103 @@ async fn deliver(
     message: &Message,
     generation: u64,
 ) -> Vec<Bytes> {
-    let gate_generation = state.gate.generation();
-    if session.generation() != gate_generation {
-        let Some(principal) = principal_now(state, session) else {
-            state.cometd.remove(session, "user_removed");
-            return vec![unknown_session(message)];
-        };
-        state
-            .cometd
-            .resubscribe(session, &principal, gate_generation);
-    }
-    let immediate = message
-        .get("advice")
-        .and_then(|advice| advice.get("timeout"))
-        .and_then(Value::as_u64)
-        == Some(0);
-    let mut acked = message
-        .get("ext")
-        .and_then(|ext| ext.get("ack"))
-        .and_then(Value::as_u64);
-    let own = session::own_devices(session.user.as_ref());
-    let gate = Arc::clone(&state.gate);
-    let mut convert = |frame: &[u8], me: Topics, callgate: Topics, out: &mut Vec<Bytes>| {
-        to_messages(frame, me, callgate, &own, &gate, out);
+    let mut connect = match Connect::begin(state, session, message, generation) {
+        Ok(connect) => connect,
+        Err(reply) => return reply,
     };
-    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
     loop {
         let superseded = session.superseded();
         tokio::pin!(superseded);
         superseded.as_mut().enable();
-        let delivery = match session.take(acked.take(), &mut convert) {
-            Ok(delivery) => delivery,
-            Err(_) => {
-                state.cometd.remove(session, "overflow");
-                return vec![unknown_session(message)];
-            }
-        };
-        let done = !delivery.messages.is_empty()
-            || immediate
-            || session.is_superseded(generation)
-            || state.cancel.is_cancelled()
-            || tokio::time::Instant::now() >= deadline;
-        if done {
-            let mut replies = delivery.messages;
-            let ext = delivery.ack.map(|batch| json!({ "ack": batch }));
-            replies.push(meta_reply(message, "/meta/connect", ext));
-            metrics::counter!("callgate_cometd_messages_total").increment(replies.len() as u64 - 1);
+        if let Some(replies) = connect.answer(state) {
             return replies;
         }
         tokio::select! {
             () = session.outbox().ready() => {}
             () = &mut superseded => {}
-            () = tokio::time::sleep_until(deadline) => {}
+            () = tokio::time::sleep_until(connect.deadline) => {}
             () = state.cancel.cancelled() => {}
         }
+    }
+}
+
+/// A `/meta/connect` being answered: held until [`Connect::answer`] has something to say.
+struct Connect {
+    message: Message,
+    session: Arc<Session>,
+    generation: u64,
+    /// The first connect after a handshake (`advice.timeout` 0) is answered at once.
+    immediate: bool,
+    /// The batch the connect acknowledges, until the first take.
+    acked: Option<u64>,
+    deadline: tokio::time::Instant,
+}
+
+impl Connect {
+    /// Starts answering `message` of `session` (connect number `generation`): remakes the session's
+    /// subscriptions first when the access file was reloaded. Fails with the reply when the session's user
+    /// is gone.
+    fn begin(
+        state: &AppState,
+        session: &Arc<Session>,
+        message: &Message,
+        generation: u64,
+    ) -> Result<Connect, Vec<Bytes>> {
+        let gate_generation = state.gate.generation();
+        if session.generation() != gate_generation {
+            let Some(principal) = principal_now(state, session) else {
+                state.cometd.remove(session, "user_removed");
+                return Err(vec![unknown_session(message)]);
+            };
+            state
+                .cometd
+                .resubscribe(session, &principal, gate_generation);
+        }
+        Ok(Connect {
+            immediate: message
+                .get("advice")
+                .and_then(|advice| advice.get("timeout"))
+                .and_then(Value::as_u64)
+                == Some(0),
+            acked: message
+                .get("ext")
+                .and_then(|ext| ext.get("ack"))
+                .and_then(Value::as_u64),
+            message: message.clone(),
+            session: Arc::clone(session),
+            generation,
+            deadline: tokio::time::Instant::now() + CONNECT_TIMEOUT,
+        })
+    }
+
+    /// The reply (queued messages, then the connect's own), once there are messages, the connect is
+    /// immediate, superseded or timed out, or the gateway shuts down; `None` while it should wait.
+    fn answer(&mut self, state: &AppState) -> Option<Vec<Bytes>> {
+        let own = session::own_devices(self.session.user.as_ref());
+        let gate = &state.gate;
+        let mut convert = |frame: &[u8], me: Topics, callgate: Topics, out: &mut Vec<Bytes>| {
+            to_messages(frame, me, callgate, &own, gate, out);
+        };
+        let delivery = match self.session.take(self.acked.take(), &mut convert) {
+            Ok(delivery) => delivery,
+            Err(_) => {
+                state.cometd.remove(&self.session, "overflow");
+                return Some(vec![unknown_session(&self.message)]);
+            }
+        };
+        let done = !delivery.messages.is_empty()
+            || self.immediate
+            || self.session.is_superseded(self.generation)
+            || state.cancel.is_cancelled()
+            || tokio::time::Instant::now() >= self.deadline;
+        if !done {
+            return None;
+        }
+        let mut replies = delivery.messages;
+        metrics::counter!("callgate_cometd_messages_total").increment(replies.len() as u64);
+        let ext = delivery.ack.map(|batch| json!({ "ack": batch }));
+        replies.push(meta_reply(&self.message, "/meta/connect", ext));
+        Some(replies)
     }
 }
 
