@@ -455,3 +455,69 @@ async fn start_contact_center_session_sends_the_users_devices_to_its_sessions() 
         "another user's session gets nothing: {theirs:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_falls_four_bounds_behind_is_ended_and_told_to_handshake() {
+    let (gateway, _dir) = start();
+    let boss = handshake(&gateway, "boss", false);
+    subscribe(&gateway, &boss, json!("/callgate/calls"));
+    // 4,500 calls at agent1's DN, none read: more distinct calls than coalescing can fold (4,000).
+    let mut events = String::new();
+    for n in 1..=4_500 {
+        events.push_str(&format!(
+            "{{\"event\":\"EventRinging\",\"ConnID\":\"{n:x}\",\"ThisDN\":\"7001\"}}\n"
+        ));
+    }
+    ingest(&gateway, events.into_bytes()).await;
+    let (messages, reply) = connect(&gateway, &boss, None);
+    assert!(messages.is_empty());
+    assert_eq!(reply["error"], "402::session_unknown", "{reply}");
+    assert_eq!(reply["advice"]["reconnect"], "handshake");
+    // A fresh session works: the client re-reads state over REST and goes on.
+    let again = handshake(&gateway, "boss", false);
+    assert_eq!(
+        subscribe(&gateway, &again, json!("/callgate/calls"))["successful"],
+        true
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_access_file_rescopes_a_live_session() {
+    let (gateway, dir) = start();
+    let boss = handshake(&gateway, "boss", false);
+    subscribe(&gateway, &boss, json!("/callgate/calls"));
+    // agent1 (the first user) leaves billing for sales: its DN is no longer in the boss's scope.
+    let access = dir.join("access.toml");
+    let text = std::fs::read_to_string(&access).expect("access file");
+    std::fs::write(
+        &access,
+        text.replacen("team = \"billing\"", "team = \"sales\"", 1),
+    )
+    .expect("rewrite");
+    gateway.hangup();
+    std::thread::sleep(Duration::from_millis(500));
+    // A connect after the reload makes the subscription anew with the new scope.
+    let _ = bayeux(
+        &gateway,
+        json!([{"id":"r","channel":"/meta/connect","clientId":boss,"connectionType":"long-polling","advice":{"timeout":0}}]),
+    );
+    ingest(
+        &gateway,
+        br#"{"event":"EventRinging","ConnID":"1","ThisDN":"7001"}
+{"event":"EventRinging","ConnID":"2","ThisDN":"7002"}
+"#
+        .to_vec(),
+    )
+    .await;
+    let replies = bayeux(
+        &gateway,
+        json!([{"id":"q","channel":"/meta/connect","clientId":boss,"connectionType":"long-polling","advice":{"timeout":0}}]),
+    );
+    // agent2 is still in billing: its call comes, agent1's does not.
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    assert_eq!(replies[0]["data"]["phoneNumber"], "7002");
+    assert_eq!(
+        replies[0]["data"]["userId"],
+        callgate::api::gws::user_id("agent2").as_str()
+    );
+}

@@ -36,6 +36,8 @@ const FRAMES_PER_DRAIN: usize = 4096;
 pub struct OutboxLimits {
     /// Frames queued before coalescing starts.
     pub soft: usize,
+    /// Bytes queued before coalescing starts (whichever bound comes first).
+    pub soft_bytes: usize,
     /// Frames queued (after coalescing) before the connection is closed.
     pub hard: usize,
     /// Bytes queued before the connection is closed.
@@ -46,6 +48,7 @@ impl Default for OutboxLimits {
     fn default() -> Self {
         Self {
             soft: 1024,
+            soft_bytes: usize::MAX,
             hard: 16_384,
             hard_bytes: 32 * 1024 * 1024,
         }
@@ -245,7 +248,9 @@ impl Outbox {
         // The writer empties the whole queue each time it wakes, so only the push that makes the queue
         // non-empty needs to wake it.
         let wake = state.slots.is_empty();
-        if state.live >= state.compact_at.max(self.limits.soft) {
+        if state.live >= state.compact_at.max(self.limits.soft)
+            || state.bytes >= self.limits.soft_bytes
+        {
             state.compact();
             // Doubling: each frame is looked at a bounded number of times on average.
             state.compact_at = self.limits.soft.max(state.live * 2);
@@ -284,7 +289,7 @@ impl Outbox {
         if state.failed {
             return Err(DrainError::RenderFailed);
         }
-        if state.live > self.limits.soft {
+        if state.live > self.limits.soft || state.bytes > self.limits.soft_bytes {
             state.compact();
         }
         out.reserve(state.live.min(FRAMES_PER_DRAIN));
@@ -453,6 +458,7 @@ mod tests {
     #[test]
     fn below_the_soft_bound_everything_is_kept_in_order() {
         let outbox = Outbox::new(OutboxLimits {
+            soft_bytes: usize::MAX,
             soft: 10,
             hard: 20,
             hard_bytes: 1 << 20,
@@ -464,8 +470,28 @@ mod tests {
     }
 
     #[test]
+    fn past_the_soft_byte_bound_too_only_the_newest_versions_are_kept() {
+        let outbox = Outbox::new(OutboxLimits {
+            soft_bytes: 7,
+            soft: 1_000,
+            hard: 2_000,
+            hard_bytes: 1 << 20,
+        });
+        for version in 0..4 {
+            outbox.push_notification(key(1), format!("a{version}").into());
+            outbox.push_notification(key(2), format!("b{version}").into());
+        }
+        assert_eq!(
+            frames(&outbox),
+            ["a3", "b3"],
+            "2-byte frames: 8 bytes is over 7"
+        );
+    }
+
+    #[test]
     fn past_the_soft_bound_only_the_newest_version_of_each_call_is_kept() {
         let outbox = Outbox::new(OutboxLimits {
+            soft_bytes: usize::MAX,
             soft: 2,
             hard: 10,
             hard_bytes: 1 << 20,
@@ -485,6 +511,7 @@ mod tests {
     #[test]
     fn a_lagging_queue_holds_about_two_frames_per_call_and_keeps_control_frames() {
         let outbox = Outbox::new(OutboxLimits {
+            soft_bytes: usize::MAX,
             soft: 4,
             hard: 100,
             hard_bytes: 1 << 20,
@@ -521,6 +548,7 @@ mod tests {
     #[test]
     fn past_the_hard_bound_the_outbox_overflows() {
         let outbox = Outbox::new(OutboxLimits {
+            soft_bytes: usize::MAX,
             soft: 2,
             hard: 3,
             hard_bytes: 1 << 20,
@@ -536,6 +564,7 @@ mod tests {
     #[test]
     fn byte_bound_counts_too() {
         let outbox = Outbox::new(OutboxLimits {
+            soft_bytes: usize::MAX,
             soft: 100,
             hard: 100,
             hard_bytes: 5,
@@ -548,6 +577,7 @@ mod tests {
 
     fn limits(soft: usize, hard: usize, hard_bytes: usize) -> OutboxLimits {
         OutboxLimits {
+            soft_bytes: usize::MAX,
             soft,
             hard,
             hard_bytes,

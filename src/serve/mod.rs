@@ -191,6 +191,7 @@ pub async fn run(
             &epoch,
             config.history,
             OutboxLimits {
+                soft_bytes: usize::MAX,
                 soft: config.coalesce_after,
                 ..OutboxLimits::default()
             },

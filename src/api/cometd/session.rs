@@ -5,7 +5,7 @@
 //! ends that user's least recently active session (a browser reloaded a few times keeps working, and its
 //! old sessions would expire anyway); [`MAX_CHANNELS`] subscriptions a session; a session's queue is the
 //! outbox with [`QUEUE_LIMITS`]: coalesced to the newest message of each call and device past 1,000
-//! messages, the session ended past 4,000 or 4 MiB.
+//! messages or 1 MiB, the session ended past 4,000 or 4 MiB.
 
 use super::channel::Channel;
 use crate::access::{Principal, User};
@@ -28,9 +28,10 @@ pub const MAX_SESSIONS_PER_USER: usize = 8;
 pub const MAX_CHANNELS: usize = 32;
 /// The most messages in one connect reply.
 pub const MESSAGES_PER_REPLY: usize = 200;
-/// A session's queue: coalesced past 1,000 messages, ended past four times that (gws.md).
+/// A session's queue: coalesced past 1,000 messages or 1 MiB, ended past four times that (gws.md).
 pub const QUEUE_LIMITS: OutboxLimits = OutboxLimits {
     soft: 1_000,
+    soft_bytes: 1024 * 1024,
     hard: 4_000,
     hard_bytes: 4 * 1024 * 1024,
 };
