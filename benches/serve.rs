@@ -14,6 +14,7 @@
 //! - `idle-memory`: resident memory per idle subscribed WebSocket at 10,000 connections;
 //! - `rest-lookup`, `snapshot-under-load`, `login-storm`: issues 10's and 11's targets (see each function);
 //! - `scope-cost`: the latency matrix and saturation runs in open mode and with a 10,000-user access file;
+//! - `cometd-compare`: CometD long-polling to 1,000 sessions, callgate against `cometd-nodejs-server`;
 //! - diagnostics: `latency` (one 10 s cell), `light`, `agents-only`, `pipeline-only`.
 //!
 //! `BENCH_QUICK=1` shrinks every count and duration (about a tenth) to check that the scenarios work;
@@ -43,6 +44,9 @@ mod wsclient;
 
 #[path = "support/bare.rs"]
 mod bare;
+
+#[path = "support/bayeux.rs"]
+mod bayeux;
 
 /// Whether `BENCH_QUICK` asks for a smoke run.
 fn quick() -> bool {
@@ -1839,6 +1843,260 @@ async fn idle_memory(connections: usize) {
     drop(sockets);
 }
 
+/// The reference CometD server (`tests/cometd-client/oracle.mjs`, `cometd-nodejs-server` in Node),
+/// killed on drop.
+struct NodeCometd {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+    /// `HOST:PORT` and the path clients post to.
+    addr: String,
+    path: String,
+}
+
+impl NodeCometd {
+    fn start() -> NodeCometd {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cometd-client");
+        assert!(
+            dir.join("node_modules/cometd-nodejs-server").is_dir(),
+            "run `npm ci` in {} first",
+            dir.display()
+        );
+        let mut child = Command::new("node")
+            .arg(dir.join("oracle.mjs"))
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("node runs oracle.mjs");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(value) = serde_json::from_str(&line)
+                    && tx.send(value).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let first: serde_json::Value = lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the oracle's URL");
+        let url = first["url"].as_str().expect("url").to_owned();
+        let rest = url.trim_start_matches("http://");
+        let (addr, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        NodeCometd {
+            child,
+            stdin,
+            lines,
+            addr: addr.to_owned(),
+            path: path.to_owned(),
+        }
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        cpu_seconds_of(&self.child.id().to_string())
+    }
+
+    /// Publishes `data` on `/callgate/calls`, at `rate` a second (stamped) or all at once (0); returns
+    /// when the server says it is done.
+    fn publish(&mut self, data: &[serde_json::Value], rate: u64) {
+        let command = if rate == 0 {
+            serde_json::json!({"cmd":"burst","channel":"/callgate/calls","data":data})
+        } else {
+            serde_json::json!({"cmd":"paced","channel":"/callgate/calls","data":data,"rate":rate})
+        };
+        writeln!(self.stdin, "{command}").expect("command");
+        let _ = self.lines.recv_timeout(Duration::from_secs(600));
+    }
+}
+
+impl Drop for NodeCometd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `data` of every call notification `lines` make: what the reference server publishes, so that both
+/// servers carry the same messages.
+fn notification_data(lines: &[String]) -> Vec<serde_json::Value> {
+    let mut reducer = callgate::reduce::Fold::default();
+    let mut out = callgate::reduce::Notifications::default();
+    let mut data = Vec::new();
+    for line in lines {
+        let _ = reducer.apply_line(line.as_bytes(), &mut out);
+        for notification in out.iter() {
+            let members: serde_json::Value =
+                serde_json::from_str(&format!("{{{}}}", notification.members)).expect("JSON");
+            data.push(members["data"].clone());
+        }
+        out.clear();
+    }
+    data
+}
+
+/// One CometD long-polling client: a session on `/callgate/calls`, then connects until `stop`, counting
+/// messages and their `SentAt` latencies.
+async fn bayeux_client(
+    addr: String,
+    path: String,
+    ready: Arc<AtomicU64>,
+    received: Arc<AtomicU64>,
+    stop: tokio_util::sync::CancellationToken,
+) -> ClientStats {
+    let mut session = bayeux::Session::open(&addr, &path, "/callgate/calls")
+        .await
+        .expect("CometD session");
+    ready.fetch_add(1, Ordering::AcqRel);
+    let mut stats = ClientStats::default();
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
+    loop {
+        let body = tokio::select! {
+            body = session.connect() => body,
+            () = &mut stopped => break,
+        };
+        let Ok(body) = body else { break };
+        let count = bayeux::messages_in(&body) as u64;
+        if count == 0 {
+            continue;
+        }
+        let now = Instant::now();
+        stats.frames += count;
+        stats.bytes += body.len() as u64;
+        stats.first.get_or_insert(now);
+        stats.last = Some(now);
+        received.fetch_add(count, Ordering::Relaxed);
+        let at = now_micros();
+        for sent in bayeux::stamps_in(&body) {
+            stats.latencies_us.push(at.saturating_sub(sent));
+            stats.sent_us.push(sent);
+        }
+    }
+    stats
+}
+
+/// `sessions` CometD long-polling clients of callgate (open mode, `/callgate/calls`) while `lines` are
+/// written at `rate` events/s (0: as fast as possible).
+async fn cometd_callgate(sessions: usize, lines: &[String], rate: u64) -> Run {
+    check_open_files(sessions as u64 + 256);
+    let gateway = Gateway::start();
+    let notifications = count_notifications(lines);
+    let addr = gateway.http.clone();
+    let measured = measure(
+        vec![(); sessions],
+        |(), ready, received, stop| {
+            tokio::spawn(bayeux_client(
+                addr.clone(),
+                "/api/v2/notifications".into(),
+                ready,
+                received,
+                stop,
+            ))
+        },
+        (rate == 0).then_some(notifications * sessions as u64),
+        || gateway.cpu_seconds(),
+        || feed(&gateway.ingest, lines, rate),
+    )
+    .await;
+    measured.into_run(lines.len(), notifications)
+}
+
+/// The same clients and messages served by `cometd-nodejs-server`, published at `rate` a second (0: at
+/// once).
+async fn cometd_node(sessions: usize, lines: &[String], rate: u64) -> Run {
+    check_open_files(sessions as u64 + 256);
+    let data = notification_data(lines);
+    let notifications = data.len() as u64;
+    let server = std::sync::Mutex::new(NodeCometd::start());
+    let (addr, path) = {
+        let server = server.lock().expect("server");
+        (server.addr.clone(), server.path.clone())
+    };
+    let publish_rate = if rate == 0 {
+        0
+    } else {
+        rate * notifications / lines.len().max(1) as u64
+    };
+    let measured = measure(
+        vec![(); sessions],
+        |(), ready, received, stop| {
+            tokio::spawn(bayeux_client(
+                addr.clone(),
+                path.clone(),
+                ready,
+                received,
+                stop,
+            ))
+        },
+        (rate == 0).then_some(notifications * sessions as u64),
+        || server.lock().map(|s| s.cpu_seconds()).unwrap_or(0.0),
+        || async {
+            let started = Instant::now();
+            let data = data.clone();
+            let server = &server;
+            tokio::task::block_in_place(|| {
+                if let Ok(mut server) = server.lock() {
+                    server.publish(&data, publish_rate);
+                }
+            });
+            started.elapsed()
+        },
+    )
+    .await;
+    measured.into_run(lines.len(), notifications)
+}
+
+/// Issue 12's targets: CometD long-polling delivery to 1,000 sessions at saturation and p99 at 100
+/// notifications/s, callgate against `cometd-nodejs-server` with the same clients and messages.
+async fn cometd_compare() {
+    let sessions = sized(1_000, 100);
+    let saturation_lines = saturation_traffic(sized(2_000, 500));
+    let callgate = cometd_callgate(sessions, &saturation_lines, 0).await;
+    report_saturation(
+        "cometd saturation",
+        "gateway",
+        sessions,
+        saturation_lines.len(),
+        &callgate,
+    );
+    let node = cometd_node(sessions, &saturation_lines, 0).await;
+    report_saturation(
+        "cometd saturation (node)",
+        "node",
+        sessions,
+        saturation_lines.len(),
+        &node,
+    );
+    let seconds = sized(10, 3);
+    let (paced_lines, rate) = fanout_traffic(100, seconds);
+    let callgate_p99 = cometd_callgate(sessions, &paced_lines, rate).await;
+    report_latency(
+        &format!("cometd p99: {sessions} long-polling sessions, 100 notifications/s"),
+        "gateway",
+        &callgate_p99,
+    );
+    let node_p99 = cometd_node(sessions, &paced_lines, rate).await;
+    report_latency(
+        &format!("cometd p99 (node): {sessions} long-polling sessions, 100 notifications/s"),
+        "node",
+        &node_p99,
+    );
+    let p99 = |run: &Run| percentile(&run.latencies(), 0.99);
+    println!(
+        "cometd-compare ({sessions} long-polling sessions): deliveries/s callgate {:.0}, node {:.0}, ratio {:.2} (target >= 5); p99 at 100/s callgate {:.2} ms, node {:.2} ms, ratio {:.2} (target <= 0.33)",
+        callgate.deliveries_per_second(),
+        node.deliveries_per_second(),
+        callgate.deliveries_per_second() / node.deliveries_per_second(),
+        p99(&callgate_p99),
+        p99(&node_p99),
+        p99(&callgate_p99) / p99(&node_p99),
+    );
+}
+
 /// The issue-4 suite, run when no scenario is named.
 const SUITE: &[&str] = &[
     "ingest",
@@ -1850,6 +2108,7 @@ const SUITE: &[&str] = &[
     "snapshot-under-load",
     "login-storm",
     "scope-cost",
+    "cometd-compare",
 ];
 
 /// Diagnostic scenarios, run by name or with `all`.
@@ -1931,6 +2190,9 @@ fn main() {
         }
         if runs("scope-cost") {
             scope_cost().await;
+        }
+        if runs("cometd-compare") {
+            cometd_compare().await;
         }
         if alone("fanout-p99") {
             let (clients, rate, seconds) = fanout_p99_sizes();
