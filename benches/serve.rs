@@ -2112,7 +2112,13 @@ const SUITE: &[&str] = &[
 ];
 
 /// Diagnostic scenarios, run by name or with `all`.
-const DIAGNOSTICS: &[&str] = &["latency", "light", "agents-only", "pipeline-only"];
+const DIAGNOSTICS: &[&str] = &[
+    "latency",
+    "light",
+    "agents-only",
+    "pipeline-only",
+    "cometd-p99",
+];
 
 /// Scenarios that `compare` includes.
 const IN_COMPARE: &[&str] = &[
@@ -2193,6 +2199,11 @@ fn main() {
         }
         if runs("cometd-compare") {
             cometd_compare().await;
+        }
+        if runs("cometd-p99") {
+            let (lines, rate) = fanout_traffic(100, sized(10, 3));
+            let run = cometd_callgate(sized(1_000, 100), &lines, rate).await;
+            report_latency("cometd p99 (callgate only)", "gateway", &run);
         }
         if alone("fanout-p99") {
             let (clients, rate, seconds) = fanout_p99_sizes();

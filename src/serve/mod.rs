@@ -235,7 +235,7 @@ pub async fn run(
     );
     let connections = TaskTracker::new();
     let ready = Arc::new(AtomicBool::new(false));
-    let state = AppState {
+    let state: AppState = Arc::new(crate::api::Shared {
         stream: Arc::clone(&stream),
         base_url: base_url.clone().into(),
         metrics,
@@ -250,7 +250,7 @@ pub async fn run(
                 .map_err(ServeError::Origins)?,
         ),
         cometd: Arc::new(crate::api::cometd::Sessions::new(Arc::clone(&stream))),
-    };
+    });
     supervisor.spawn(
         "cometd session sweeper",
         Arc::clone(&state.cometd).sweep(cancel.clone()),
