@@ -227,6 +227,13 @@ fn unknown_session(message: &Message) -> Bytes {
     reply(message, fields)
 }
 
+/// [`unknown_session`] for a connect known by its `id` alone.
+fn connect_unknown(id_only: &Message) -> Bytes {
+    let mut message = id_only.clone();
+    message.insert("channel".into(), "/meta/connect".into());
+    unknown_session(&message)
+}
+
 /// The session a message names by `clientId`, or the reply that says it is unknown.
 fn live_session(state: &AppState, message: &Message) -> Result<Arc<Session>, Bytes> {
     message
@@ -445,6 +452,7 @@ async fn deliver(
 
 /// A `/meta/connect` being answered: held until [`Connect::answer`] has something to say.
 struct Connect {
+    /// The connect message's `id` alone (all its reply echoes): `{"id":...}`.
     message: Message,
     session: Arc<Session>,
     generation: u64,
@@ -485,7 +493,10 @@ impl Connect {
                 .get("ext")
                 .and_then(|ext| ext.get("ack"))
                 .and_then(Value::as_u64),
-            message: message.clone(),
+            message: message
+                .get("id")
+                .map(|id| Map::from_iter([("id".to_owned(), id.clone())]))
+                .unwrap_or_default(),
             session: Arc::clone(session),
             generation,
             deadline: tokio::time::Instant::now() + CONNECT_TIMEOUT,
@@ -495,7 +506,7 @@ impl Connect {
     /// The reply (queued messages, then the connect's own), once there are messages, the connect is
     /// immediate, superseded or timed out, or the gateway shuts down; `None` while it should wait.
     fn answer(&mut self, state: &AppState) -> Option<Vec<Bytes>> {
-        let own = session::own_devices(self.session.user.as_ref());
+        let own = self.session.own();
         let gate = &state.gate;
         let mut convert = |frame: &[u8], me: Topics, callgate: Topics, out: &mut Vec<Bytes>| {
             to_messages(frame, me, callgate, &own, gate, out);
@@ -504,7 +515,7 @@ impl Connect {
             Ok(delivery) => delivery,
             Err(_) => {
                 state.cometd.remove(&self.session, "overflow");
-                return Some(vec![unknown_session(&self.message)]);
+                return Some(vec![connect_unknown(&self.message)]);
             }
         };
         let done = !delivery.messages.is_empty()

@@ -96,6 +96,8 @@ pub struct Session {
     pub id: Arc<str>,
     /// Its user (none in open mode).
     pub user: Option<Arc<User>>,
+    /// The ids of its user's own devices (the `/v2/me` side), as the access file says (remade at a reload).
+    own: Mutex<Arc<HashSet<String>>>,
     connection: ConnectionId,
     outbox: Arc<Outbox>,
     /// Bumped by every connect: a held connect answers as soon as a newer one arrives.
@@ -122,6 +124,16 @@ impl Session {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The ids of the user's own devices.
+    pub fn own(&self) -> Arc<HashSet<String>> {
+        Arc::clone(
+            &self
+                .own
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
     }
 
     /// The outbox the stream delivers to.
@@ -295,6 +307,7 @@ impl Sessions {
         let (connection, outbox) = self.stream.connect_with(QUEUE_LIMITS);
         let session = Arc::new(Session {
             id: new_client_id().into(),
+            own: Mutex::new(Arc::new(own_devices(principal.user.as_ref()))),
             user: principal.user.clone(),
             connection,
             outbox,
@@ -399,6 +412,11 @@ impl Sessions {
     /// Remakes every subscription of `session` for `principal` (the access file was reloaded), under
     /// gate generation `generation`. A channel the principal may no longer read is dropped.
     pub fn resubscribe(&self, session: &Session, principal: &Principal, generation: u64) {
+        *session
+            .own
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Arc::new(own_devices(principal.user.as_ref()));
         let mut state = session.lock();
         state.generation = generation;
         let channels = std::mem::take(&mut state.channels);
