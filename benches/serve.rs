@@ -15,6 +15,7 @@
 //! - `rest-lookup`, `snapshot-under-load`, `login-storm`: issues 10's and 11's targets (see each function);
 //! - `scope-cost`: the latency matrix and saturation runs in open mode and with a 10,000-user access file;
 //! - `cometd-compare`: CometD long-polling to 1,000 sessions, callgate against `cometd-nodejs-server`;
+//! - `cometd-idle-memory`: resident memory per idle CometD long-polling session at 10,000 sessions;
 //! - diagnostics: `latency` (one 10 s cell), `light`, `agents-only`, `pipeline-only`.
 //!
 //! `BENCH_QUICK=1` shrinks every count and duration (about a tenth) to check that the scenarios work;
@@ -2050,6 +2051,49 @@ async fn cometd_node(sessions: usize, lines: &[String], rate: u64) -> Run {
     measured.into_run(lines.len(), notifications)
 }
 
+/// Issue 12's memory target: the gateway's resident memory per idle long-polling session (subscribed to
+/// `/callgate/calls`, its connect held), over `sessions` sessions.
+async fn cometd_idle_memory(sessions: usize) {
+    check_open_files(sessions as u64 + 256);
+    let gateway = Gateway::start();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = gateway.rss_bytes();
+    let opened = Arc::new(AtomicU64::new(0));
+    let mut held = Vec::with_capacity(sessions);
+    for n in 0..sessions {
+        let addr = gateway.http.clone();
+        let opened = Arc::clone(&opened);
+        held.push(tokio::spawn(async move {
+            let mut session =
+                bayeux::Session::open(&addr, "/api/v2/notifications", "/callgate/calls")
+                    .await
+                    .expect("session");
+            opened.fetch_add(1, Ordering::AcqRel);
+            // Held by the gateway for 30 s: the session is idle meanwhile. (BENCH_COMETD_HOLD=0 closes
+            // the connection instead, to tell the session's own memory from its held request's.)
+            if std::env::var("BENCH_COMETD_HOLD").as_deref() != Ok("0") {
+                let _ = session.connect().await;
+            }
+        }));
+        if n % 200 == 199 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    wait_ready(&opened, sessions as u64).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = gateway.rss_bytes();
+    let counted = gateway.metric("callgate_cometd_sessions").unwrap_or(0.0);
+    println!(
+        "cometd-idle-memory: {sessions} long-polling sessions ({counted} counted by the gateway), each subscribed with its connect held: RSS {:.1} MB -> {:.1} MB, {:.0} B per session",
+        before as f64 / 1e6,
+        after as f64 / 1e6,
+        after.saturating_sub(before) as f64 / sessions as f64
+    );
+    for task in held {
+        task.abort();
+    }
+}
+
 /// Issue 12's targets: CometD long-polling delivery to 1,000 sessions at saturation and p99 at 100
 /// notifications/s, callgate against `cometd-nodejs-server` with the same clients and messages.
 async fn cometd_compare() {
@@ -2109,6 +2153,7 @@ const SUITE: &[&str] = &[
     "login-storm",
     "scope-cost",
     "cometd-compare",
+    "cometd-idle-memory",
 ];
 
 /// Diagnostic scenarios, run by name or with `all`.
@@ -2199,6 +2244,9 @@ fn main() {
         }
         if runs("cometd-compare") {
             cometd_compare().await;
+        }
+        if runs("cometd-idle-memory") {
+            cometd_idle_memory(sized(10_000, 1_000)).await;
         }
         if runs("cometd-p99") {
             let (lines, rate) = fanout_traffic(100, sized(10, 3));

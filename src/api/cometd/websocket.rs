@@ -82,7 +82,11 @@ fn array(messages: &[bytes::Bytes]) -> Frame {
 }
 
 async fn serve(io: TokioIo<hyper::upgrade::Upgraded>, state: AppState, presented: Presented) {
+    // tungstenite's defaults are 128 KiB read and write buffers per connection: an idle session would
+    // hold 256 KiB. Reads are small control messages; each answer is written and flushed at once.
     let config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
         .max_message_size(Some(crate::api::server::MAX_BODY))
         .max_frame_size(Some(crate::api::server::MAX_BODY));
     let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
