@@ -1980,6 +1980,99 @@ async fn bayeux_client(
     stats
 }
 
+/// One CometD WebSocket client: a session on `/callgate/calls` over one socket, then connects until
+/// `stop`, counting messages and their `SentAt` latencies.
+async fn bayeux_ws_client(
+    addr: String,
+    ready: Arc<AtomicU64>,
+    received: Arc<AtomicU64>,
+    stop: tokio_util::sync::CancellationToken,
+) -> ClientStats {
+    let mut ws = wsclient::connect(&addr, "/api/v2/notifications")
+        .await
+        .expect("CometD WebSocket");
+    ws.send_text(r#"[{"id":"1","channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["websocket"]}]"#)
+        .await
+        .expect("handshake");
+    let client_id = loop {
+        let Ok(Some((op, payload))) = ws.next_frame().await else {
+            panic!("no handshake reply");
+        };
+        if op == wsclient::opcode::TEXT {
+            let reply: serde_json::Value = serde_json::from_slice(payload).expect("JSON");
+            break reply[0]["clientId"].as_str().expect("clientId").to_owned();
+        }
+    };
+    let connect = format!(
+        r#"[{{"channel":"/meta/connect","clientId":"{client_id}","connectionType":"websocket"}}]"#
+    );
+    ws.send_text(&format!(
+        r#"[{{"channel":"/meta/subscribe","clientId":"{client_id}","subscription":"/callgate/calls"}},{{"channel":"/meta/connect","clientId":"{client_id}","connectionType":"websocket","advice":{{"timeout":0}}}}]"#
+    ))
+    .await
+    .expect("subscribe");
+    let mut stats = ClientStats::default();
+    let mut subscribed = false;
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
+    loop {
+        let frame = tokio::select! {
+            frame = ws.next_frame() => frame,
+            () = &mut stopped => break,
+        };
+        let Ok(Some((op, payload))) = frame else {
+            break;
+        };
+        if op != wsclient::opcode::TEXT {
+            continue;
+        }
+        let count = bayeux::messages_in(payload) as u64;
+        let has_connect = memchr::memmem::find(payload, b"\"/meta/connect\"").is_some();
+        if count > 0 {
+            let now = Instant::now();
+            stats.frames += count;
+            stats.bytes += payload.len() as u64;
+            stats.first.get_or_insert(now);
+            stats.last = Some(now);
+            received.fetch_add(count, Ordering::Relaxed);
+            let at = now_micros();
+            for sent in bayeux::stamps_in(payload) {
+                stats.latencies_us.push(at.saturating_sub(sent));
+                stats.sent_us.push(sent);
+            }
+        }
+        if has_connect {
+            if !subscribed {
+                subscribed = true;
+                ready.fetch_add(1, Ordering::AcqRel);
+            }
+            if ws.send_text(&connect).await.is_err() {
+                break;
+            }
+        }
+    }
+    stats
+}
+
+/// `sessions` CometD WebSocket clients of callgate while `lines` are written at `rate` events/s.
+async fn cometd_callgate_ws(sessions: usize, lines: &[String], rate: u64) -> Run {
+    check_open_files(sessions as u64 + 256);
+    let gateway = Gateway::start();
+    let notifications = count_notifications(lines);
+    let addr = gateway.http.clone();
+    let measured = measure(
+        vec![(); sessions],
+        |(), ready, received, stop| {
+            tokio::spawn(bayeux_ws_client(addr.clone(), ready, received, stop))
+        },
+        (rate == 0).then_some(notifications * sessions as u64),
+        || gateway.cpu_seconds(),
+        || feed(&gateway.ingest, lines, rate),
+    )
+    .await;
+    measured.into_run(lines.len(), notifications)
+}
+
 /// `sessions` CometD long-polling clients of callgate (open mode, `/callgate/calls`) while `lines` are
 /// written at `rate` events/s (0: as fast as possible).
 async fn cometd_callgate(sessions: usize, lines: &[String], rate: u64) -> Run {
@@ -2115,6 +2208,14 @@ async fn cometd_compare() {
         saturation_lines.len(),
         &node,
     );
+    let callgate_ws = cometd_callgate_ws(sessions, &saturation_lines, 0).await;
+    report_saturation(
+        "cometd saturation (callgate, websocket)",
+        "gateway",
+        sessions,
+        saturation_lines.len(),
+        &callgate_ws,
+    );
     let seconds = sized(10, 3);
     let (paced_lines, rate) = fanout_traffic(100, seconds);
     let callgate_p99 = cometd_callgate(sessions, &paced_lines, rate).await;
@@ -2129,6 +2230,12 @@ async fn cometd_compare() {
         "node",
         &node_p99,
     );
+    let ws_p99 = cometd_callgate_ws(sessions, &paced_lines, rate).await;
+    report_latency(
+        &format!("cometd p99 (callgate): {sessions} WebSocket sessions, 100 notifications/s"),
+        "gateway",
+        &ws_p99,
+    );
     let p99 = |run: &Run| percentile(&run.latencies(), 0.99);
     println!(
         "cometd-compare ({sessions} long-polling sessions): deliveries/s callgate {:.0}, node {:.0}, ratio {:.2} (target >= 5); p99 at 100/s callgate {:.2} ms, node {:.2} ms, ratio {:.2} (target <= 0.33)",
@@ -2138,6 +2245,13 @@ async fn cometd_compare() {
         p99(&callgate_p99),
         p99(&node_p99),
         p99(&callgate_p99) / p99(&node_p99),
+    );
+    println!(
+        "cometd-compare ({sessions} WebSocket sessions; node has no WebSocket transport, so against its long-polling): deliveries/s callgate {:.0}, ratio {:.2}; p99 callgate {:.2} ms, ratio {:.2}",
+        callgate_ws.deliveries_per_second(),
+        callgate_ws.deliveries_per_second() / node.deliveries_per_second(),
+        p99(&ws_p99),
+        p99(&ws_p99) / p99(&node_p99),
     );
 }
 
