@@ -521,3 +521,43 @@ async fn a_reloaded_access_file_rescopes_a_live_session() {
         callgate::api::gws::user_id("agent2").as_str()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_websocket_a_frame_is_a_request_and_a_bad_one_closes_with_1008() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (gateway, _dir) = start();
+    let url = format!("ws://{}/api/v2/notifications", gateway.http);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("upgrade");
+    let handshake = json!([{"id":"1","channel":"/meta/handshake","version":"1.0",
+        "supportedConnectionTypes":["websocket","long-polling"],
+        "ext":{"authentication":{"user":"agent1","password":"pw"}}}]);
+    ws.send(Message::text(handshake.to_string()))
+        .await
+        .expect("send");
+    let reply = ws.next().await.expect("a frame").expect("ok");
+    let reply: Value = serde_json::from_str(reply.to_text().expect("text")).expect("JSON");
+    assert_eq!(reply[0]["successful"], true, "{reply}");
+    assert_eq!(
+        reply[0]["supportedConnectionTypes"],
+        json!(["websocket", "long-polling"])
+    );
+    let client = reply[0]["clientId"].as_str().expect("clientId").to_owned();
+    let connect = json!([{"id":"2","channel":"/meta/connect","clientId":client,"connectionType":"websocket","advice":{"timeout":0}}]);
+    ws.send(Message::text(connect.to_string()))
+        .await
+        .expect("send");
+    let reply = ws.next().await.expect("a frame").expect("ok");
+    let reply: Value = serde_json::from_str(reply.to_text().expect("text")).expect("JSON");
+    assert_eq!(
+        reply,
+        json!([{"id":"2","channel":"/meta/connect","successful":true}])
+    );
+    ws.send(Message::text("not json")).await.expect("send");
+    match ws.next().await {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1008),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}
