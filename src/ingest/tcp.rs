@@ -36,6 +36,9 @@ const READ_CHUNK: usize = 64 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a reply may wait for the client to read before the connection is given up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest auth line taken: `{"auth":"<token>"}` with a token of a few hundred bytes at most. Read a
+/// byte at a time (nothing after it may be consumed), so the bound is kept small.
+const MAX_AUTH_LINE: usize = 4096;
 /// How long a connection that must authenticate has to send its auth line.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle time before the first keepalive probe, the time between probes, and probes before giving up.
@@ -215,7 +218,7 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     struct AuthLine {
         auth: String,
     }
-    let line = tokio::time::timeout(AUTH_TIMEOUT, read_line(stream)).await;
+    let line = tokio::time::timeout(AUTH_TIMEOUT, read_line(stream, MAX_AUTH_LINE)).await;
     let source = match line {
         Ok(Ok(Some(line))) => serde_json::from_slice::<AuthLine>(&line)
             .ok()
@@ -243,12 +246,15 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     Some(source)
 }
 
-/// One line (without its end) of at most [`MAX_LINE_BYTES`]; `None` at end of stream or past the bound.
-async fn read_line<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Option<Vec<u8>>> {
+/// One line (without its end) of at most `max` bytes; `None` at end of stream or past the bound.
+async fn read_line<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    max: usize,
+) -> std::io::Result<Option<Vec<u8>>> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     loop {
-        if stream.read(&mut byte).await? == 0 || line.len() > MAX_LINE_BYTES {
+        if stream.read(&mut byte).await? == 0 || line.len() > max {
             return Ok(None);
         }
         if byte[0] == b'\n' {
@@ -362,4 +368,37 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     }
     write_replies(&mut writer, ack_line(ack_state(&stats)).as_bytes()).await?;
     writer.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn the_auth_line_is_read_to_its_end_and_no_further_and_is_bounded() {
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        client
+            .write_all(b"{\"auth\":\"t\"}\n{\"event\":\"EventRinging\"}\n")
+            .await
+            .expect("write");
+        let line = read_line(&mut server, MAX_AUTH_LINE).await.expect("read");
+        assert_eq!(line.as_deref(), Some(&b"{\"auth\":\"t\"}"[..]));
+        let mut next = [0u8; 7];
+        server
+            .read_exact(&mut next)
+            .await
+            .expect("the rest is left");
+        assert_eq!(&next, b"{\"event");
+
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        client
+            .write_all(&vec![b'x'; MAX_AUTH_LINE + 2])
+            .await
+            .expect("write");
+        assert_eq!(
+            read_line(&mut server, MAX_AUTH_LINE).await.expect("read"),
+            None
+        );
+    }
 }
