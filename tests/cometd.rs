@@ -321,6 +321,38 @@ async fn every_error_row_of_gws_md() {
         .map(|s| (*s).to_owned())
         .collect();
     assert_eq!(subscribe(&gateway, &boss, json!(names))["successful"], true);
+    // All or nothing: a refused name in an array leaves none of it subscribed.
+    let partial = handshake(&gateway, "boss", false);
+    let refused = subscribe(
+        &gateway,
+        &partial,
+        json!(["/callgate/calls", "/some/other"]),
+    );
+    assert_eq!(refused["successful"], false);
+    ingest(
+        &gateway,
+        br#"{"event":"EventRinging","ConnID":"77","ThisDN":"7001"}
+"#
+        .to_vec(),
+    )
+    .await;
+    let nothing = bayeux(
+        &gateway,
+        json!([{"id":"n","channel":"/meta/connect","clientId":partial,"connectionType":"long-polling","advice":{"timeout":0}}]),
+    );
+    assert_eq!(nothing.len(), 1, "nothing was subscribed: {nothing:?}");
+    // Another site's page may not use CometD, whatever credentials it carries.
+    let (status, _, _) = http_request_with_body(
+        &gateway.http,
+        "POST",
+        url,
+        &[
+            ("Content-Type", "application/json"),
+            ("Origin", "https://evil.example"),
+        ],
+        r#"[{"channel":"/meta/handshake","version":"1.0","ext":{"authentication":{"user":"agent1","password":"pw"}}}]"#,
+    );
+    assert_eq!(status, 403);
     // Disconnect ends the session.
     let bye = bayeux(
         &gateway,
@@ -397,6 +429,20 @@ async fn a_batch_of_messages_in_one_request_and_the_ack_extension() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_expire_without_connects_and_a_users_ninth_ends_its_oldest() {
     let (gateway, _dir) = start();
+    // A session whose client goes away in the middle of a held connect expires too.
+    let gone = handshake(&gateway, "boss", false);
+    {
+        use std::io::Write;
+        let mut socket = std::net::TcpStream::connect(&gateway.http).expect("connect");
+        let body = json!([{"id":"g","channel":"/meta/connect","clientId":gone,"connectionType":"long-polling"}]).to_string();
+        write!(
+            socket,
+            "POST /api/v2/notifications HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("request");
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let first = handshake(&gateway, "agent1", false);
     let others: Vec<String> = (0..8)
         .map(|_| handshake(&gateway, "agent1", false))
@@ -406,7 +452,7 @@ async fn sessions_expire_without_connects_and_a_users_ninth_ends_its_oldest() {
     assert_eq!(reply["error"], "402::session_unknown");
     // The others expire 10 s (maxInterval) after their last connect.
     std::thread::sleep(Duration::from_secs(12));
-    for client in &others {
+    for client in others.iter().chain([&gone]) {
         let (_, reply) = connect(&gateway, client, None);
         assert_eq!(reply["error"], "402::session_unknown", "expired");
     }

@@ -25,6 +25,8 @@ mod code {
     pub const FORBIDDEN: u16 = 3;
     pub const NOT_FOUND: u16 = 6;
     pub const NOT_AUTHENTICATED: u16 = 20;
+    /// A fault of this process (a stored document that does not unpack); never input's.
+    pub const INTERNAL: u16 = 500;
 }
 
 fn json_response(status: StatusCode, body: String) -> Response {
@@ -453,7 +455,7 @@ pub async fn my_call(
             tracing::error!(call = %call.meta.call_id, "GWS REST: {unpack}");
             gws_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                code::NOT_FOUND,
+                code::INTERNAL,
                 "the call cannot be read",
             )
         }

@@ -116,6 +116,8 @@ impl Scope {
 pub struct Topics(u8);
 
 impl Topics {
+    /// No topic at all.
+    pub const NONE: Topics = Topics(0);
     /// Calls only: what a subscription without `topics` gets.
     pub const CALLS: Topics = Topics(1);
     /// Devices only.

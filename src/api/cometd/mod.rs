@@ -31,7 +31,7 @@ use super::AppState;
 use super::auth::Presented;
 use crate::access::{Principal, RequestKind};
 use crate::reduce::Topic;
-use crate::subscriptions::Topics;
+use crate::subscriptions::{Scope, Topics};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -60,6 +60,11 @@ pub async fn long_poll(State(state): State<AppState>, request: axum::extract::Re
         );
     }
     let presented = Presented::of(&request);
+    // access.md: a browser page of another origin may not open or use a session, whatever its
+    // credentials (they may be in the body).
+    if super::origin::of(request.headers()).is_some_and(|origin| !state.origins.allows(origin)) {
+        return super::origin::refused("cometd", presented.remote);
+    }
     let body = match axum::body::to_bytes(request.into_body(), super::server::MAX_BODY).await {
         Ok(body) => body,
         Err(_) => return refused(StatusCode::BAD_REQUEST, "the body is over 64 KiB"),
@@ -78,8 +83,9 @@ pub async fn long_poll(State(state): State<AppState>, request: axum::extract::Re
             Dispatched::Reply(reply) => replies.push(reply),
             Dispatched::Connect(message, session) => {
                 // Two connects in one request: the older is answered at once, as a newer one would.
-                if let Some((older, _)) = connect.replace((message, session)) {
-                    replies.push(meta_reply(&older, "/meta/connect", None));
+                if let Some((older, older_session)) = connect.replace((message, session)) {
+                    let ext = older_session.batch().map(|batch| json!({ "ack": batch }));
+                    replies.push(meta_reply(&older, "/meta/connect", ext));
                 }
             }
         }
@@ -378,16 +384,23 @@ fn subscribe(state: &AppState, message: &Message, subscribe: bool) -> Bytes {
         Value::Array(names) => names.iter().filter_map(Value::as_str).collect(),
         _ => Vec::new(),
     };
+    // All or nothing: a reply that says "not subscribed" must not leave some of the channels subscribed.
     let mut refusal = names.is_empty().then_some(SubscribeRefusal::Invalid);
-    for name in names {
-        if subscribe {
-            if let Err(refused) = state.cometd.subscribe(&session, &principal, name) {
-                metrics::counter!("callgate_cometd_subscriptions_refused_total", "error" => refused.to_string())
-                    .increment(1);
-                refusal.get_or_insert(refused);
+    if subscribe && refusal.is_none() {
+        refusal = state.cometd.check(&session, &principal, &names).err();
+    }
+    if let Some(refused) = refusal {
+        metrics::counter!("callgate_cometd_subscriptions_refused_total", "error" => refused.to_string())
+            .increment(1);
+    } else {
+        for name in names {
+            if subscribe {
+                if let Err(refused) = state.cometd.subscribe(&session, &principal, name) {
+                    refusal.get_or_insert(refused);
+                }
+            } else {
+                state.cometd.unsubscribe(&session, name);
             }
-        } else {
-            state.cometd.unsubscribe(&session, name);
         }
     }
     let mut fields = Map::new();
@@ -416,21 +429,7 @@ fn disconnect(state: &AppState, message: &Message) -> Bytes {
 /// until something is queued unless `advice.timeout` is 0 (the first connect), a newer connect arrives, the
 /// gateway shuts down, or [`CONNECT_TIMEOUT`] passes.
 async fn held_connect(state: &AppState, session: &Arc<Session>, message: &Message) -> Vec<Bytes> {
-    let Ok(generation) = session.begin_connect() else {
-        return vec![unknown_session(message)];
-    };
-    let replies = deliver(state, session, message, generation).await;
-    session.end_connect();
-    replies
-}
-
-async fn deliver(
-    state: &AppState,
-    session: &Arc<Session>,
-    message: &Message,
-    generation: u64,
-) -> Vec<Bytes> {
-    let mut connect = match Connect::begin(state, session, message, generation) {
+    let mut connect = match Connect::begin(state, session, message) {
         Ok(connect) => connect,
         Err(reply) => return reply,
     };
@@ -450,11 +449,14 @@ async fn deliver(
     }
 }
 
-/// A `/meta/connect` being answered: held until [`Connect::answer`] has something to say.
+/// A `/meta/connect` being answered: held until [`Connect::answer`] has something to say. It counts as
+/// held by its session until dropped, however the wait ends (a client gone mid-wait drops it too), so a
+/// session whose connects all ended can expire.
 struct Connect {
     /// The connect message's `id` alone (all its reply echoes): `{"id":...}`.
     message: Message,
     session: Arc<Session>,
+    /// Its number among the session's connects: a newer one supersedes it.
     generation: u64,
     /// The first connect after a handshake (`advice.timeout` 0) is answered at once.
     immediate: bool,
@@ -463,27 +465,24 @@ struct Connect {
     deadline: tokio::time::Instant,
 }
 
+impl Drop for Connect {
+    fn drop(&mut self) {
+        self.session.end_connect();
+    }
+}
+
 impl Connect {
-    /// Starts answering `message` of `session` (connect number `generation`): remakes the session's
-    /// subscriptions first when the access file was reloaded. Fails with the reply when the session's user
-    /// is gone.
+    /// Starts answering `message` of `session`: remakes the session's subscriptions first when the access
+    /// file was reloaded. Fails with the reply when the session has ended or its user is gone.
     fn begin(
         state: &AppState,
         session: &Arc<Session>,
         message: &Message,
-        generation: u64,
     ) -> Result<Connect, Vec<Bytes>> {
-        let gate_generation = state.gate.generation();
-        if session.generation() != gate_generation {
-            let Some(principal) = principal_now(state, session) else {
-                state.cometd.remove(session, "user_removed");
-                return Err(vec![unknown_session(message)]);
-            };
-            state
-                .cometd
-                .resubscribe(session, &principal, gate_generation);
-        }
-        Ok(Connect {
+        let Ok(generation) = session.begin_connect() else {
+            return Err(vec![unknown_session(message)]);
+        };
+        let connect = Connect {
             immediate: message
                 .get("advice")
                 .and_then(|advice| advice.get("timeout"))
@@ -500,27 +499,63 @@ impl Connect {
             session: Arc::clone(session),
             generation,
             deadline: tokio::time::Instant::now() + CONNECT_TIMEOUT,
-        })
+        };
+        if !connect.rescope(state) {
+            return Err(vec![unknown_session(message)]);
+        }
+        Ok(connect)
+    }
+
+    /// Remakes the session's subscriptions when the access file was reloaded since they were made; false
+    /// when its user is gone (the session is then ended).
+    fn rescope(&self, state: &AppState) -> bool {
+        let gate_generation = state.gate.generation();
+        if self.session.generation() == gate_generation {
+            return true;
+        }
+        let Some(principal) = principal_now(state, &self.session) else {
+            state.cometd.remove(&self.session, "user_removed");
+            return false;
+        };
+        state
+            .cometd
+            .resubscribe(&self.session, &principal, gate_generation);
+        true
+    }
+
+    /// The reply of a connect answered without its messages: a newer connect takes them.
+    fn superseded_reply(&self) -> Vec<Bytes> {
+        let ext = self.session.batch().map(|batch| json!({ "ack": batch }));
+        vec![meta_reply(&self.message, "/meta/connect", ext)]
     }
 
     /// The reply (queued messages, then the connect's own), once there are messages, the connect is
-    /// immediate, superseded or timed out, or the gateway shuts down; `None` while it should wait.
+    /// immediate, superseded or timed out, or the gateway shuts down; `None` while it should wait. A
+    /// superseded connect takes no message: the newer one gets them.
     fn answer(&mut self, state: &AppState) -> Option<Vec<Bytes>> {
+        if self.session.is_superseded(self.generation) {
+            return Some(self.superseded_reply());
+        }
+        if !self.rescope(state) {
+            return Some(vec![connect_unknown(&self.message)]);
+        }
         let own = self.session.own();
+        let scope = self.session.scope();
         let gate = &state.gate;
         let mut convert = |frame: &[u8], me: Topics, callgate: Topics, out: &mut Vec<Bytes>| {
-            to_messages(frame, me, callgate, &own, gate, out);
+            to_messages(frame, me, callgate, (&own, &scope), gate, out);
         };
         let delivery = match self.session.take(self.acked.take(), &mut convert) {
             Ok(delivery) => delivery,
-            Err(_) => {
-                state.cometd.remove(&self.session, "overflow");
+            Err(error) => {
+                if error == SessionError::Overflowed {
+                    state.cometd.remove(&self.session, "overflow");
+                }
                 return Some(vec![connect_unknown(&self.message)]);
             }
         };
         let done = !delivery.messages.is_empty()
             || self.immediate
-            || self.session.is_superseded(self.generation)
             || state.cancel.is_cancelled()
             || tokio::time::Instant::now() >= self.deadline;
         if !done {
@@ -543,20 +578,27 @@ fn to_messages(
     frame: &[u8],
     me: Topics,
     callgate: Topics,
-    own: &HashSet<String>,
+    (own, scope): (&HashSet<String>, &Scope),
     gate: &crate::access::Gate,
     out: &mut Vec<Bytes>,
 ) {
     let Ok(frame) = std::str::from_utf8(frame) else {
         return;
     };
-    let (topic, name) = if frame.contains(r#""channel":"/v2/me/devices""#) {
+    // Not a stream notification (StartContactCenterSession's message): it is a message already.
+    if !frame.starts_with(r#"{"type":"notification""#) {
+        out.push(Bytes::copy_from_slice(frame.as_bytes()));
+        return;
+    }
+    // The envelope ends where the data begins: the channel is looked for there only, never in the data
+    // (whose attached data comes from outside).
+    let Some(data_at) = frame.find(r#""data":"#) else {
+        return;
+    };
+    let (topic, name) = if frame[..data_at].contains(r#""channel":"/v2/me/devices""#) {
         (Topic::Devices, "devices")
     } else {
         (Topic::Calls, "calls")
-    };
-    let Some(data_at) = frame.find(r#""data":"#) else {
-        return;
     };
     let data = &frame[data_at + 7..frame.len().saturating_sub(1)];
     let Some(device) = device_of(data, topic) else {
@@ -567,7 +609,8 @@ fn to_messages(
             r#"{{"channel":"/v2/me/{name}","data":{data}}}"#
         )));
     }
-    if callgate.contains(topic) {
+    // The scope is checked again: frames queued before a reload were matched under the old one.
+    if callgate.contains(topic) && scope.allows_device(device) {
         let message = match gate.owner_of(device) {
             Some(owner) => {
                 let user_id = super::gws::user_id(&owner.username);
@@ -599,6 +642,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn attached_data_that_looks_like_an_envelope_does_not_change_the_topic() {
+        let gate = crate::access::Gate::open();
+        let call = r#"{"type":"notification","epoch":"e","seq":7,"channel":"/v2/me/calls","data":{"call":{"id":"C","deviceUri":"http://gw/api/v2/devices/dev-1","userData":{"x":"\"channel\":\"/v2/me/devices\""}},"messageType":"CallStateChangeMessage"}}"#;
+        let mut out = Vec::new();
+        let own = HashSet::new();
+        to_messages(
+            call.as_bytes(),
+            Topics::NONE,
+            Topics::CALLS,
+            (&own, &Scope::All),
+            &gate,
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        let message: Value = serde_json::from_slice(&out[0]).expect("JSON");
+        assert_eq!(message["channel"], "/callgate/calls");
+    }
+
+    #[test]
     fn bodies_are_one_message_or_a_bounded_array_of_objects() {
         assert_eq!(
             parse_messages(br#"{"channel":"/meta/handshake"}"#).map(|m| m.len()),
@@ -625,7 +687,14 @@ mod tests {
         let own: HashSet<String> = ["dev-1".to_owned()].into();
         let mut out = Vec::new();
         let both = Topics::CALLS.with(Topics::DEVICES);
-        to_messages(call.as_bytes(), both, Topics::CALLS, &own, &gate, &mut out);
+        to_messages(
+            call.as_bytes(),
+            both,
+            Topics::CALLS,
+            (&own, &Scope::All),
+            &gate,
+            &mut out,
+        );
         let messages: Vec<Value> = out
             .iter()
             .map(|m| serde_json::from_slice(m).expect("JSON"))
@@ -644,7 +713,7 @@ mod tests {
             call.as_bytes(),
             both,
             Topics::DEVICES,
-            &other,
+            (&other, &Scope::All),
             &gate,
             &mut out,
         );
@@ -654,7 +723,7 @@ mod tests {
             device.as_bytes(),
             both,
             Topics::CALLS,
-            &own,
+            (&own, &Scope::All),
             &gate,
             &mut out,
         );

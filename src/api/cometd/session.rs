@@ -11,7 +11,7 @@ use super::channel::Channel;
 use crate::access::{Principal, User};
 use crate::delivery::{DrainError, Frame, Outbox, OutboxLimits};
 use crate::stream::Stream;
-use crate::subscriptions::{CallFilter, ConnectionId, Matcher, Topics};
+use crate::subscriptions::{CallFilter, ConnectionId, Matcher, Scope, Topics};
 use bytes::Bytes;
 use hashbrown::{HashMap, HashSet};
 use std::collections::VecDeque;
@@ -47,6 +47,9 @@ pub enum SessionError {
     /// The gateway holds [`MAX_SESSIONS`] sessions.
     #[error("503::too_many_sessions")]
     TooMany,
+    /// Its queue went past four times its bound: the session has just been ended for it.
+    #[error("402::session_unknown")]
+    Overflowed,
 }
 
 /// Why a subscription was refused.
@@ -98,11 +101,13 @@ pub struct Session {
     pub user: Option<Arc<User>>,
     /// The ids of its user's own devices (the `/v2/me` side), as the access file says (remade at a reload).
     own: Mutex<Arc<HashSet<String>>>,
+    /// Its principal's scope (the `/callgate` side), remade at a reload.
+    scope: Mutex<Scope>,
     connection: ConnectionId,
     outbox: Arc<Outbox>,
     /// Bumped by every connect: a held connect answers as soon as a newer one arrives.
     connects: AtomicU64,
-    superseded: Notify,
+    superseded: Arc<Notify>,
     state: Mutex<SessionState>,
 }
 
@@ -126,6 +131,14 @@ impl Session {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Its principal's scope now.
+    pub fn scope(&self) -> Scope {
+        self.scope
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     /// The ids of the user's own devices.
     pub fn own(&self) -> Arc<HashSet<String>> {
         Arc::clone(
@@ -141,9 +154,10 @@ impl Session {
         &self.outbox
     }
 
-    /// Whether the ack extension was negotiated.
-    pub fn acks(&self) -> bool {
-        self.lock().acks.is_some()
+    /// The last ack batch number given, when the ack extension was negotiated: what a connect reply
+    /// without messages carries.
+    pub fn batch(&self) -> Option<u64> {
+        self.lock().acks.as_ref().map(|acks| acks.batch)
     }
 
     /// Starts a connect: marks the session active and answers any connect still held. Returns the
@@ -179,6 +193,11 @@ impl Session {
         self.superseded.notified()
     }
 
+    /// [`Session::superseded`], owning what it waits on (for a future kept beside the session).
+    pub fn superseded_owned(&self) -> tokio::sync::futures::OwnedNotified {
+        Arc::clone(&self.superseded).notified_owned()
+    }
+
     /// Takes up to [`MESSAGES_PER_REPLY`] messages for a connect reply: those of an unacknowledged batch
     /// first, then new ones. `acked` is the batch the connect acknowledges. `convert` turns a stream
     /// frame into the session's messages, given the topics its `/v2/me` and `/callgate` channels cover
@@ -205,10 +224,7 @@ impl Session {
             if let Err(DrainError::Overflowed | DrainError::RenderFailed) =
                 self.outbox.drain(&mut frames)
             {
-                state.ended = true;
-                metrics::counter!("callgate_cometd_sessions_ended_total", "reason" => "overflow")
-                    .increment(1);
-                return Err(SessionError::Unknown);
+                return Err(SessionError::Overflowed);
             }
             let (me, callgate) = sides(&state.channels);
             let mut converted = Vec::new();
@@ -235,28 +251,14 @@ impl Session {
         Ok(Delivery { messages, ack })
     }
 
-    /// Queues `message` for the next connect reply, after what is already waiting, and wakes a held
-    /// connect. Refused (false) when the session is ended or its queue is full.
+    /// Queues `message` (a Bayeux message of its own, not a stream notification) behind everything
+    /// produced before it, and wakes a held connect. Refused (false) when the session is ended or its
+    /// queue is past its bound (the session then ends at its next connect).
     pub fn queue(&self, message: Bytes) -> bool {
-        let mut state = self.lock();
-        if state.ended || state.pending.len() >= QUEUE_LIMITS.hard {
+        if self.lock().ended {
             return false;
         }
-        state.pending.push_back(message);
-        drop(state);
-        self.outbox.wake();
-        true
-    }
-
-    /// Whether messages wait for a connect reply (converted, or still in the outbox).
-    pub fn has_pending(&self) -> bool {
-        let state = self.lock();
-        !state.pending.is_empty() || state.acks.as_ref().is_some_and(|a| !a.unacked.is_empty())
-    }
-
-    /// The channels subscribed to, as named.
-    pub fn channels(&self) -> Vec<(String, Channel)> {
-        self.lock().channels.clone()
+        self.outbox.push_control(message) == crate::delivery::Pushed::Queued
     }
 
     /// The gate generation the subscriptions were made under.
@@ -308,11 +310,12 @@ impl Sessions {
         let session = Arc::new(Session {
             id: new_client_id().into(),
             own: Mutex::new(Arc::new(own_devices(principal.user.as_ref()))),
+            scope: Mutex::new(principal.scope.clone()),
             user: principal.user.clone(),
             connection,
             outbox,
             connects: AtomicU64::new(0),
-            superseded: Notify::new(),
+            superseded: Arc::new(Notify::new()),
             state: Mutex::new(SessionState {
                 channels: Vec::new(),
                 pending: VecDeque::new(),
@@ -375,6 +378,29 @@ impl Sessions {
         metrics::counter!("callgate_cometd_sessions_ended_total", "reason" => reason).increment(1);
     }
 
+    /// Whether `session` may subscribe to all of `names` for `principal`: each a channel it may read, and
+    /// no more than [`MAX_CHANNELS`] in all.
+    pub fn check(
+        &self,
+        session: &Session,
+        principal: &Principal,
+        names: &[&str],
+    ) -> Result<(), SubscribeRefusal> {
+        for name in names {
+            Channel::parse(name)?.allowed(principal)?;
+        }
+        let state = session.lock();
+        let new = names
+            .iter()
+            .filter(|name| !state.channels.iter().any(|(known, _)| known == *name))
+            .collect::<HashSet<_>>()
+            .len();
+        if state.channels.len() + new > MAX_CHANNELS {
+            return Err(SubscribeRefusal::TooMany);
+        }
+        Ok(())
+    }
+
     /// Subscribes `session` to `name` for `principal` (its scope, its own devices).
     pub fn subscribe(
         &self,
@@ -417,6 +443,10 @@ impl Sessions {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) =
             Arc::new(own_devices(principal.user.as_ref()));
+        *session
+            .scope
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = principal.scope.clone();
         let mut state = session.lock();
         state.generation = generation;
         let channels = std::mem::take(&mut state.channels);
@@ -436,14 +466,19 @@ impl Sessions {
     /// Removes the sessions that have had no connect for [`MAX_INTERVAL`]; returns how many.
     pub fn expire(&self) -> usize {
         let now = Instant::now();
-        let stale: Vec<Arc<Session>> = self
-            .lock()
-            .values()
+        // A copy of the table first: a session busy in a long take must not hold up every request that
+        // looks a session up.
+        let all: Vec<Arc<Session>> = self.lock().values().cloned().collect();
+        // A connect whose request was dropped mid-wait (the client went away) may never have ended: past
+        // its timeout and `maxInterval` it counts as gone too.
+        let held_too_long = super::CONNECT_TIMEOUT + MAX_INTERVAL;
+        let stale: Vec<Arc<Session>> = all
+            .into_iter()
             .filter(|session| {
                 let state = session.lock();
-                state.holding == 0 && now.duration_since(state.last_active) > MAX_INTERVAL
+                let idle = now.duration_since(state.last_active);
+                (state.holding == 0 && idle > MAX_INTERVAL) || idle > held_too_long
             })
-            .cloned()
             .collect();
         for session in &stale {
             self.remove(session, "expired");
@@ -512,8 +547,7 @@ pub fn sides(channels: &[(String, Channel)]) -> (Topics, Topics) {
         };
         *side = Some(side.map_or(channel.topics(), |t: Topics| t.with(channel.topics())));
     }
-    let none = Topics::from_names([]).unwrap_or(Topics::CALLS);
-    (me.unwrap_or(none), callgate.unwrap_or(none))
+    (me.unwrap_or(Topics::NONE), callgate.unwrap_or(Topics::NONE))
 }
 
 /// The ids of `user`'s own devices.

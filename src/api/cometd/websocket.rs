@@ -99,6 +99,22 @@ async fn serve(io: TokioIo<hyper::upgrade::Upgraded>, state: AppState, presented
         }))
     };
     loop {
+        // Registered before the held connect is asked, so that a newer connect in between still wakes it.
+        let mut superseded = held
+            .as_ref()
+            .map(|connect| Box::pin(connect.session.superseded_owned()));
+        if let Some(notified) = &mut superseded {
+            notified.as_mut().enable();
+        }
+        if let Some(connect) = &mut held
+            && let Some(replies) = connect.answer(&state)
+        {
+            held = None;
+            if sink.send(array(&replies)).await.is_err() {
+                break;
+            }
+            continue;
+        }
         let outbox = held
             .as_ref()
             .map(|connect| Arc::clone(connect.session.outbox()));
@@ -108,14 +124,24 @@ async fn serve(io: TokioIo<hyper::upgrade::Upgraded>, state: AppState, presented
                 None => std::future::pending().await,
             }
         };
+        let superseded = async move {
+            match superseded {
+                Some(notified) => notified.await,
+                None => std::future::pending().await,
+            }
+        };
         let deadline = held
             .as_ref()
             .map_or_else(far_future, |connect| connect.deadline);
-        let out = tokio::select! {
+        tokio::select! {
             frame = stream.next() => match frame {
                 Some(Ok(Frame::Text(text))) => {
                     match on_text(&state, &presented, text.as_str(), &mut held).await {
-                        Ok(replies) => replies,
+                        Ok(replies) => {
+                            if !replies.is_empty() && sink.send(array(&replies)).await.is_err() {
+                                break;
+                            }
+                        }
                         Err(problem) => {
                             metrics::counter!("callgate_cometd_bad_requests_total").increment(1);
                             let _ = sink.send(close(CloseCode::Policy, problem)).await;
@@ -127,32 +153,18 @@ async fn serve(io: TokioIo<hyper::upgrade::Upgraded>, state: AppState, presented
                     if sink.send(Frame::Pong(payload)).await.is_err() {
                         break;
                     }
-                    continue;
                 }
                 Some(Ok(Frame::Close(_)) | Err(_)) | None => break,
-                Some(Ok(_)) => continue,
+                Some(Ok(_)) => {}
             },
-            () = ready => Vec::new(),
-            () = tokio::time::sleep_until(deadline) => Vec::new(),
+            () = ready => {}
+            () = superseded => {}
+            () = tokio::time::sleep_until(deadline) => {}
             () = state.cancel.cancelled() => {
                 let _ = sink.send(close(CloseCode::Away, "shutting down")).await;
                 break;
             }
-        };
-        let mut out = out;
-        if let Some(connect) = &mut held
-            && let Some(replies) = connect.answer(&state)
-        {
-            connect.session.end_connect();
-            held = None;
-            out.extend(replies);
         }
-        if !out.is_empty() && sink.send(array(&out)).await.is_err() {
-            break;
-        }
-    }
-    if let Some(connect) = held {
-        connect.session.end_connect();
     }
 }
 
@@ -175,20 +187,13 @@ async fn on_text(
         match dispatch(state, presented, message).await {
             Dispatched::Reply(reply) => replies.push(reply),
             Dispatched::Connect(message, session) => {
+                // The connect held before is answered at once, without messages (dropping it ends it).
                 if let Some(older) = held.take() {
-                    replies.push(super::meta_reply(&older.message, "/meta/connect", None));
-                    older.session.end_connect();
+                    replies.extend(older.superseded_reply());
                 }
-                let Ok(generation) = session.begin_connect() else {
-                    replies.push(super::unknown_session(&message));
-                    continue;
-                };
-                match Connect::begin(state, &session, &message, generation) {
+                match Connect::begin(state, &session, &message) {
                     Ok(connect) => *held = Some(connect),
-                    Err(reply) => {
-                        session.end_connect();
-                        replies.extend(reply);
-                    }
+                    Err(reply) => replies.extend(reply),
                 }
             }
         }
