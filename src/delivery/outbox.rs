@@ -340,6 +340,43 @@ impl Outbox {
         Ok(())
     }
 
+    /// Takes at most `max` queued frames, in order, leaving the rest queued (under the bounds and the
+    /// coalescing), for a writer that sends a bounded batch at a time (a CometD connect reply). For
+    /// connections without backlogs: it stops at one. Fails when the connection must be closed.
+    pub fn drain_up_to(&self, max: usize, out: &mut Vec<Frame>) -> Result<(), DrainError> {
+        let mut state = self.lock();
+        if state.overflowed {
+            return Err(DrainError::Overflowed);
+        }
+        if state.live > self.limits.soft || state.bytes > self.limits.soft_bytes {
+            state.compact();
+        }
+        let mut taken = 0;
+        while taken < max {
+            match state.slots.front() {
+                Some(Slot::Control(_) | Slot::Notification(..) | Slot::Dropped) => {}
+                _ => break,
+            }
+            let Some(slot) = state.slots.pop_front() else {
+                break;
+            };
+            state.bytes -= slot.bytes();
+            match slot {
+                Slot::Control(frame) => out.push(frame),
+                Slot::Notification(_, frame) => out.push(Frame::Text(frame)),
+                _ => continue,
+            }
+            state.live -= 1;
+            taken += 1;
+        }
+        if state.slots.is_empty() {
+            state.live = 0;
+            state.bytes = 0;
+            state.compact_at = 0;
+        }
+        Ok(())
+    }
+
     /// A renderer's chunk for the backlog being rendered, and the rest of the backlog unless finished.
     pub(super) fn rendered(&self, frames: Vec<Frame>, rest: Option<Box<dyn Backlog>>) {
         self.put_back(frames, rest);
@@ -467,6 +504,28 @@ mod tests {
         outbox.push_notification(key(1), "a2".into());
         outbox.push_control("c".into());
         assert_eq!(frames(&outbox), ["a1", "a2", "c"]);
+    }
+
+    #[test]
+    fn drain_up_to_takes_a_bounded_batch_in_order_and_leaves_the_rest_queued() {
+        let outbox = Outbox::new(OutboxLimits {
+            soft_bytes: usize::MAX,
+            soft: 1_000,
+            hard: 2_000,
+            hard_bytes: 1 << 20,
+        });
+        outbox.push_notification(key(1), "a".into());
+        outbox.push_control("c".into());
+        outbox.push_notification(key(2), "b".into());
+        let mut out = Vec::new();
+        outbox.drain_up_to(2, &mut out).expect("drain");
+        assert_eq!(out, [Frame::Text("a".into()), Frame::Text("c".into())]);
+        out.clear();
+        outbox.drain_up_to(2, &mut out).expect("drain");
+        assert_eq!(out, [Frame::Text("b".into())]);
+        out.clear();
+        outbox.drain_up_to(2, &mut out).expect("drain");
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -219,10 +219,13 @@ impl Session {
             }
             messages.append(&mut acks.unacked);
         }
-        if state.pending.is_empty() {
+        // Only as many frames as a reply holds leave the outbox, so the rest stay under its bounds and
+        // coalescing (a frame may make two messages: they wait in `pending`, at most one reply's worth).
+        if state.pending.len() < MESSAGES_PER_REPLY {
             let mut frames = Vec::new();
+            let room = MESSAGES_PER_REPLY - state.pending.len();
             if let Err(DrainError::Overflowed | DrainError::RenderFailed) =
-                self.outbox.drain(&mut frames)
+                self.outbox.drain_up_to(room, &mut frames)
             {
                 return Err(SessionError::Overflowed);
             }
