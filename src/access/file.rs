@@ -177,6 +177,16 @@ impl fmt::Display for Device {
     }
 }
 
+/// The id of user `username` (GWS's `user.id`): the UUID v5, in the URL namespace, of `user:{username}`.
+pub fn user_id(username: &str) -> String {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_URL,
+        format!("user:{username}").as_bytes(),
+    )
+    .hyphenated()
+    .to_string()
+}
+
 /// A device of the access file with its owner: what device listings show for a DN no event has named.
 #[derive(Debug, Clone)]
 pub struct OwnedDevice {
@@ -284,8 +294,9 @@ pub struct Access {
     everyone: Arc<hashbrown::HashSet<Arc<str>>>,
     /// Every user's devices, in (DN, Server) order, with their ids and owners.
     directory: Arc<[OwnedDevice]>,
-    /// The owner of each device, by device id.
-    owners: HashMap<Arc<str>, Arc<User>>,
+    /// The user id (`/api/v2/users/{id}`) of each device's owner, made once: CometD's `/callgate`
+    /// messages carry it, one per message.
+    owner_ids: HashMap<Arc<str>, Arc<str>>,
     jwt: Option<JwtSettings>,
     ingest: Vec<IngestSource>,
 }
@@ -352,13 +363,13 @@ impl Access {
         directory.sort_by(|a, b| {
             (&a.device.dn, &a.device.server).cmp(&(&b.device.dn, &b.device.server))
         });
-        let owners = directory
+        let owner_ids = directory
             .iter()
-            .map(|owned| (Arc::clone(&owned.id), Arc::clone(&owned.owner)))
+            .map(|owned| (Arc::clone(&owned.id), user_id(&owned.owner.username).into()))
             .collect();
         Self {
             users,
-            owners,
+            owner_ids,
             directory: directory.into(),
             teams: teams
                 .into_iter()
@@ -380,9 +391,9 @@ impl Access {
         &self.directory
     }
 
-    /// The user who owns the device `device_id`, if anyone does.
-    pub fn owner_of(&self, device_id: &str) -> Option<&Arc<User>> {
-        self.owners.get(device_id)
+    /// The user id of the owner of device `device_id`, if anyone owns it.
+    pub fn owner_id_of(&self, device_id: &str) -> Option<&Arc<str>> {
+        self.owner_ids.get(device_id)
     }
 
     /// Every user, in name order.

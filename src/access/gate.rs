@@ -230,10 +230,10 @@ impl Gate {
         )
     }
 
-    /// The owner of device `device_id` now (none in open mode, or for a DN of nobody).
-    pub fn owner_of(&self, device_id: &str) -> Option<Arc<User>> {
+    /// The user id of the owner of device `device_id` now (none in open mode, or for a DN of nobody).
+    pub fn owner_id_of(&self, device_id: &str) -> Option<Arc<str>> {
         self.now_current()
-            .and_then(|current| current.access.owner_of(device_id).cloned())
+            .and_then(|current| current.access.owner_id_of(device_id).cloned())
     }
 
     /// Every user now, in name order (none in open mode).

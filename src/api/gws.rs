@@ -78,12 +78,7 @@ fn me(principal: &Principal) -> Result<&Arc<User>, Refusal> {
 
 /// The id of user `username`: the UUID v5, in the URL namespace, of `user:{username}`.
 pub fn user_id(username: &str) -> String {
-    uuid::Uuid::new_v5(
-        &uuid::Uuid::NAMESPACE_URL,
-        format!("user:{username}").as_bytes(),
-    )
-    .hyphenated()
-    .to_string()
+    crate::access::file::user_id(username)
 }
 
 /// One device a listing shows: its identity and, when it has a state of its own, its stored document.

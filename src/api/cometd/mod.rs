@@ -611,9 +611,8 @@ fn to_messages(
     }
     // The scope is checked again: frames queued before a reload were matched under the old one.
     if callgate.contains(topic) && scope.allows_device(device) {
-        let message = match gate.owner_of(device) {
-            Some(owner) => {
-                let user_id = super::gws::user_id(&owner.username);
+        let message = match gate.owner_id_of(device) {
+            Some(user_id) => {
                 format!(
                     r#"{{"channel":"/callgate/{name}","data":{{"userId":"{user_id}",{}}}"#,
                     data.strip_prefix('{').unwrap_or(data)
