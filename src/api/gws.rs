@@ -13,7 +13,7 @@ use crate::reduce::{DeviceDoc, DeviceState};
 use crate::store::{StoreView, StoredCall, push_documents};
 use crate::subscriptions::Scope;
 use axum::extract::{Extension, Path, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -29,9 +29,7 @@ mod code {
     pub const INTERNAL: u16 = 500;
 }
 
-fn json_response(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
+use super::http::json_response;
 
 /// `{"statusCode":code,"statusMessage":message}` with HTTP status `status`.
 fn gws_error(status: StatusCode, code: u16, message: &str) -> Response {
@@ -316,14 +314,19 @@ pub async fn get_me(
         Ok(user) => user,
         Err(refusal) => return refusal.into_response(),
     };
+    user_response(&state, user, query.as_deref())
+}
+
+/// `{"statusCode":0,"user":{...}}` with the subresources `query` asks for.
+fn user_response(state: &AppState, user: &User, query: Option<&str>) -> Response {
     let view = state.stream.view();
     let mut body = String::from("{\"statusCode\":0,\"user\":");
     push_user(
         &mut body,
-        &state,
+        state,
         &view,
         user,
-        Subresources::from_query(query.as_deref()),
+        Subresources::from_query(query),
     );
     body.push('}');
     json_response(StatusCode::OK, body)
@@ -582,17 +585,7 @@ pub async fn user(
     let Some(user) = users.iter().find(|user| user_id(&user.username) == id) else {
         return not_found(&format!("no user {id}"));
     };
-    let view = state.stream.view();
-    let mut body = String::from("{\"statusCode\":0,\"user\":");
-    push_user(
-        &mut body,
-        &state,
-        &view,
-        user,
-        Subresources::from_query(query.as_deref()),
-    );
-    body.push('}');
-    json_response(StatusCode::OK, body)
+    user_response(&state, user, query.as_deref())
 }
 
 /// `GET /api/v2/devices`: every device in scope the gateway knows, as its resource plus `"calls"`, in DN
