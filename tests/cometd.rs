@@ -607,3 +607,204 @@ async fn over_websocket_a_frame_is_a_request_and_a_bad_one_closes_with_1008() {
         other => panic!("expected a close frame, got {other:?}"),
     }
 }
+
+/// A response: status, lowercase headers, body.
+type Response = (u16, Vec<(String, String)>, String);
+
+/// One keep-alive HTTP/1.1 connection, read response by response (`Content-Length` bodies).
+struct KeepAlive {
+    stream: std::net::TcpStream,
+    unread: Vec<u8>,
+}
+
+impl KeepAlive {
+    fn open(gateway: &Gateway) -> KeepAlive {
+        let stream = std::net::TcpStream::connect(&gateway.http).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(40)))
+            .expect("timeout");
+        KeepAlive {
+            stream,
+            unread: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.stream.write_all(bytes).expect("request written");
+    }
+
+    /// The next response: status, lowercase headers, body. `None` at the end of the connection.
+    fn response(&mut self) -> Option<Response> {
+        let head_end = loop {
+            if let Some(at) = self.unread.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at;
+            }
+            if self.fill() == 0 {
+                return None;
+            }
+        };
+        let head = String::from_utf8(self.unread[..head_end].to_vec()).expect("UTF-8 head");
+        let mut lines = head.lines();
+        let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let length: usize = support::header(&headers, "content-length")?.parse().ok()?;
+        while self.unread.len() < head_end + 4 + length {
+            assert!(self.fill() > 0, "the body was cut short");
+        }
+        let body = String::from_utf8(self.unread[head_end + 4..head_end + 4 + length].to_vec())
+            .expect("UTF-8 body");
+        self.unread.drain(..head_end + 4 + length);
+        Some((status, headers, body))
+    }
+
+    fn fill(&mut self) -> usize {
+        use std::io::Read;
+        let mut chunk = [0u8; 4096];
+        let n = self.stream.read(&mut chunk).unwrap_or(0);
+        self.unread.extend_from_slice(&chunk[..n]);
+        n
+    }
+}
+
+/// A long-polling request's bytes.
+fn long_poll_request(body: &Value, extra_headers: &str) -> Vec<u8> {
+    let body = body.to_string();
+    format!(
+        "POST /api/v2/notifications HTTP/1.1\r\nHost: x\r\nContent-Type: application/json;charset=UTF-8\r\n{extra_headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_keep_alive_connection_carries_split_and_pipelined_requests_then_rest() {
+    let gateway = Gateway::start(&[]);
+    let mut connection = KeepAlive::open(&gateway);
+    connection.send(&long_poll_request(
+        &json!([{"id":"1","channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]}]),
+        "",
+    ));
+    let (status, headers, body) = connection.response().expect("handshake reply");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        support::header(&headers, "content-type"),
+        Some("application/json;charset=UTF-8")
+    );
+    assert!(support::header(&headers, "date").is_some(), "{headers:?}");
+    let reply: Value = serde_json::from_str(&body).expect("JSON");
+    let client = reply[0]["clientId"].as_str().expect("clientId").to_owned();
+
+    // A request that arrives in pieces: head, the rest of the head, the body.
+    let first = long_poll_request(
+        &json!([{"id":"2","channel":"/meta/connect","clientId":client,"connectionType":"long-polling","advice":{"timeout":0}}]),
+        "",
+    );
+    for piece in [&first[..20], &first[20..60], &first[60..]] {
+        connection.send(piece);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, _, body) = connection.response().expect("connect reply");
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("JSON"),
+        json!([{"id":"2","channel":"/meta/connect","successful":true}])
+    );
+
+    // Two requests in one write: answered in order.
+    let mut pipelined = long_poll_request(
+        &json!([{"id":"3","channel":"/meta/subscribe","clientId":client,"subscription":"/callgate/calls"}]),
+        "",
+    );
+    pipelined.extend(long_poll_request(
+        &json!([{"id":"4","channel":"/meta/unsubscribe","clientId":client,"subscription":"/callgate/calls"}]),
+        "",
+    ));
+    connection.send(&pipelined);
+    for id in ["3", "4"] {
+        let (status, _, body) = connection.response().expect("pipelined reply");
+        assert_eq!(status, 200);
+        let reply: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(reply[0]["id"], id);
+        assert_eq!(reply[0]["successful"], true, "{reply}");
+    }
+
+    // Another route on the same connection: hyper takes it from there, and long-polling still works.
+    connection.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (status, _, _) = connection.response().expect("health reply");
+    assert_eq!(status, 200);
+    connection.send(&long_poll_request(
+        &json!([{"id":"5","channel":"/meta/disconnect","clientId":client}]),
+        "",
+    ));
+    let (status, _, body) = connection.response().expect("disconnect reply");
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("JSON")[0]["successful"],
+        true
+    );
+
+    // `Connection: close` is honoured: the reply says so and the connection ends.
+    let mut closing = KeepAlive::open(&gateway);
+    closing.send(&long_poll_request(
+        &json!([{"id":"6","channel":"/meta/connect","clientId":"nobody"}]),
+        "Connection: close\r\n",
+    ));
+    let (status, headers, body) = closing.response().expect("reply");
+    assert_eq!(status, 200);
+    assert!(body.contains("402::session_unknown"), "{body}");
+    assert_eq!(support::header(&headers, "connection"), Some("close"));
+    assert!(closing.response().is_none(), "closed after the reply");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_connect_is_answered_at_its_timeout_and_at_shutdown() {
+    let gateway = Gateway::start(&[]);
+    let open_session = |connection: &mut KeepAlive| {
+        connection.send(&long_poll_request(
+            &json!([{"channel":"/meta/handshake","version":"1.0"}]),
+            "",
+        ));
+        let (_, _, body) = connection.response().expect("handshake reply");
+        let reply: Value = serde_json::from_str(&body).expect("JSON");
+        reply[0]["clientId"].as_str().expect("clientId").to_owned()
+    };
+    let held = |client: &str| {
+        long_poll_request(
+            &json!([{"id":"h","channel":"/meta/connect","clientId":client,"connectionType":"long-polling"}]),
+            "",
+        )
+    };
+    // Nothing to deliver: the connect is answered after its 30 s (the sweeper wakes it, within a second
+    // or two), with an empty successful reply.
+    let mut waiting = KeepAlive::open(&gateway);
+    let client = open_session(&mut waiting);
+    let started = Instant::now();
+    waiting.send(&held(&client));
+    let (status, _, body) = waiting.response().expect("connect reply");
+    let waited = started.elapsed();
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("JSON"),
+        json!([{"id":"h","channel":"/meta/connect","successful":true}])
+    );
+    assert!(
+        waited >= Duration::from_secs(29) && waited < Duration::from_secs(33),
+        "held {waited:?}"
+    );
+    // At shutdown a held connect is answered at once and its connection closed; the gateway exits 0.
+    waiting.send(&held(&client));
+    std::thread::sleep(Duration::from_millis(300));
+    let stopping = Instant::now();
+    let status = gateway.terminate();
+    assert!(status.success(), "{status:?}");
+    let (code, headers, body) = waiting.response().expect("the held connect's reply");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(r#""successful":true"#), "{body}");
+    assert!(stopping.elapsed() < Duration::from_secs(5));
+    assert_eq!(support::header(&headers, "connection"), None);
+    assert!(waiting.response().is_none(), "closed after the reply");
+}

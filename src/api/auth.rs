@@ -45,6 +45,22 @@ impl Presented {
         }
     }
 
+    /// What a request presents, from its header values and its peer's address (for requests not parsed
+    /// by hyper).
+    pub fn new(
+        authorization: Option<String>,
+        cookie: Option<String>,
+        csrf: Option<String>,
+        remote: IpAddr,
+    ) -> Self {
+        Self {
+            authorization,
+            cookie,
+            csrf,
+            remote,
+        }
+    }
+
     /// The gate's view of it, at `door`, for a request of `kind`.
     pub fn at(&self, door: &'static str, kind: RequestKind) -> Request<'_> {
         Request {

@@ -11,7 +11,12 @@
 //! - at shutdown each connection finishes its request in flight and closes; upgraded WebSocket
 //!   connections leave this loop (and give their permit back) at the upgrade, and are counted by
 //!   `--max-ws-connections` instead.
+//!
+//! A connection whose first request is a CometD long-poll is served by [`cometd::http1`] until a request
+//! it does not serve, which hyper then takes with the bytes already read: a held connect costs no hyper
+//! buffers.
 
+use super::{AppState, cometd};
 use axum::Router;
 use axum::http::{Request, StatusCode, header};
 use hyper::body::Incoming;
@@ -30,9 +35,10 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// Serves `router` on `listener` until `cancel`; connections run on `tracker`.
+/// Serves `router` (whose state is `state`) on `listener` until `cancel`; connections run on `tracker`.
 pub async fn serve(
     listener: TcpListener,
+    state: AppState,
     router: Router,
     max_connections: usize,
     tls: Option<Arc<crate::tls::Tls>>,
@@ -64,18 +70,46 @@ pub async fn serve(
             tracing::debug!("cannot set TCP_NODELAY: {err}");
         }
         let router = router.clone();
+        let state = state.clone();
         let cancel = cancel.clone();
         let tls = tls.clone();
         tracker.spawn(async move {
             let _permit = permit;
             match tls {
-                None => connection(TokioIo::new(stream), peer, router, cancel).await,
-                Some(tls) => match tls.accept(stream).await {
-                    Ok(stream) => connection(TokioIo::new(stream), peer, router, cancel).await,
-                    Err(err) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
-                },
+                None => first_long_polls(stream, peer, state, router, cancel).await,
+                // Boxed: a TLS stream is large, and every plain connection's task would be as large.
+                Some(tls) => {
+                    Box::pin(async move {
+                        match tls.accept(stream).await {
+                            Ok(stream) => {
+                                first_long_polls(stream, peer, state, router, cancel).await
+                            }
+                            Err(err) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
+                        }
+                    })
+                    .await
+                }
             }
         });
+    }
+}
+
+/// Serves `io`'s long-polling requests here, then hands it to hyper at its first other request.
+async fn first_long_polls<I>(
+    io: I,
+    peer: std::net::SocketAddr,
+    state: AppState,
+    router: Router,
+    cancel: CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match cometd::http1::serve(io, peer, &state, &cancel).await {
+        cometd::http1::Outcome::Closed => {}
+        // Boxed: hyper's connection future is not kept in the tasks of long-polling connections.
+        cometd::http1::Outcome::Handoff(io) => {
+            Box::pin(connection(TokioIo::new(io), peer, router, cancel)).await;
+        }
     }
 }
 

@@ -274,6 +274,7 @@ pub async fn run(
         "HTTP listener",
         api::server::serve(
             http,
+            state.clone(),
             api::router(state),
             config.max_http_connections,
             http_tls.clone(),

@@ -17,6 +17,7 @@
 //! messages and rules, a frame for a request.
 
 mod channel;
+pub mod http1;
 mod session;
 mod websocket;
 
@@ -51,7 +52,8 @@ const CONNECTION_TYPES: [&str; 2] = ["websocket", "long-polling"];
 
 type Message = Map<String, Value>;
 
-/// `POST /api/v2/notifications` (and `/`, and any sub-path): one long-polling request.
+/// `POST /api/v2/notifications` (and `/`, and any sub-path): one long-polling request, as hyper serves
+/// it. Most long-polling requests never get here: [`http1`] serves them (it hands hyper what it does not).
 pub async fn long_poll(State(state): State<AppState>, request: axum::extract::Request) -> Response {
     if !json_content(request.headers()) {
         return refused(
@@ -69,29 +71,50 @@ pub async fn long_poll(State(state): State<AppState>, request: axum::extract::Re
         Ok(body) => body,
         Err(_) => return refused(StatusCode::BAD_REQUEST, "the body is over 64 KiB"),
     };
-    let messages = match parse_messages(&body) {
+    let messages = match parse_request(&body) {
         Ok(messages) => messages,
-        Err(problem) => {
-            metrics::counter!("callgate_cometd_bad_requests_total").increment(1);
-            return refused(StatusCode::BAD_REQUEST, problem);
-        }
+        Err(problem) => return refused(StatusCode::BAD_REQUEST, problem),
     };
+    drop(body);
+    let replies = answer(&state, presented, messages).await;
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, REPLY_CONTENT_TYPE)],
+        replies,
+    )
+        .into_response()
+}
+
+/// The content type of every long-polling reply.
+const REPLY_CONTENT_TYPE: &str = "application/json;charset=UTF-8";
+
+/// The messages of a long-polling request's body, or what is wrong with it (counted).
+fn parse_request(body: &[u8]) -> Result<Vec<Message>, &'static str> {
+    parse_messages(body).inspect_err(|_| {
+        metrics::counter!("callgate_cometd_bad_requests_total").increment(1);
+    })
+}
+
+/// The JSON array that answers a long-polling request's `messages`: every reply, a `/meta/connect` last
+/// (held until it has something to say). The credentials are dropped before a connect is held.
+async fn answer(state: &AppState, presented: Presented, messages: Vec<Message>) -> Vec<u8> {
     let mut replies = Vec::with_capacity(messages.len());
     let mut connect: Option<(Message, Arc<Session>)> = None;
     for message in messages {
-        match dispatch(&state, &presented, message).await {
+        match dispatch(state, &presented, message).await {
             Dispatched::Reply(reply) => replies.push(reply),
             Dispatched::Connect(message, session) => {
                 // Two connects in one request: the older is answered at once, as a newer one would.
                 if let Some((older, older_session)) = connect.replace((message, session)) {
                     let ext = older_session.batch().map(|batch| json!({ "ack": batch }));
-                    replies.push(meta_reply(&older, "/meta/connect", ext));
+                    replies.push(meta_reply(older.get("id"), "/meta/connect", ext));
                 }
             }
         }
     }
+    drop(presented);
     if let Some((message, session)) = connect {
-        replies.extend(held_connect(&state, &session, &message).await);
+        replies.extend(held_connect(state, &session, message).await);
     }
     json_array(&replies)
 }
@@ -110,7 +133,8 @@ async fn dispatch(state: &AppState, presented: &Presented, message: Message) -> 
         .unwrap_or("")
         .to_owned();
     let reply = match channel.as_str() {
-        "/meta/handshake" => handshake(state, presented, &message).await,
+        // Boxed: the gate's password check is a large future, and every connect's would be as large.
+        "/meta/handshake" => Box::pin(handshake(state, presented, &message)).await,
         "/meta/connect" => match live_session(state, &message) {
             Ok(session) => return Dispatched::Connect(message, session),
             Err(reply) => reply,
@@ -129,7 +153,14 @@ fn json_content(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
+        .is_some_and(is_json_media_type)
+}
+
+/// Whether a `Content-Type` value is `application/json` (with any parameters).
+fn is_json_media_type(value: &str) -> bool {
+    value
+        .split(';')
+        .next()
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
 }
 
@@ -162,7 +193,7 @@ fn parse_messages(body: &[u8]) -> Result<Vec<Message>, &'static str> {
 }
 
 /// The messages, as the response's JSON array.
-fn json_array(replies: &[Bytes]) -> Response {
+fn json_array(replies: &[Bytes]) -> Vec<u8> {
     let size: usize = replies.iter().map(|r| r.len() + 1).sum();
     let mut body = Vec::with_capacity(size + 2);
     body.push(b'[');
@@ -173,12 +204,7 @@ fn json_array(replies: &[Bytes]) -> Response {
         body.extend_from_slice(reply);
     }
     body.push(b']');
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json;charset=UTF-8")],
-        body,
-    )
-        .into_response()
+    body
 }
 
 /// A reply object with the request's `id` echoed, as bytes.
@@ -191,10 +217,10 @@ fn reply(message: &Message, mut fields: Map<String, Value>) -> Bytes {
 
 /// `{"id","channel","successful":true}` (and `ext`). Written directly rather than through a map: it
 /// answers every connect.
-fn meta_reply(message: &Message, channel: &str, ext: Option<Value>) -> Bytes {
+fn meta_reply(id: Option<&Value>, channel: &str, ext: Option<Value>) -> Bytes {
     let mut out = String::with_capacity(96);
     out.push('{');
-    if let Some(id) = message.get("id") {
+    if let Some(id) = id {
         out.push_str("\"id\":");
         out.push_str(&id.to_string());
         out.push(',');
@@ -234,8 +260,11 @@ fn unknown_session(message: &Message) -> Bytes {
 }
 
 /// [`unknown_session`] for a connect known by its `id` alone.
-fn connect_unknown(id_only: &Message) -> Bytes {
-    let mut message = id_only.clone();
+fn connect_unknown(id: Option<&Value>) -> Bytes {
+    let mut message = Message::new();
+    if let Some(id) = id {
+        message.insert("id".into(), id.clone());
+    }
     message.insert("channel".into(), "/meta/connect".into());
     unknown_session(&message)
 }
@@ -419,7 +448,7 @@ fn disconnect(state: &AppState, message: &Message) -> Bytes {
     match live_session(state, message) {
         Ok(session) => {
             state.cometd.remove(&session, "disconnected");
-            meta_reply(message, "/meta/disconnect", None)
+            meta_reply(message.get("id"), "/meta/disconnect", None)
         }
         Err(reply) => reply,
     }
@@ -428,8 +457,11 @@ fn disconnect(state: &AppState, message: &Message) -> Bytes {
 /// `/meta/connect`: the queued messages (at most [`MESSAGES_PER_REPLY`]) and then the connect reply. Held
 /// until something is queued unless `advice.timeout` is 0 (the first connect), a newer connect arrives, the
 /// gateway shuts down, or [`CONNECT_TIMEOUT`] passes.
-async fn held_connect(state: &AppState, session: &Arc<Session>, message: &Message) -> Vec<Bytes> {
-    let mut connect = match Connect::begin(state, session, message) {
+async fn held_connect(state: &AppState, session: &Arc<Session>, message: Message) -> Vec<Bytes> {
+    let begun = Connect::begin(state, session, &message);
+    // The connect keeps what it echoes; the rest of the message is not held for 30 s.
+    drop(message);
+    let mut connect = match begun {
         Ok(connect) => connect,
         Err(reply) => return reply,
     };
@@ -440,11 +472,11 @@ async fn held_connect(state: &AppState, session: &Arc<Session>, message: &Messag
         if let Some(replies) = connect.answer(state) {
             return replies;
         }
+        // No timer and no cancellation future: the session sweeper wakes a connect held too long, and
+        // every held connect at shutdown (each would cost an idle session ~200 bytes).
         tokio::select! {
             () = session.outbox().ready() => {}
             () = &mut superseded => {}
-            () = tokio::time::sleep_until(connect.deadline) => {}
-            () = state.cancel.cancelled() => {}
         }
     }
 }
@@ -453,8 +485,9 @@ async fn held_connect(state: &AppState, session: &Arc<Session>, message: &Messag
 /// held by its session until dropped, however the wait ends (a client gone mid-wait drops it too), so a
 /// session whose connects all ended can expire.
 struct Connect {
-    /// The connect message's `id` alone (all its reply echoes): `{"id":...}`.
-    message: Message,
+    /// The connect message's `id` (all its reply echoes). Not the message: a JSON map allocates a
+    /// whole tree node, hundreds of bytes per idle session.
+    id: Option<Value>,
     session: Arc<Session>,
     /// Its number among the session's connects: a newer one supersedes it.
     generation: u64,
@@ -492,10 +525,7 @@ impl Connect {
                 .get("ext")
                 .and_then(|ext| ext.get("ack"))
                 .and_then(Value::as_u64),
-            message: message
-                .get("id")
-                .map(|id| Map::from_iter([("id".to_owned(), id.clone())]))
-                .unwrap_or_default(),
+            id: message.get("id").cloned(),
             session: Arc::clone(session),
             generation,
             deadline: tokio::time::Instant::now() + CONNECT_TIMEOUT,
@@ -526,7 +556,7 @@ impl Connect {
     /// The reply of a connect answered without its messages: a newer connect takes them.
     fn superseded_reply(&self) -> Vec<Bytes> {
         let ext = self.session.batch().map(|batch| json!({ "ack": batch }));
-        vec![meta_reply(&self.message, "/meta/connect", ext)]
+        vec![meta_reply(self.id.as_ref(), "/meta/connect", ext)]
     }
 
     /// The reply (queued messages, then the connect's own), once there are messages, the connect is
@@ -537,7 +567,7 @@ impl Connect {
             return Some(self.superseded_reply());
         }
         if !self.rescope(state) {
-            return Some(vec![connect_unknown(&self.message)]);
+            return Some(vec![connect_unknown(self.id.as_ref())]);
         }
         let own = self.session.own();
         let scope = self.session.scope();
@@ -551,7 +581,7 @@ impl Connect {
                 if error == SessionError::Overflowed {
                     state.cometd.remove(&self.session, "overflow");
                 }
-                return Some(vec![connect_unknown(&self.message)]);
+                return Some(vec![connect_unknown(self.id.as_ref())]);
             }
         };
         let done = !delivery.messages.is_empty()
@@ -564,7 +594,7 @@ impl Connect {
         let mut replies = delivery.messages;
         metrics::counter!("callgate_cometd_messages_total").increment(replies.len() as u64);
         let ext = delivery.ack.map(|batch| json!({ "ack": batch }));
-        replies.push(meta_reply(&self.message, "/meta/connect", ext));
+        replies.push(meta_reply(self.id.as_ref(), "/meta/connect", ext));
         Some(replies)
     }
 }

@@ -187,10 +187,16 @@ impl Session {
         self.connects.load(Ordering::Acquire) != generation
     }
 
-    /// Completes when a newer connect arrives or the session ends; `enable` it before checking
+    /// Completes when a newer connect arrives, the session ends, or it is woken ([`Session::wake`]);
+    /// `enable` it before checking
     /// [`Session::is_superseded`], so that nothing slips between the check and the wait.
     pub fn superseded(&self) -> tokio::sync::futures::Notified<'_> {
         self.superseded.notified()
+    }
+
+    /// Wakes its held connects to check again whether they should answer (timed out, or shutting down).
+    pub fn wake(&self) {
+        self.superseded.notify_waiters();
     }
 
     /// [`Session::superseded`], owning what it waits on (for a future kept beside the session).
@@ -475,29 +481,41 @@ impl Sessions {
         // A connect whose request was dropped mid-wait (the client went away) may never have ended: past
         // its timeout and `maxInterval` it counts as gone too.
         let held_too_long = super::CONNECT_TIMEOUT + MAX_INTERVAL;
-        let stale: Vec<Arc<Session>> = all
-            .into_iter()
-            .filter(|session| {
-                let state = session.lock();
-                let idle = now.duration_since(state.last_active);
-                (state.holding == 0 && idle > MAX_INTERVAL) || idle > held_too_long
-            })
-            .collect();
+        let mut stale = Vec::new();
+        for session in all {
+            let state = session.lock();
+            let idle = now.duration_since(state.last_active);
+            if (state.holding == 0 && idle > MAX_INTERVAL) || idle > held_too_long {
+                drop(state);
+                stale.push(session);
+            } else if state.holding > 0 && idle >= super::CONNECT_TIMEOUT {
+                // A held connect has no timer of its own (a timer per idle session is memory): it is
+                // woken here to find it has waited long enough.
+                drop(state);
+                session.wake();
+            }
+        }
         for session in &stale {
             self.remove(session, "expired");
         }
         stale.len()
     }
 
-    /// Removes sessions that have had no connect for [`MAX_INTERVAL`], every second, until `cancel`.
+    /// Removes sessions that have had no connect for [`MAX_INTERVAL`] and wakes connects held for
+    /// [`super::CONNECT_TIMEOUT`], every second; at `cancel`, wakes every held connect to answer.
     pub async fn sweep(self: Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
         let mut ticks = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
-                () = cancel.cancelled() => return,
+                () = cancel.cancelled() => break,
             }
             self.expire();
+        }
+        // Held connects check for shutdown before they wait, so any that missed this saw it.
+        let all: Vec<Arc<Session>> = self.lock().values().cloned().collect();
+        for session in all {
+            session.wake();
         }
     }
 }
