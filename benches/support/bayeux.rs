@@ -13,6 +13,8 @@ pub struct Http {
     stream: TcpStream,
     host: String,
     buf: Vec<u8>,
+    /// The request being written, kept between requests (its allocation is reused).
+    request: Vec<u8>,
     /// The cookie the server set, sent back (the reference server ties sessions to its browser cookie).
     cookie: Option<String>,
 }
@@ -26,70 +28,82 @@ impl Http {
             stream,
             host: addr.to_owned(),
             buf: Vec::with_capacity(16 * 1024),
+            request: Vec::with_capacity(512),
             cookie: None,
         })
     }
 
-    /// POSTs `body` as JSON to `path`; returns the response's status and body.
+    /// POSTs `body` as JSON to `path`; returns the response's status and body. Written and read without
+    /// `format!` or per-request buffers: the load generator shares the cores with the server it measures.
     pub async fn post(&mut self, path: &str, body: &str) -> io::Result<(u16, Vec<u8>)> {
-        let cookie = self
-            .cookie
-            .as_ref()
-            .map(|c| format!("Cookie: {c}\r\n"))
-            .unwrap_or_default();
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json;charset=UTF-8\r\n{cookie}Content-Length: {}\r\n\r\n{body}",
-            self.host,
-            body.len()
-        );
-        self.stream.write_all(request.as_bytes()).await?;
+        let request = &mut self.request;
+        request.clear();
+        for part in [
+            "POST ",
+            path,
+            " HTTP/1.1\r\nHost: ",
+            &self.host,
+            "\r\nContent-Type: application/json;charset=UTF-8\r\n",
+        ] {
+            request.extend_from_slice(part.as_bytes());
+        }
+        if let Some(cookie) = &self.cookie {
+            for part in ["Cookie: ", cookie, "\r\n"] {
+                request.extend_from_slice(part.as_bytes());
+            }
+        }
+        request.extend_from_slice(b"Content-Length: ");
+        request.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        request.extend_from_slice(b"\r\n\r\n");
+        request.extend_from_slice(body.as_bytes());
+        self.stream.write_all(&self.request).await?;
         self.response().await
     }
 
     async fn fill(&mut self) -> io::Result<()> {
-        let mut chunk = [0u8; 16 * 1024];
-        let n = self.stream.read(&mut chunk).await?;
+        self.buf.reserve(16 * 1024);
+        let n = self.stream.read_buf(&mut self.buf).await?;
         if n == 0 {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed"));
         }
-        self.buf.extend_from_slice(&chunk[..n]);
         Ok(())
     }
 
     async fn response(&mut self) -> io::Result<(u16, Vec<u8>)> {
-        let head_end = loop {
-            if let Some(at) = memchr::memmem::find(&self.buf, b"\r\n\r\n") {
-                break at + 4;
+        let (head_end, status, length, chunked) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut response = httparse::Response::new(&mut headers);
+            match response.parse(&self.buf) {
+                Ok(httparse::Status::Complete(head_end)) => {
+                    let mut length = None;
+                    let mut chunked = false;
+                    for header in response.headers.iter() {
+                        let value = std::str::from_utf8(header.value).unwrap_or("");
+                        if header.name.eq_ignore_ascii_case("content-length") {
+                            length = value.trim().parse::<usize>().ok();
+                        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+                            chunked = value.contains("chunked");
+                        } else if header.name.eq_ignore_ascii_case("set-cookie") {
+                            self.cookie = Some(value.split(';').next().unwrap_or("").to_owned());
+                        }
+                    }
+                    break (head_end, response.code.unwrap_or(0), length, chunked);
+                }
+                Ok(httparse::Status::Partial) => self.fill().await?,
+                Err(err) => return Err(io::Error::new(io::ErrorKind::InvalidData, err)),
             }
-            self.fill().await?;
         };
-        let raw_head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
-        if let Some(cookie) = raw_head.lines().find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("set-cookie")
-                .then(|| value.trim().split(';').next().unwrap_or("").to_owned())
-        }) {
-            self.cookie = Some(cookie);
-        }
-        let head = raw_head.to_ascii_lowercase();
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let length = head.lines().find_map(|line| {
-            line.strip_prefix("content-length:")
-                .and_then(|v| v.trim().parse::<usize>().ok())
-        });
         self.buf.drain(..head_end);
         let body = match length {
             Some(length) => {
                 while self.buf.len() < length {
                     self.fill().await?;
                 }
-                self.buf.drain(..length).collect()
+                let body = self.buf[..length].to_vec();
+                self.buf.drain(..length);
+                body
             }
-            None if head.contains("transfer-encoding: chunked") => self.chunked().await?,
+            None if chunked => self.chunked().await?,
             None => Vec::new(),
         };
         Ok((status, body))
@@ -180,10 +194,16 @@ impl Session {
     /// One held connect; the response body (messages, then the connect reply).
     pub async fn connect(&mut self) -> io::Result<Vec<u8>> {
         self.next_id += 1;
-        let body = format!(
-            r#"[{{"id":"{}","channel":"/meta/connect","clientId":"{}","connectionType":"long-polling"}}]"#,
-            self.next_id, self.client_id
-        );
+        let mut body = String::with_capacity(128);
+        for part in [
+            r#"[{"id":""#,
+            itoa::Buffer::new().format(self.next_id),
+            r#"","channel":"/meta/connect","clientId":""#,
+            &self.client_id,
+            r#"","connectionType":"long-polling"}]"#,
+        ] {
+            body.push_str(part);
+        }
         let (status, body) = self.http.post(&self.path, &body).await?;
         if status != 200 {
             return Err(io::Error::new(

@@ -305,18 +305,28 @@ fn error_body(problem: &str) -> Vec<u8> {
 }
 
 /// The whole response: status line, headers (those of `origin::cors` for an allowed origin), body.
+/// Written without `format!`: this runs for every long-poll.
 fn response(status: StatusCode, body: &[u8], head: &Head) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 256);
-    let reason = status.canonical_reason().unwrap_or("");
-    out.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", status.as_u16()).as_bytes());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
     let content_type = if status == StatusCode::OK {
         super::REPLY_CONTENT_TYPE
     } else {
         "application/json"
     };
     header(&mut out, "content-type", content_type);
-    header(&mut out, "content-length", &body.len().to_string());
-    header(&mut out, "date", &http_date());
+    header(
+        &mut out,
+        "content-length",
+        itoa::Buffer::new().format(body.len()),
+    );
+    out.extend_from_slice(b"date: ");
+    push_http_date(&mut out);
+    out.extend_from_slice(b"\r\n");
     if let Some(origin) = &head.origin {
         header(&mut out, "access-control-allow-origin", origin);
         header(&mut out, "access-control-allow-credentials", "true");
@@ -342,8 +352,8 @@ fn header(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Now, as an HTTP date, formatted once a second per thread.
-fn http_date() -> String {
+/// Appends now as an HTTP date, formatted once a second per thread.
+fn push_http_date(out: &mut Vec<u8>) {
     use std::cell::RefCell;
     use std::time::SystemTime;
     thread_local! {
@@ -358,8 +368,8 @@ fn http_date() -> String {
         if cached.0 != second || cached.1.is_empty() {
             *cached = (second, httpdate::fmt_http_date(now));
         }
-        cached.1.clone()
-    })
+        out.extend_from_slice(cached.1.as_bytes());
+    });
 }
 
 /// A stream with bytes already read from it put back in front: hyper reads them first.

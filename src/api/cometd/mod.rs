@@ -592,11 +592,18 @@ impl Connect {
             return None;
         }
         let mut replies = delivery.messages;
-        metrics::counter!("callgate_cometd_messages_total").increment(replies.len() as u64);
+        messages_counter().increment(replies.len() as u64);
         let ext = delivery.ack.map(|batch| json!({ "ack": batch }));
         replies.push(meta_reply(self.id.as_ref(), "/meta/connect", ext));
         Some(replies)
     }
+}
+
+/// `callgate_cometd_messages_total`, looked up once: the registry's lookup costs a hash of the name per
+/// connect reply.
+fn messages_counter() -> &'static metrics::Counter {
+    static COUNTER: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
+    COUNTER.get_or_init(|| metrics::counter!("callgate_cometd_messages_total"))
 }
 
 /// The Bayeux messages of one stream notification frame for a session: on `/v2/me/<topic>` when it is about
@@ -622,36 +629,50 @@ fn to_messages(
     }
     // The envelope ends where the data begins: the channel is looked for there only, never in the data
     // (whose attached data comes from outside).
-    let Some(data_at) = frame.find(r#""data":"#) else {
+    let Some(data_at) = memchr::memmem::find(frame.as_bytes(), br#""data":"#) else {
         return;
     };
-    let (topic, name) = if frame[..data_at].contains(r#""channel":"/v2/me/devices""#) {
-        (Topic::Devices, "devices")
-    } else {
-        (Topic::Calls, "calls")
-    };
+    let envelope = &frame.as_bytes()[..data_at];
+    let (topic, name) =
+        if memchr::memmem::find(envelope, br#""channel":"/v2/me/devices""#).is_some() {
+            (Topic::Devices, "devices")
+        } else {
+            (Topic::Calls, "calls")
+        };
     let data = &frame[data_at + 7..frame.len().saturating_sub(1)];
     let Some(device) = device_of(data, topic) else {
         return;
     };
     if me.contains(topic) && own.contains(device) {
-        out.push(Bytes::from(format!(
-            r#"{{"channel":"/v2/me/{name}","data":{data}}}"#
-        )));
+        out.push(message(&["/v2/me/", name], None, data));
     }
     // The scope is checked again: frames queued before a reload were matched under the old one.
     if callgate.contains(topic) && scope.allows_device(device) {
-        let message = match gate.owner_id_of(device) {
-            Some(user_id) => {
-                format!(
-                    r#"{{"channel":"/callgate/{name}","data":{{"userId":"{user_id}",{}}}"#,
-                    data.strip_prefix('{').unwrap_or(data)
-                )
-            }
-            None => format!(r#"{{"channel":"/callgate/{name}","data":{data}}}"#),
-        };
-        out.push(Bytes::from(message));
+        let owner = gate.owner_id_of(device);
+        out.push(message(&["/callgate/", name], owner.as_deref(), data));
     }
+}
+
+/// `{"channel":"<channel parts>","data":<data>}`, with `"userId"` first in the data when given. Written
+/// without `format!`: this runs for every delivery.
+fn message(channel: &[&str], user_id: Option<&str>, data: &str) -> Bytes {
+    let mut out = Vec::with_capacity(data.len() + 64);
+    out.extend_from_slice(br#"{"channel":""#);
+    for part in channel {
+        out.extend_from_slice(part.as_bytes());
+    }
+    out.extend_from_slice(br#"","data":"#);
+    match user_id {
+        Some(user_id) => {
+            out.extend_from_slice(br#"{"userId":""#);
+            out.extend_from_slice(user_id.as_bytes());
+            out.extend_from_slice(b"\",");
+            out.extend_from_slice(data.strip_prefix('{').unwrap_or(data).as_bytes());
+        }
+        None => out.extend_from_slice(data.as_bytes()),
+    }
+    out.push(b'}');
+    Bytes::from(out)
 }
 
 /// The device id a notification's data is about: its call's `deviceUri`, or its device's `id`.
@@ -660,7 +681,7 @@ fn device_of(data: &str, topic: Topic) -> Option<&str> {
         Topic::Calls => r#""deviceUri":""#,
         Topic::Devices => r#""devices":[{"id":""#,
     };
-    let start = data.find(key)? + key.len();
+    let start = memchr::memmem::find(data.as_bytes(), key.as_bytes())? + key.len();
     let value = &data[start..];
     let value = &value[..value.find('"')?];
     Some(value.rsplit('/').next().unwrap_or(value))
