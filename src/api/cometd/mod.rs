@@ -39,8 +39,9 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
 use hashbrown::HashSet;
+use memchr::memmem::Finder;
 use serde_json::{Map, Value, json};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 /// The most messages in one request.
@@ -619,26 +620,25 @@ fn to_messages(
     gate: &crate::access::Gate,
     out: &mut Vec<Bytes>,
 ) {
-    let Ok(frame) = std::str::from_utf8(frame) else {
-        return;
-    };
     // Not a stream notification (StartContactCenterSession's message): it is a message already.
-    if !frame.starts_with(r#"{"type":"notification""#) {
-        out.push(Bytes::copy_from_slice(frame.as_bytes()));
+    if !frame.starts_with(br#"{"type":"notification""#) {
+        out.push(Bytes::copy_from_slice(frame));
         return;
     }
+    // Searchers made once: building one costs more than searching a frame's envelope.
+    static DATA: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(br#""data":"#));
+    static DEVICES: LazyLock<Finder<'static>> =
+        LazyLock::new(|| Finder::new(br#""channel":"/v2/me/devices""#));
     // The envelope ends where the data begins: the channel is looked for there only, never in the data
     // (whose attached data comes from outside).
-    let Some(data_at) = memchr::memmem::find(frame.as_bytes(), br#""data":"#) else {
+    let Some(data_at) = DATA.find(frame) else {
         return;
     };
-    let envelope = &frame.as_bytes()[..data_at];
-    let (topic, name) =
-        if memchr::memmem::find(envelope, br#""channel":"/v2/me/devices""#).is_some() {
-            (Topic::Devices, "devices")
-        } else {
-            (Topic::Calls, "calls")
-        };
+    let (topic, name) = if DEVICES.find(&frame[..data_at]).is_some() {
+        (Topic::Devices, "devices")
+    } else {
+        (Topic::Calls, "calls")
+    };
     let data = &frame[data_at + 7..frame.len().saturating_sub(1)];
     let Some(device) = device_of(data, topic) else {
         return;
@@ -655,7 +655,7 @@ fn to_messages(
 
 /// `{"channel":"<channel parts>","data":<data>}`, with `"userId"` first in the data when given. Written
 /// without `format!`: this runs for every delivery.
-fn message(channel: &[&str], user_id: Option<&str>, data: &str) -> Bytes {
+fn message(channel: &[&str], user_id: Option<&str>, data: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(data.len() + 64);
     out.extend_from_slice(br#"{"channel":""#);
     for part in channel {
@@ -667,23 +667,27 @@ fn message(channel: &[&str], user_id: Option<&str>, data: &str) -> Bytes {
             out.extend_from_slice(br#"{"userId":""#);
             out.extend_from_slice(user_id.as_bytes());
             out.extend_from_slice(b"\",");
-            out.extend_from_slice(data.strip_prefix('{').unwrap_or(data).as_bytes());
+            out.extend_from_slice(data.strip_prefix(b"{").unwrap_or(data));
         }
-        None => out.extend_from_slice(data.as_bytes()),
+        None => out.extend_from_slice(data),
     }
     out.push(b'}');
     Bytes::from(out)
 }
 
 /// The device id a notification's data is about: its call's `deviceUri`, or its device's `id`.
-fn device_of(data: &str, topic: Topic) -> Option<&str> {
+fn device_of(data: &[u8], topic: Topic) -> Option<&str> {
+    static CALL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(br#""deviceUri":""#));
+    static DEVICE: LazyLock<Finder<'static>> =
+        LazyLock::new(|| Finder::new(br#""devices":[{"id":""#));
     let key = match topic {
-        Topic::Calls => r#""deviceUri":""#,
-        Topic::Devices => r#""devices":[{"id":""#,
+        Topic::Calls => &*CALL,
+        Topic::Devices => &*DEVICE,
     };
-    let start = memchr::memmem::find(data.as_bytes(), key.as_bytes())? + key.len();
+    let start = key.find(data)? + key.needle().len();
     let value = &data[start..];
-    let value = &value[..value.find('"')?];
+    let value = &value[..memchr::memchr(b'"', value)?];
+    let value = std::str::from_utf8(value).ok()?;
     Some(value.rsplit('/').next().unwrap_or(value))
 }
 
