@@ -9,39 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use support::{Gateway, http_request_with_body, ingest, temp_dir};
 
-fn hash(password: &str) -> String {
-    callgate::access::password::hash(password.as_bytes()).expect("hash")
-}
-
-/// agent1 (7001), agent2 (7002), both in billing, and their supervisor; all with password "pw".
+/// agent1 (7001, billing), agent2 (7002, billing), boss (supervisor of billing); password "pw".
 fn access_file(dir: &Path) -> PathBuf {
-    let pw = hash("pw");
-    let text = format!(
-        r#"
-[[user]]
-username = "agent1"
-password = "{pw}"
-roles = ["agent"]
-devices = ["7001"]
-team = "billing"
-
-[[user]]
-username = "agent2"
-password = "{pw}"
-roles = ["agent"]
-devices = ["7002"]
-team = "billing"
-
-[[user]]
-username = "boss"
-password = "{pw}"
-roles = ["supervisor"]
-team = "billing"
-"#
-    );
-    let path = dir.join("access.toml");
-    std::fs::write(&path, text).expect("access file");
-    path
+    support::two_agents_and_a_boss(dir, "billing")
 }
 
 fn start() -> (Gateway, PathBuf) {

@@ -115,39 +115,9 @@ impl Drop for Node {
     }
 }
 
-fn hash(password: &str) -> String {
-    callgate::access::password::hash(password.as_bytes()).expect("hash")
-}
-
 /// agent1 (7001, billing), agent2 (7002, sales), boss (supervisor of billing); password "pw".
 fn access_file(dir: &Path) -> PathBuf {
-    let pw = hash("pw");
-    let text = format!(
-        r#"
-[[user]]
-username = "agent1"
-password = "{pw}"
-roles = ["agent"]
-devices = ["7001"]
-team = "billing"
-
-[[user]]
-username = "agent2"
-password = "{pw}"
-roles = ["agent"]
-devices = ["7002"]
-team = "sales"
-
-[[user]]
-username = "boss"
-password = "{pw}"
-roles = ["supervisor"]
-team = "billing"
-"#
-    );
-    let path = dir.join("access.toml");
-    std::fs::write(&path, text).expect("access file");
-    path
+    support::two_agents_and_a_boss(dir, "sales")
 }
 
 /// What a test checks of a message: its channel, and the call's state or the device's agent state.

@@ -330,3 +330,35 @@ pub fn temp_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
+
+/// An access file in `dir`: agent1 (7001, billing), agent2 (7002, `agent2_team`) and boss (supervisor of
+/// billing), every password "pw".
+pub fn two_agents_and_a_boss(dir: &Path, agent2_team: &str) -> PathBuf {
+    let pw = callgate::access::password::hash(b"pw").expect("hash");
+    let text = format!(
+        r#"
+[[user]]
+username = "agent1"
+password = "{pw}"
+roles = ["agent"]
+devices = ["7001"]
+team = "billing"
+
+[[user]]
+username = "agent2"
+password = "{pw}"
+roles = ["agent"]
+devices = ["7002"]
+team = "{agent2_team}"
+
+[[user]]
+username = "boss"
+password = "{pw}"
+roles = ["supervisor"]
+team = "billing"
+"#
+    );
+    let path = dir.join("access.toml");
+    std::fs::write(&path, text).expect("access file");
+    path
+}
