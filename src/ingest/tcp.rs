@@ -14,10 +14,13 @@
 use super::framing::{Frame, LineFramer, MAX_LINE_BYTES};
 use super::lines::{Line, decode_frame};
 use crate::access::{Gate, IngestSource};
+use crate::journal::Position;
+use crate::journal::live::Progress;
 use crate::json::write_json_str;
 use crate::pipeline::{ConnStats, Pipeline, Submission};
 use crate::reduce::{Disposition, IgnoreReason};
 use bytes::BytesMut;
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -142,9 +145,50 @@ struct AckState {
     dropped: u64,
 }
 
-fn ack_state(stats: &ConnStats) -> AckState {
+/// With `--journal`: the connection's batches whose journal position is not durable yet, and the highest
+/// EventSequenceNumber of those that are. An event is acked once taken by the reducer *and* durable.
+struct Durability {
+    progress: Progress,
+    /// Per submitted batch: the journal position it waits for, and its highest EventSequenceNumber.
+    pending: VecDeque<(Position, Option<u64>)>,
+    highest: Option<u64>,
+}
+
+impl Durability {
+    fn submitted(&mut self, position: Position, highest: Option<u64>) {
+        // One entry per batch read, each at least one event: bounded by the batches in flight, which the
+        // pipeline's queues bound.
+        self.pending.push_back((position, highest));
+    }
+
+    /// The highest EventSequenceNumber durable now.
+    fn highest(&mut self) -> Option<u64> {
+        let durable = self.progress.durable();
+        while let Some(&(position, highest)) = self.pending.front() {
+            if position > durable {
+                break;
+            }
+            self.pending.pop_front();
+            self.highest = self.highest.max(highest);
+        }
+        self.highest
+    }
+
+    /// The position the last batch waits for.
+    fn last(&self) -> Option<Position> {
+        self.pending.back().map(|&(position, _)| position)
+    }
+}
+
+fn ack_state(stats: &ConnStats, durability: Option<&mut Durability>) -> AckState {
+    let taken = stats.highest();
+    let highest = match durability {
+        None => taken,
+        // `None` orders first: nothing is acked until something is both taken and durable.
+        Some(durability) => taken.min(durability.highest()),
+    };
     AckState {
-        highest: stats.highest(),
+        highest,
         applied: stats.applied.load(Ordering::Relaxed),
         duplicates: stats.duplicates.load(Ordering::Relaxed),
         rejected: stats.rejected.load(Ordering::Relaxed),
@@ -283,7 +327,11 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let stats = Arc::new(ConnStats::default());
+    // Numbered for the journal's entries (api.md: a connection is one ordered stream).
+    static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let stats = Arc::new(ConnStats::new(
+        CONNECTIONS.fetch_add(1, Ordering::Relaxed) + 1,
+    ));
     let mut framer = LineFramer::new(MAX_LINE_BYTES);
     // The auth line, when there was one, was line 1.
     if source.is_some() {
@@ -292,6 +340,11 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut replies = Vec::<u8>::new();
     let mut last_ack = AckState::default();
+    let mut durability = pipeline.progress().map(|progress| Durability {
+        progress,
+        pending: VecDeque::new(),
+        highest: None,
+    });
     let mut ticker = tokio::time::interval(ACK_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut eof = false;
@@ -301,7 +354,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
             biased;
             () = cancel.cancelled() => break,
             _ = ticker.tick() => {
-                let now = ack_state(&stats);
+                let now = ack_state(&stats, durability.as_mut());
                 if now != last_ack {
                     write_replies(&mut writer, ack_line(now).as_bytes()).await?;
                     last_ack = now;
@@ -314,7 +367,8 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
         let mut batch = Vec::new();
         let ingested = Instant::now();
         let take = |frame: Frame, batch: &mut Vec<Submission>, replies: &mut Vec<u8>| {
-            let (number, error) = match decode_frame(&frame) {
+            let decoded = decode_frame(&frame);
+            let (number, error) = match decoded {
                 (_, Line::Blank) => return,
                 (number, Line::Event(event))
                     if source
@@ -326,10 +380,18 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                     return;
                 }
                 (_, Line::Event(event)) => {
+                    let event = event.into_owned();
+                    // The line's bytes are the read buffer's, not copied: what the journal keeps.
+                    let line = match frame {
+                        Frame::Line { bytes, .. } => bytes.freeze(),
+                        Frame::TooLong { .. } => bytes::Bytes::new(),
+                    };
                     batch.push(Submission {
-                        event: event.into_owned(),
+                        event,
+                        line,
                         stats: Arc::clone(&stats),
                         ingested,
+                        arrival: None,
                     });
                     return;
                 }
@@ -358,7 +420,23 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
             write_replies(&mut writer, &replies).await?;
             replies.clear();
         }
-        pipeline.submit(batch).await;
+        let highest = batch.iter().filter_map(|s| s.event.sequence).max();
+        match pipeline.submit(batch).await {
+            Ok(Some(position)) => {
+                if let Some(durability) = &mut durability {
+                    durability.submitted(position, highest);
+                }
+            }
+            Ok(None) => {}
+            Err(failed) => {
+                // Nothing of the batch was applied: the T-Server resends it from its last ack.
+                let mut line = String::from("{\"error\":");
+                crate::json::write_json_str(&mut line, &failed.to_string());
+                line.push_str(",\"line\":0}\n");
+                write_replies(&mut writer, line.as_bytes()).await?;
+                return Err(std::io::Error::other(failed));
+            }
+        }
     }
     // Half-closed by the client, or shutting down: wait until the pipeline has taken everything read,
     // then write the last acknowledgement and close our side.
@@ -366,7 +444,14 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     while !stats.settled() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    write_replies(&mut writer, ack_line(ack_state(&stats)).as_bytes()).await?;
+    if let Some(durability) = &mut durability
+        && let Some(last) = durability.last()
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        durability.progress.durable_within(last, left).await;
+    }
+    let last = ack_state(&stats, durability.as_mut());
+    write_replies(&mut writer, ack_line(last).as_bytes()).await?;
     writer.shutdown().await
 }
 

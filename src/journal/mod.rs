@@ -10,6 +10,7 @@
 //! design and the promises.
 
 pub mod entry;
+pub mod live;
 pub mod segment;
 mod writer;
 

@@ -159,6 +159,13 @@ impl Writer {
     pub fn segment_first(&self) -> Position {
         self.first
     }
+
+    /// Another handle on the current segment (for a thread that syncs it while this one writes).
+    pub fn file_clone(&self) -> Result<File, JournalError> {
+        self.file
+            .try_clone()
+            .map_err(|source| JournalError::io(&self.path, source))
+    }
 }
 
 /// Creates the segment file for `first` with its magic.

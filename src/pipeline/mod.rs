@@ -21,6 +21,8 @@
 //! it with the calls it released as stale and the lingering calls it forgot, in stream order.
 
 use crate::event::{Event, EventKind, Micros};
+use crate::journal::live::{Failed, Journal, Progress};
+use crate::journal::{Position, Record};
 use crate::reduce::{
     Admission, CallState, Disposition, IgnoreReason, Notification, NotificationType, Notifications,
     Reducer, ReducerConfig, Sequencer, Topic,
@@ -28,6 +30,7 @@ use crate::reduce::{
 use crate::store::{CallKey, CallMeta, DeviceMeta, Meta};
 use crate::stream::{Published, Stream};
 use crate::supervise::Supervisor;
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -47,6 +50,8 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Per-connection counters, shared by the ingest connection, the sequencer and the shards.
 #[derive(Debug, Default)]
 pub struct ConnStats {
+    /// The connection's number in this run of the gateway (from 1; 0 for the gateway's own sources).
+    pub connection: u64,
     /// Highest EventSequenceNumber taken by the reducer, plus one (0: none yet).
     highest_plus_one: AtomicU64,
     /// Lines taken that were not duplicates (including orphans and ignored events).
@@ -72,6 +77,14 @@ enum Taken {
 }
 
 impl ConnStats {
+    /// The counters of connection number `connection`.
+    pub fn new(connection: u64) -> Self {
+        Self {
+            connection,
+            ..Self::default()
+        }
+    }
+
     /// The highest EventSequenceNumber taken so far.
     pub fn highest(&self) -> Option<u64> {
         self.highest_plus_one.load(Ordering::Acquire).checked_sub(1)
@@ -101,10 +114,15 @@ impl ConnStats {
 pub struct Submission {
     /// The event.
     pub event: Event<'static>,
+    /// The line it was decoded from, as received: what the journal keeps.
+    pub line: Bytes,
     /// Its connection's counters.
     pub stats: Arc<ConnStats>,
     /// When it was read.
     pub ingested: Instant,
+    /// When it arrived, when that is already known (a replay of the journal); otherwise the gateway's
+    /// wall clock at admission.
+    pub arrival: Option<Micros>,
 }
 
 struct Job {
@@ -141,6 +159,8 @@ struct Admitter {
     sequencer: Sequencer,
     shards: Vec<mpsc::Sender<ShardInput>>,
     tickets: mpsc::Sender<Vec<u16>>,
+    /// With `--journal`: every admitted event and tick, written before the shards see it.
+    journal: Option<Journal>,
 }
 
 /// Settings of the pipeline.
@@ -158,10 +178,30 @@ pub struct PipelineConfig {
     pub queue_depth: usize,
 }
 
+/// What [`Pipeline::replay`] went through.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Replayed {
+    /// Event entries.
+    pub events: u64,
+    /// Tick entries.
+    pub ticks: u64,
+    /// Event entries that no longer decode (skipped).
+    pub undecodable: u64,
+    /// The last position read (0: none).
+    pub last: Position,
+}
+
 /// The running pipeline.
 pub struct Pipeline {
     admitter: Mutex<Admitter>,
     shard_count: usize,
+    /// With `--journal`: how far it is durable, for the ingest acks.
+    progress: std::sync::OnceLock<Progress>,
+}
+
+/// A duration in microseconds, saturating.
+fn micros(duration: Duration) -> Micros {
+    Micros::try_from(duration.as_micros()).unwrap_or(Micros::MAX)
 }
 
 fn wall_clock_micros() -> Micros {
@@ -205,16 +245,34 @@ impl Pipeline {
                 sequencer: Sequencer::default(),
                 shards: shard_txs,
                 tickets: tickets_tx,
+                journal: None,
             }),
             shard_count,
+            progress: std::sync::OnceLock::new(),
         });
         let (done_tx, done_rx) = oneshot::channel();
         supervisor.spawn("publisher", async move {
             run_publisher(tickets_rx, output_rxs, stream).await;
             let _ = done_tx.send(());
         });
-        supervisor.spawn("sweeper", Arc::clone(&pipeline).sweep());
         (pipeline, done_rx)
+    }
+
+    /// Starts telling the shards the time (after a replay of the journal: a tick read live in the middle
+    /// of a replay would change what the replay makes).
+    pub fn start_clock(self: &Arc<Self>, supervisor: &Supervisor) {
+        supervisor.spawn("sweeper", Arc::clone(self).sweep());
+    }
+
+    /// Journals every admitted event and tick from now on (after a replay, before any ingest).
+    pub async fn attach_journal(&self, journal: Journal, progress: Progress) {
+        self.admitter.lock().await.journal = Some(journal);
+        let _ = self.progress.set(progress);
+    }
+
+    /// How far the journal is durable (`None` without one).
+    pub fn progress(&self) -> Option<Progress> {
+        self.progress.get().cloned()
     }
 
     /// Tells the shards the time every [`TICK_EVERY`] until the pipeline is closed.
@@ -235,9 +293,16 @@ impl Pipeline {
 
     /// Queues `tick` to every shard, in stream order. False once the pipeline is closed.
     async fn tick(&self, tick: Tick) -> bool {
-        let admitter = self.admitter.lock().await;
+        let mut admitter = self.admitter.lock().await;
         if admitter.shards.is_empty() {
             return false;
+        }
+        if let Some(journal) = &mut admitter.journal {
+            journal.append(&Record::Tick { wall: tick.wall });
+            if let Err(failed) = journal.write() {
+                tracing::error!("the clock stops: {failed}");
+                return false;
+            }
         }
         for shard in &admitter.shards {
             if shard.send(ShardInput::Tick(tick)).await.is_err() {
@@ -248,38 +313,53 @@ impl Pipeline {
         admitter.tickets.send(order).await.is_ok()
     }
 
-    /// Hands a connection's events to the pipeline, in order. Waits while the shards are full.
-    pub async fn submit(&self, batch: Vec<Submission>) {
+    /// Hands a connection's events to the pipeline, in order. Waits while the shards are full. With a
+    /// journal, returns the journal's last position once the batch is in it: the connection acks the
+    /// batch's events when that position is durable. Fails, applying nothing of the batch, when the
+    /// journal cannot be written.
+    pub async fn submit(&self, batch: Vec<Submission>) -> Result<Option<Position>, Failed> {
         if batch.is_empty() {
-            return;
+            return Ok(self.progress.get().map(Progress::written));
         }
-        let arrival = wall_clock_micros();
+        let now = wall_clock_micros();
         let mut admitter = self.admitter.lock().await;
         let mut jobs: Vec<Vec<Job>> = (0..self.shard_count).map(|_| Vec::new()).collect();
         let mut tickets = Vec::with_capacity(batch.len());
+        let mut taken_now = Vec::new();
         for submission in batch {
             let Submission {
                 event,
+                line,
                 stats,
                 ingested,
+                arrival,
             } = submission;
+            let arrival = arrival.unwrap_or(now);
             stats.submitted.fetch_add(1, Ordering::Release);
             let sequence = event.sequence;
-            match admitter.sequencer.admit(&event, Some(arrival)) {
+            let admission = admitter.sequencer.admit(&event, Some(arrival));
+            if let (Admission::Admitted { .. }, Some(journal)) = (&admission, &mut admitter.journal)
+            {
+                journal.append(&Record::Event {
+                    arrival,
+                    connection: stats.connection,
+                    server: &event.server,
+                    line: &line,
+                });
+            }
+            match admission {
                 Admission::Duplicate => {
-                    count_outcome(Disposition::Duplicate.label());
-                    stats.take(sequence, Taken::Duplicate);
+                    taken_now.push((stats, sequence, Disposition::Duplicate));
                 }
                 Admission::TooManyServers => {
-                    count_outcome(Disposition::Ignored(IgnoreReason::TooManyServers).label());
-                    stats.take(sequence, Taken::Applied);
+                    let ignored = Disposition::Ignored(IgnoreReason::TooManyServers);
+                    taken_now.push((stats, sequence, ignored));
                 }
                 Admission::Admitted { .. }
                     if !event.kind.is_call_event() && !event.kind.is_device_event() =>
                 {
                     record_link(&event);
-                    count_outcome(Disposition::Applied.label());
-                    stats.take(sequence, Taken::Applied);
+                    taken_now.push((stats, sequence, Disposition::Applied));
                 }
                 Admission::Admitted { time } => {
                     let shard = self.shard_of(&event);
@@ -295,13 +375,27 @@ impl Pipeline {
                 }
             }
         }
+        // Written before the shards see anything of the batch: no notification of an entry the journal
+        // does not hold.
+        let journaled = match &mut admitter.journal {
+            Some(journal) => Some(journal.write().map(|()| journal.last())?),
+            None => None,
+        };
+        for (stats, sequence, disposition) in taken_now {
+            count_outcome(disposition.label());
+            let taken = match disposition {
+                Disposition::Duplicate => Taken::Duplicate,
+                _ => Taken::Applied,
+            };
+            stats.take(sequence, taken);
+        }
         // Jobs before their tickets: the publisher never waits for a job that has not been queued.
         for (shard, jobs) in jobs.into_iter().enumerate() {
             if jobs.is_empty() {
                 continue;
             }
             let Some(queue) = admitter.shards.get(shard) else {
-                return;
+                return Ok(journaled);
             };
             if queue.send(ShardInput::Jobs(jobs)).await.is_err() {
                 tracing::error!("reducer shard {shard} has stopped");
@@ -310,6 +404,62 @@ impl Pipeline {
         if !tickets.is_empty() && admitter.tickets.send(tickets).await.is_err() {
             tracing::error!("publisher has stopped");
         }
+        Ok(journaled)
+    }
+
+    /// Replays the journal in `dir` from position `from` through the pipeline (no journal attached yet,
+    /// no clock running): events with their recorded arrival, ticks with their recorded clock, so the
+    /// calls, notifications and `seq` are those the journal's run made. Returns how many entries were
+    /// replayed once every event is published.
+    pub async fn replay(
+        &self,
+        dir: &std::path::Path,
+        from: Position,
+    ) -> Result<Replayed, crate::journal::JournalError> {
+        const BATCH: usize = 512;
+        let stats = Arc::new(ConnStats::default());
+        let mut reader = crate::journal::Reader::open(dir, from)?;
+        let mut replayed = Replayed::default();
+        let mut batch = Vec::with_capacity(BATCH);
+        while let Some(position) = reader.advance()? {
+            replayed.last = position;
+            match reader.record() {
+                Record::Event { arrival, line, .. } => {
+                    replayed.events += 1;
+                    match crate::event::decode_line(line) {
+                        Ok(crate::event::Decoded::Event(event)) => batch.push(Submission {
+                            event: event.into_owned(),
+                            line: Bytes::new(),
+                            stats: Arc::clone(&stats),
+                            ingested: Instant::now(),
+                            arrival: Some(arrival),
+                        }),
+                        // Entries are events this gateway decoded once: one that no longer decodes
+                        // (a newer decoder, or damage the checksum missed) is skipped, and said.
+                        _ => replayed.undecodable += 1,
+                    }
+                }
+                Record::Tick { wall } => {
+                    replayed.ticks += 1;
+                    self.submit(std::mem::take(&mut batch)).await.ok();
+                    self.tick(Tick {
+                        now: Instant::now(),
+                        wall,
+                    })
+                    .await;
+                }
+            }
+            if batch.len() >= BATCH {
+                self.submit(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                    .await
+                    .ok();
+            }
+        }
+        self.submit(batch).await.ok();
+        while !stats.settled() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(replayed)
     }
 
     fn shard_of(&self, event: &Event<'_>) -> usize {
@@ -348,12 +498,14 @@ struct Shard {
     id: u16,
     reducer: Reducer,
     notifications: Notifications,
-    linger: Duration,
+    linger: Micros,
     /// Released calls and when their linger ends, in that order. One entry per Released call, so it holds
-    /// at most the shard's `max_calls`.
-    lingering: VecDeque<(Instant, u64)>,
+    /// at most the shard's `max_calls`. Times are the wall clock of the event or tick that released the
+    /// call, never a read of the clock here: a journal replay must forget the same calls at the same place
+    /// in the stream.
+    lingering: VecDeque<(Micros, u64)>,
     stale_after: Option<Duration>,
-    next_stale_scan: Option<Instant>,
+    next_stale_scan: Option<Micros>,
     /// Events refused at `--max-calls` since the last log line about them.
     refused: u64,
     last_refusal_log: Option<Instant>,
@@ -365,7 +517,7 @@ impl Shard {
             id,
             reducer,
             notifications: Notifications::default(),
-            linger: config.released_linger,
+            linger: micros(config.released_linger),
             lingering: VecDeque::new(),
             stale_after: config.stale_call_after,
             next_stale_scan: None,
@@ -405,7 +557,7 @@ impl Shard {
         };
         count_outcome(disposition.label());
         ShardOutput {
-            published: self.take_notifications(job.ingested),
+            published: self.take_notifications(job.ingested, job.arrived),
             forgotten: Vec::new(),
             taken: Some((job.stats, job.sequence, taken)),
         }
@@ -432,7 +584,7 @@ impl Shard {
     fn tick(&mut self, tick: Tick) -> ShardOutput {
         let mut forgotten = Vec::new();
         while let Some(&(deadline, number)) = self.lingering.front() {
-            if deadline > tick.now {
+            if deadline > tick.wall {
                 break;
             }
             self.lingering.pop_front();
@@ -444,12 +596,10 @@ impl Shard {
             }
         }
         if let Some(stale_after) = self.stale_after
-            && self.next_stale_scan.is_none_or(|at| at <= tick.now)
+            && self.next_stale_scan.is_none_or(|at| at <= tick.wall)
         {
-            self.next_stale_scan = Some(tick.now + STALE_SCAN_EVERY);
-            let silent_since = tick
-                .wall
-                .saturating_sub(Micros::try_from(stale_after.as_micros()).unwrap_or(Micros::MAX));
+            self.next_stale_scan = Some(tick.wall.saturating_add(micros(STALE_SCAN_EVERY)));
+            let silent_since = tick.wall.saturating_sub(micros(stale_after));
             let released =
                 self.reducer
                     .release_stale(silent_since, tick.wall, &mut self.notifications);
@@ -463,15 +613,16 @@ impl Shard {
             }
         }
         ShardOutput {
-            published: self.take_notifications(tick.now),
+            published: self.take_notifications(tick.now, tick.wall),
             forgotten,
             taken: None,
         }
     }
 
-    /// The notifications of the last job or tick, ready to publish; starts the linger of calls they
-    /// release, and forgets devices back in their default state.
-    fn take_notifications(&mut self, ingested: Instant) -> Vec<Published> {
+    /// The notifications of the last job or tick, ready to publish; starts the linger (from `wall`, the
+    /// job's arrival or the tick's clock) of calls they release, and forgets devices back in their
+    /// default state.
+    fn take_notifications(&mut self, ingested: Instant, wall: Micros) -> Vec<Published> {
         let mut published = Vec::with_capacity(self.notifications.len());
         let mut idle_devices = Vec::new();
         for notification in self.notifications.iter() {
@@ -483,7 +634,7 @@ impl Shard {
                     };
                     if released {
                         self.lingering
-                            .push_back((Instant::now() + self.linger, notification.resource));
+                            .push_back((wall.saturating_add(self.linger), notification.resource));
                     }
                     meta
                 }
@@ -599,8 +750,10 @@ mod tests {
         };
         Submission {
             event: event.into_owned(),
+            line: Bytes::copy_from_slice(line.as_bytes()),
             stats: Arc::clone(stats),
             ingested: Instant::now(),
+            arrival: None,
         }
     }
 
@@ -622,6 +775,7 @@ mod tests {
         let stream = Arc::new(Stream::new("run", 100, OutboxLimits::default()));
         let supervisor = Supervisor::new();
         let (pipeline, published_all) = Pipeline::start(config, Arc::clone(&stream), &supervisor);
+        pipeline.start_clock(&supervisor);
         Running {
             stream,
             pipeline,
@@ -682,7 +836,11 @@ mod tests {
                 batch.push(event("EventRinging", call, 7000 + call % 50, &stats));
                 batch.push(event("EventReleased", call, 7000 + call % 50, &stats));
             }
-            running.pipeline.submit(batch).await;
+            running
+                .pipeline
+                .submit(batch)
+                .await
+                .expect("no journal to fail");
             next += 4;
         }
         settle(&stats).await;
@@ -711,7 +869,8 @@ mod tests {
                 event("EventRinging", 1, 7001, &stats),
                 event("EventEstablished", 1, 7001, &stats),
             ])
-            .await;
+            .await
+            .expect("no journal to fail");
         settle(&stats).await;
         assert_eq!(running.stream.stats().live_calls, 1);
         wait_for("the stale call's release", || {
@@ -737,14 +896,16 @@ mod tests {
         running
             .pipeline
             .submit(vec![event("EventRinging", 1, 7001, &stats)])
-            .await;
+            .await
+            .expect("no journal to fail");
         // Events every 200 ms for 1.5 s keep it live.
         for _ in 0..8 {
             tokio::time::sleep(Duration::from_millis(200)).await;
             running
                 .pipeline
                 .submit(vec![event("EventAttachedDataChanged", 1, 7001, &stats)])
-                .await;
+                .await
+                .expect("no journal to fail");
             settle(&stats).await;
             assert_eq!(running.stream.stats().live_calls, 1);
         }
@@ -763,7 +924,11 @@ mod tests {
         let batch = (1..=5)
             .map(|call| event("EventRinging", call, 7000 + call, &stats))
             .collect();
-        running.pipeline.submit(batch).await;
+        running
+            .pipeline
+            .submit(batch)
+            .await
+            .expect("no journal to fail");
         settle(&stats).await;
         assert_eq!(running.stream.stats().live_calls, 2);
         assert_eq!(stats.applied.load(Ordering::Relaxed), 2);

@@ -96,6 +96,14 @@ pub struct ServeArgs {
     /// Browser origins allowed besides the --base-url's own, comma-separated (scheme://host[:port]).
     #[arg(long, env = "CALLGATE_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// Keep every accepted event in a journal in this folder: acks then mean "in the journal", and a
+    /// restart replays it (analytics.md, docs/journal.md). Without it the gateway runs in memory.
+    #[arg(long, env = "CALLGATE_JOURNAL")]
+    pub journal: Option<PathBuf>,
+    /// When the journal is synced to disk before events are acked: `always`, `batch` (at most every
+    /// 100 ms) or `never` (written to the OS only) [default: batch].
+    #[arg(long, env = "CALLGATE_JOURNAL_FSYNC", value_enum)]
+    pub journal_fsync: Option<crate::journal::live::Fsync>,
     /// A TOML file with any of these settings (keys as the flags: `listen`, `released-linger`, ...).
     #[arg(long, env = "CALLGATE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -129,6 +137,8 @@ struct FileConfig {
     ingest_tls_cert: Option<PathBuf>,
     ingest_tls_key: Option<PathBuf>,
     ingest_client_ca: Option<PathBuf>,
+    journal: Option<PathBuf>,
+    journal_fsync: Option<crate::journal::live::Fsync>,
 }
 
 /// Settings after merging every source.
@@ -176,6 +186,10 @@ pub struct ServeConfig {
     pub tls: Option<crate::tls::TlsFiles>,
     /// TLS of the ingest socket.
     pub ingest_tls: Option<crate::tls::TlsFiles>,
+    /// The journal's folder (none: in memory).
+    pub journal: Option<PathBuf>,
+    /// When the journal is synced.
+    pub journal_fsync: crate::journal::live::Fsync,
 }
 
 /// A settings problem (exit status 2).
@@ -301,6 +315,11 @@ impl ServeArgs {
                 self.ingest_tls_key.or(file.ingest_tls_key),
                 self.ingest_client_ca.or(file.ingest_client_ca),
             )?,
+            journal: self.journal.or(file.journal),
+            journal_fsync: self
+                .journal_fsync
+                .or(file.journal_fsync)
+                .unwrap_or(crate::journal::live::Fsync::Batch),
         })
     }
 }

@@ -63,6 +63,9 @@ pub enum ServeError {
     /// A task the gateway cannot work without died (the cause names it).
     #[error("{0}")]
     TaskDied(String),
+    /// The journal cannot be opened or replayed.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
 }
 
 /// The addresses the server bound.
@@ -184,7 +187,11 @@ pub async fn run(
 
     // Load the phone-number metadata and geocoding index now, not on the first event's hot path.
     let _ = crate::enrich::phone::build("+14155550100");
-    let epoch = epoch();
+    // With a journal the epoch is the journal's: a restart resumes the same stream (api.md).
+    let epoch = match &config.journal {
+        Some(dir) => crate::journal::epoch(dir, epoch)?,
+        None => epoch(),
+    };
     let renderer = Renderer::start(render_threads()).map_err(ServeError::Renderer)?;
     let stream = Arc::new(
         Stream::new(
@@ -214,6 +221,10 @@ pub async fn run(
         Arc::clone(&stream),
         &supervisor,
     );
+    if let Some(dir) = &config.journal {
+        recover(dir, config.journal_fsync, &pipeline, &supervisor).await?;
+    }
+    pipeline.start_clock(&supervisor);
 
     let cancel = CancellationToken::new();
     if config.pack_frames {
@@ -322,6 +333,45 @@ pub async fn run(
     Ok(())
 }
 
+/// Opens the journal in `dir` (cutting a torn tail), replays it through the pipeline, and attaches it for
+/// what comes next. The listeners are bound (the base URL may need their port) but accept nothing yet.
+async fn recover(
+    dir: &std::path::Path,
+    fsync: crate::journal::live::Fsync,
+    pipeline: &Arc<Pipeline>,
+    supervisor: &Supervisor,
+) -> Result<(), ServeError> {
+    let started = Instant::now();
+    let opened = crate::journal::open(dir, crate::journal::ROTATE_AT)?;
+    if let Some(repair) = &opened.repaired {
+        tracing::warn!(
+            segment = %repair.path.display(),
+            offset = repair.offset,
+            cut = repair.cut,
+            "journal: cut a torn last entry ({}); nothing after it had been acked",
+            repair.why
+        );
+    }
+    let replayed = pipeline.replay(dir, opened.first).await?;
+    if replayed.undecodable > 0 {
+        tracing::warn!(
+            skipped = replayed.undecodable,
+            "journal: entries that no longer decode were skipped"
+        );
+    }
+    tracing::info!(
+        events = replayed.events,
+        ticks = replayed.ticks,
+        last = replayed.last,
+        "journal {}: replayed in {:?}",
+        dir.display(),
+        started.elapsed()
+    );
+    let (journal, progress) = crate::journal::live::start(opened, fsync, supervisor)?;
+    pipeline.attach_journal(journal, progress).await;
+    Ok(())
+}
+
 /// Rereads the access file at every SIGHUP and puts it in force; a file that does not load keeps the
 /// one in force (access.md). Open connections recompute their scope from it at once.
 async fn reload_on_hangup(
@@ -418,13 +468,19 @@ async fn demo(pipeline: Arc<Pipeline>, cancel: CancellationToken) {
             () = cancel.cancelled() => break,
         }
         if let Ok(Decoded::Event(decoded)) = decode_line(event.line.as_bytes()) {
-            pipeline
+            let submitted = pipeline
                 .submit(vec![Submission {
                     event: decoded.into_owned(),
+                    line: bytes::Bytes::from(event.line.clone().into_bytes()),
                     stats: Arc::clone(&stats),
                     ingested: Instant::now(),
+                    arrival: None,
                 }])
                 .await;
+            if let Err(failed) = submitted {
+                tracing::error!("demo: stopped: {failed}");
+                break;
+            }
         }
     }
 }

@@ -1,0 +1,317 @@
+//! `serve --journal` (analytics.md, docs/journal.md): an acked event survives `kill -9`, and a restart
+//! replays the journal to the same calls, the same `epoch` and the same notification stream, `seq` by
+//! `seq`, as a gateway that never crashed; the T-Server's resend from its last ack adds nothing twice.
+
+mod support;
+
+use callgate::ingest::sim::{SimConfig, Simulator};
+use futures_util::SinkExt;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use support::{Gateway, Ws, next_json, temp_dir};
+use tokio_tungstenite::tungstenite::Message;
+
+const BASE_URL: &str = "http://callgate.test";
+
+/// A simulated hour of a small center: its lines and their EventSequenceNumbers.
+fn an_hour(seed: u64) -> Vec<(u64, String)> {
+    let config = SimConfig {
+        seed,
+        agents: 20,
+        queues: 2,
+        supervisors: 2,
+        calls_per_second: 0.1,
+        duration_secs: Some(3600.0),
+        ..SimConfig::default()
+    };
+    Simulator::new(config)
+        .map(|event| {
+            let value: Value = serde_json::from_str(&event.line).expect("JSON");
+            let sequence = value["EventSequenceNumber"]
+                .as_u64()
+                .expect("every simulated event is numbered");
+            (sequence, event.line)
+        })
+        .collect()
+}
+
+fn start(journal: Option<&Path>) -> Gateway {
+    let mut args = vec!["--base-url", BASE_URL];
+    if let Some(dir) = journal {
+        args.extend(["--journal", dir.to_str().expect("path")]);
+    }
+    Gateway::start(&args)
+}
+
+/// An ingest connection that reads its acks on a thread, as a T-Server does.
+struct TServer {
+    stream: TcpStream,
+    acks: std::sync::mpsc::Receiver<Value>,
+    last_ack: Option<u64>,
+}
+
+impl TServer {
+    fn connect(gateway: &Gateway) -> TServer {
+        let stream = TcpStream::connect(&gateway.ingest).expect("ingest connects");
+        let reader = stream.try_clone().expect("clone");
+        let (tx, acks) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(reader).lines() {
+                let Ok(line) = line else { return };
+                let Ok(reply) = serde_json::from_str::<Value>(&line) else {
+                    return;
+                };
+                if tx.send(reply).is_err() {
+                    return;
+                }
+            }
+        });
+        TServer {
+            stream,
+            acks,
+            last_ack: None,
+        }
+    }
+
+    fn send(&mut self, lines: &[(u64, String)]) {
+        let mut bytes = Vec::new();
+        for (_, line) in lines {
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.push(b'\n');
+        }
+        self.stream.write_all(&bytes).expect("events written");
+    }
+
+    /// Reads acks until one reaches `sequence` (or `wait` passes); the last ack seen.
+    fn acked_up_to(&mut self, sequence: u64, wait: Duration) -> Option<u64> {
+        let deadline = Instant::now() + wait;
+        while self.last_ack.is_none_or(|ack| ack < sequence) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(reply) = self.acks.recv_timeout(left) else {
+                break;
+            };
+            assert!(reply.get("error").is_none(), "{reply}");
+            if let Some(ack) = reply["ack"].as_u64() {
+                self.last_ack = Some(ack);
+            }
+        }
+        self.last_ack
+    }
+}
+
+/// Subscribes to calls and devices; the `subscribed` reply.
+async fn subscribe(gateway: &Gateway, since: Option<(&str, u64)>) -> (Ws, Value) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(gateway.ws_url())
+        .await
+        .expect("WebSocket");
+    let mut request = json!({"type":"subscribe","sub":"all","topics":["calls","devices"]});
+    if let Some((epoch, seq)) = since {
+        request["since"] = json!({"epoch": epoch, "seq": seq});
+    }
+    ws.send(Message::text(request.to_string()))
+        .await
+        .expect("subscribe");
+    loop {
+        let reply = next_json(&mut ws, Duration::from_secs(10))
+            .await
+            .expect("a reply");
+        if reply["type"] == "subscribed" {
+            return (ws, reply);
+        }
+    }
+}
+
+/// Notifications from `ws` until `seq` `last`: (seq, channel, data).
+async fn notifications_until(ws: &mut Ws, last: u64) -> Vec<(u64, Value, Value)> {
+    let mut got = Vec::new();
+    let mut seq = 0;
+    while seq < last {
+        let Some(message) = next_json(ws, Duration::from_secs(10)).await else {
+            break;
+        };
+        if message["type"] != "notification" {
+            continue;
+        }
+        seq = message["seq"].as_u64().expect("seq");
+        got.push((seq, message["channel"].clone(), message["data"].clone()));
+    }
+    got
+}
+
+/// The whole stream a gateway holds (resumed from seq 0), and where it ends.
+async fn whole_stream(gateway: &Gateway) -> (String, Vec<(u64, Value, Value)>) {
+    let (_, now) = subscribe(gateway, None).await;
+    let epoch = now["epoch"].as_str().expect("epoch").to_owned();
+    let last = now["seq"].as_u64().expect("seq");
+    let (mut ws, resumed) = subscribe(gateway, Some((&epoch, 0))).await;
+    assert_eq!(resumed["resumed"], true, "{resumed}");
+    let stream = notifications_until(&mut ws, last).await;
+    assert_eq!(stream.len() as u64, last, "every notification is held");
+    (epoch, stream)
+}
+
+fn calls(gateway: &Gateway) -> Value {
+    let (status, body) = gateway.get("/api/v2/calls");
+    assert_eq!(status, 200);
+    serde_json::from_str(&body).expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acked_event_survives_kill_9_and_the_restart_goes_on_with_the_same_stream() {
+    let lines = an_hour(11);
+    let last = lines.last().expect("events").0;
+
+    // What a gateway that never crashed makes of the hour.
+    let reference = start(None);
+    let mut feeder = TServer::connect(&reference);
+    feeder.send(&lines);
+    assert_eq!(
+        feeder.acked_up_to(last, Duration::from_secs(60)),
+        Some(last)
+    );
+    let (_, want) = whole_stream(&reference).await;
+    let want_calls = calls(&reference);
+    drop(reference);
+
+    // The journaled gateway takes 60% with acks, then the rest, and is killed at once.
+    let dir = temp_dir("journal-kill");
+    let first = start(Some(&dir));
+    let (mut live, subscribed) = subscribe(&first, None).await;
+    let epoch = subscribed["epoch"].as_str().expect("epoch").to_owned();
+    let split = lines.len() * 6 / 10;
+    let mut tserver = TServer::connect(&first);
+    tserver.send(&lines[..split]);
+    let acked = tserver.acked_up_to(lines[split - 1].0, Duration::from_secs(60));
+    assert_eq!(acked, Some(lines[split - 1].0));
+    tserver.send(&lines[split..]);
+    let mut first = first;
+    first.child.kill().expect("kill -9");
+    first.child.wait().expect("reaped");
+    let acked = tserver.acked_up_to(u64::MAX, Duration::from_millis(300));
+    let acked = acked.expect("acks");
+    eprintln!(
+        "acked {acked} of {last} (split at {}) before the kill",
+        lines[split - 1].0
+    );
+    // What the live client got before the kill (it may have coalesced: each seq it has is checked).
+    let seen = notifications_until(&mut live, u64::MAX).await;
+    assert!(!seen.is_empty());
+
+    // Restarted on the same journal, the T-Server resends from its last ack.
+    let second = start(Some(&dir));
+    let mut resend = TServer::connect(&second);
+    let after: Vec<(u64, String)> = lines
+        .iter()
+        .filter(|(seq, _)| *seq > acked)
+        .cloned()
+        .collect();
+    resend.send(&after);
+    assert_eq!(
+        resend.acked_up_to(last, Duration::from_secs(60)),
+        Some(last)
+    );
+
+    let (epoch_after, got) = whole_stream(&second).await;
+    assert_eq!(epoch_after, epoch, "the journal keeps the epoch");
+    assert_eq!(got.len(), want.len(), "no notification missing or doubled");
+    for (got, want) in got.iter().zip(&want) {
+        assert_eq!(got, want, "seq {}", want.0);
+    }
+    // What the crashed gateway had already delivered is what the stream holds under those seqs.
+    for notification in &seen {
+        assert_eq!(Some(notification), want.get(notification.0 as usize - 1));
+    }
+    assert_eq!(calls(&second), want_calls);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Kill points: `CALLGATE_KILL_POINTS` (default 10) restarts, each `kill -9` at a random moment while
+/// events flow; the seed is printed (`CALLGATE_KILL_SEED` repeats a run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_kills_at_random_points_lose_and_double_nothing() {
+    let points: usize = std::env::var("CALLGATE_KILL_POINTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let seed: u64 = std::env::var("CALLGATE_KILL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("kill points: {points}, CALLGATE_KILL_SEED={seed}");
+    let mut random = seed | 1;
+    let mut next = move |below: u64| {
+        // xorshift64: enough to spread the kill points.
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        random % below.max(1)
+    };
+    let lines = an_hour(23);
+    let last = lines.last().expect("events").0;
+    let reference = start(None);
+    let mut feeder = TServer::connect(&reference);
+    feeder.send(&lines);
+    assert_eq!(
+        feeder.acked_up_to(last, Duration::from_secs(60)),
+        Some(last)
+    );
+    let (_, want) = whole_stream(&reference).await;
+    let want_calls = calls(&reference);
+    drop(reference);
+
+    let dir = temp_dir("journal-kills");
+    let mut acked = 0;
+    let mut epoch: Option<String> = None;
+    for point in 0..points {
+        let mut gateway = start(Some(&dir));
+        let (_, subscribed) = subscribe(&gateway, None).await;
+        let this_epoch = subscribed["epoch"].as_str().expect("epoch").to_owned();
+        assert_eq!(epoch.get_or_insert(this_epoch.clone()), &this_epoch);
+        let mut tserver = TServer::connect(&gateway);
+        let rest: Vec<(u64, String)> = lines.iter().filter(|(s, _)| *s > acked).cloned().collect();
+        // A random share of the rest (about twice its fair share of the points left), in chunks of
+        // random size and pace; the kill comes a random moment after.
+        let share = (2 * rest.len() / (points - point)).max(1) as u64;
+        let sent = (1 + next(share) as usize).min(rest.len());
+        let chunk = (1 + next(200) as usize).min(sent.max(1));
+        for part in rest[..sent].chunks(chunk) {
+            tserver.send(part);
+            tokio::time::sleep(Duration::from_millis(next(5))).await;
+        }
+        tokio::time::sleep(Duration::from_millis(next(120))).await;
+        gateway.child.kill().expect("kill -9");
+        gateway.child.wait().expect("reaped");
+        if let Some(ack) = tserver.acked_up_to(u64::MAX, Duration::from_millis(200)) {
+            assert!(ack >= acked, "acks never go back");
+            acked = ack;
+        }
+        eprintln!("kill point {point}: acked {acked} of {last}");
+    }
+    let gateway = start(Some(&dir));
+    let mut tserver = TServer::connect(&gateway);
+    let rest: Vec<(u64, String)> = lines.iter().filter(|(s, _)| *s > acked).cloned().collect();
+    if !rest.is_empty() {
+        tserver.send(&rest);
+        assert_eq!(
+            tserver.acked_up_to(last, Duration::from_secs(60)),
+            Some(last)
+        );
+    }
+    let (final_epoch, got) = whole_stream(&gateway).await;
+    if let Some(epoch) = &epoch {
+        assert_eq!(&final_epoch, epoch);
+    }
+    assert_eq!(got.len(), want.len(), "no notification missing or doubled");
+    for (got, want) in got.iter().zip(&want) {
+        assert_eq!(got, want, "seq {} (CALLGATE_KILL_SEED={seed})", want.0);
+    }
+    assert_eq!(calls(&gateway), want_calls);
+    let _ = std::fs::remove_dir_all(&dir);
+}
