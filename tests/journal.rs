@@ -85,6 +85,21 @@ impl TServer {
         self.stream.write_all(&bytes).expect("events written");
     }
 
+    /// Reads replies until an error line (returned) or `wait` passes; the last ack is kept.
+    fn until_error(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let reply = self.acks.recv_timeout(left).ok()?;
+            if let Some(ack) = reply["ack"].as_u64() {
+                self.last_ack = Some(ack);
+            }
+            if reply.get("error").is_some() {
+                return Some(reply);
+            }
+        }
+    }
+
     /// Reads acks until one reaches `sequence` (or `wait` passes); the last ack seen.
     fn acked_up_to(&mut self, sequence: u64, wait: Duration) -> Option<u64> {
         let deadline = Instant::now() + wait;
@@ -313,5 +328,120 @@ async fn repeated_kills_at_random_points_lose_and_double_nothing() {
         assert_eq!(got, want, "seq {} (CALLGATE_KILL_SEED={seed})", want.0);
     }
     assert_eq!(calls(&gateway), want_calls);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A full disk (here a file-size limit, `prlimit --fsize`) refuses new events with an error that names
+/// the journal, keeps the gateway up, and loses nothing acked: restarted with room, the T-Server's resend
+/// from its last ack gives the stream of a gateway that never ran short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_new_events_and_loses_nothing_acked() {
+    let lines = an_hour(31);
+    let last = lines.last().expect("events").0;
+    let reference = start(None);
+    let mut feeder = TServer::connect(&reference);
+    feeder.send(&lines);
+    assert_eq!(
+        feeder.acked_up_to(last, Duration::from_secs(60)),
+        Some(last)
+    );
+    let (_, want) = whole_stream(&reference).await;
+    drop(reference);
+
+    let dir = temp_dir("journal-full");
+    let mut limited = std::process::Command::new("prlimit");
+    limited.args(["--fsize=200000", "--", env!("CARGO_BIN_EXE_callgate")]);
+    let full = Gateway::spawn_command(
+        limited,
+        &[
+            "--base-url",
+            BASE_URL,
+            "--journal",
+            dir.to_str().expect("path"),
+        ],
+    );
+    let mut tserver = TServer::connect(&full);
+    tserver.send(&lines);
+    let error = tserver
+        .until_error(Duration::from_secs(30))
+        .expect("an error line");
+    let message = error["error"].as_str().expect("a message");
+    assert!(
+        message.contains("journal") && message.contains("File too large"),
+        "{message}"
+    );
+    let acked = tserver.last_ack.unwrap_or(0);
+    assert!(acked < last, "the limit is reached within the hour");
+    // Up, and still refusing what does not fit: the T-Server, reconnected, resends from its last ack.
+    assert_eq!(full.get("/healthz").0, 200);
+    let mut again = TServer::connect(&full);
+    let rest: Vec<(u64, String)> = lines.iter().filter(|(s, _)| *s > acked).cloned().collect();
+    again.send(&rest);
+    let refused = again.until_error(Duration::from_secs(10));
+    assert!(refused.is_some(), "last ack {:?}", again.last_ack);
+    let acked = again.last_ack.unwrap_or(0).max(acked);
+    assert!(full.metric("callgate_journal_refused_total").unwrap_or(0.0) > 0.0);
+    drop(full);
+
+    let roomy = start(Some(&dir));
+    let mut resend = TServer::connect(&roomy);
+    let rest: Vec<(u64, String)> = lines.iter().filter(|(s, _)| *s > acked).cloned().collect();
+    resend.send(&rest);
+    assert_eq!(
+        resend.acked_up_to(last, Duration::from_secs(60)),
+        Some(last)
+    );
+    let (_, got) = whole_stream(&roomy).await;
+    assert_eq!(got.len(), want.len(), "no notification missing or doubled");
+    for (got, want) in got.iter().zip(&want) {
+        assert_eq!(got, want, "seq {}", want.0);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A torn last entry (a crash in the middle of a write) is cut at the restart, which then holds every
+/// event acked before; a graceful stop with a journal exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_last_entry_is_cut_and_everything_acked_is_back() {
+    let lines = an_hour(41);
+    let last = lines.last().expect("events").0;
+    let dir = temp_dir("journal-torn");
+    let first = start(Some(&dir));
+    let mut tserver = TServer::connect(&first);
+    tserver.send(&lines);
+    assert_eq!(
+        tserver.acked_up_to(last, Duration::from_secs(60)),
+        Some(last)
+    );
+    let (epoch, before) = whole_stream(&first).await;
+    let before_calls = calls(&first);
+    assert!(first.terminate().success(), "a graceful stop exits 0");
+
+    let segments: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .expect("journal folder")
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "log"))
+        .collect();
+    let last_segment = segments.iter().max().expect("a segment");
+    let length = std::fs::metadata(last_segment).expect("segment").len();
+    // A header that announces 300 bytes, and only 40 of them.
+    let mut torn = std::fs::OpenOptions::new()
+        .append(true)
+        .open(last_segment)
+        .expect("segment");
+    torn.write_all(&300u32.to_le_bytes()).expect("torn");
+    torn.write_all(&[0x5a; 44]).expect("torn");
+    drop(torn);
+
+    let second = start(Some(&dir));
+    assert_eq!(
+        std::fs::metadata(last_segment).expect("segment").len(),
+        length,
+        "cut back to the last whole entry"
+    );
+    let (epoch_after, after) = whole_stream(&second).await;
+    assert_eq!(epoch_after, epoch);
+    assert_eq!(after, before);
+    assert_eq!(calls(&second), before_calls);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -41,7 +41,8 @@ struct Shared {
     durable: watch::Sender<Position>,
     /// Set when the admitter's side is gone: the thread syncs a last time and ends.
     closed: AtomicBool,
-    /// Set when a write failed: the thread ends with the error, and the gateway with it.
+    /// Set when the journal can no longer be trusted (a failed sync, a rotated segment that cannot be
+    /// reopened): the thread ends with the error, and the gateway with it.
     failed: Mutex<Option<String>>,
     /// The sync thread, to wake.
     thread: OnceLock<std::thread::Thread>,
@@ -104,9 +105,10 @@ impl Journal {
         self.writer.next_position() - 1
     }
 
-    /// Writes what was appended to the OS and wakes the sync thread. A failure is final: the entries
-    /// appended since the last write are dropped (the caller must not apply them), every later call fails,
-    /// and the sync thread ends the gateway (docs/journal.md, "Full disk").
+    /// Writes what was appended to the OS and wakes the sync thread. When the write fails (a full disk)
+    /// the entries appended since the last write are dropped, their positions given again, and the caller
+    /// must not apply them; later writes are tried again. After a failed sync every write fails: the
+    /// sync thread ends the gateway (docs/journal.md).
     pub fn write(&mut self) -> Result<(), Failed> {
         if let Some(reason) = lock(&self.shared.failed).as_ref() {
             return Err(Failed(reason.clone()));
@@ -115,10 +117,7 @@ impl Journal {
             return Ok(());
         }
         if let Err(error) = self.writer.write() {
-            let reason = error.to_string();
-            *lock(&self.shared.failed) = Some(reason.clone());
-            self.shared.wake();
-            return Err(Failed(reason));
+            return Err(Failed(error.to_string()));
         }
         if self.writer.segment_first() != self.segment {
             // Rotated: the old segment was synced by the writer; the thread syncs the new one from now.

@@ -222,6 +222,12 @@ pub async fn run(
         &supervisor,
     );
     if let Some(dir) = &config.journal {
+        // Past a file-size limit (`ulimit -f`) a write then fails with EFBIG, and the journal refuses the
+        // events, rather than the signal killing the gateway. tokio's handler stays for the process.
+        let file_size = tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ);
+        if let Err(error) = tokio::signal::unix::signal(file_size) {
+            tracing::warn!("SIGXFSZ cannot be caught: {error}");
+        }
         recover(dir, config.journal_fsync, &pipeline, &supervisor).await?;
     }
     pipeline.start_clock(&supervisor);

@@ -24,7 +24,15 @@ impl Gateway {
     /// Starts `callgate serve` on port 0 with extra flags, extra environment and `stderr` as given;
     /// waits for the ready line.
     pub fn spawn(extra: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Gateway {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_callgate"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_callgate"));
+        command.envs(env.iter().copied()).stderr(stderr);
+        Self::spawn_command(command, extra)
+    }
+
+    /// Starts `command` (the callgate binary, or a program that runs it, such as `prlimit ... --
+    /// callgate`) with `serve` on port 0 and extra flags; waits for the ready line.
+    pub fn spawn_command(mut command: Command, extra: &[&str]) -> Gateway {
+        let mut child = command
             .args([
                 "serve",
                 "--listen",
@@ -34,9 +42,7 @@ impl Gateway {
             ])
             .args(extra)
             .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(stderr)
             .spawn()
             .expect("callgate serve starts");
         let stdout = child.stdout.take().expect("stdout");
