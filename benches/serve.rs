@@ -16,6 +16,8 @@
 //! - `scope-cost`: the latency matrix and saturation runs in open mode and with a 10,000-user access file;
 //! - `cometd-compare`: CometD long-polling to 1,000 sessions, callgate against `cometd-nodejs-server`;
 //! - `cometd-idle-memory`: resident memory per idle CometD long-polling session at 10,000 sessions;
+//! - `journal-ingest`, `journal-recovery`: issue 13's (ingest with `--journal` against in memory, and
+//!   the replay of a 1,000,000-event journal at restart);
 //! - diagnostics: `latency` (one 10 s cell), `light`, `agents-only`, `pipeline-only`.
 //!
 //! `BENCH_QUICK=1` shrinks every count and duration (about a tenth) to check that the scenarios work;
@@ -1073,8 +1075,18 @@ async fn pipeline_only(rate: u64) {
 /// 1,000 agents, write `events` events each as fast as possible; no WebSocket client. The rate is every
 /// event over the time until the last connection's final acknowledgement, which the gateway writes only
 /// after its reducer has taken all of that connection's events.
-async fn ingest_throughput(connections: usize, events: usize) {
-    let gateway = Gateway::start();
+async fn ingest_throughput(connections: usize, events: usize) -> f64 {
+    ingest_throughput_with(&[], "ingest", connections, events).await
+}
+
+/// Ingest throughput of a gateway started with `extra` flags (labelled `label`): events/s.
+async fn ingest_throughput_with(
+    extra: &[&str],
+    label: &str,
+    connections: usize,
+    events: usize,
+) -> f64 {
+    let gateway = Gateway::start_with(extra);
     let feeds: Vec<Arc<Vec<u8>>> = (0..connections)
         .map(|i| {
             let config = callgate::ingest::sim::SimConfig {
@@ -1115,10 +1127,95 @@ async fn ingest_throughput(connections: usize, events: usize) {
     let client_cpu = cpu_seconds_of("self") - client_before;
     let total = (connections * events) as f64;
     println!(
-        "ingest: {connections} connections × {events} events, no WebSocket client: {total:.0} events in {elapsed:.2} s = {:.0} events/s; final acks: {applied} applied, {duplicates} duplicates, {rejected} rejected; CPU: gateway {gateway_cpu:.2} s ({:.2} us/event), client {client_cpu:.2} s",
+        "{label}: {connections} connections × {events} events, no WebSocket client: {total:.0} events in {elapsed:.2} s = {:.0} events/s; final acks: {applied} applied, {duplicates} duplicates, {rejected} rejected; CPU: gateway {gateway_cpu:.2} s ({:.2} us/event), client {client_cpu:.2} s",
         total / elapsed,
         gateway_cpu * 1e6 / total,
     );
+    total / elapsed
+}
+
+/// Issue 13: ingest throughput with `--journal` (fsync batch, and always) against in memory, in one run,
+/// alternating the modes so that the machine's drift touches them alike; medians and ratios.
+async fn journal_ingest() {
+    let (connections, events) = (4, sized(250_000, 25_000));
+    let rounds = sized(3, 1);
+    let mut memory = Vec::new();
+    let mut batch = Vec::new();
+    let mut always = Vec::new();
+    for round in 0..rounds {
+        memory.push(
+            ingest_throughput_with(&[], "journal-ingest: in memory", connections, events).await,
+        );
+        for (fsync, figures) in [("batch", &mut batch), ("always", &mut always)] {
+            let dir = bench_dir(&format!("journal-{fsync}-{round}"));
+            let flags = [
+                "--journal",
+                dir.to_str().expect("path"),
+                "--journal-fsync",
+                fsync,
+            ];
+            let label = format!("journal-ingest: --journal-fsync {fsync}");
+            figures.push(ingest_throughput_with(&flags, &label, connections, events).await);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    let (memory, batch, always) = (median(&mut memory), median(&mut batch), median(&mut always));
+    println!(
+        "journal-ingest ({rounds} rounds, medians): in memory {memory:.0} events/s; --journal (fsync batch) {batch:.0} events/s = {:.2} of in memory (target >= 0.70); --journal-fsync always {always:.0} events/s = {:.2}",
+        batch / memory,
+        always / memory
+    );
+}
+
+/// Issue 13: how long a restart takes to replay a journal of 1,000,000 events (4 T-Servers' traffic)
+/// before it is ready.
+async fn journal_recovery() {
+    let (connections, events) = (4, sized(250_000, 25_000));
+    let dir = bench_dir("journal-recovery");
+    let flags = ["--journal", dir.to_str().expect("path")];
+    ingest_throughput_with(&flags, "journal-recovery: filling", connections, events).await;
+    let bytes: u64 = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok()?.metadata().ok())
+                .map(|metadata| metadata.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    let rounds = sized(3, 1);
+    let mut seconds = Vec::new();
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let gateway = Gateway::start_with(&flags);
+        seconds.push(started.elapsed().as_secs_f64());
+        let calls = gateway.metric("callgate_live_calls").unwrap_or(0.0);
+        drop(gateway);
+        println!(
+            "journal-recovery: ready {:.2} s after start ({calls:.0} live calls back)",
+            seconds.last().copied().unwrap_or(0.0)
+        );
+    }
+    let total = (connections * events) as f64;
+    let median_seconds = median(&mut seconds);
+    println!(
+        "journal-recovery: {total:.0} events ({:.0} MB of journal) replayed, ready in {median_seconds:.2} s (median of {rounds}) = {:.0} events/s (target >= 500,000)",
+        bytes as f64 / 1e6,
+        total / median_seconds
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A fresh folder under the temp folder for a bench's files.
+fn bench_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("callgate-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// The median of `values` (sorted in place).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// The notifications/s target of the fanout-p99 runs becomes this many events/s (the simulator's traffic
@@ -2268,6 +2365,8 @@ const SUITE: &[&str] = &[
     "scope-cost",
     "cometd-compare",
     "cometd-idle-memory",
+    "journal-ingest",
+    "journal-recovery",
 ];
 
 /// Diagnostic scenarios, run by name or with `all`.
@@ -2358,6 +2457,12 @@ fn main() {
         }
         if runs("cometd-compare") {
             cometd_compare().await;
+        }
+        if runs("journal-ingest") {
+            journal_ingest().await;
+        }
+        if runs("journal-recovery") {
+            journal_recovery().await;
         }
         if runs("cometd-idle-memory") {
             cometd_idle_memory(sized(10_000, 1_000)).await;
