@@ -168,6 +168,32 @@ async fn whole_stream(gateway: &Gateway) -> (String, Vec<(u64, Value, Value)>) {
     (epoch, stream)
 }
 
+/// What a gateway that never crashed makes of `lines`: its whole stream and its calls.
+async fn reference(lines: &[(u64, String)]) -> (Vec<(u64, Value, Value)>, Value) {
+    let last = lines.last().expect("events").0;
+    let reference = start(None);
+    let mut feeder = TServer::connect(&reference);
+    feeder.send(lines);
+    assert_eq!(
+        feeder.acked_up_to(last, Duration::from_secs(60)),
+        Some(last)
+    );
+    let (_, stream) = whole_stream(&reference).await;
+    (stream, calls(&reference))
+}
+
+/// `got` is `want`, notification by notification (`context` says how to repeat the run).
+fn same_stream(got: &[(u64, Value, Value)], want: &[(u64, Value, Value)], context: &str) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "no notification missing or doubled {context}"
+    );
+    for (got, want) in got.iter().zip(want) {
+        assert_eq!(got, want, "seq {} {context}", want.0);
+    }
+}
+
 fn calls(gateway: &Gateway) -> Value {
     let (status, body) = gateway.get("/api/v2/calls");
     assert_eq!(status, 200);
@@ -179,17 +205,7 @@ async fn an_acked_event_survives_kill_9_and_the_restart_goes_on_with_the_same_st
     let lines = an_hour(11);
     let last = lines.last().expect("events").0;
 
-    // What a gateway that never crashed makes of the hour.
-    let reference = start(None);
-    let mut feeder = TServer::connect(&reference);
-    feeder.send(&lines);
-    assert_eq!(
-        feeder.acked_up_to(last, Duration::from_secs(60)),
-        Some(last)
-    );
-    let (_, want) = whole_stream(&reference).await;
-    let want_calls = calls(&reference);
-    drop(reference);
+    let (want, want_calls) = reference(&lines).await;
 
     // The journaled gateway takes 60% with acks, then the rest, and is killed at once.
     let dir = temp_dir("journal-kill");
@@ -231,10 +247,7 @@ async fn an_acked_event_survives_kill_9_and_the_restart_goes_on_with_the_same_st
 
     let (epoch_after, got) = whole_stream(&second).await;
     assert_eq!(epoch_after, epoch, "the journal keeps the epoch");
-    assert_eq!(got.len(), want.len(), "no notification missing or doubled");
-    for (got, want) in got.iter().zip(&want) {
-        assert_eq!(got, want, "seq {}", want.0);
-    }
+    same_stream(&got, &want, "");
     // What the crashed gateway had already delivered is what the stream holds under those seqs.
     for notification in &seen {
         assert_eq!(Some(notification), want.get(notification.0 as usize - 1));
@@ -270,16 +283,7 @@ async fn repeated_kills_at_random_points_lose_and_double_nothing() {
     };
     let lines = an_hour(23);
     let last = lines.last().expect("events").0;
-    let reference = start(None);
-    let mut feeder = TServer::connect(&reference);
-    feeder.send(&lines);
-    assert_eq!(
-        feeder.acked_up_to(last, Duration::from_secs(60)),
-        Some(last)
-    );
-    let (_, want) = whole_stream(&reference).await;
-    let want_calls = calls(&reference);
-    drop(reference);
+    let (want, want_calls) = reference(&lines).await;
 
     let dir = temp_dir("journal-kills");
     let mut acked = 0;
@@ -323,10 +327,7 @@ async fn repeated_kills_at_random_points_lose_and_double_nothing() {
     if let Some(epoch) = &epoch {
         assert_eq!(&final_epoch, epoch);
     }
-    assert_eq!(got.len(), want.len(), "no notification missing or doubled");
-    for (got, want) in got.iter().zip(&want) {
-        assert_eq!(got, want, "seq {} (CALLGATE_KILL_SEED={seed})", want.0);
-    }
+    same_stream(&got, &want, &format!("CALLGATE_KILL_SEED={seed}"));
     assert_eq!(calls(&gateway), want_calls);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -338,15 +339,7 @@ async fn repeated_kills_at_random_points_lose_and_double_nothing() {
 async fn a_full_disk_refuses_new_events_and_loses_nothing_acked() {
     let lines = an_hour(31);
     let last = lines.last().expect("events").0;
-    let reference = start(None);
-    let mut feeder = TServer::connect(&reference);
-    feeder.send(&lines);
-    assert_eq!(
-        feeder.acked_up_to(last, Duration::from_secs(60)),
-        Some(last)
-    );
-    let (_, want) = whole_stream(&reference).await;
-    drop(reference);
+    let (want, _) = reference(&lines).await;
 
     let dir = temp_dir("journal-full");
     let mut limited = std::process::Command::new("prlimit");
@@ -392,10 +385,7 @@ async fn a_full_disk_refuses_new_events_and_loses_nothing_acked() {
         Some(last)
     );
     let (_, got) = whole_stream(&roomy).await;
-    assert_eq!(got.len(), want.len(), "no notification missing or doubled");
-    for (got, want) in got.iter().zip(&want) {
-        assert_eq!(got, want, "seq {}", want.0);
-    }
+    same_stream(&got, &want, "");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
