@@ -1203,6 +1203,36 @@ async fn journal_recovery() {
         total / median_seconds
     );
     let _ = std::fs::remove_dir_all(&dir);
+    journal_recovery_live_calls(sized(100_000, 10_000), rounds).await;
+}
+
+/// Issue 13: how long a restart takes to bring back `calls` live (answered) calls from the journal.
+async fn journal_recovery_live_calls(calls: u64, rounds: usize) {
+    let dir = bench_dir("journal-recovery-live");
+    let flags = [
+        "--journal",
+        dir.to_str().expect("path"),
+        "--max-calls",
+        "1000000",
+    ];
+    {
+        let gateway = Gateway::start_with(&flags);
+        feed_until_acked(gateway.ingest.clone(), answered_calls(0..calls)).await;
+    }
+    let mut seconds = Vec::new();
+    let mut live = 0.0;
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let gateway = Gateway::start_with(&flags);
+        seconds.push(started.elapsed().as_secs_f64());
+        live = gateway.metric("callgate_live_calls").unwrap_or(f64::NAN);
+    }
+    println!(
+        "journal-recovery: {calls} live calls ({:.0} back): ready in {:.2} s (median of {rounds})",
+        live,
+        median(&mut seconds)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A fresh folder under the temp folder for a bench's files.
