@@ -435,3 +435,38 @@ async fn a_torn_last_entry_is_cut_and_everything_acked_is_back() {
     assert_eq!(calls(&second), before_calls);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `serve --demo --journal`: restarted, the demo resumes the same simulated day, so its events are not
+/// taken for another run's (no orphans) and the stream goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_resumes_its_simulated_day_after_a_restart() {
+    let dir = temp_dir("journal-demo");
+    let flags = ["--demo", "--journal", dir.to_str().expect("path")];
+    let first = Gateway::start(&flags);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while first.metric("callgate_seq").unwrap_or(0.0) < 20.0 {
+        assert!(Instant::now() < deadline, "the demo makes notifications");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seq_before = first.metric("callgate_seq").unwrap_or(0.0);
+    assert!(first.terminate().success());
+    let second = Gateway::start(&flags);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let orphans = second
+        .metric(r#"callgate_events_total{outcome="orphan"}"#)
+        .unwrap_or(0.0);
+    assert_eq!(
+        orphans, 0.0,
+        "the resumed demo's events fit the replayed calls"
+    );
+    assert!(
+        second
+            .metric(r#"callgate_events_total{outcome="duplicate"}"#)
+            .unwrap_or(0.0)
+            > 0.0,
+        "what the journal holds comes again and is skipped"
+    );
+    assert!(second.metric("callgate_seq").unwrap_or(0.0) >= seq_before);
+    assert!(second.metric("callgate_live_calls").unwrap_or(0.0) > 0.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -300,7 +300,11 @@ pub async fn run(
         ),
     );
     if config.demo {
-        connections.spawn(demo(Arc::clone(&pipeline), cancel.clone()));
+        connections.spawn(demo(
+            Arc::clone(&pipeline),
+            cancel.clone(),
+            config.journal.clone(),
+        ));
     }
 
     ready.store(true, Ordering::Release);
@@ -337,6 +341,22 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The demo simulation's seed and start kept in the journal's folder, or `fresh` (then kept).
+fn demo_origin(dir: &std::path::Path, fresh: (u64, i64)) -> std::io::Result<(u64, i64)> {
+    let path = dir.join("demo");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let mut words = text.split_whitespace();
+        if let (Some(Ok(seed)), Some(Ok(start))) = (
+            words.next().map(str::parse::<u64>),
+            words.next().map(str::parse::<i64>),
+        ) {
+            return Ok((seed, start));
+        }
+    }
+    std::fs::write(&path, format!("{} {}\n", fresh.0, fresh.1))?;
+    Ok(fresh)
 }
 
 /// Opens the journal in `dir` (cutting a torn tail), replays it through the pipeline, and attaches it for
@@ -442,17 +462,33 @@ fn epoch() -> String {
     format!("{:x}-{:x}", nanos as u64, std::process::id())
 }
 
-/// `--demo`: a small contact center, simulated in real time, fed straight into the pipeline.
 /// How much simulated history `--demo` has at start.
 const DEMO_HISTORY_MICROS: i64 = 120_000_000;
 
-async fn demo(pipeline: Arc<Pipeline>, cancel: CancellationToken) {
+/// `--demo`: a small contact center, simulated in real time, fed straight into the pipeline. With a
+/// journal, the simulation's seed and start are kept beside it (`demo` in its folder), so a restart
+/// resumes the same simulated day: the events the journal holds come again and are skipped as
+/// duplicates, and the rest follow in real time. (A fresh simulation would number its events from 1
+/// again, and the gateway would take them for duplicates of the last run's.)
+async fn demo(
+    pipeline: Arc<Pipeline>,
+    cancel: CancellationToken,
+    journal: Option<std::path::PathBuf>,
+) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_micros()).unwrap_or(0))
         .unwrap_or(0);
+    let fresh = (u64::try_from(now).unwrap_or(1), now - DEMO_HISTORY_MICROS);
+    let (seed, start) = match &journal {
+        Some(dir) => demo_origin(dir, fresh).unwrap_or_else(|error| {
+            tracing::warn!("demo: a fresh simulation, as {}: {error}", dir.display());
+            fresh
+        }),
+        None => fresh,
+    };
     let config = SimConfig {
-        seed: u64::try_from(now).unwrap_or(1),
+        seed,
         agents: 20,
         queues: 2,
         supervisors: 2,
@@ -460,7 +496,7 @@ async fn demo(pipeline: Arc<Pipeline>, cancel: CancellationToken) {
         talk_secs: 60.0,
         // The center opened two minutes ago: that history is fed at once, so the first look at the demo
         // finds calls in progress rather than an empty center waiting for its first caller.
-        start: now - DEMO_HISTORY_MICROS,
+        start,
         ..SimConfig::default()
     };
     let stats = Arc::new(ConnStats::default());
