@@ -477,12 +477,15 @@ impl Pipeline {
         (hasher.finish() % self.shard_count as u64) as usize
     }
 
-    /// Stops taking events: closes the channels so the shards and the publisher finish what they have.
+    /// Stops taking events: closes the channels so the shards and the publisher finish what they have, and
+    /// the journal.
     pub async fn close(&self) {
         let mut admitter = self.admitter.lock().await;
         admitter.shards.clear();
         let (closed, _) = mpsc::channel(1);
         admitter.tickets = closed;
+        // Dropping the journal's end lets its sync thread make a last sync and stop.
+        admitter.journal = None;
     }
 }
 
