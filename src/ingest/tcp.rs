@@ -145,6 +145,9 @@ struct AckState {
     dropped: u64,
 }
 
+/// Batches of one connection waiting for the journal to be durable, at most (then they merge).
+const MAX_PENDING_BATCHES: usize = 1024;
+
 /// With `--journal`: the connection's batches whose journal position is not durable yet, and the highest
 /// EventSequenceNumber of those that are. An event is acked once taken by the reducer *and* durable.
 struct Durability {
@@ -156,8 +159,14 @@ struct Durability {
 
 impl Durability {
     fn submitted(&mut self, position: Position, highest: Option<u64>) {
-        // One entry per batch read, each at least one event: bounded by the batches in flight, which the
-        // pipeline's queues bound.
+        // Bounded whatever the disk does: past the bound the newest entry absorbs this batch (the later
+        // position, the higher number), which only delays acks, never gives one early.
+        if self.pending.len() >= MAX_PENDING_BATCHES
+            && let Some(newest) = self.pending.back_mut()
+        {
+            *newest = (position, newest.1.max(highest));
+            return;
+        }
         self.pending.push_back((position, highest));
     }
 
