@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod enrich;
 pub mod event;
 pub mod ingest;
+pub mod jetstream;
 pub mod journal;
 pub mod json;
 pub mod pipeline;

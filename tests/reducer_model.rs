@@ -1456,7 +1456,7 @@ impl Flow {
             if self.calls[call].legs[leg].state != "Released" {
                 let own = self.calls[call].legs[leg].dn == muted;
                 // The muted party's own copy sometimes carries no OtherDN at all.
-                let extra = if own && who % 2 == 0 {
+                let extra = if own && who.is_multiple_of(2) {
                     json!({"OtherDN": null})
                 } else {
                     json!({ "OtherDN": muted })

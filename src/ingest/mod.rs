@@ -3,6 +3,7 @@
 //! the pipeline).
 
 pub mod framing;
+pub mod intake;
 pub mod lines;
 pub mod sim;
 pub mod tcp;

@@ -12,12 +12,13 @@
 //! source can neither write nor advance the sequence numbers of another's T-Server.
 
 use super::framing::{Frame, LineFramer, MAX_LINE_BYTES};
+use super::intake::Intake;
 use super::lines::{Line, decode_frame};
 use crate::access::{Gate, IngestSource};
 use crate::journal::Position;
 use crate::journal::live::Progress;
 use crate::json::write_json_str;
-use crate::pipeline::{ConnStats, Pipeline, Submission};
+use crate::pipeline::{ConnStats, Submission};
 use crate::reduce::{Disposition, IgnoreReason};
 use bytes::BytesMut;
 use std::collections::VecDeque;
@@ -52,7 +53,7 @@ const KEEPALIVE_PROBES: u32 = 3;
 /// Accepts ingest connections until `cancel`; each runs on `tracker`.
 pub async fn serve(
     listener: TcpListener,
-    pipeline: Arc<Pipeline>,
+    intake: Arc<Intake>,
     max_connections: usize,
     gate: Arc<Gate>,
     tls: Option<Arc<crate::tls::Tls>>,
@@ -83,7 +84,7 @@ pub async fn serve(
         };
         configure(&stream);
         metrics::gauge!("callgate_ingest_connections").increment(1.0);
-        let pipeline = Arc::clone(&pipeline);
+        let intake = Arc::clone(&intake);
         let cancel = cancel.clone();
         let gate = Arc::clone(&gate);
         let tls = tls.clone();
@@ -92,9 +93,9 @@ pub async fn serve(
             tracing::info!(%peer, "ingest connection opened");
             let socket = stream.as_raw_fd();
             let ended = match tls {
-                None => serve_stream(stream, socket, peer, &gate, pipeline, cancel).await,
+                None => serve_stream(stream, socket, peer, &gate, intake, cancel).await,
                 Some(tls) => match tls.accept(stream).await {
-                    Ok(stream) => serve_stream(stream, socket, peer, &gate, pipeline, cancel).await,
+                    Ok(stream) => serve_stream(stream, socket, peer, &gate, intake, cancel).await,
                     Err(err) => Err(err),
                 },
             };
@@ -245,7 +246,7 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     socket: RawFd,
     peer: std::net::SocketAddr,
     gate: &Gate,
-    pipeline: Arc<Pipeline>,
+    intake: Arc<Intake>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let source = if gate.ingest_needs_token() {
@@ -256,7 +257,7 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     } else {
         None
     };
-    connection(stream, socket, pipeline, source, cancel).await
+    connection(stream, socket, intake, source, cancel).await
 }
 
 /// Reads the auth line (line 1) byte by byte, so that nothing after it is consumed, and answers it.
@@ -331,7 +332,7 @@ fn reject(number: u64, message: &str, stats: &ConnStats, replies: &mut Vec<u8>) 
 async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     stream: S,
     socket: RawFd,
-    pipeline: Arc<Pipeline>,
+    intake: Arc<Intake>,
     source: Option<IngestSource>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
@@ -349,7 +350,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut replies = Vec::<u8>::new();
     let mut last_ack = AckState::default();
-    let mut durability = pipeline.progress().map(|progress| Durability {
+    let mut durability = intake.progress().map(|progress| Durability {
         progress,
         pending: VecDeque::new(),
         highest: None,
@@ -357,6 +358,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     let mut ticker = tokio::time::interval(ACK_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut eof = false;
+    let mut refused = None;
     while !eof {
         buf.reserve(READ_CHUNK);
         let read = tokio::select! {
@@ -430,7 +432,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
             replies.clear();
         }
         let highest = batch.iter().filter_map(|s| s.event.sequence).max();
-        match pipeline.submit(batch).await {
+        match intake.submit(batch).await {
             Ok(Some(position)) => {
                 if let Some(durability) = &mut durability {
                     durability.submitted(position, highest);
@@ -438,12 +440,14 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
             }
             Ok(None) => {}
             Err(failed) => {
-                // Nothing of the batch was applied: the T-Server resends it from its last ack.
+                // Nothing of the batch from the refused event on was applied: the T-Server resends it
+                // from its last ack, which still comes for what was taken before it.
                 let mut line = String::from("{\"error\":");
                 crate::json::write_json_str(&mut line, &failed.to_string());
                 line.push_str(",\"line\":0}\n");
                 write_replies(&mut writer, line.as_bytes()).await?;
-                return Err(std::io::Error::other(failed));
+                refused = Some(failed);
+                break;
             }
         }
     }
@@ -461,7 +465,11 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     }
     let last = ack_state(&stats, durability.as_mut());
     write_replies(&mut writer, ack_line(last).as_bytes()).await?;
-    writer.shutdown().await
+    writer.shutdown().await?;
+    match refused {
+        Some(refused) => Err(std::io::Error::other(refused)),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

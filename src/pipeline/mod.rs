@@ -41,7 +41,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 /// Messages queued per shard and per shard's output (each up to one socket read of events).
 pub const SHARD_QUEUE: usize = 64;
 /// How often the shards are told the time (linger and staleness are checked then).
-const TICK_EVERY: Duration = Duration::from_millis(250);
+pub const TICK_EVERY: Duration = Duration::from_millis(250);
 /// How often a shard looks for stale calls (a scan of its calls).
 const STALE_SCAN_EVERY: Duration = Duration::from_secs(1);
 /// At most one log line per shard this often about events refused at `--max-calls`.
@@ -191,6 +191,77 @@ pub struct Replayed {
     pub last: Position,
 }
 
+/// Recorded input going back through the pipeline before the gateway serves (from the journal, or from
+/// JetStream): events with their recorded arrival and ticks with their recorded clock, in batches.
+pub struct Replay<'p> {
+    pipeline: &'p Pipeline,
+    stats: Arc<ConnStats>,
+    batch: Vec<Submission>,
+    replayed: Replayed,
+}
+
+impl<'p> Replay<'p> {
+    /// Events go back in batches of this many.
+    const BATCH: usize = 512;
+
+    /// A replay into `pipeline` (no journal attached yet, no clock running).
+    pub fn new(pipeline: &'p Pipeline) -> Self {
+        Self {
+            pipeline,
+            stats: Arc::new(ConnStats::default()),
+            batch: Vec::with_capacity(Self::BATCH),
+            replayed: Replayed::default(),
+        }
+    }
+
+    /// An event line that arrived at `arrival`.
+    pub async fn event(&mut self, arrival: Micros, line: &[u8]) {
+        self.replayed.events += 1;
+        match crate::event::decode_line(line) {
+            Ok(crate::event::Decoded::Event(event)) => self.batch.push(Submission {
+                event: event.into_owned(),
+                line: Bytes::new(),
+                stats: Arc::clone(&self.stats),
+                ingested: Instant::now(),
+                arrival: Some(arrival),
+            }),
+            // Recorded lines are events this gateway decoded once: one that no longer decodes (a newer
+            // decoder, or damage a checksum missed) is skipped, and counted.
+            _ => self.replayed.undecodable += 1,
+        }
+        if self.batch.len() >= Self::BATCH {
+            self.flush().await;
+        }
+    }
+
+    /// The gateway's clock read `wall`.
+    pub async fn tick(&mut self, wall: Micros) {
+        self.replayed.ticks += 1;
+        self.flush().await;
+        self.pipeline
+            .tick(Tick {
+                now: Instant::now(),
+                wall,
+            })
+            .await;
+    }
+
+    async fn flush(&mut self) {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(Self::BATCH));
+        // Nothing is attached that could refuse a replayed batch.
+        self.pipeline.submit(batch).await.ok();
+    }
+
+    /// Waits until everything replayed is published; what went back.
+    pub async fn finish(mut self) -> Replayed {
+        self.flush().await;
+        while !self.stats.settled() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        self.replayed
+    }
+}
+
 /// The running pipeline.
 pub struct Pipeline {
     admitter: Mutex<Admitter>,
@@ -204,7 +275,8 @@ fn micros(duration: Duration) -> Micros {
     Micros::try_from(duration.as_micros()).unwrap_or(Micros::MAX)
 }
 
-fn wall_clock_micros() -> Micros {
+/// The wall clock in µs since the Unix epoch (0 before it).
+pub fn wall_clock_micros() -> Micros {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| Micros::try_from(d.as_micros()).unwrap_or(Micros::MAX))
@@ -423,49 +495,18 @@ impl Pipeline {
         dir: &std::path::Path,
         from: Position,
     ) -> Result<Replayed, crate::journal::JournalError> {
-        const BATCH: usize = 512;
-        let stats = Arc::new(ConnStats::default());
         let mut reader = crate::journal::Reader::open(dir, from)?;
-        let mut replayed = Replayed::default();
-        let mut batch = Vec::with_capacity(BATCH);
+        let mut replay = Replay::new(self);
+        let mut last = 0;
         while let Some(position) = reader.advance()? {
-            replayed.last = position;
+            last = position;
             match reader.record() {
-                Record::Event { arrival, line, .. } => {
-                    replayed.events += 1;
-                    match crate::event::decode_line(line) {
-                        Ok(crate::event::Decoded::Event(event)) => batch.push(Submission {
-                            event: event.into_owned(),
-                            line: Bytes::new(),
-                            stats: Arc::clone(&stats),
-                            ingested: Instant::now(),
-                            arrival: Some(arrival),
-                        }),
-                        // Entries are events this gateway decoded once: one that no longer decodes
-                        // (a newer decoder, or damage the checksum missed) is skipped, and said.
-                        _ => replayed.undecodable += 1,
-                    }
-                }
-                Record::Tick { wall } => {
-                    replayed.ticks += 1;
-                    self.submit(std::mem::take(&mut batch)).await.ok();
-                    self.tick(Tick {
-                        now: Instant::now(),
-                        wall,
-                    })
-                    .await;
-                }
-            }
-            if batch.len() >= BATCH {
-                self.submit(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
-                    .await
-                    .ok();
+                Record::Event { arrival, line, .. } => replay.event(arrival, line).await,
+                Record::Tick { wall } => replay.tick(wall).await,
             }
         }
-        self.submit(batch).await.ok();
-        while !stats.settled() {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        let mut replayed = replay.finish().await;
+        replayed.last = last;
         Ok(replayed)
     }
 

@@ -54,7 +54,7 @@ impl<T> Table<T> {
         let slot = match self.free.pop() {
             Some(slot) => slot as usize,
             None if self.slots < self.limit => {
-                if self.slots % CHUNK == 0 {
+                if self.slots.is_multiple_of(CHUNK) {
                     self.chunks.push(Vec::with_capacity(CHUNK));
                 }
                 if let Some(chunk) = self.chunks.last_mut() {

@@ -104,6 +104,27 @@ pub struct ServeArgs {
     /// 100 ms) or `never` (written to the OS only) [default: batch].
     #[arg(long, env = "CALLGATE_JOURNAL_FSYNC", value_enum)]
     pub journal_fsync: Option<crate::journal::live::Fsync>,
+    /// Keep every accepted event in NATS JetStream at this URL (`nats://host:port`), one stream per
+    /// T-Server: acks then mean "stored by JetStream", and a restart without `--journal` reads the
+    /// streams back (analytics.md, docs/jetstream.md).
+    #[arg(long, env = "CALLGATE_NATS")]
+    pub nats: Option<String>,
+    /// Replicas of each event stream when callgate creates it [default: 1; 3 on a production cluster].
+    #[arg(long, env = "CALLGATE_NATS_REPLICAS")]
+    pub nats_replicas: Option<usize>,
+    /// Seconds an event stream keeps an event [default: 604800, 7 days].
+    #[arg(long, env = "CALLGATE_NATS_MAX_AGE")]
+    pub nats_max_age: Option<f64>,
+    /// The most bytes an event stream holds; past it new events are refused, old ones never dropped
+    /// [default: 0, no bound].
+    #[arg(long, env = "CALLGATE_NATS_MAX_BYTES")]
+    pub nats_max_bytes: Option<u64>,
+    /// Seconds a stream remembers a message id, so a resend is stored once [default: 120].
+    #[arg(long, env = "CALLGATE_NATS_DUPLICATE_WINDOW")]
+    pub nats_duplicate_window: Option<f64>,
+    /// Seconds a publish waits for JetStream's ack before the ingest connection is closed [default: 5].
+    #[arg(long, env = "CALLGATE_NATS_ACK_TIMEOUT")]
+    pub nats_ack_timeout: Option<f64>,
     /// A TOML file with any of these settings (keys as the flags: `listen`, `released-linger`, ...).
     #[arg(long, env = "CALLGATE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -139,6 +160,12 @@ struct FileConfig {
     ingest_client_ca: Option<PathBuf>,
     journal: Option<PathBuf>,
     journal_fsync: Option<crate::journal::live::Fsync>,
+    nats: Option<String>,
+    nats_replicas: Option<usize>,
+    nats_max_age: Option<f64>,
+    nats_max_bytes: Option<u64>,
+    nats_duplicate_window: Option<f64>,
+    nats_ack_timeout: Option<f64>,
 }
 
 /// Settings after merging every source.
@@ -190,6 +217,8 @@ pub struct ServeConfig {
     pub journal: Option<PathBuf>,
     /// When the journal is synced.
     pub journal_fsync: crate::journal::live::Fsync,
+    /// JetStream (none: not used).
+    pub nats: Option<crate::jetstream::Settings>,
 }
 
 /// A settings problem (exit status 2).
@@ -252,6 +281,10 @@ impl ServeArgs {
             )));
         }
         let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+        let nats = match self.nats.clone().or(file.nats.clone()) {
+            None => None,
+            Some(url) => Some(nats_settings(url, &self, &file)?),
+        };
         Ok(ServeConfig {
             listen: self
                 .listen
@@ -320,8 +353,61 @@ impl ServeArgs {
                 .journal_fsync
                 .or(file.journal_fsync)
                 .unwrap_or(crate::journal::live::Fsync::Batch),
+            nats,
         })
     }
+}
+
+/// The JetStream settings for `url`: flags over the file over the defaults.
+fn nats_settings(
+    url: String,
+    args: &ServeArgs,
+    file: &FileConfig,
+) -> Result<crate::jetstream::Settings, ConfigError> {
+    let defaults = crate::jetstream::Settings::new(url);
+    let seconds = |name: &str,
+                   value: Option<f64>,
+                   default: Duration,
+                   range: std::ops::RangeInclusive<f64>| {
+        match value {
+            None => Ok(default),
+            Some(secs) if range.contains(&secs) => Ok(Duration::from_secs_f64(secs)),
+            Some(secs) => Err(ConfigError::Invalid(format!(
+                "{name} must be {} to {} seconds, not {secs}",
+                range.start(),
+                range.end()
+            ))),
+        }
+    };
+    let replicas = args.nats_replicas.or(file.nats_replicas).unwrap_or(1);
+    if !(1..=5).contains(&replicas) {
+        return Err(ConfigError::Invalid(format!(
+            "nats-replicas must be 1 to 5, not {replicas}"
+        )));
+    }
+    Ok(crate::jetstream::Settings {
+        replicas,
+        max_age: seconds(
+            "nats-max-age",
+            args.nats_max_age.or(file.nats_max_age),
+            defaults.max_age,
+            1.0..=3.2e9,
+        )?,
+        max_bytes: args.nats_max_bytes.or(file.nats_max_bytes).unwrap_or(0),
+        duplicate_window: seconds(
+            "nats-duplicate-window",
+            args.nats_duplicate_window.or(file.nats_duplicate_window),
+            defaults.duplicate_window,
+            1.0..=604_800.0,
+        )?,
+        ack_timeout: seconds(
+            "nats-ack-timeout",
+            args.nats_ack_timeout.or(file.nats_ack_timeout),
+            defaults.ack_timeout,
+            0.1..=600.0,
+        )?,
+        ..defaults
+    })
 }
 
 /// A listener's TLS files: a certificate and its key together, or neither.

@@ -7,6 +7,7 @@ use crate::access::Gate;
 use crate::api::{self, AppState};
 use crate::delivery::{OutboxLimits, Renderer};
 use crate::event::{Decoded, decode_line};
+use crate::ingest::intake::Intake;
 use crate::ingest::sim::{SimConfig, Simulator};
 use crate::pipeline::{ConnStats, Pipeline, PipelineConfig, Submission};
 use crate::reduce::ReducerConfig;
@@ -66,7 +67,13 @@ pub enum ServeError {
     /// The journal cannot be opened or replayed.
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
+    /// NATS JetStream cannot be reached, set up or read.
+    #[error(transparent)]
+    Nats(#[from] crate::jetstream::NatsError),
 }
+
+/// How long the start waits for the NATS server of `--nats`.
+const NATS_CONNECT_WAIT: Duration = Duration::from_secs(30);
 
 /// The addresses the server bound.
 #[derive(Debug, Clone, Copy)]
@@ -187,10 +194,17 @@ pub async fn run(
 
     // Load the phone-number metadata and geocoding index now, not on the first event's hot path.
     let _ = crate::enrich::phone::build("+14155550100");
-    // With a journal the epoch is the journal's: a restart resumes the same stream (api.md).
-    let epoch = match &config.journal {
-        Some(dir) => crate::journal::epoch(dir, epoch)?,
-        None => epoch(),
+    let nats = match &config.nats {
+        Some(settings) => Some(crate::jetstream::connect(settings, NATS_CONNECT_WAIT).await?),
+        None => None,
+    };
+    // The epoch is kept where the events are: a restart resumes the same stream (api.md).
+    let epoch = match (&config.journal, &nats, &config.nats) {
+        (Some(dir), _, _) => crate::journal::epoch(dir, epoch)?,
+        (None, Some(context), Some(settings)) => {
+            crate::jetstream::epoch(context, settings, epoch).await?
+        }
+        _ => epoch(),
     };
     let renderer = Renderer::start(render_threads()).map_err(ServeError::Renderer)?;
     let stream = Arc::new(
@@ -230,6 +244,14 @@ pub async fn run(
         }
         recover(dir, config.journal_fsync, &pipeline, &supervisor).await?;
     }
+    let writer = match (nats, &config.nats) {
+        (Some(context), Some(settings)) => {
+            let replay = config.journal.is_none();
+            Some(recover_streams(context, settings, &pipeline, replay, &supervisor).await?)
+        }
+        _ => None,
+    };
+    let intake = Arc::new(Intake::new(Arc::clone(&pipeline), writer));
     pipeline.start_clock(&supervisor);
 
     let cancel = CancellationToken::new();
@@ -276,7 +298,7 @@ pub async fn run(
     let (ingest_done_tx, ingest_done) = tokio::sync::oneshot::channel::<()>();
     let ingest_task = crate::ingest::tcp::serve(
         ingest,
-        Arc::clone(&pipeline),
+        Arc::clone(&intake),
         config.max_ingest_connections,
         Arc::clone(&gate),
         ingest_tls.clone(),
@@ -301,7 +323,7 @@ pub async fn run(
     );
     if config.demo {
         connections.spawn(demo(
-            Arc::clone(&pipeline),
+            Arc::clone(&intake),
             cancel.clone(),
             config.journal.clone(),
         ));
@@ -330,6 +352,7 @@ pub async fn run(
     {
         tracing::warn!("some connections did not finish within {SHUTDOWN_GRACE:?}");
     }
+    intake.close();
     renderer.close();
     pipeline.close().await;
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, published_all).await;
@@ -357,6 +380,40 @@ fn demo_origin(dir: &std::path::Path, fresh: (u64, i64)) -> std::io::Result<(u64
     }
     std::fs::write(&path, format!("{} {}\n", fresh.0, fresh.1))?;
     Ok(fresh)
+}
+
+/// Reads the JetStream event streams: where each stands, and, when `replay` (no journal), every event
+/// back through the pipeline. Returns the writers that go on from there.
+async fn recover_streams(
+    context: async_nats::jetstream::Context,
+    settings: &crate::jetstream::Settings,
+    pipeline: &Arc<Pipeline>,
+    replay: bool,
+    supervisor: &Supervisor,
+) -> Result<Arc<crate::jetstream::writer::Writer>, ServeError> {
+    let started = Instant::now();
+    let replay_into = replay.then_some(&**pipeline);
+    let recovered = crate::jetstream::recover::recover(&context, replay_into).await?;
+    if recovered.replayed.undecodable > 0 {
+        tracing::warn!(
+            skipped = recovered.replayed.undecodable,
+            "JetStream: events that no longer decode were skipped"
+        );
+    }
+    tracing::info!(
+        streams = recovered.streams,
+        events = recovered.replayed.events,
+        "JetStream {}: streams read in {:?}",
+        settings.url,
+        started.elapsed()
+    );
+    Ok(Arc::new(crate::jetstream::writer::Writer::new(
+        context,
+        settings.clone(),
+        Arc::clone(pipeline),
+        recovered.tails,
+        supervisor.clone(),
+    )))
 }
 
 /// Opens the journal in `dir` (cutting a torn tail), replays it through the pipeline, and attaches it for
@@ -470,11 +527,7 @@ const DEMO_HISTORY_MICROS: i64 = 120_000_000;
 /// resumes the same simulated day: the events the journal holds come again and are skipped as
 /// duplicates, and the rest follow in real time. (A fresh simulation would number its events from 1
 /// again, and the gateway would take them for duplicates of the last run's.)
-async fn demo(
-    pipeline: Arc<Pipeline>,
-    cancel: CancellationToken,
-    journal: Option<std::path::PathBuf>,
-) {
+async fn demo(intake: Arc<Intake>, cancel: CancellationToken, journal: Option<std::path::PathBuf>) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_micros()).unwrap_or(0))
@@ -510,7 +563,7 @@ async fn demo(
             () = cancel.cancelled() => break,
         }
         if let Ok(Decoded::Event(decoded)) = decode_line(event.line.as_bytes()) {
-            let submitted = pipeline
+            let submitted = intake
                 .submit(vec![Submission {
                     event: decoded.into_owned(),
                     line: bytes::Bytes::from(event.line.clone().into_bytes()),

@@ -1,0 +1,239 @@
+//! `serve --nats` against a real `nats-server` 2.9 with JetStream (analytics.md "JetStream",
+//! docs/jetstream.md): an acked event survives `kill -9` of the gateway (the restart reads the streams
+//! back) and of the NATS server (the ingest connection is closed, the T-Server resends, nothing is lost or
+//! doubled), and a second gateway writing the same T-Server's stream is refused.
+
+mod support;
+
+use async_nats::jetstream;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use support::durable::{
+    BASE_URL, NatsServer, TServer, an_hour, calls, notifications_until, reference, same_stream,
+    subscribe, whole_stream,
+};
+use support::{Gateway, temp_dir};
+
+fn start(nats: &NatsServer) -> Gateway {
+    let url = nats.url();
+    Gateway::start(&[
+        "--base-url",
+        BASE_URL,
+        "--nats",
+        &url,
+        "--nats-ack-timeout",
+        "2",
+    ])
+}
+
+/// The lines after `acked`.
+fn after(lines: &[(u64, String)], acked: u64) -> Vec<(u64, String)> {
+    lines.iter().filter(|(s, _)| *s > acked).cloned().collect()
+}
+
+/// The messages in `server`'s event stream.
+async fn stored(nats: &NatsServer, server: &str) -> u64 {
+    let client = async_nats::connect(nats.url()).await.expect("NATS");
+    let context = jetstream::new(client);
+    let mut stream = context
+        .get_stream(callgate::jetstream::stream_name(server))
+        .await
+        .expect("the stream exists");
+    stream.info().await.expect("info").state.messages
+}
+
+fn server_of(lines: &[(u64, String)]) -> String {
+    let first: Value = serde_json::from_str(&lines[0].1).expect("JSON");
+    // The simulator's events carry no Server: their stream is `CG_EV__`.
+    first["Server"].as_str().unwrap_or_default().to_owned()
+}
+
+/// `kill -9` of a gateway that has `--nats` (and `--journal` when `journal`), a restart, the T-Server's
+/// resend from its last ack: the same stream, calls and epoch as a gateway that never crashed.
+async fn survives_kill_9(seed: u64, journal: bool) {
+    let lines = an_hour(seed);
+    let last = lines.last().expect("events").0;
+    let (want, want_calls) = reference(&lines).await;
+    let dir = temp_dir("jetstream-kill");
+    let nats = NatsServer::start(&dir);
+    let journal_dir = dir.join("journal");
+    let start = |nats: &NatsServer| {
+        if !journal {
+            return start(nats);
+        }
+        let url = nats.url();
+        let journal = journal_dir.to_str().expect("path");
+        Gateway::start(&["--base-url", BASE_URL, "--nats", &url, "--journal", journal])
+    };
+
+    let mut first = start(&nats);
+    let (mut live, subscribed) = subscribe(&first, None).await;
+    let epoch = subscribed["epoch"].as_str().expect("epoch").to_owned();
+    let split = lines.len() * 6 / 10;
+    let mut tserver = TServer::connect(&first);
+    tserver.send(&lines[..split]);
+    let acked = tserver.acked_up_to(lines[split - 1].0, Duration::from_secs(60));
+    assert_eq!(acked, Some(lines[split - 1].0));
+    tserver.send(&lines[split..]);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    first.child.kill().expect("kill -9");
+    first.child.wait().expect("reaped");
+    let acked = tserver
+        .acked_up_to(u64::MAX, Duration::from_millis(300))
+        .expect("acks");
+    eprintln!("acked {acked} of {last} before the kill");
+    let seen = notifications_until(&mut live, u64::MAX).await;
+    assert!(!seen.is_empty());
+
+    let second = start(&nats);
+    let mut resend = TServer::connect(&second);
+    resend.send(&after(&lines, acked));
+    assert_eq!(
+        resend.acked_up_to(last, Duration::from_secs(60)),
+        Some(last)
+    );
+    let (epoch_after, got) = whole_stream(&second).await;
+    assert_eq!(epoch_after, epoch, "the epoch is kept in JetStream");
+    same_stream(&got, &want, "");
+    for notification in &seen {
+        assert_eq!(Some(notification), want.get(notification.0 as usize - 1));
+    }
+    assert_eq!(calls(&second), want_calls);
+    assert_eq!(
+        stored(&nats, &server_of(&lines)).await,
+        lines.len() as u64,
+        "each event stored once"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acked_event_survives_kill_9_and_the_restart_reads_the_stream_back() {
+    survives_kill_9(41, false).await;
+}
+
+/// With the journal as well, the restart replays the journal, and the streams' writers go on from where
+/// each stream stands (events stored but not yet journaled come again from the T-Server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_journal_as_well_the_restart_replays_the_journal_and_the_streams_go_on() {
+    survives_kill_9(53, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nats_server_killed_and_restarted_loses_and_doubles_nothing() {
+    let lines = an_hour(43);
+    let last = lines.last().expect("events").0;
+    let (want, want_calls) = reference(&lines).await;
+    let dir = temp_dir("jetstream-nats-kill");
+    let nats = std::sync::Arc::new(std::sync::Mutex::new(NatsServer::start(&dir)));
+    let gateway = start(&nats.lock().expect("nats"));
+
+    // The NATS server is killed a moment into the stream and is back 3 s later, past the gateway's
+    // 2 s wait for a publish ack (a shorter outage is bridged by the NATS client's reconnect buffer).
+    let killer = {
+        let nats = std::sync::Arc::clone(&nats);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(400));
+            nats.lock().expect("nats").kill();
+            std::thread::sleep(Duration::from_secs(3));
+            nats.lock().expect("nats").restart();
+        })
+    };
+    // A T-Server that resends from its last ack whenever the gateway closes its connection.
+    let mut acked = 0;
+    let mut connections = 0;
+    let mut refusals = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while acked < last {
+        assert!(Instant::now() < deadline, "all acked within 2 minutes");
+        connections += 1;
+        let mut tserver = TServer::connect(&gateway);
+        let rest = after(&lines, acked);
+        let mut error = None;
+        for part in rest.chunks(40) {
+            tserver.send(part);
+            std::thread::sleep(Duration::from_millis(10));
+            if let Some(reply) = tserver.ack_or_error(u64::MAX, Duration::ZERO) {
+                error = Some(reply);
+                break;
+            }
+        }
+        let error = error.or_else(|| tserver.ack_or_error(last, Duration::from_secs(10)));
+        if let Some(reply) = error {
+            refusals.push(reply);
+        }
+        acked = acked.max(tserver.last_ack.unwrap_or(0));
+    }
+    killer.join().expect("the NATS server restarted");
+    eprintln!("{connections} connections; refusals: {refusals:?}");
+    assert!(
+        !refusals.is_empty(),
+        "the outage closed an ingest connection with an error line"
+    );
+    assert!(
+        refusals.iter().all(|reply| reply["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("JetStream"))),
+        "{refusals:?}"
+    );
+    let (_, got) = whole_stream(&gateway).await;
+    same_stream(&got, &want, "");
+    assert_eq!(calls(&gateway), want_calls);
+    let nats = std::sync::Arc::try_unwrap(nats)
+        .ok()
+        .expect("the killer is done")
+        .into_inner()
+        .expect("nats");
+    assert_eq!(
+        stored(&nats, &server_of(&lines)).await,
+        lines.len() as u64,
+        "each event stored once"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_gateway_writing_the_same_stream_is_refused() {
+    let lines = an_hour(47);
+    let last = lines.last().expect("events").0;
+    let dir = temp_dir("jetstream-second");
+    let nats = NatsServer::start(&dir);
+    let (a, b, c) = (lines.len() / 3, lines.len() / 2, lines.len() * 2 / 3);
+
+    let first = start(&nats);
+    let mut to_first = TServer::connect(&first);
+    to_first.send(&lines[..a]);
+    assert_eq!(
+        to_first.acked_up_to(lines[a - 1].0, Duration::from_secs(60)),
+        Some(lines[a - 1].0)
+    );
+    // A second gateway reads the stream as it stands, then the first goes on writing it.
+    let second = start(&nats);
+    to_first.send(&lines[a..b]);
+    assert_eq!(
+        to_first.acked_up_to(lines[b - 1].0, Duration::from_secs(60)),
+        Some(lines[b - 1].0)
+    );
+    let mut to_second = TServer::connect(&second);
+    to_second.send(&lines[b..c]);
+    let refusal = to_second
+        .until_error(Duration::from_secs(20))
+        .expect("the second gateway refuses");
+    let message = refusal["error"].as_str().expect("error");
+    assert!(message.contains("another gateway"), "{message}");
+    assert_eq!(to_second.last_ack, None, "nothing acked by the second");
+    assert!(
+        second
+            .metric("callgate_jetstream_refused_total")
+            .unwrap_or(0.0)
+            > 0.0
+    );
+    // The first is not disturbed: it takes the rest, and the stream holds each event once.
+    to_first.send(&lines[b..]);
+    assert_eq!(
+        to_first.acked_up_to(last, Duration::from_secs(60)),
+        Some(last)
+    );
+    assert_eq!(stored(&nats, &server_of(&lines)).await, lines.len() as u64);
+    let _ = std::fs::remove_dir_all(&dir);
+}
