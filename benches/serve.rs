@@ -17,7 +17,8 @@
 //! - `cometd-compare`: CometD long-polling to 1,000 sessions, callgate against `cometd-nodejs-server`;
 //! - `cometd-idle-memory`: resident memory per idle CometD long-polling session at 10,000 sessions;
 //! - `journal-ingest`, `journal-recovery`: issue 13's (ingest with `--journal` against in memory, and
-//!   the replay of a 1,000,000-event journal at restart);
+//!   the replay of a 1,000,000-event journal at restart); `nats-ingest`: ingest and latency with `--nats`
+//!   against in memory;
 //! - diagnostics: `latency` (one 10 s cell), `light`, `agents-only`, `pipeline-only`.
 //!
 //! `BENCH_QUICK=1` shrinks every count and duration (about a tenth) to check that the scenarios work;
@@ -928,10 +929,28 @@ fn gateway_in(
 /// `rate` events/s for `seconds`. With [`Mode::Access`] the agents log in as their DNs' users and the
 /// wallboards as supervisors without a team.
 async fn latency(agents: u32, wallboards: usize, rate: u64, seconds: u64, mode: Mode) -> Run {
-    check_open_files(u64::from(agents) + wallboards as u64 + 256);
-    let seed = 11;
-    let center = center(agents, seed);
+    let center = center(agents, LATENCY_SEED);
     let (gateway, access) = gateway_in(mode, &center);
+    let label = format!("latency ({mode:?})");
+    latency_on(gateway, access, &label, agents, wallboards, rate, seconds).await
+}
+
+/// The simulated center of the latency cells.
+const LATENCY_SEED: u64 = 11;
+
+/// One latency cell (see [`latency`]) on `gateway`, which runs open unless `access` is given.
+async fn latency_on(
+    gateway: Gateway,
+    access: Option<AccessFile>,
+    label: &str,
+    agents: u32,
+    wallboards: usize,
+    rate: u64,
+    seconds: u64,
+) -> Run {
+    check_open_files(u64::from(agents) + wallboards as u64 + 256);
+    let seed = LATENCY_SEED;
+    let center = center(agents, seed);
     let lines = traffic(agents, (rate * seconds) as usize, seed);
     let mut subscribers: Vec<Subscriber> = center
         .agent_dns()
@@ -949,7 +968,7 @@ async fn latency(agents: u32, wallboards: usize, rate: u64, seconds: u64, mode: 
     let run = run_clients(&gateway, subscribers, &lines, rate, 0).await;
     report_latency(
         &format!(
-            "latency ({mode:?}): {agents} agent clients + {wallboards} all-calls clients at {rate} events/s"
+            "{label}: {agents} agent clients + {wallboards} all-calls clients at {rate} events/s"
         ),
         "gateway",
         &run,
@@ -1164,6 +1183,45 @@ async fn journal_ingest() {
         "journal-ingest ({rounds} rounds, medians): in memory {memory:.0} events/s; --journal (fsync batch) {batch:.0} events/s = {:.2} of in memory (target >= 0.70); --journal-fsync always {always:.0} events/s = {:.2}",
         batch / memory,
         always / memory
+    );
+}
+
+/// Issue 13: with `--nats` (one local nats-server with JetStream, a fresh one per run), ingest throughput
+/// and the ingest→WebSocket latency at 1,000 events/s (100 agent clients + 10 all-calls clients), each
+/// against in memory, alternating in one run; medians and ratios.
+async fn nats_ingest() {
+    let (connections, events) = (4, sized(250_000, 25_000));
+    let rounds = sized(3, 1);
+    let seconds = sized(10, 2);
+    let (mut memory, mut nats) = (Vec::new(), Vec::new());
+    let (mut memory_p99, mut nats_p99) = (Vec::new(), Vec::new());
+    let p99 = |run: &Run| percentile(&run.latencies(), 0.99);
+    for _ in 0..rounds {
+        memory
+            .push(ingest_throughput_with(&[], "nats-ingest: in memory", connections, events).await);
+        let server = nats::NatsServer::start_jetstream();
+        let flags = ["--nats".to_owned(), server.url()];
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        nats.push(ingest_throughput_with(&flags, "nats-ingest: --nats", connections, events).await);
+        drop(server);
+        let run = latency(100, 10, 1_000, seconds, Mode::Open).await;
+        memory_p99.push(p99(&run));
+        let server = nats::NatsServer::start_jetstream();
+        let flags = ["--nats".to_owned(), server.url()];
+        let gateway = Gateway::start_with(&[&flags[0], &flags[1]]);
+        let run = latency_on(gateway, None, "latency (--nats)", 100, 10, 1_000, seconds).await;
+        nats_p99.push(p99(&run));
+        println!(
+            "nats-server CPU in the latency run: {:.2} s",
+            server.cpu_seconds()
+        );
+    }
+    let (memory, nats) = (median(&mut memory), median(&mut nats));
+    let (memory_p99, nats_p99) = (median(&mut memory_p99), median(&mut nats_p99));
+    println!(
+        "nats-ingest ({rounds} rounds, medians): ingest in memory {memory:.0} events/s, --nats {nats:.0} events/s = {:.2} of in memory; ingest→WebSocket p99 at 1,000 events/s: in memory {memory_p99:.2} ms, --nats {nats_p99:.2} ms (+{:.2} ms)",
+        nats / memory,
+        nats_p99 - memory_p99
     );
 }
 
@@ -2397,6 +2455,7 @@ const SUITE: &[&str] = &[
     "cometd-idle-memory",
     "journal-ingest",
     "journal-recovery",
+    "nats-ingest",
 ];
 
 /// Diagnostic scenarios, run by name or with `all`.
@@ -2493,6 +2552,9 @@ fn main() {
         }
         if runs("journal-recovery") {
             journal_recovery().await;
+        }
+        if runs("nats-ingest") {
+            nats_ingest().await;
         }
         if runs("cometd-idle-memory") {
             cometd_idle_memory(sized(10_000, 1_000)).await;

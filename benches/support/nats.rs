@@ -74,6 +74,21 @@ impl NatsServer {
     /// - `max_payload` stays at its 1 MB default: notifications are 1–4 KB.
     /// - WebSocket `no_tls: true`, `compression: false`: callgate's listener is plain and uncompressed.
     pub fn start() -> NatsServer {
+        Self::launch(false)
+    }
+
+    /// Starts nats-server as [`NatsServer::start`] does, with JetStream storing in its directory (for
+    /// `callgate serve --nats`; issue 13).
+    pub fn start_jetstream() -> NatsServer {
+        Self::launch(true)
+    }
+
+    /// The URL a NATS client connects to.
+    pub fn url(&self) -> String {
+        format!("nats://{}", self.client)
+    }
+
+    fn launch(jetstream: bool) -> NatsServer {
         let binary = binary();
         let (client_port, ws_port) = free_ports();
         let dir = std::env::temp_dir().join(format!(
@@ -86,7 +101,12 @@ impl NatsServer {
             &config,
             format!(
                 "host: 127.0.0.1\nport: {client_port}\nmax_pending: 1GB\nwrite_deadline: \"60s\"\n\
-                 websocket {{\n  host: 127.0.0.1\n  port: {ws_port}\n  no_tls: true\n  compression: false\n}}\n"
+                 websocket {{\n  host: 127.0.0.1\n  port: {ws_port}\n  no_tls: true\n  compression: false\n}}\n{}",
+                if jetstream {
+                    format!("jetstream {{\n  store_dir: {:?}\n}}\n", dir.join("js"))
+                } else {
+                    String::new()
+                }
             ),
         )
         .expect("write nats config");
