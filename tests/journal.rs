@@ -160,10 +160,6 @@ async fn repeated_kills_at_random_points_lose_and_double_nothing() {
 /// from its last ack gives the stream of a gateway that never ran short.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_new_events_and_loses_nothing_acked() {
-    let lines = an_hour(31);
-    let last = lines.last().expect("events").0;
-    let (want, _) = reference(&lines).await;
-
     let dir = temp_dir("journal-full");
     let mut limited = std::process::Command::new("prlimit");
     limited.args(["--fsize=200000", "--", env!("CARGO_BIN_EXE_callgate")]);
@@ -176,6 +172,31 @@ async fn a_full_disk_refuses_new_events_and_loses_nothing_acked() {
             dir.to_str().expect("path"),
         ],
     );
+    refuses_when_full(31, &dir, full, "File too large").await;
+}
+
+/// `--journal-max-bytes` refuses as a full disk does, and names the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journal_bound_refuses_new_events_and_loses_nothing_acked() {
+    let dir = temp_dir("journal-bound");
+    let bounded = Gateway::start(&[
+        "--base-url",
+        BASE_URL,
+        "--journal",
+        dir.to_str().expect("path"),
+        "--journal-max-bytes",
+        "200000",
+    ]);
+    refuses_when_full(37, &dir, bounded, "--journal-max-bytes is 200000").await;
+}
+
+/// Feeds a simulated hour into `full` (a gateway whose journal in `dir` runs out of room): an error
+/// line that names the journal and `why`, the gateway up and refusing, and, restarted with room, the
+/// T-Server's resend from its last ack gives the stream of a gateway that never ran short.
+async fn refuses_when_full(seed: u64, dir: &Path, full: Gateway, why: &str) {
+    let lines = an_hour(seed);
+    let last = lines.last().expect("events").0;
+    let (want, _) = reference(&lines).await;
     let mut tserver = TServer::connect(&full);
     tserver.send(&lines);
     let error = tserver
@@ -183,7 +204,7 @@ async fn a_full_disk_refuses_new_events_and_loses_nothing_acked() {
         .expect("an error line");
     let message = error["error"].as_str().expect("a message");
     assert!(
-        message.contains("journal") && message.contains("File too large"),
+        message.contains("journal") && message.contains(why),
         "{message}"
     );
     let acked = tserver.last_ack.unwrap_or(0);
@@ -199,7 +220,7 @@ async fn a_full_disk_refuses_new_events_and_loses_nothing_acked() {
     assert!(full.metric("callgate_journal_refused_total").unwrap_or(0.0) > 0.0);
     drop(full);
 
-    let roomy = start(Some(&dir));
+    let roomy = start(Some(dir));
     let mut resend = TServer::connect(&roomy);
     let rest: Vec<(u64, String)> = lines.iter().filter(|(s, _)| *s > acked).cloned().collect();
     resend.send(&rest);
@@ -209,7 +230,7 @@ async fn a_full_disk_refuses_new_events_and_loses_nothing_acked() {
     );
     let (_, got) = whole_stream(&roomy).await;
     same_stream(&got, &want, "");
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// A torn last entry (a crash in the middle of a write) is cut at the restart, which then holds every
@@ -346,5 +367,175 @@ async fn the_demo_resumes_its_simulated_day_after_a_restart() {
         "{orphans} orphans after the resume; the demo's queue abandons by then: {least} to {most}"
     );
     assert!(second.metric("callgate_live_calls").unwrap_or(0.0) > 0.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Lines of calls for the retention test, numbered from `*seq` on.
+fn call_lines(seq: &mut u64, events: &[(&str, &str, &str)]) -> Vec<(u64, String)> {
+    events
+        .iter()
+        .map(|(event, conn, dn)| {
+            *seq += 1;
+            let line = format!(
+                r#"{{"event":"{event}","EventSequenceNumber":{seq},"TimeinSecs":{},"ConnID":"{conn}","ThisDN":"{dn}","OtherDN":"+14155550100"}}"#,
+                1_763_900_000 + *seq
+            );
+            (*seq, line)
+        })
+        .collect()
+}
+
+/// `count` short calls (ringing, established, released), each at its own DN.
+fn short_calls(seq: &mut u64, first: usize, count: usize) -> Vec<(u64, String)> {
+    let mut lines = Vec::new();
+    for i in first..first + count {
+        let (conn, dn) = (format!("{:x}", 0x1000 + i), format!("{}", 7100 + i));
+        for event in ["EventRinging", "EventEstablished", "EventReleased"] {
+            lines.extend(call_lines(seq, &[(event, &conn, &dn)]));
+        }
+    }
+    lines
+}
+
+fn segment_firsts(dir: &Path) -> Vec<u64> {
+    let mut firsts: Vec<u64> = std::fs::read_dir(dir)
+        .expect("journal")
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            name.strip_prefix("events-")?
+                .strip_suffix(".log")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    firsts.sort_unstable();
+    firsts
+}
+
+/// The first line in the journal in `dir` that contains `text`.
+fn first_line_of(dir: &Path, text: &str) -> Option<String> {
+    let mut reader = callgate::journal::Reader::open(dir, 0).expect("journal");
+    while reader.advance().expect("entry").is_some() {
+        if let callgate::journal::Record::Event { line, .. } = reader.record() {
+            let line = String::from_utf8_lossy(line);
+            if line.contains(text) {
+                return Some(line.into_owned());
+            }
+        }
+    }
+    None
+}
+
+fn live_calls(gateway: &Gateway) -> Vec<Value> {
+    let mut live: Vec<Value> = calls(gateway)["calls"]
+        .as_array()
+        .expect("calls")
+        .iter()
+        .filter(|call| call["state"] != "Released")
+        .cloned()
+        .collect();
+    live.sort_by_key(|call| call["id"].as_str().unwrap_or_default().to_owned());
+    live
+}
+
+/// Retention (analytics.md): with 4 KiB segments and a retention of 1 s, the old segments stay while a
+/// live call began in them, and go once it ends; a restart after that replays what is left, has the
+/// same live calls, and begins a new epoch (a replay from a later position cannot promise the old `seq`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_segments_go_only_when_no_live_call_needs_them() {
+    let dir = temp_dir("journal-retention");
+    let journal = dir.to_str().expect("path").to_owned();
+    let flags = [
+        "--base-url",
+        BASE_URL,
+        "--journal",
+        &journal,
+        "--journal-segment-bytes",
+        "4096",
+        "--journal-retention",
+        "1",
+    ];
+    let gateway = Gateway::start(&flags);
+    let mut seq = 0;
+    let mut tserver = TServer::connect(&gateway);
+    // In acked chunks of ~4 KiB: a batch (one socket read) is never split across segments.
+    let send = |tserver: &mut TServer, lines: Vec<(u64, String)>| {
+        for chunk in lines.chunks(30) {
+            let last = chunk.last().expect("lines").0;
+            tserver.send(chunk);
+            assert_eq!(
+                tserver.acked_up_to(last, Duration::from_secs(30)),
+                Some(last)
+            );
+        }
+    };
+    // A call that stays live, then enough short calls for a dozen segments.
+    let live = [
+        ("EventRinging", "aaa", "7001"),
+        ("EventEstablished", "aaa", "7001"),
+    ];
+    send(&mut tserver, call_lines(&mut seq, &live));
+    send(&mut tserver, short_calls(&mut seq, 0, 150));
+    assert!(segment_firsts(&dir).len() > 5, "{:?}", segment_firsts(&dir));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    send(&mut tserver, short_calls(&mut seq, 150, 10));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        segment_firsts(&dir).first(),
+        Some(&1),
+        "the live call began in the first segment: nothing goes"
+    );
+
+    // The call ends; a new one begins; past the retention the old segments go, not the new call's.
+    send(
+        &mut tserver,
+        call_lines(&mut seq, &[("EventReleased", "aaa", "7001")]),
+    );
+    let begun = seq + 1;
+    let second = [
+        ("EventRinging", "bbb", "7002"),
+        ("EventEstablished", "bbb", "7002"),
+    ];
+    send(&mut tserver, call_lines(&mut seq, &second));
+    send(&mut tserver, short_calls(&mut seq, 160, 60));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    send(&mut tserver, short_calls(&mut seq, 220, 5));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while segment_firsts(&dir).first() == Some(&1) {
+        assert!(
+            Instant::now() < deadline,
+            "old segments go once no live call needs them"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let firsts = segment_firsts(&dir);
+    assert!(firsts[0] > 1, "{firsts:?}");
+    assert_eq!(
+        first_line_of(&dir, r#""ConnID":"bbb""#).as_deref(),
+        Some(call_lines(&mut (begun - 1), &second[..1])[0].1.as_str()),
+        "the segment where the live call began is kept: {firsts:?}"
+    );
+    assert!(
+        gateway
+            .metric("callgate_journal_segments_deleted_total")
+            .unwrap_or(0.0)
+            > 0.0
+    );
+    let (_, subscribed) = subscribe(&gateway, None).await;
+    let epoch = subscribed["epoch"].as_str().expect("epoch").to_owned();
+    let live_before = live_calls(&gateway);
+    assert_eq!(live_before.len(), 1, "{live_before:?}");
+    drop(tserver);
+    assert!(gateway.terminate().success());
+
+    let restarted = Gateway::start(&flags);
+    assert_eq!(live_calls(&restarted), live_before);
+    let (_, subscribed) = subscribe(&restarted, None).await;
+    assert_ne!(
+        subscribed["epoch"].as_str().expect("epoch"),
+        epoch,
+        "a replay from a later position begins a new epoch"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

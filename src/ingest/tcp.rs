@@ -403,6 +403,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                         stats: Arc::clone(&stats),
                         ingested,
                         arrival: None,
+                        position: 0,
                     });
                     return;
                 }

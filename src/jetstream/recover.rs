@@ -209,7 +209,7 @@ async fn replay(pipeline: &Pipeline, mut readers: Vec<Reader>) -> Result<Replaye
         }
         step = Some(step.map_or(this_step, |step| step.max(this_step)));
         if let Some((arrival, line)) = readers[index].head.take() {
-            replay.event(arrival, &line).await;
+            replay.event(0, arrival, &line).await;
         }
         readers[index].advance().await?;
     }

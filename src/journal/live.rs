@@ -13,7 +13,7 @@
 use super::{JournalError, Opened, Position, Record, Writer};
 use crate::supervise::Supervisor;
 use std::fs::File;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -87,6 +87,9 @@ pub struct Journal {
     shared: Arc<Shared>,
     /// The segment whose file the sync thread holds.
     segment: Position,
+    /// `--journal-max-bytes`, and the bytes the journal's segments hold (retention subtracts what it
+    /// deletes).
+    bound: Option<(u64, Arc<AtomicU64>)>,
 }
 
 /// Why the journal took nothing.
@@ -105,6 +108,12 @@ impl Journal {
         self.writer.next_position() - 1
     }
 
+    /// Refuses writes that would take the segments past `max` bytes; `stored` holds what they hold now
+    /// (kept up to date by the writes and by retention).
+    pub fn bound(&mut self, max: u64, stored: Arc<AtomicU64>) {
+        self.bound = Some((max, stored));
+    }
+
     /// Writes what was appended to the OS and wakes the sync thread. When the write fails (a full disk)
     /// the entries appended since the last write are dropped, their positions given again, and the caller
     /// must not apply them; later writes are tried again. After a failed sync every write fails: the
@@ -113,11 +122,24 @@ impl Journal {
         if let Some(reason) = lock(&self.shared.failed).as_ref() {
             return Err(Failed(reason.clone()));
         }
-        if self.writer.pending_bytes() == 0 {
+        let pending = self.writer.pending_bytes() as u64;
+        if pending == 0 {
             return Ok(());
+        }
+        if let Some((max, stored)) = &self.bound {
+            let held = stored.load(Ordering::Acquire);
+            if held.saturating_add(pending) > *max {
+                self.writer.discard();
+                return Err(Failed(format!(
+                    "it holds {held} bytes, and --journal-max-bytes is {max} (segments go once they are older than --journal-retention and no live call needs them)"
+                )));
+            }
         }
         if let Err(error) = self.writer.write() {
             return Err(Failed(error.to_string()));
+        }
+        if let Some((_, stored)) = &self.bound {
+            stored.fetch_add(pending, Ordering::AcqRel);
         }
         if self.writer.segment_first() != self.segment {
             // Rotated: the old segment was synced by the writer; the thread syncs the new one from now.
@@ -183,6 +205,7 @@ pub fn start(
         segment: writer.segment_first(),
         writer,
         shared,
+        bound: None,
     };
     let progress = Progress {
         written: written_rx,

@@ -11,6 +11,7 @@
 
 pub mod entry;
 pub mod live;
+pub mod retention;
 pub mod segment;
 mod writer;
 
@@ -259,11 +260,13 @@ impl Reader {
 }
 
 /// The epoch kept in the journal's folder (api.md: unchanged across restarts with a journal), made with
-/// `make` on first use.
+/// `make` on first use, and made anew when retention has deleted the journal's first segments: a replay
+/// from a later position cannot promise the `seq` the last run gave (docs/journal.md, "Retention").
 pub fn epoch(dir: &Path, make: impl FnOnce() -> String) -> Result<String, JournalError> {
     let path = dir.join("epoch");
+    let whole = retention::first_position(dir)? <= 1;
     match std::fs::read_to_string(&path) {
-        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_owned()),
+        Ok(text) if whole && !text.trim().is_empty() => return Ok(text.trim().to_owned()),
         Ok(_) => {}
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
         Err(source) => return Err(JournalError::io(&path, source)),

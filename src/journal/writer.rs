@@ -115,6 +115,12 @@ impl Writer {
         written
     }
 
+    /// Drops the appended entries without writing them (their positions will be given again).
+    pub fn discard(&mut self) {
+        self.next -= std::mem::take(&mut self.pending_entries);
+        self.pending.clear();
+    }
+
     fn write_pending(&mut self) -> Result<(), JournalError> {
         if self.length >= self.rotate_at {
             self.rotate()?;

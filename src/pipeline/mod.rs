@@ -20,6 +20,8 @@
 //! shards the same way events do: the sweeper submits a tick through the admitter, and each shard answers
 //! it with the calls it released as stale and the lingering calls it forgot, in stream order.
 
+pub mod needs;
+
 use crate::event::{Event, EventKind, Micros};
 use crate::journal::live::{Failed, Journal, Progress};
 use crate::journal::{Position, Record};
@@ -123,9 +125,14 @@ pub struct Submission {
     /// When it arrived, when that is already known (a replay of the journal); otherwise the gateway's
     /// wall clock at admission.
     pub arrival: Option<Micros>,
+    /// Its journal position, when it is replayed from the journal (0: none yet; an attached journal gives
+    /// one at admission).
+    pub position: Position,
 }
 
 struct Job {
+    /// Its journal position (0: not journaled).
+    position: Position,
     sequence: Option<u64>,
     event: Event<'static>,
     time: Option<Micros>,
@@ -214,8 +221,8 @@ impl<'p> Replay<'p> {
         }
     }
 
-    /// An event line that arrived at `arrival`.
-    pub async fn event(&mut self, arrival: Micros, line: &[u8]) {
+    /// An event line that arrived at `arrival`, at journal position `position` (0: not from the journal).
+    pub async fn event(&mut self, position: Position, arrival: Micros, line: &[u8]) {
         self.replayed.events += 1;
         match crate::event::decode_line(line) {
             Ok(crate::event::Decoded::Event(event)) => self.batch.push(Submission {
@@ -224,6 +231,7 @@ impl<'p> Replay<'p> {
                 stats: Arc::clone(&self.stats),
                 ingested: Instant::now(),
                 arrival: Some(arrival),
+                position,
             }),
             // Recorded lines are events this gateway decoded once: one that no longer decodes (a newer
             // decoder, or damage a checksum missed) is skipped, and counted.
@@ -266,6 +274,8 @@ impl<'p> Replay<'p> {
 pub struct Pipeline {
     admitter: Mutex<Admitter>,
     shard_count: usize,
+    /// Each shard's oldest needed journal position (see `Shard::oldest_needed`).
+    oldest_needed: Vec<Arc<AtomicU64>>,
     /// With `--journal`: how far it is durable, for the ingest acks.
     progress: std::sync::OnceLock<Progress>,
 }
@@ -296,6 +306,7 @@ impl Pipeline {
         let (tickets_tx, tickets_rx) = mpsc::channel::<Vec<u16>>(depth * shard_count);
         let mut shard_txs = Vec::with_capacity(shard_count);
         let mut output_rxs = Vec::with_capacity(shard_count);
+        let mut oldest_needed = Vec::with_capacity(shard_count);
         for id in 0..shard_count {
             let (tx, rx) = mpsc::channel::<ShardInput>(depth);
             let (output_tx, output_rx) = mpsc::channel::<Vec<ShardOutput>>(depth);
@@ -304,7 +315,9 @@ impl Pipeline {
                 max_calls: config.reducer.max_calls.div_ceil(shard_count),
                 ..config.reducer.clone()
             });
-            let shard = Shard::new(id as u16, reducer, &config);
+            let needed = Arc::new(AtomicU64::new(0));
+            oldest_needed.push(Arc::clone(&needed));
+            let shard = Shard::new(id as u16, reducer, &config, needed);
             // A task, not a thread: the runtime runs it right after the ingest task that fed it (on the
             // same core, no wake-up of a sleeping CPU), and spreads shards over the cores when busy
             // (measured: ingest-to-publish p99 fell from ~25 ms with threads to under 10 ms).
@@ -320,6 +333,7 @@ impl Pipeline {
                 journal: None,
             }),
             shard_count,
+            oldest_needed,
             progress: std::sync::OnceLock::new(),
         });
         let (done_tx, done_rx) = oneshot::channel();
@@ -340,6 +354,20 @@ impl Pipeline {
     pub async fn attach_journal(&self, journal: Journal, progress: Progress) {
         self.admitter.lock().await.journal = Some(journal);
         let _ = self.progress.set(progress);
+    }
+
+    /// The oldest journal position a live call or a device not in its default state began at, or past
+    /// the last event the shards took when none does (`None`: no journaled event taken yet). Journal
+    /// retention keeps every segment from it on.
+    pub fn oldest_needed(&self) -> Option<Position> {
+        let shards: Vec<Position> = self
+            .oldest_needed
+            .iter()
+            .map(|needed| needed.load(Ordering::Acquire))
+            .collect();
+        // A shard that took no journaled job yet holds nothing, but another may have taken one; all
+        // of them silent means nothing is known.
+        shards.iter().copied().filter(|&p| p > 0).min()
     }
 
     /// How far the journal is durable (`None` without one).
@@ -399,15 +427,17 @@ impl Pipeline {
         // Journaled before the sequencer sees the batch: a write that fails (a full disk) leaves nothing
         // changed, and the batch is refused whole. Duplicates are journaled too (a replay skips them
         // again; the export is at-least-once, analytics.md).
+        let mut positions = Vec::new();
         let journaled = match &mut admitter.journal {
             Some(journal) => {
+                positions.reserve(batch.len());
                 for submission in &batch {
-                    journal.append(&Record::Event {
+                    positions.push(journal.append(&Record::Event {
                         arrival: submission.arrival.unwrap_or(now),
                         connection: submission.stats.connection,
                         server: &submission.event.server,
                         line: &submission.line,
-                    });
+                    }));
                 }
                 if let Err(failed) = journal.write() {
                     metrics::counter!("callgate_journal_refused_total")
@@ -421,14 +451,16 @@ impl Pipeline {
         let mut jobs: Vec<Vec<Job>> = (0..self.shard_count).map(|_| Vec::new()).collect();
         let mut tickets = Vec::with_capacity(batch.len());
         let mut taken_now = Vec::new();
-        for submission in batch {
+        for (index, submission) in batch.into_iter().enumerate() {
             let Submission {
                 event,
                 stats,
                 ingested,
                 arrival,
+                position,
                 ..
             } = submission;
+            let position = positions.get(index).copied().unwrap_or(position);
             let arrival = arrival.unwrap_or(now);
             stats.submitted.fetch_add(1, Ordering::Release);
             let sequence = event.sequence;
@@ -450,6 +482,7 @@ impl Pipeline {
                     let shard = self.shard_of(&event);
                     tickets.push(shard as u16);
                     jobs[shard].push(Job {
+                        position,
                         sequence,
                         event,
                         time,
@@ -501,7 +534,9 @@ impl Pipeline {
         while let Some(position) = reader.advance()? {
             last = position;
             match reader.record() {
-                Record::Event { arrival, line, .. } => replay.event(arrival, line).await,
+                Record::Event { arrival, line, .. } => {
+                    replay.event(position, arrival, line).await;
+                }
                 Record::Tick { wall } => replay.tick(wall).await,
             }
         }
@@ -560,11 +595,23 @@ struct Shard {
     /// Events refused at `--max-calls` since the last log line about them.
     refused: u64,
     last_refusal_log: Option<Instant>,
+    /// The journal positions its live calls and devices began at.
+    needs: needs::Needs,
+    /// The oldest of them, or the position after the last job when none (0: no journaled job yet), for
+    /// journal retention.
+    oldest_needed: Arc<AtomicU64>,
 }
 
 impl Shard {
-    fn new(id: u16, reducer: Reducer, config: &PipelineConfig) -> Self {
+    fn new(
+        id: u16,
+        reducer: Reducer,
+        config: &PipelineConfig,
+        oldest_needed: Arc<AtomicU64>,
+    ) -> Self {
         Self {
+            needs: needs::Needs::default(),
+            oldest_needed,
             id,
             reducer,
             notifications: Notifications::default(),
@@ -607,11 +654,40 @@ impl Shard {
             Disposition::Applied | Disposition::Orphan | Disposition::Ignored(_) => Taken::Applied,
         };
         count_outcome(disposition.label());
+        let published = self.take_notifications(job.ingested, job.arrived);
+        self.record_needs(&published, job.position);
         ShardOutput {
-            published: self.take_notifications(job.ingested, job.arrived),
+            published,
             forgotten: Vec::new(),
             taken: Some((job.stats, job.sequence, taken)),
         }
+    }
+
+    /// Holds the position of the event that began each live call and each device out of its default
+    /// state; releases the rest. `position` is the journal position of the event that made `published`
+    /// (0: not journaled, or a tick).
+    fn record_needs(&mut self, published: &[Published], position: Position) {
+        if position == 0 && published.is_empty() {
+            return;
+        }
+        for notification in published {
+            let key = notification.meta.key();
+            let held = match &notification.meta {
+                Meta::Call(meta) => meta.is_live(),
+                Meta::Device(meta) => meta.kept,
+            };
+            if held {
+                self.needs.hold(key, position);
+            } else {
+                self.needs.release(key);
+            }
+        }
+        let oldest = match (self.needs.oldest(), position) {
+            (Some(oldest), _) => oldest,
+            (None, 0) => return,
+            (None, position) => position.saturating_add(1),
+        };
+        self.oldest_needed.store(oldest, Ordering::Release);
     }
 
     fn refused_at_capacity(&mut self) {
@@ -663,8 +739,11 @@ impl Shard {
                 );
             }
         }
+        let published = self.take_notifications(tick.now, tick.wall);
+        // Calls released as stale: no longer needed.
+        self.record_needs(&published, 0);
         ShardOutput {
-            published: self.take_notifications(tick.now, tick.wall),
+            published,
             forgotten,
             taken: None,
         }
@@ -805,6 +884,7 @@ mod tests {
             stats: Arc::clone(stats),
             ingested: Instant::now(),
             arrival: None,
+            position: 0,
         }
     }
 

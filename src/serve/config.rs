@@ -104,6 +104,17 @@ pub struct ServeArgs {
     /// 100 ms) or `never` (written to the OS only) [default: batch].
     #[arg(long, env = "CALLGATE_JOURNAL_FSYNC", value_enum)]
     pub journal_fsync: Option<crate::journal::live::Fsync>,
+    /// Seconds a closed journal segment is kept; it goes after that once no live call or logged-in
+    /// device needs it (0: kept forever) [default: 86400].
+    #[arg(long, env = "CALLGATE_JOURNAL_RETENTION")]
+    pub journal_retention: Option<f64>,
+    /// The most bytes the journal's segments hold; past it new events are refused like on a full disk
+    /// (0: no bound) [default: 0].
+    #[arg(long, env = "CALLGATE_JOURNAL_MAX_BYTES")]
+    pub journal_max_bytes: Option<u64>,
+    /// Bytes at which a journal segment is closed and the next begun [default: 67108864, 64 MiB].
+    #[arg(long, env = "CALLGATE_JOURNAL_SEGMENT_BYTES")]
+    pub journal_segment_bytes: Option<u64>,
     /// Keep every accepted event in NATS JetStream at this URL (`nats://host:port`), one stream per
     /// T-Server: acks then mean "stored by JetStream", and a restart without `--journal` reads the
     /// streams back (analytics.md, docs/jetstream.md).
@@ -160,6 +171,9 @@ struct FileConfig {
     ingest_client_ca: Option<PathBuf>,
     journal: Option<PathBuf>,
     journal_fsync: Option<crate::journal::live::Fsync>,
+    journal_retention: Option<f64>,
+    journal_max_bytes: Option<u64>,
+    journal_segment_bytes: Option<u64>,
     nats: Option<String>,
     nats_replicas: Option<usize>,
     nats_max_age: Option<f64>,
@@ -217,6 +231,12 @@ pub struct ServeConfig {
     pub journal: Option<PathBuf>,
     /// When the journal is synced.
     pub journal_fsync: crate::journal::live::Fsync,
+    /// How long closed journal segments are kept at least (`None`: forever).
+    pub journal_retention: Option<Duration>,
+    /// The journal's bound in bytes (`None`: none).
+    pub journal_max_bytes: Option<u64>,
+    /// Where journal segments are closed.
+    pub journal_segment_bytes: u64,
     /// JetStream (none: not used).
     pub nats: Option<crate::jetstream::Settings>,
 }
@@ -281,6 +301,24 @@ impl ServeArgs {
             )));
         }
         let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+        let retention = self
+            .journal_retention
+            .or(file.journal_retention)
+            .unwrap_or(86_400.0);
+        if !(0.0..=3.2e9).contains(&retention) {
+            return Err(ConfigError::Invalid(format!(
+                "journal-retention must be 0 (forever) to 3200000000 seconds, not {retention}"
+            )));
+        }
+        let segment_bytes = self
+            .journal_segment_bytes
+            .or(file.journal_segment_bytes)
+            .unwrap_or(crate::journal::ROTATE_AT);
+        if segment_bytes < 4096 {
+            return Err(ConfigError::Invalid(format!(
+                "journal-segment-bytes must be at least 4096, not {segment_bytes}"
+            )));
+        }
         let nats = match self.nats.clone().or(file.nats.clone()) {
             None => None,
             Some(url) => Some(nats_settings(url, &self, &file)?),
@@ -353,6 +391,12 @@ impl ServeArgs {
                 .journal_fsync
                 .or(file.journal_fsync)
                 .unwrap_or(crate::journal::live::Fsync::Batch),
+            journal_retention: (retention > 0.0).then(|| Duration::from_secs_f64(retention)),
+            journal_max_bytes: self
+                .journal_max_bytes
+                .or(file.journal_max_bytes)
+                .filter(|&bytes| bytes > 0),
+            journal_segment_bytes: segment_bytes,
             nats,
         })
     }

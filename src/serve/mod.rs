@@ -220,6 +220,7 @@ pub async fn run(
         .rendering_on(renderer.clone()),
     );
     let supervisor = Supervisor::new();
+    let cancel = CancellationToken::new();
     let (pipeline, published_all) = Pipeline::start(
         PipelineConfig {
             shards: config.shards,
@@ -242,7 +243,7 @@ pub async fn run(
         if let Err(error) = tokio::signal::unix::signal(file_size) {
             tracing::warn!("SIGXFSZ cannot be caught: {error}");
         }
-        recover(dir, config.journal_fsync, &pipeline, &supervisor).await?;
+        recover(dir, &config, &pipeline, &supervisor, &cancel).await?;
     }
     let writer = match (nats, &config.nats) {
         (Some(context), Some(settings)) => {
@@ -254,7 +255,6 @@ pub async fn run(
     let intake = Arc::new(Intake::new(Arc::clone(&pipeline), writer));
     pipeline.start_clock(&supervisor);
 
-    let cancel = CancellationToken::new();
     if config.pack_frames {
         let packed = crate::stream::packer::start(Arc::clone(&stream), cancel.clone())
             .map_err(ServeError::Packer)?;
@@ -420,12 +420,13 @@ async fn recover_streams(
 /// what comes next. The listeners are bound (the base URL may need their port) but accept nothing yet.
 async fn recover(
     dir: &std::path::Path,
-    fsync: crate::journal::live::Fsync,
+    config: &ServeConfig,
     pipeline: &Arc<Pipeline>,
     supervisor: &Supervisor,
+    cancel: &CancellationToken,
 ) -> Result<(), ServeError> {
     let started = Instant::now();
-    let opened = crate::journal::open(dir, crate::journal::ROTATE_AT)?;
+    let opened = crate::journal::open(dir, config.journal_segment_bytes)?;
     if let Some(repair) = &opened.repaired {
         tracing::warn!(
             segment = %repair.path.display(),
@@ -450,9 +451,79 @@ async fn recover(
         dir.display(),
         started.elapsed()
     );
-    let (journal, progress) = crate::journal::live::start(opened, fsync, supervisor)?;
+    let (mut journal, progress) =
+        crate::journal::live::start(opened, config.journal_fsync, supervisor)?;
+    let stored = Arc::new(std::sync::atomic::AtomicU64::new(
+        crate::journal::retention::stored_bytes(dir)?,
+    ));
+    if let Some(max) = config.journal_max_bytes {
+        journal.bound(max, Arc::clone(&stored));
+    }
     pipeline.attach_journal(journal, progress).await;
+    if let Some(retention) = config.journal_retention {
+        supervisor.spawn(
+            "journal retention",
+            retain(
+                dir.to_owned(),
+                retention,
+                Arc::clone(pipeline),
+                stored,
+                cancel.clone(),
+            ),
+        );
+    }
     Ok(())
+}
+
+/// Deletes the journal's segments that retention lets go (docs/journal.md, "Retention"), checking every
+/// quarter of `retention` (at most every minute), until `cancel`.
+async fn retain(
+    dir: std::path::PathBuf,
+    retention: Duration,
+    pipeline: Arc<Pipeline>,
+    stored: Arc<std::sync::atomic::AtomicU64>,
+    cancel: CancellationToken,
+) {
+    let every = (retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = cancel.cancelled() => return,
+        }
+        // Nothing is known to be unneeded before the shards have taken a journaled event.
+        let Some(needed) = pipeline.oldest_needed() else {
+            continue;
+        };
+        let Some(written_before) = std::time::SystemTime::now().checked_sub(retention) else {
+            continue;
+        };
+        let folder = dir.clone();
+        let deleted = tokio::task::spawn_blocking(move || {
+            crate::journal::retention::delete_before(&folder, needed, written_before)
+        })
+        .await;
+        match deleted {
+            Ok(Ok(deleted)) if deleted.segments > 0 => {
+                // Saturating: a new segment's header is not counted by the writes.
+                let _ = stored.fetch_update(
+                    std::sync::atomic::Ordering::AcqRel,
+                    std::sync::atomic::Ordering::Acquire,
+                    |held| Some(held.saturating_sub(deleted.bytes)),
+                );
+                metrics::counter!("callgate_journal_segments_deleted_total")
+                    .increment(deleted.segments as u64);
+                tracing::info!(
+                    segments = deleted.segments,
+                    bytes = deleted.bytes,
+                    first_kept = deleted.first_kept,
+                    "journal: deleted segments past retention that no live call or device needs"
+                );
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!("journal retention: {error}"),
+            Err(panic) => tracing::error!("journal retention panicked: {panic}"),
+        }
+    }
 }
 
 /// Rereads the access file at every SIGHUP and puts it in force; a file that does not load keeps the
@@ -570,6 +641,7 @@ async fn demo(intake: Arc<Intake>, cancel: CancellationToken, journal: Option<st
                     stats: Arc::clone(&stats),
                     ingested: Instant::now(),
                     arrival: None,
+                    position: 0,
                 }])
                 .await;
             if let Err(failed) = submitted {
