@@ -667,7 +667,8 @@ impl Shard {
     /// state; releases the rest. `position` is the journal position of the event that made `published`
     /// (0: not journaled, or a tick).
     fn record_needs(&mut self, published: &[Published], position: Position) {
-        if position == 0 && published.is_empty() {
+        // Without a journal nothing is ever held: nothing to do.
+        if position == 0 && (published.is_empty() || self.needs.is_empty()) {
             return;
         }
         for notification in published {

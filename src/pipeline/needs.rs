@@ -38,6 +38,11 @@ impl Needs {
         }
     }
 
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
     /// The oldest position still needed (`None`: nothing is held).
     pub fn oldest(&self) -> Option<Position> {
         self.positions.keys().next().copied()
