@@ -154,12 +154,6 @@ pub async fn run(
                 .display()
         );
     }
-    // Before binding: the gateway is not ready until the first event with a number cannot stall it.
-    let started = std::time::Instant::now();
-    let regions = tokio::task::spawn_blocking(crate::enrich::phone::warm_up)
-        .await
-        .unwrap_or(0);
-    tracing::debug!(regions, "phone metadata warmed in {:?}", started.elapsed());
     let http = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -236,6 +230,8 @@ pub async fn run(
         Arc::clone(&stream),
         &supervisor,
     );
+    // Nobody can look before the doors serve: the replay renders only what will be looked at.
+    stream.defer();
     if let Some(dir) = &config.journal {
         // Past a file-size limit (`ulimit -f`) a write then fails with EFBIG, and the journal refuses the
         // events, rather than the signal killing the gateway. tokio's handler stays for the process.
@@ -252,17 +248,24 @@ pub async fn run(
         }
         _ => None,
     };
+    stream.settle();
+    // The gateway is not ready until the first event with a number cannot stall it: the warm-up is
+    // awaited before serving, unless a recovery replayed events, which warmed what the traffic uses (the
+    // rest is warmed beside the first minutes of service rather than holding up the restart).
+    let started = std::time::Instant::now();
+    let warm_up = tokio::task::spawn_blocking(crate::enrich::phone::warm_up);
+    if stream.stats().seq == 0 {
+        let regions = warm_up.await.unwrap_or(0);
+        tracing::debug!(regions, "phone metadata warmed in {:?}", started.elapsed());
+    } else {
+        tokio::spawn(async move {
+            let regions = warm_up.await.unwrap_or(0);
+            tracing::debug!(regions, "phone metadata warmed in {:?}", started.elapsed());
+        });
+    }
     let intake = Arc::new(Intake::new(Arc::clone(&pipeline), writer));
     pipeline.start_clock(&supervisor);
 
-    if config.pack_frames {
-        let packed = crate::stream::packer::start(Arc::clone(&stream), cancel.clone())
-            .map_err(ServeError::Packer)?;
-        supervisor.spawn(
-            "frame packer",
-            crate::stream::packer::run_applier(Arc::clone(&stream), packed),
-        );
-    }
     supervisor.spawn(
         "access reloader",
         reload_on_hangup(
@@ -332,6 +335,15 @@ pub async fn run(
     ready.store(true, Ordering::Release);
     tracing::info!(listen = %bound.listen, ingest = %bound.ingest, %epoch, "callgate serving");
     on_ready(bound);
+    // After the doors open: packing a recovery's history is background work, not part of the restart.
+    if config.pack_frames {
+        let packed = crate::stream::packer::start(Arc::clone(&stream), cancel.clone())
+            .map_err(ServeError::Packer)?;
+        supervisor.spawn(
+            "frame packer",
+            crate::stream::packer::run_applier(Arc::clone(&stream), packed),
+        );
+    }
 
     let failure = tokio::select! {
         () = shutdown => None,

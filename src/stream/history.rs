@@ -45,6 +45,11 @@ impl History {
         self.entries.push_back(entry);
     }
 
+    /// The most notifications it holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// The position of the oldest notification held, if any.
     pub fn oldest(&self) -> Option<u64> {
         self.entries.front().map(|entry| entry.seq)

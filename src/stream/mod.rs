@@ -56,6 +56,20 @@ struct Core {
     subscriptions: Subscriptions,
     /// Outboxes that became non-empty during the batch being published: woken once it is all queued.
     to_wake: Vec<Arc<Outbox>>,
+    /// While a recovery replays the journal (or JetStream), before anyone can look.
+    deferred: Option<Deferred>,
+}
+
+/// Notifications published during a recovery, before any client or request can see the stream: only
+/// what will be looked at afterwards is rendered, at the end ([`Stream::settle`]): the newest version of
+/// each resource for the store, and the last `--history` notifications for resuming. A replay of a
+/// million events would otherwise render and index a million frames to keep a tenth of them.
+#[derive(Default)]
+struct Deferred {
+    /// The newest notification of each call and device, and its seq.
+    latest: std::collections::HashMap<CallKey, (u64, Arc<Published>)>,
+    /// The last notifications (at most the history's capacity), oldest first.
+    recent: std::collections::VecDeque<(u64, Arc<Published>)>,
 }
 
 /// Counters the stream keeps for /metrics.
@@ -82,6 +96,16 @@ pub struct Stream {
     core: Mutex<Core>,
 }
 
+/// Records a published resource's newest version in the store.
+fn store(store: &mut StoreView, meta: &Meta, seq: u64, frame: bytes::Bytes, call: Range<usize>) {
+    match meta {
+        Meta::Call(meta) => store.upsert(StoredCall::new(Arc::clone(meta), seq, frame, call)),
+        Meta::Device(meta) => {
+            store.upsert_device(StoredDevice::new(Arc::clone(meta), seq, frame, call));
+        }
+    }
+}
+
 impl Stream {
     /// A stream for the run named `epoch`, keeping `history` notifications for resuming.
     pub fn new(epoch: &str, history: usize, limits: OutboxLimits) -> Self {
@@ -95,6 +119,7 @@ impl Stream {
                 store: StoreView::default(),
                 subscriptions: Subscriptions::default(),
                 to_wake: Vec::new(),
+                deferred: None,
             }),
         }
     }
@@ -140,6 +165,38 @@ impl Stream {
         (frame, call)
     }
 
+    /// From now until [`Stream::settle`], publishes without rendering (a recovery's replay, before the
+    /// doors serve): see [`Deferred`].
+    pub fn defer(&self) {
+        self.lock().deferred = Some(Deferred::default());
+    }
+
+    /// Ends [`Stream::defer`]: renders the store's documents and the resume history as publishing them
+    /// one by one would have left them.
+    pub fn settle(&self) {
+        let mut guard = self.lock();
+        let core = &mut *guard;
+        let Some(deferred) = core.deferred.take() else {
+            return;
+        };
+        let mut latest: Vec<(u64, Arc<Published>)> = deferred.latest.into_values().collect();
+        latest.sort_unstable_by_key(|(seq, _)| *seq);
+        for (seq, published) in latest {
+            let (frame, call) = self.frame(seq, &published);
+            let frame = crate::store::frame_heap::frame_bytes(frame);
+            store(&mut core.store, &published.meta, seq, frame, call);
+        }
+        for (seq, published) in deferred.recent {
+            let (frame, _) = self.frame(seq, &published);
+            let frame = crate::store::frame_heap::frame_bytes(frame);
+            core.history.push(HistoryEntry {
+                seq,
+                meta: published.meta.clone(),
+                frame: Kept::Plain(frame),
+            });
+        }
+    }
+
     /// Publishes notifications in order: assigns seq, updates the store and history, delivers.
     pub fn publish(&self, batch: Vec<Published>) {
         if batch.is_empty() {
@@ -147,23 +204,30 @@ impl Stream {
         }
         let mut guard = self.lock();
         let core = &mut *guard;
+        if let Some(deferred) = &mut core.deferred {
+            metrics::counter!("callgate_notifications_total").increment(batch.len() as u64);
+            let capacity = core.history.capacity();
+            for published in batch {
+                core.seq += 1;
+                let published = Arc::new(published);
+                deferred
+                    .latest
+                    .insert(published.meta.key(), (core.seq, Arc::clone(&published)));
+                if capacity > 0 {
+                    if deferred.recent.len() >= capacity {
+                        deferred.recent.pop_front();
+                    }
+                    deferred.recent.push_back((core.seq, published));
+                }
+            }
+            return;
+        }
         for published in batch {
             core.seq += 1;
             let seq = core.seq;
             let (frame, call) = self.frame(seq, &published);
             let frame = crate::store::frame_heap::frame_bytes(frame);
-            match &published.meta {
-                Meta::Call(meta) => {
-                    core.store
-                        .upsert(StoredCall::new(Arc::clone(meta), seq, frame.clone(), call))
-                }
-                Meta::Device(meta) => core.store.upsert_device(StoredDevice::new(
-                    Arc::clone(meta),
-                    seq,
-                    frame.clone(),
-                    call,
-                )),
-            }
+            store(&mut core.store, &published.meta, seq, frame.clone(), call);
             let key = published.meta.key();
             let mut delivered = 0u64;
             let to_wake = &mut core.to_wake;
@@ -199,6 +263,9 @@ impl Stream {
     pub fn forget(&self, keys: &[CallKey]) {
         let mut core = self.lock();
         for key in keys {
+            if let Some(deferred) = &mut core.deferred {
+                deferred.latest.remove(key);
+            }
             core.store.remove(*key);
         }
     }
@@ -441,6 +508,60 @@ mod tests {
             members,
             ingested: Instant::now(),
         }
+    }
+
+    /// The store's calls (key, seq, document) of a stream, and its history's (seq, frame).
+    type Contents = (Vec<(CallKey, u64, String)>, Vec<(u64, String)>);
+
+    fn contents(stream: &Stream) -> Contents {
+        let view = stream.view();
+        let calls = view
+            .iter_after(None)
+            .map(|call| {
+                let json = call.json().expect("document");
+                (
+                    call.meta.key,
+                    call.seq,
+                    String::from_utf8_lossy(&json).into_owned(),
+                )
+            })
+            .collect();
+        let history = stream
+            .lock()
+            .history
+            .iter()
+            .map(|entry| match &entry.frame {
+                Kept::Plain(frame) => (entry.seq, String::from_utf8_lossy(frame).into_owned()),
+                Kept::Packed { .. } => panic!("nothing packs here"),
+            })
+            .collect();
+        (calls, history)
+    }
+
+    #[test]
+    fn a_deferred_replay_leaves_the_store_and_history_of_publishing_one_by_one() {
+        let live = Stream::new(EPOCH, 3, OutboxLimits::default());
+        let replayed = Stream::new(EPOCH, 3, OutboxLimits::default());
+        replayed.defer();
+        for stream in [&live, &replayed] {
+            for (seq, (call, state)) in EVENTS.iter().enumerate() {
+                stream.publish(vec![published(*call, *state, seq as u64 + 1)]);
+                if seq == 5 {
+                    // B's linger is over.
+                    stream.forget(&[CallKey {
+                        shard: 0,
+                        number: B.number,
+                    }]);
+                }
+            }
+        }
+        replayed.settle();
+        let (calls, history) = contents(&live);
+        assert_eq!(calls.len(), 3, "A, C, D; B forgotten");
+        assert_eq!(history.len(), 3);
+        assert_eq!(contents(&replayed), (calls, history));
+        assert_eq!(replayed.stats().seq, 7);
+        assert_eq!(replayed.stats().live_calls, live.stats().live_calls);
     }
 
     #[test]
