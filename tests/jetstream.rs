@@ -9,8 +9,8 @@ use async_nats::jetstream;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use support::durable::{
-    BASE_URL, NatsServer, TServer, an_hour, calls, notifications_until, reference, same_stream,
-    subscribe, whole_stream,
+    BASE_URL, LINGER, NatsServer, TServer, an_hour, calls, notifications_until, reference,
+    same_stream, subscribe, whole_stream,
 };
 use support::{Gateway, temp_dir};
 
@@ -19,6 +19,8 @@ fn start(nats: &NatsServer) -> Gateway {
     Gateway::start(&[
         "--base-url",
         BASE_URL,
+        "--released-linger",
+        LINGER,
         "--nats",
         &url,
         "--nats-ack-timeout",
@@ -63,7 +65,16 @@ async fn survives_kill_9(seed: u64, journal: bool) {
         }
         let url = nats.url();
         let journal = journal_dir.to_str().expect("path");
-        Gateway::start(&["--base-url", BASE_URL, "--nats", &url, "--journal", journal])
+        Gateway::start(&[
+            "--base-url",
+            BASE_URL,
+            "--released-linger",
+            LINGER,
+            "--nats",
+            &url,
+            "--journal",
+            journal,
+        ])
     };
 
     let mut first = start(&nats);

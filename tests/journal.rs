@@ -10,13 +10,13 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use support::durable::{
-    BASE_URL, TServer, an_hour, calls, notifications_until, reference, same_stream, subscribe,
-    whole_stream,
+    BASE_URL, LINGER, TServer, an_hour, calls, notifications_until, reference, same_stream,
+    subscribe, whole_stream,
 };
 use support::{Gateway, temp_dir};
 
 fn start(journal: Option<&Path>) -> Gateway {
-    let mut args = vec!["--base-url", BASE_URL];
+    let mut args = vec!["--base-url", BASE_URL, "--released-linger", LINGER];
     if let Some(dir) = journal {
         args.extend(["--journal", dir.to_str().expect("path")]);
     }

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
 pub const BASE_URL: &str = "http://callgate.test";
+/// `--released-linger` for every gateway of these tests: a run longer than the default 30 s would see a
+/// restarted gateway forget Released calls that the reference, fed all at once, still shows.
+pub const LINGER: &str = "3600";
 
 /// A simulated hour of a small center: its lines and their EventSequenceNumbers.
 pub fn an_hour(seed: u64) -> Vec<(u64, String)> {
@@ -159,7 +162,7 @@ pub async fn whole_stream(gateway: &Gateway) -> (String, Vec<(u64, Value, Value)
 /// What a gateway that never crashed makes of `lines`: its whole stream and its calls.
 pub async fn reference(lines: &[(u64, String)]) -> (Vec<(u64, Value, Value)>, Value) {
     let last = lines.last().expect("events").0;
-    let reference = Gateway::start(&["--base-url", BASE_URL]);
+    let reference = Gateway::start(&["--base-url", BASE_URL, "--released-linger", LINGER]);
     let mut feeder = TServer::connect(&reference);
     feeder.send(lines);
     assert_eq!(
