@@ -248,3 +248,49 @@ async fn a_second_gateway_writing_the_same_stream_is_refused() {
     assert_eq!(stored(&nats, &server_of(&lines)).await, lines.len() as u64);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A stream the operator made keeps its settings, and the gateway says how they differ from its flags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_stream_keeps_its_settings_and_the_difference_is_logged() {
+    let dir = temp_dir("jetstream-settings");
+    let nats = NatsServer::start(&dir);
+    let client = async_nats::connect(nats.url()).await.expect("NATS");
+    jetstream::new(client)
+        .create_stream(jetstream::stream::Config {
+            name: callgate::jetstream::stream_name(""),
+            subjects: vec![callgate::jetstream::subject("")],
+            max_age: Duration::from_secs(3600),
+            ..Default::default()
+        })
+        .await
+        .expect("the operator's stream");
+    let url = nats.url();
+    let mut gateway = Gateway::spawn(
+        &["--base-url", BASE_URL, "--nats", &url],
+        &[],
+        std::process::Stdio::piped(),
+    );
+    let stderr = gateway.child.stderr.take().expect("stderr");
+    let lines = an_hour(59);
+    let mut tserver = TServer::connect(&gateway);
+    tserver.send(&lines[..5]);
+    assert_eq!(
+        tserver.acked_up_to(lines[4].0, Duration::from_secs(20)),
+        Some(lines[4].0)
+    );
+    let warning = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find(|line| line.contains("settings differ"))
+    });
+    drop(gateway);
+    let warning = warning.join().expect("stderr read").expect("a warning");
+    assert!(
+        warning.contains("max age 3600s (flag 604800s)"),
+        "{warning}"
+    );
+    assert!(warning.contains("discard Old (flag New)"), "{warning}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -201,6 +201,46 @@ impl Writer {
     }
 }
 
+/// The settings callgate sets that `found` (an existing stream's) has otherwise than `wanted`, each as
+/// `name found (flag wanted)`.
+fn differences(
+    found: &jetstream::stream::Config,
+    wanted: &jetstream::stream::Config,
+) -> Vec<String> {
+    let mut differences = Vec::new();
+    let mut compare = |name: &str, found: String, wanted: String| {
+        if found != wanted {
+            differences.push(format!("{name} {found} (flag {wanted})"));
+        }
+    };
+    compare(
+        "replicas",
+        found.num_replicas.to_string(),
+        wanted.num_replicas.to_string(),
+    );
+    compare(
+        "max age",
+        format!("{:?}", found.max_age),
+        format!("{:?}", wanted.max_age),
+    );
+    compare(
+        "max bytes",
+        found.max_bytes.to_string(),
+        wanted.max_bytes.to_string(),
+    );
+    compare(
+        "duplicate window",
+        format!("{:?}", found.duplicate_window),
+        format!("{:?}", wanted.duplicate_window),
+    );
+    compare(
+        "discard",
+        format!("{:?}", found.discard),
+        format!("{:?}", wanted.discard),
+    );
+    differences
+}
+
 /// Splits `batch` into runs of consecutive events of one Server, in order.
 fn by_server(batch: Vec<Submission>) -> Vec<Vec<Submission>> {
     let mut parts: Vec<Vec<Submission>> = Vec::new();
@@ -251,9 +291,18 @@ impl Chain {
         settings: &Settings,
     ) -> Result<(), async_nats::jetstream::context::CreateStreamError> {
         if !self.stream_ready {
-            context
-                .get_or_create_stream(settings.stream_config(&self.server))
-                .await?;
+            let wanted = settings.stream_config(&self.server);
+            let mut stream = context.get_or_create_stream(wanted.clone()).await?;
+            if let Ok(info) = stream.info().await {
+                let differences = differences(&info.config, &wanted);
+                if !differences.is_empty() {
+                    tracing::warn!(
+                        stream = %self.stream,
+                        "the stream's settings differ from this gateway's flags (the stream's are used): {}",
+                        differences.join(", ")
+                    );
+                }
+            }
             self.stream_ready = true;
         }
         Ok(())
@@ -361,6 +410,22 @@ mod tests {
             number,
             unnumbered,
         }
+    }
+
+    #[test]
+    fn differing_stream_settings_are_named() {
+        let settings = Settings::new("nats://127.0.0.1:4222".into());
+        let wanted = settings.stream_config("TS");
+        assert!(differences(&wanted, &wanted).is_empty());
+        let found = jetstream::stream::Config {
+            max_age: std::time::Duration::from_secs(60),
+            discard: jetstream::stream::DiscardPolicy::Old,
+            ..wanted.clone()
+        };
+        assert_eq!(
+            differences(&found, &wanted),
+            ["max age 60s (flag 604800s)", "discard Old (flag New)"]
+        );
     }
 
     #[test]
