@@ -9,8 +9,8 @@ use async_nats::jetstream;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use support::durable::{
-    BASE_URL, LINGER, NatsServer, TServer, an_hour, calls, notifications_until, reference,
-    same_stream, subscribe, whole_stream,
+    BASE_URL, LINGER, NatsServer, TServer, after, an_hour, calls, reference, same_stream,
+    survives_kill_9, whole_stream,
 };
 use support::{Gateway, temp_dir};
 
@@ -26,11 +26,6 @@ fn start(nats: &NatsServer) -> Gateway {
         "--nats-ack-timeout",
         "2",
     ])
-}
-
-/// The lines after `acked`.
-fn after(lines: &[(u64, String)], acked: u64) -> Vec<(u64, String)> {
-    lines.iter().filter(|(s, _)| *s > acked).cloned().collect()
 }
 
 /// The messages in `server`'s event stream.
@@ -51,17 +46,16 @@ fn server_of(lines: &[(u64, String)]) -> String {
 }
 
 /// `kill -9` of a gateway that has `--nats` (and `--journal` when `journal`), a restart, the T-Server's
-/// resend from its last ack: the same stream, calls and epoch as a gateway that never crashed.
-async fn survives_kill_9(seed: u64, journal: bool) {
+/// resend from its last ack: the same stream, calls and epoch as a gateway that never crashed, and each
+/// event stored once.
+async fn survives_kill_9_with_nats(seed: u64, journal: bool) {
     let lines = an_hour(seed);
-    let last = lines.last().expect("events").0;
-    let (want, want_calls) = reference(&lines).await;
     let dir = temp_dir("jetstream-kill");
     let nats = NatsServer::start(&dir);
     let journal_dir = dir.join("journal");
-    let start = |nats: &NatsServer| {
+    let start = || {
         if !journal {
-            return start(nats);
+            return start(&nats);
         }
         let url = nats.url();
         let journal = journal_dir.to_str().expect("path");
@@ -76,40 +70,7 @@ async fn survives_kill_9(seed: u64, journal: bool) {
             journal,
         ])
     };
-
-    let mut first = start(&nats);
-    let (mut live, subscribed) = subscribe(&first, None).await;
-    let epoch = subscribed["epoch"].as_str().expect("epoch").to_owned();
-    let split = lines.len() * 6 / 10;
-    let mut tserver = TServer::connect(&first);
-    tserver.send(&lines[..split]);
-    let acked = tserver.acked_up_to(lines[split - 1].0, Duration::from_secs(60));
-    assert_eq!(acked, Some(lines[split - 1].0));
-    tserver.send(&lines[split..]);
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    first.child.kill().expect("kill -9");
-    first.child.wait().expect("reaped");
-    let acked = tserver
-        .acked_up_to(u64::MAX, Duration::from_millis(300))
-        .expect("acks");
-    eprintln!("acked {acked} of {last} before the kill");
-    let seen = notifications_until(&mut live, u64::MAX).await;
-    assert!(!seen.is_empty());
-
-    let second = start(&nats);
-    let mut resend = TServer::connect(&second);
-    resend.send(&after(&lines, acked));
-    assert_eq!(
-        resend.acked_up_to(last, Duration::from_secs(60)),
-        Some(last)
-    );
-    let (epoch_after, got) = whole_stream(&second).await;
-    assert_eq!(epoch_after, epoch, "the epoch is kept in JetStream");
-    same_stream(&got, &want, "");
-    for notification in &seen {
-        assert_eq!(Some(notification), want.get(notification.0 as usize - 1));
-    }
-    assert_eq!(calls(&second), want_calls);
+    survives_kill_9(&lines, Duration::from_millis(30), start).await;
     assert_eq!(
         stored(&nats, &server_of(&lines)).await,
         lines.len() as u64,
@@ -120,14 +81,14 @@ async fn survives_kill_9(seed: u64, journal: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acked_event_survives_kill_9_and_the_restart_reads_the_stream_back() {
-    survives_kill_9(41, false).await;
+    survives_kill_9_with_nats(41, false).await;
 }
 
 /// With the journal as well, the restart replays the journal, and the streams' writers go on from where
 /// each stream stands (events stored but not yet journaled come again from the T-Server).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_journal_as_well_the_restart_replays_the_journal_and_the_streams_go_on() {
-    survives_kill_9(53, true).await;
+    survives_kill_9_with_nats(53, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

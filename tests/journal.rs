@@ -4,14 +4,14 @@
 
 mod support;
 
-use callgate::ingest::sim::{SimConfig, Simulator};
+use callgate::ingest::sim::Simulator;
 use serde_json::Value;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use support::durable::{
-    BASE_URL, LINGER, TServer, an_hour, calls, notifications_until, reference, same_stream,
-    subscribe, whole_stream,
+    BASE_URL, LINGER, TServer, after, an_hour, calls, reference, same_stream, subscribe,
+    survives_kill_9, whole_stream,
 };
 use support::{Gateway, temp_dir};
 
@@ -25,57 +25,8 @@ fn start(journal: Option<&Path>) -> Gateway {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acked_event_survives_kill_9_and_the_restart_goes_on_with_the_same_stream() {
-    let lines = an_hour(11);
-    let last = lines.last().expect("events").0;
-
-    let (want, want_calls) = reference(&lines).await;
-
-    // The journaled gateway takes 60% with acks, then the rest, and is killed at once.
     let dir = temp_dir("journal-kill");
-    let first = start(Some(&dir));
-    let (mut live, subscribed) = subscribe(&first, None).await;
-    let epoch = subscribed["epoch"].as_str().expect("epoch").to_owned();
-    let split = lines.len() * 6 / 10;
-    let mut tserver = TServer::connect(&first);
-    tserver.send(&lines[..split]);
-    let acked = tserver.acked_up_to(lines[split - 1].0, Duration::from_secs(60));
-    assert_eq!(acked, Some(lines[split - 1].0));
-    tserver.send(&lines[split..]);
-    let mut first = first;
-    first.child.kill().expect("kill -9");
-    first.child.wait().expect("reaped");
-    let acked = tserver.acked_up_to(u64::MAX, Duration::from_millis(300));
-    let acked = acked.expect("acks");
-    eprintln!(
-        "acked {acked} of {last} (split at {}) before the kill",
-        lines[split - 1].0
-    );
-    // What the live client got before the kill (it may have coalesced: each seq it has is checked).
-    let seen = notifications_until(&mut live, u64::MAX).await;
-    assert!(!seen.is_empty());
-
-    // Restarted on the same journal, the T-Server resends from its last ack.
-    let second = start(Some(&dir));
-    let mut resend = TServer::connect(&second);
-    let after: Vec<(u64, String)> = lines
-        .iter()
-        .filter(|(seq, _)| *seq > acked)
-        .cloned()
-        .collect();
-    resend.send(&after);
-    assert_eq!(
-        resend.acked_up_to(last, Duration::from_secs(60)),
-        Some(last)
-    );
-
-    let (epoch_after, got) = whole_stream(&second).await;
-    assert_eq!(epoch_after, epoch, "the journal keeps the epoch");
-    same_stream(&got, &want, "");
-    // What the crashed gateway had already delivered is what the stream holds under those seqs.
-    for notification in &seen {
-        assert_eq!(Some(notification), want.get(notification.0 as usize - 1));
-    }
-    assert_eq!(calls(&second), want_calls);
+    survives_kill_9(&an_hour(11), Duration::ZERO, || start(Some(&dir))).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -117,7 +68,7 @@ async fn repeated_kills_at_random_points_lose_and_double_nothing() {
         let this_epoch = subscribed["epoch"].as_str().expect("epoch").to_owned();
         assert_eq!(epoch.get_or_insert(this_epoch.clone()), &this_epoch);
         let mut tserver = TServer::connect(&gateway);
-        let rest: Vec<(u64, String)> = lines.iter().filter(|(s, _)| *s > acked).cloned().collect();
+        let rest = after(&lines, acked);
         // A random share of the rest (about twice its fair share of the points left), in chunks of
         // random size and pace; the kill comes a random moment after.
         let share = (2 * rest.len() / (points - point)).max(1) as u64;
@@ -138,7 +89,7 @@ async fn repeated_kills_at_random_points_lose_and_double_nothing() {
     }
     let gateway = start(Some(&dir));
     let mut tserver = TServer::connect(&gateway);
-    let rest: Vec<(u64, String)> = lines.iter().filter(|(s, _)| *s > acked).cloned().collect();
+    let rest = after(&lines, acked);
     if !rest.is_empty() {
         tserver.send(&rest);
         assert_eq!(
@@ -212,7 +163,7 @@ async fn refuses_when_full(seed: u64, dir: &Path, full: Gateway, why: &str) {
     // Up, and still refusing what does not fit: the T-Server, reconnected, resends from its last ack.
     assert_eq!(full.get("/healthz").0, 200);
     let mut again = TServer::connect(&full);
-    let rest: Vec<(u64, String)> = lines.iter().filter(|(s, _)| *s > acked).cloned().collect();
+    let rest = after(&lines, acked);
     again.send(&rest);
     let refused = again.until_error(Duration::from_secs(10));
     assert!(refused.is_some(), "last ack {:?}", again.last_ack);
@@ -222,7 +173,7 @@ async fn refuses_when_full(seed: u64, dir: &Path, full: Gateway, why: &str) {
 
     let roomy = start(Some(dir));
     let mut resend = TServer::connect(&roomy);
-    let rest: Vec<(u64, String)> = lines.iter().filter(|(s, _)| *s > acked).cloned().collect();
+    let rest = after(&lines, acked);
     resend.send(&rest);
     assert_eq!(
         resend.acked_up_to(last, Duration::from_secs(60)),
@@ -293,17 +244,7 @@ fn demo_abandons_until(dir: &Path, until: i64) -> usize {
     let mut words = origin.split_whitespace();
     let seed = words.next().and_then(|w| w.parse().ok()).expect("seed");
     let start = words.next().and_then(|w| w.parse().ok()).expect("start");
-    let config = SimConfig {
-        seed,
-        agents: 20,
-        queues: 2,
-        supervisors: 2,
-        calls_per_second: 0.15,
-        talk_secs: 60.0,
-        start,
-        ..SimConfig::default()
-    };
-    Simulator::new(config)
+    Simulator::new(callgate::serve::demo_config(seed, start))
         .take_while(|event| event.time <= until)
         .filter(|event| {
             let value: Value = serde_json::from_str(&event.line).expect("JSON");

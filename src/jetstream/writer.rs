@@ -183,7 +183,7 @@ impl Writer {
         let chain = Chain {
             server: server.into(),
             stream: super::stream_name(server),
-            subject: super::subject(server),
+            subject: async_nats::Subject::from(super::subject(server)),
             stream_ready: false,
             tail,
             fenced: false,
@@ -207,38 +207,37 @@ fn differences(
     found: &jetstream::stream::Config,
     wanted: &jetstream::stream::Config,
 ) -> Vec<String> {
-    let mut differences = Vec::new();
-    let mut compare = |name: &str, found: String, wanted: String| {
-        if found != wanted {
-            differences.push(format!("{name} {found} (flag {wanted})"));
-        }
-    };
-    compare(
-        "replicas",
-        found.num_replicas.to_string(),
-        wanted.num_replicas.to_string(),
-    );
-    compare(
-        "max age",
-        format!("{:?}", found.max_age),
-        format!("{:?}", wanted.max_age),
-    );
-    compare(
-        "max bytes",
-        found.max_bytes.to_string(),
-        wanted.max_bytes.to_string(),
-    );
-    compare(
-        "duplicate window",
-        format!("{:?}", found.duplicate_window),
-        format!("{:?}", wanted.duplicate_window),
-    );
-    compare(
-        "discard",
-        format!("{:?}", found.discard),
-        format!("{:?}", wanted.discard),
-    );
-    differences
+    [
+        (
+            "replicas",
+            found.num_replicas.to_string(),
+            wanted.num_replicas.to_string(),
+        ),
+        (
+            "max age",
+            format!("{:?}", found.max_age),
+            format!("{:?}", wanted.max_age),
+        ),
+        (
+            "max bytes",
+            found.max_bytes.to_string(),
+            wanted.max_bytes.to_string(),
+        ),
+        (
+            "duplicate window",
+            format!("{:?}", found.duplicate_window),
+            format!("{:?}", wanted.duplicate_window),
+        ),
+        (
+            "discard",
+            format!("{:?}", found.discard),
+            format!("{:?}", wanted.discard),
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, found, wanted)| found != wanted)
+    .map(|(name, found, wanted)| format!("{name} {found} (flag {wanted})"))
+    .collect()
 }
 
 /// Splits `batch` into runs of consecutive events of one Server, in order.
@@ -257,7 +256,8 @@ fn by_server(batch: Vec<Submission>) -> Vec<Vec<Submission>> {
 struct Chain {
     server: Box<str>,
     stream: String,
-    subject: String,
+    /// Made once: cloning it per publish shares its bytes.
+    subject: async_nats::Subject,
     stream_ready: bool,
     tail: Tail,
     fenced: bool,

@@ -602,6 +602,20 @@ fn epoch() -> String {
     format!("{:x}-{:x}", nanos as u64, std::process::id())
 }
 
+/// The center `--demo` simulates, from `seed`, opened at `start` (µs): 20 agents, 2 queues, 2 supervisors.
+pub fn demo_config(seed: u64, start: i64) -> SimConfig {
+    SimConfig {
+        seed,
+        agents: 20,
+        queues: 2,
+        supervisors: 2,
+        calls_per_second: 0.15,
+        talk_secs: 60.0,
+        start,
+        ..SimConfig::default()
+    }
+}
+
 /// How much simulated history `--demo` has at start.
 const DEMO_HISTORY_MICROS: i64 = 120_000_000;
 
@@ -623,18 +637,9 @@ async fn demo(intake: Arc<Intake>, cancel: CancellationToken, journal: Option<st
         }),
         None => fresh,
     };
-    let config = SimConfig {
-        seed,
-        agents: 20,
-        queues: 2,
-        supervisors: 2,
-        calls_per_second: 0.15,
-        talk_secs: 60.0,
-        // The center opened two minutes ago: that history is fed at once, so the first look at the demo
-        // finds calls in progress rather than an empty center waiting for its first caller.
-        start,
-        ..SimConfig::default()
-    };
+    // The center opened two minutes ago: that history is fed at once, so the first look at the demo finds
+    // calls in progress rather than an empty center waiting for its first caller.
+    let config = demo_config(seed, start);
     let stats = Arc::new(ConnStats::default());
     let started = Instant::now();
     let simulator = Simulator::new(config);

@@ -191,6 +191,65 @@ pub fn calls(gateway: &Gateway) -> Value {
     serde_json::from_str(&body).expect("JSON")
 }
 
+/// The lines after `acked`.
+pub fn after(lines: &[(u64, String)], acked: u64) -> Vec<(u64, String)> {
+    lines.iter().filter(|(s, _)| *s > acked).cloned().collect()
+}
+
+/// `kill -9` mid-stream and a restart; `start` starts a gateway on the same durable store each time. The
+/// first takes 60% of `lines` with acks, then the rest, and is killed `pause` later; the second gets the
+/// T-Server's resend from its last ack. Its whole stream (`seq` by `seq`), calls and epoch are those of a
+/// gateway that never crashed, and what the killed one delivered is what the stream holds under those
+/// `seq`s.
+pub async fn survives_kill_9(
+    lines: &[(u64, String)],
+    pause: Duration,
+    start: impl Fn() -> Gateway,
+) {
+    let last = lines.last().expect("events").0;
+    let (want, want_calls) = reference(lines).await;
+
+    let mut first = start();
+    let (mut live, subscribed) = subscribe(&first, None).await;
+    let epoch = subscribed["epoch"].as_str().expect("epoch").to_owned();
+    let split = lines.len() * 6 / 10;
+    let mut tserver = TServer::connect(&first);
+    tserver.send(&lines[..split]);
+    let acked = tserver.acked_up_to(lines[split - 1].0, Duration::from_secs(60));
+    assert_eq!(acked, Some(lines[split - 1].0));
+    tserver.send(&lines[split..]);
+    if !pause.is_zero() {
+        tokio::time::sleep(pause).await;
+    }
+    first.child.kill().expect("kill -9");
+    first.child.wait().expect("reaped");
+    let acked = tserver
+        .acked_up_to(u64::MAX, Duration::from_millis(300))
+        .expect("acks");
+    eprintln!(
+        "acked {acked} of {last} (split at {}) before the kill",
+        lines[split - 1].0
+    );
+    // What the live client got before the kill (it may have coalesced: each seq it has is checked).
+    let seen = notifications_until(&mut live, u64::MAX).await;
+    assert!(!seen.is_empty());
+
+    let second = start();
+    let mut resend = TServer::connect(&second);
+    resend.send(&after(lines, acked));
+    assert_eq!(
+        resend.acked_up_to(last, Duration::from_secs(60)),
+        Some(last)
+    );
+    let (epoch_after, got) = whole_stream(&second).await;
+    assert_eq!(epoch_after, epoch, "the epoch is kept");
+    same_stream(&got, &want, "");
+    for notification in &seen {
+        assert_eq!(Some(notification), want.get(notification.0 as usize - 1));
+    }
+    assert_eq!(calls(&second), want_calls);
+}
+
 impl TServer {
     /// Reads replies until an ack reaches `sequence`, an error line comes, the gateway closes the
     /// connection, or `wait` passes; returns the error line, if one came (the last ack is kept).
