@@ -23,7 +23,8 @@
 //!
 //! `BENCH_QUICK=1` shrinks every count and duration (about a tenth) to check that the scenarios work;
 //! its figures mean nothing. `BENCH_SHARDS=N` sets the gateway's reducer shards; `BENCH_GATEWAY_ARGS`
-//! adds flags to every gateway started (e.g. `"--history 1000"`).
+//! adds flags to every gateway started (e.g. `"--history 1000"`). `BENCH_KEEP_JOURNAL=DIR` keeps a copy of
+//! `journal-recovery`'s journal in DIR, to profile a restart by hand.
 //!
 //! Latency is counted at the client from a timestamp: the load generator stamps every event with
 //! `Extensions.SentAt` (wall-clock microseconds) as it writes it to the ingest socket, the gateway passes
@@ -1240,6 +1241,11 @@ async fn journal_recovery() {
                 .sum()
         })
         .unwrap_or(0);
+    if let Some(keep) = std::env::var_os("BENCH_KEEP_JOURNAL") {
+        // For profiling a restart by hand: `callgate serve --journal <copy>`.
+        let status = Command::new("cp").arg("-r").arg(&dir).arg(&keep).status();
+        println!("journal-recovery: journal copied to {keep:?}: {status:?}");
+    }
     let rounds = sized(3, 1);
     let mut seconds = Vec::new();
     for _ in 0..rounds {

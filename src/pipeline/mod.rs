@@ -26,8 +26,8 @@ use crate::event::{Event, EventKind, Micros};
 use crate::journal::live::{Failed, Journal, Progress};
 use crate::journal::{Position, Record};
 use crate::reduce::{
-    Admission, CallState, Disposition, IgnoreReason, Notification, NotificationType, Notifications,
-    Reducer, ReducerConfig, Sequencer, Topic,
+    Admission, CallState, Disposition, IgnoreReason, NotificationType, Notifications, Reducer,
+    ReducerConfig, Sequencer, Topic,
 };
 use crate::store::{CallKey, CallMeta, DeviceMeta, Meta};
 use crate::stream::{Published, Stream};
@@ -114,8 +114,8 @@ impl ConnStats {
 
 /// One decoded event on its way in.
 pub struct Submission {
-    /// The event.
-    pub event: Event<'static>,
+    /// The event (boxed: an `Event` is ~400 bytes, and a submission is moved several times on its way).
+    pub event: Box<Event<'static>>,
     /// The line it was decoded from, as received: what the journal keeps.
     pub line: Bytes,
     /// Its connection's counters.
@@ -134,11 +134,18 @@ struct Job {
     /// Its journal position (0: not journaled).
     position: Position,
     sequence: Option<u64>,
-    event: Event<'static>,
+    event: Box<Event<'static>>,
     time: Option<Micros>,
     arrived: Micros,
     stats: Arc<ConnStats>,
     ingested: Instant,
+}
+
+/// The shards whose next outputs the publisher takes, in stream order; and whom to tell once they are
+/// published.
+struct Ticket {
+    order: Vec<u16>,
+    done: Option<oneshot::Sender<()>>,
 }
 
 /// The gateway's clock, as the sweeper read it.
@@ -165,7 +172,7 @@ struct ShardOutput {
 struct Admitter {
     sequencer: Sequencer,
     shards: Vec<mpsc::Sender<ShardInput>>,
-    tickets: mpsc::Sender<Vec<u16>>,
+    tickets: mpsc::Sender<Ticket>,
     /// With `--journal`: every admitted event and tick, written before the shards see it.
     journal: Option<Journal>,
 }
@@ -205,6 +212,7 @@ pub struct Replay<'p> {
     stats: Arc<ConnStats>,
     batch: Vec<Submission>,
     replayed: Replayed,
+    started: Instant,
 }
 
 impl<'p> Replay<'p> {
@@ -218,6 +226,7 @@ impl<'p> Replay<'p> {
             stats: Arc::new(ConnStats::default()),
             batch: Vec::with_capacity(Self::BATCH),
             replayed: Replayed::default(),
+            started: Instant::now(),
         }
     }
 
@@ -226,10 +235,11 @@ impl<'p> Replay<'p> {
         self.replayed.events += 1;
         match crate::event::decode_line(line) {
             Ok(crate::event::Decoded::Event(event)) => self.batch.push(Submission {
-                event: event.into_owned(),
+                event: Box::new(event.into_owned()),
                 line: Bytes::new(),
                 stats: Arc::clone(&self.stats),
-                ingested: Instant::now(),
+                // Read from the journal, not from a socket: nothing measures its way to the stream.
+                ingested: self.started,
                 arrival: Some(arrival),
                 position,
             }),
@@ -304,7 +314,7 @@ impl Pipeline {
     ) -> (Arc<Pipeline>, oneshot::Receiver<()>) {
         let shard_count = config.shards.clamp(1, 64);
         let depth = config.queue_depth.max(1);
-        let (tickets_tx, tickets_rx) = mpsc::channel::<Vec<u16>>(depth * shard_count);
+        let (tickets_tx, tickets_rx) = mpsc::channel::<Ticket>(depth * shard_count);
         let mut shard_txs = Vec::with_capacity(shard_count);
         let mut output_rxs = Vec::with_capacity(shard_count);
         let mut oldest_needed = Vec::with_capacity(shard_count);
@@ -394,8 +404,27 @@ impl Pipeline {
         }
     }
 
+    /// Tells the shards the time now, as the sweeper's next tick would, and waits until what it changed
+    /// is published. After a replay, before the doors open: the calls whose linger ran out while the
+    /// gateway was down are forgotten rather than rendered and indexed, only to go at the first tick.
+    pub async fn catch_up(&self) {
+        let (done, published) = oneshot::channel();
+        let tick = Tick {
+            now: Instant::now(),
+            wall: wall_clock_micros(),
+        };
+        if self.tick_then(tick, Some(done)).await {
+            let _ = published.await;
+        }
+    }
+
     /// Queues `tick` to every shard, in stream order. False once the pipeline is closed.
     async fn tick(&self, tick: Tick) -> bool {
+        self.tick_then(tick, None).await
+    }
+
+    /// [`Pipeline::tick`], then `done` once its changes are published.
+    async fn tick_then(&self, tick: Tick, done: Option<oneshot::Sender<()>>) -> bool {
         let mut admitter = self.admitter.lock().await;
         if admitter.shards.is_empty() {
             return false;
@@ -414,7 +443,7 @@ impl Pipeline {
             }
         }
         let order = (0..self.shard_count as u16).collect();
-        admitter.tickets.send(order).await.is_ok()
+        admitter.tickets.send(Ticket { order, done }).await.is_ok()
     }
 
     /// Hands a connection's events to the pipeline, in order. Waits while the shards are full. With a
@@ -516,7 +545,16 @@ impl Pipeline {
                 tracing::error!("reducer shard {shard} has stopped");
             }
         }
-        if !tickets.is_empty() && admitter.tickets.send(tickets).await.is_err() {
+        if !tickets.is_empty()
+            && admitter
+                .tickets
+                .send(Ticket {
+                    order: tickets,
+                    done: None,
+                })
+                .await
+                .is_err()
+        {
             tracing::error!("publisher has stopped");
         }
         Ok(journaled)
@@ -670,7 +708,7 @@ impl Shard {
         crate::supervise::fault_point("shard", job.event.this_dn.as_deref().unwrap_or(""));
         let disposition =
             self.reducer
-                .apply_admitted(job.event, job.time, job.arrived, &mut self.notifications);
+                .apply_admitted(*job.event, job.time, job.arrived, &mut self.notifications);
         let taken = match disposition {
             Disposition::Duplicate => Taken::Duplicate,
             Disposition::Ignored(IgnoreReason::AtCapacity) => {
@@ -785,8 +823,12 @@ impl Shard {
         for notification in self.notifications.iter() {
             let meta = match notification.topic {
                 Topic::Calls => {
-                    let Some((meta, released)) = call_meta(&self.reducer, self.id, &notification)
-                    else {
+                    let Some((meta, released)) = call_meta(
+                        &self.reducer,
+                        self.id,
+                        notification.resource,
+                        notification.kind,
+                    ) else {
                         continue;
                     };
                     if released {
@@ -834,16 +876,16 @@ impl Shard {
 fn call_meta(
     reducer: &Reducer,
     shard: u16,
-    notification: &Notification<'_>,
+    resource: u64,
+    kind: NotificationType,
 ) -> Option<(Meta, bool)> {
-    let (call, device) = reducer.call(notification.resource)?;
+    let (call, device) = reducer.call(resource)?;
     // A call turns Released once, by a status change; later notifications of it are not releases.
-    let released =
-        call.state == CallState::Released && notification.kind == NotificationType::StatusChange;
+    let released = call.state == CallState::Released && kind == NotificationType::StatusChange;
     let meta = Meta::Call(Arc::new(CallMeta {
         key: CallKey {
             shard,
-            number: notification.resource,
+            number: resource,
         },
         dn: Arc::clone(&device.dn),
         device_id: Arc::clone(&device.device_id),
@@ -856,12 +898,12 @@ fn call_meta(
 
 /// Publishes the shards' outputs in ticket order, then acknowledges their events.
 async fn run_publisher(
-    mut tickets: mpsc::Receiver<Vec<u16>>,
+    mut tickets: mpsc::Receiver<Ticket>,
     mut outputs: Vec<mpsc::Receiver<Vec<ShardOutput>>>,
     stream: Arc<Stream>,
 ) {
     let mut pending: Vec<VecDeque<ShardOutput>> = outputs.iter().map(|_| VecDeque::new()).collect();
-    while let Some(order) = tickets.recv().await {
+    while let Some(Ticket { order, done }) = tickets.recv().await {
         let mut batch = Vec::new();
         let mut forgotten = Vec::new();
         let mut taken = Vec::with_capacity(order.len());
@@ -892,6 +934,9 @@ async fn run_publisher(
         for (stats, sequence, outcome) in taken {
             stats.take(sequence, outcome);
         }
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
     }
 }
 
@@ -906,7 +951,7 @@ mod tests {
             panic!("not an event: {line}");
         };
         Submission {
-            event: event.into_owned(),
+            event: Box::new(event.into_owned()),
             line: Bytes::copy_from_slice(line.as_bytes()),
             stats: Arc::clone(stats),
             ingested: Instant::now(),

@@ -320,11 +320,8 @@ fn bool_str(value: bool) -> &'static str {
 /// Appends a ConnID in its normalised form (16 lower-case hex digits) without going through `fmt`.
 fn push_conn_id(out: &mut String, conn_id: ConnId) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut digits = [0u8; 16];
-    for (i, digit) in digits.iter_mut().enumerate() {
-        *digit = HEX[((conn_id.0 >> (60 - 4 * i)) & 15) as usize];
-    }
-    out.push_str(std::str::from_utf8(&digits).unwrap_or("0000000000000000"));
+    // Pushed as chars: ASCII by construction, and a UTF-8 check of the digits showed in profiles.
+    out.extend((0..16).map(|i| char::from(HEX[((conn_id.0 >> (60 - 4 * i)) & 15) as usize])));
 }
 
 /// `text` JSON-escaped without quotes.

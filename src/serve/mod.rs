@@ -186,8 +186,9 @@ pub async fn run(
         .trim_end_matches('/')
         .to_owned();
 
-    // Load the phone-number metadata and geocoding index now, not on the first event's hot path.
-    let _ = crate::enrich::phone::build("+14155550100");
+    // Load the phone-number metadata and geocoding index now, not on the first event's hot path; beside
+    // the recovery's start (a shard that needs them first waits for them).
+    let loaded = tokio::task::spawn_blocking(|| crate::enrich::phone::build("+14155550100"));
     let nats = match &config.nats {
         Some(settings) => Some(crate::jetstream::connect(settings, NATS_CONNECT_WAIT).await?),
         None => None,
@@ -248,11 +249,15 @@ pub async fn run(
         }
         _ => None,
     };
+    // The clock has moved on while the gateway was down: the calls whose linger ran out meanwhile go now,
+    // as at the first tick, rather than being rendered and indexed first.
+    pipeline.catch_up().await;
     stream.settle();
     // The gateway is not ready until the first event with a number cannot stall it: the warm-up is
     // awaited before serving, unless a recovery replayed events, which warmed what the traffic uses (the
     // rest is warmed beside the first minutes of service rather than holding up the restart).
     let started = std::time::Instant::now();
+    let _ = loaded.await;
     let warm_up = tokio::task::spawn_blocking(crate::enrich::phone::warm_up);
     if stream.stats().seq == 0 {
         let regions = warm_up.await.unwrap_or(0);
@@ -653,7 +658,7 @@ async fn demo(intake: Arc<Intake>, cancel: CancellationToken, journal: Option<st
         if let Ok(Decoded::Event(decoded)) = decode_line(event.line.as_bytes()) {
             let submitted = intake
                 .submit(vec![Submission {
-                    event: decoded.into_owned(),
+                    event: Box::new(decoded.into_owned()),
                     line: bytes::Bytes::from(event.line.clone().into_bytes()),
                     stats: Arc::clone(&stats),
                     ingested: Instant::now(),

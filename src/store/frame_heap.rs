@@ -65,20 +65,34 @@ fn heap() -> *mut c_void {
 
 /// `frame`'s bytes, copied into this thread's frame heap (or kept as they are should it be exhausted).
 pub fn frame_bytes(frame: String) -> Bytes {
+    match in_heap(&[frame.as_bytes()]) {
+        Some(bytes) => bytes,
+        None => Bytes::from(frame),
+    }
+}
+
+/// The concatenation of `parts`, written once, straight into this thread's frame heap (or into a
+/// common allocation should it be exhausted).
+pub fn frame_from(parts: &[&[u8]]) -> Bytes {
+    in_heap(parts).unwrap_or_else(|| Bytes::from(parts.concat()))
+}
+
+fn in_heap(parts: &[&[u8]]) -> Option<Bytes> {
+    let len: usize = parts.iter().map(|part| part.len()).sum();
     let heap = heap();
-    if heap.is_null() || frame.is_empty() {
-        return Bytes::from(frame);
+    if heap.is_null() || len == 0 {
+        return None;
     }
     // SAFETY: the heap belongs to this thread (thread-local), as mi_heap_malloc requires.
-    let Some(ptr) = NonNull::new(unsafe { mi_heap_malloc(heap, frame.len()) }.cast::<u8>()) else {
-        return Bytes::from(frame);
-    };
-    // SAFETY: `ptr` is a fresh block of `frame.len()` bytes, not overlapping `frame`.
-    unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), ptr.as_ptr(), frame.len()) };
-    Bytes::from_owner(HeapFrame {
-        ptr,
-        len: frame.len(),
-    })
+    let ptr = NonNull::new(unsafe { mi_heap_malloc(heap, len) }.cast::<u8>())?;
+    let mut at = 0;
+    for part in parts {
+        // SAFETY: `ptr` is a fresh block of `len` bytes, the parts' lengths sum to `len`, and no part
+        // overlaps it.
+        unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), ptr.as_ptr().add(at), part.len()) };
+        at += part.len();
+    }
+    Some(Bytes::from_owner(HeapFrame { ptr, len }))
 }
 
 #[cfg(test)]

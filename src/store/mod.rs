@@ -271,6 +271,12 @@ pub struct StoreView {
     devices: OrdMap<Arc<str>, StoredDevice>,
 }
 
+/// A set of `entries`, inserted in order (each insert then walks the path the last one warmed).
+fn sorted_set<T: Ord + Clone>(mut entries: Vec<T>) -> OrdSet<T> {
+    entries.sort_unstable();
+    entries.into_iter().collect()
+}
+
 /// The digest the indexes keep of an id: SipHash with fixed keys, the same in every run, so that the
 /// device listing's order is too.
 fn digest(id: &str) -> u64 {
@@ -303,6 +309,43 @@ impl StoreView {
                 }
             }
         }
+    }
+
+    /// Adds `calls`, each with a key of its own, as [`StoreView::upsert`] of each would: a recovery hands
+    /// over every call it brought back at once. Into an empty store the four indexes are built from
+    /// sorted entries on two threads; upserting 177,000 calls one by one was most of a restart's settle.
+    pub fn insert_all(&mut self, calls: Vec<StoredCall>) {
+        if !self.calls.is_empty() || calls.len() < 1024 {
+            calls.into_iter().for_each(|call| self.upsert(call));
+            return;
+        }
+        let mut by_dn = Vec::with_capacity(calls.len());
+        let mut by_device = Vec::with_capacity(calls.len());
+        let mut by_call = Vec::with_capacity(calls.len());
+        for call in &calls {
+            let meta = &call.meta;
+            let device = digest(&meta.device_id);
+            by_dn.push((Arc::clone(&meta.dn), device, meta.key));
+            by_device.push((device, meta.key));
+            by_call.push((digest(&meta.call_id), meta.key));
+            self.live += usize::from(meta.is_live());
+        }
+        let mut calls: Vec<(CallKey, StoredCall)> = calls
+            .into_iter()
+            .map(|call| (call.meta.key, call))
+            .collect();
+        std::thread::scope(|scope| {
+            let side = scope.spawn(|| (sorted_set(by_dn), sorted_set(by_device)));
+            by_call.sort_unstable();
+            self.by_call = by_call.into_iter().collect();
+            calls.sort_unstable_by_key(|(key, _)| *key);
+            self.calls = calls.into_iter().collect();
+            let (dn, device) = side
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            self.by_dn = dn;
+            self.by_device = device;
+        });
     }
 
     /// Records the newest version of a device: kept while its state is not the default, forgotten when it
@@ -489,6 +532,69 @@ mod tests {
 
     fn numbers(keys: Vec<CallKey>) -> Vec<u64> {
         keys.into_iter().map(|key| key.number).collect()
+    }
+
+    #[test]
+    fn calls_inserted_all_at_once_are_found_as_if_upserted_one_by_one() {
+        // Past the bulk threshold, in no particular order, spread over shards, DNs, devices and states.
+        let calls: Vec<StoredCall> = (0..5_000u64)
+            .map(|i| {
+                let number = (i * 7_919) % 5_000;
+                let state = if number % 3 == 0 {
+                    CallState::Released
+                } else {
+                    CallState::Established
+                };
+                let mut call = call(
+                    number,
+                    &format!("70{}", number % 37),
+                    &format!("id-{number}"),
+                    state,
+                );
+                Arc::make_mut(&mut call.meta).key.shard = (number % 4) as u16;
+                call
+            })
+            .collect();
+        let mut one_by_one = StoreView::default();
+        calls
+            .iter()
+            .cloned()
+            .for_each(|call| one_by_one.upsert(call));
+        let mut at_once = StoreView::default();
+        at_once.insert_all(calls);
+        assert_eq!(at_once.len(), 5_000);
+        assert_eq!(at_once.live(), one_by_one.live());
+        let dns: Vec<Arc<str>> = vec!["700".into(), "7036".into()];
+        let devices: Vec<Arc<str>> = vec!["dev-705".into()];
+        let ids: Vec<Arc<str>> = vec!["id-17".into(), "id-4999".into(), "id-none".into()];
+        for lookup in [
+            Lookup::All,
+            Lookup::Dns(&dns),
+            Lookup::Devices(&devices),
+            Lookup::Calls(&ids),
+        ] {
+            assert_eq!(at_once.keys(lookup), one_by_one.keys(lookup), "{lookup:?}");
+        }
+        let listed = |view: &StoreView| -> Vec<(CallKey, u64)> {
+            view.iter_after(None)
+                .map(|call| (call.meta.key, call.seq))
+                .collect()
+        };
+        assert_eq!(listed(&at_once), listed(&one_by_one));
+        // A store built at once goes on like any other.
+        at_once.remove(CallKey {
+            shard: 1,
+            number: 1,
+        });
+        one_by_one.remove(CallKey {
+            shard: 1,
+            number: 1,
+        });
+        assert_eq!(
+            at_once.keys(Lookup::Dns(&dns)),
+            one_by_one.keys(Lookup::Dns(&dns))
+        );
+        assert_eq!(at_once.len(), 4_999);
     }
 
     #[test]

@@ -66,8 +66,9 @@ struct Core {
 /// million events would otherwise render and index a million frames to keep a tenth of them.
 #[derive(Default)]
 struct Deferred {
-    /// The newest notification of each call and device, and its seq.
-    latest: std::collections::HashMap<CallKey, (u64, Arc<Published>)>,
+    /// The newest notification of each call and device, and its seq. Keys are numbers this process
+    /// gave out, not input: a fixed fast hash (SipHash was a tenth of the deferred publishing).
+    latest: std::collections::HashMap<CallKey, (u64, Arc<Published>), foldhash::fast::FixedState>,
     /// The last notifications (at most the history's capacity), oldest first.
     recent: std::collections::VecDeque<(u64, Arc<Published>)>,
 }
@@ -85,6 +86,37 @@ pub struct StreamStats {
     pub calls: usize,
     /// Calls held that are not Released.
     pub live_calls: usize,
+}
+
+/// `f` of each of `items`, in order, worked out on every core: a recovery's settle renders a frame for
+/// each of 100,000s of resources while nothing else runs.
+fn map_on_all_cores<T: Send, U: Send>(items: Vec<T>, f: impl Fn(T) -> U + Sync) -> Vec<U> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    if cores < 2 || items.len() < 4096 {
+        return items.into_iter().map(f).collect();
+    }
+    let per_core = items.len().div_ceil(cores);
+    let mut items = items.into_iter();
+    let chunks: Vec<Vec<T>> = std::iter::from_fn(|| {
+        let chunk: Vec<T> = items.by_ref().take(per_core).collect();
+        (!chunk.is_empty()).then_some(chunk)
+    })
+    .collect();
+    let f = &f;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| scope.spawn(move || chunk.into_iter().map(f).collect::<Vec<U>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
 }
 
 /// The stream of one gateway run.
@@ -143,25 +175,22 @@ impl Stream {
         &self.epoch
     }
 
-    /// The notification frame: `{"type":"notification","epoch":...,"seq":N,` + the members + `}`; and
-    /// where in it the call document lies.
-    fn frame(&self, seq: u64, published: &Published) -> (String, Range<usize>) {
+    /// The notification frame: `{"type":"notification","epoch":...,"seq":N,` + the members + `}`, written
+    /// once into the frame heap; and where in it the call document lies.
+    fn frame(&self, seq: u64, published: &Published) -> (bytes::Bytes, Range<usize>) {
         let seq = Decimal::new(seq);
-        // Exactly the frame's length (the epoch never needs escaping): a frame lives on in the store and
-        // the history, so a capacity guessed short would double it.
-        const FIXED: &str = "{\"type\":\"notification\",\"epoch\":\"\",\"seq\":,}";
-        let mut frame = String::with_capacity(
-            FIXED.len() + self.epoch.len() + seq.as_str().len() + published.members.len(),
-        );
-        frame.push_str("{\"type\":\"notification\",\"epoch\":");
-        write_json_str(&mut frame, &self.epoch);
-        frame.push_str(",\"seq\":");
-        frame.push_str(seq.as_str());
-        frame.push(',');
-        let offset = frame.len();
-        frame.push_str(&published.members);
-        frame.push('}');
-        let call = offset + published.call.start..offset + published.call.end;
+        let mut head = String::with_capacity(64 + self.epoch.len());
+        head.push_str("{\"type\":\"notification\",\"epoch\":");
+        write_json_str(&mut head, &self.epoch);
+        head.push_str(",\"seq\":");
+        head.push_str(seq.as_str());
+        head.push(',');
+        let call = head.len() + published.call.start..head.len() + published.call.end;
+        let frame = crate::store::frame_heap::frame_from(&[
+            head.as_bytes(),
+            published.members.as_bytes(),
+            b"}",
+        ]);
         (frame, call)
     }
 
@@ -172,23 +201,55 @@ impl Stream {
     }
 
     /// Ends [`Stream::defer`]: renders the store's documents and the resume history as publishing them
-    /// one by one would have left them.
+    /// one by one would have left them. Called once nothing publishes (the replay is over): the work,
+    /// proportional to the resources held, is done outside the lock, on every core.
     pub fn settle(&self) {
+        let (deferred, mut built) = {
+            let mut core = self.lock();
+            // Still deferred meanwhile: anything published after all goes in after the settled part.
+            let Some(deferred) = core.deferred.replace(Deferred::default()) else {
+                return;
+            };
+            (deferred, std::mem::take(&mut core.store))
+        };
+        let latest: Vec<(u64, Arc<Published>)> = deferred.latest.into_values().collect();
+        let rendered = map_on_all_cores(latest, |(seq, published)| {
+            let (frame, range) = self.frame(seq, &published);
+            match &published.meta {
+                Meta::Call(meta) => Ok(StoredCall::new(Arc::clone(meta), seq, frame, range)),
+                Meta::Device(meta) => Err(StoredDevice::new(Arc::clone(meta), seq, frame, range)),
+            }
+        });
+        let (calls, devices): (Vec<_>, Vec<_>) = rendered.into_iter().partition(Result::is_ok);
+        built.insert_all(calls.into_iter().filter_map(Result::ok).collect());
+        for device in devices.into_iter().filter_map(Result::err) {
+            built.upsert_device(device);
+        }
+        let recent: Vec<(u64, Arc<Published>)> = deferred.recent.into();
+        let history = map_on_all_cores(recent, |(seq, published)| {
+            let (frame, _) = self.frame(seq, &published);
+            HistoryEntry {
+                seq,
+                meta: published.meta.clone(),
+                frame: Kept::Plain(frame),
+            }
+        });
         let mut guard = self.lock();
         let core = &mut *guard;
-        let Some(deferred) = core.deferred.take() else {
+        core.store = built;
+        for entry in history {
+            core.history.push(entry);
+        }
+        let Some(late) = core.deferred.take() else {
             return;
         };
-        let mut latest: Vec<(u64, Arc<Published>)> = deferred.latest.into_values().collect();
-        latest.sort_unstable_by_key(|(seq, _)| *seq);
-        for (seq, published) in latest {
+        let mut late: Vec<(u64, Arc<Published>)> =
+            late.latest.into_values().chain(late.recent).collect();
+        late.sort_unstable_by_key(|(seq, _)| *seq);
+        late.dedup_by_key(|(seq, _)| *seq);
+        for (seq, published) in late {
             let (frame, call) = self.frame(seq, &published);
-            let frame = crate::store::frame_heap::frame_bytes(frame);
-            store(&mut core.store, &published.meta, seq, frame, call);
-        }
-        for (seq, published) in deferred.recent {
-            let (frame, _) = self.frame(seq, &published);
-            let frame = crate::store::frame_heap::frame_bytes(frame);
+            store(&mut core.store, &published.meta, seq, frame.clone(), call);
             core.history.push(HistoryEntry {
                 seq,
                 meta: published.meta.clone(),
@@ -226,7 +287,6 @@ impl Stream {
             core.seq += 1;
             let seq = core.seq;
             let (frame, call) = self.frame(seq, &published);
-            let frame = crate::store::frame_heap::frame_bytes(frame);
             store(&mut core.store, &published.meta, seq, frame.clone(), call);
             let key = published.meta.key();
             let mut delivered = 0u64;
@@ -564,18 +624,82 @@ mod tests {
         assert_eq!(replayed.stats().live_calls, live.stats().live_calls);
     }
 
+    /// Version `version` of call `number` (DN, device and id derived from it), as a shard publishes it.
+    fn numbered_version(number: u64, state: CallState, version: u64) -> Published {
+        let id = format!("call-{number}");
+        let document = json!({"id": id, "state": state.as_str(), "version": version}).to_string();
+        let head = r#""channel":"/v2/me/calls","data":{"notificationType":"StatusChange","call":"#;
+        Published {
+            meta: Meta::Call(Arc::new(CallMeta {
+                key: CallKey {
+                    shard: (number % 3) as u16,
+                    number,
+                },
+                dn: format!("7{}", number % 41).into(),
+                device_id: format!("dev-7{}", number % 41).into(),
+                call_id: id.into(),
+                conn_id: ConnId(number),
+                state,
+            })),
+            call: head.len()..head.len() + document.len(),
+            members: format!("{head}{document}}}"),
+            ingested: Instant::now(),
+        }
+    }
+
     #[test]
-    fn a_frame_is_allocated_at_exactly_its_length() {
-        // Frames live on in the store and the history: a capacity guessed short doubles each of them
-        // (it did: the envelope outgrew a fixed 64-byte allowance once seq reached six digits).
+    fn a_deferred_replay_of_thousands_of_calls_settles_as_publishing_one_by_one() {
+        // Enough calls for the settle's work on every core and the store's build at once.
+        let live = Stream::new(EPOCH, 5_000, OutboxLimits::default());
+        let replayed = Stream::new(EPOCH, 5_000, OutboxLimits::default());
+        replayed.defer();
+        for stream in [&live, &replayed] {
+            for version in 0..3u64 {
+                let batch = (0..6_000u64)
+                    .filter(|number| version < 2 || number % 2 == 0)
+                    .map(|number| {
+                        let state = if version == 2 {
+                            CallState::Released
+                        } else {
+                            CallState::Established
+                        };
+                        numbered_version(number, state, version)
+                    })
+                    .collect();
+                stream.publish(batch);
+            }
+            let forgotten: Vec<CallKey> = (0..6_000u64)
+                .filter(|number| number % 10 == 0)
+                .map(|number| CallKey {
+                    shard: (number % 3) as u16,
+                    number,
+                })
+                .collect();
+            stream.forget(&forgotten);
+        }
+        replayed.settle();
+        let (calls, history) = contents(&live);
+        assert_eq!(calls.len(), 5_400);
+        assert_eq!(history.len(), 5_000);
+        assert_eq!(contents(&replayed), (calls, history));
+        assert_eq!(replayed.stats().seq, live.stats().seq);
+        assert_eq!(replayed.stats().live_calls, live.stats().live_calls);
+        let dns: Vec<Arc<str>> = vec!["77".into()];
+        let lookup = crate::store::Lookup::Dns(&dns);
+        assert_eq!(replayed.view().keys(lookup), live.view().keys(lookup));
+    }
+
+    #[test]
+    fn a_frame_carries_its_seq_and_document_at_any_length() {
+        // The envelope once outgrew a fixed allowance at six-digit seqs; it is now measured, then written
+        // once into an allocation of exactly its length.
         let stream = Stream::new("18ecbdc26987cb1d-7450", 10, OutboxLimits::default());
         for seq in [1, 999_999, 123_456_789_012, u64::MAX] {
             let (frame, call) = stream.frame(seq, &published(A, CallState::Established, 1));
-            assert_eq!(frame.capacity(), frame.len(), "seq {seq}");
-            let parsed: Value = serde_json::from_str(&frame).unwrap();
+            let parsed: Value = serde_json::from_slice(&frame).unwrap();
             assert_eq!(parsed["seq"], seq);
             assert_eq!(
-                serde_json::from_str::<Value>(&frame[call]).unwrap(),
+                serde_json::from_slice::<Value>(&frame[call]).unwrap(),
                 document(A, CallState::Established, 1)
             );
         }
