@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod api;
+pub mod cdr;
 pub mod cli;
 pub mod delivery;
 pub mod enrich;

@@ -41,6 +41,20 @@ enum Command {
         /// Event files, read in order; none or `-` reads standard input.
         files: Vec<PathBuf>,
     },
+    /// Print the call detail records (JSON lines) of event files, as the live gateway emits them.
+    Cdr {
+        /// How long after its last release a call waits for more events before its record is due.
+        #[arg(long, default_value_t = 30)]
+        released_linger: u64,
+        /// How long after a call's end a change of its attached data emits a new version (seconds).
+        #[arg(long, default_value_t = 3600)]
+        cdr_late_window: u64,
+        /// The attached-data key whose value is the record's disposition.
+        #[arg(long, default_value = "DispositionCode")]
+        cdr_disposition_key: String,
+        /// Event files, read in order; none or `-` reads standard input.
+        files: Vec<PathBuf>,
+    },
     /// Run the gateway: TCP ingest, WebSocket fanout, REST.
     Serve(Box<ServeArgs>),
     /// Generate realistic T-Server traffic (JSON lines): to stdout, a file, or an ingest socket.
@@ -96,6 +110,33 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Cdr {
+            released_linger,
+            cdr_late_window,
+            cdr_disposition_key,
+            files,
+        } => {
+            let config = callgate::cdr::CdrConfig {
+                linger: seconds_to_micros(released_linger),
+                late_window: seconds_to_micros(cdr_late_window),
+                disposition_key: cdr_disposition_key,
+                ..callgate::cdr::CdrConfig::default()
+            };
+            let result = callgate::cli::cdr::cdr(
+                config,
+                &files,
+                &mut std::io::stdin().lock(),
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            );
+            match result {
+                Ok(counts) => ExitCode::from(callgate::cli::cdr::exit_code(&counts)),
+                Err(err) => {
+                    eprintln!("callgate cdr: {err}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Fold {
             base_url,
             updates,
@@ -220,4 +261,9 @@ async fn shutdown_signal() {
     {
         let _ = interrupt.await;
     }
+}
+
+/// Whole seconds as microseconds, saturating.
+fn seconds_to_micros(seconds: u64) -> i64 {
+    i64::try_from(seconds.saturating_mul(1_000_000)).unwrap_or(i64::MAX)
 }

@@ -120,31 +120,9 @@ impl Folder<'_> {
         out: &mut dyn Write,
         stderr: &mut dyn Write,
     ) -> Result<(), FoldError> {
-        let mut framer = LineFramer::default();
-        let mut buf = BytesMut::with_capacity(256 * 1024);
-        let mut chunk = vec![0u8; 256 * 1024];
-        loop {
-            let read = match input.read(&mut chunk) {
-                Ok(read) => read,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => {
-                    return Err(FoldError::Input {
-                        path: name.to_owned(),
-                        source,
-                    });
-                }
-            };
-            if read == 0 {
-                while let Some(frame) = framer.decode_eof(&mut buf) {
-                    self.fold_frame(name, frame, out, stderr)?;
-                }
-                return Ok(());
-            }
-            buf.extend_from_slice(&chunk[..read]);
-            while let Some(frame) = framer.decode(&mut buf) {
-                self.fold_frame(name, frame, out, stderr)?;
-            }
-        }
+        read_frames(name, input, |frame| {
+            self.fold_frame(name, frame, out, stderr)
+        })
     }
 
     fn fold_frame(
@@ -178,5 +156,38 @@ impl Folder<'_> {
         }
         self.notifications.clear();
         Ok(())
+    }
+}
+
+/// Reads `input` (named `name` in errors) to its end, handing each line's frame to `each` in order.
+pub(crate) fn read_frames(
+    name: &str,
+    input: &mut dyn Read,
+    mut each: impl FnMut(Frame) -> Result<(), FoldError>,
+) -> Result<(), FoldError> {
+    let mut framer = LineFramer::default();
+    let mut buf = BytesMut::with_capacity(256 * 1024);
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        let read = match input.read(&mut chunk) {
+            Ok(read) => read,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(FoldError::Input {
+                    path: name.to_owned(),
+                    source,
+                });
+            }
+        };
+        if read == 0 {
+            while let Some(frame) = framer.decode_eof(&mut buf) {
+                each(frame)?;
+            }
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..read]);
+        while let Some(frame) = framer.decode(&mut buf) {
+            each(frame)?;
+        }
     }
 }

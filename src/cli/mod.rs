@@ -1,5 +1,6 @@
 //! The command line: one module per subcommand.
 
 pub mod access;
+pub mod cdr;
 pub mod fold;
 pub mod sim;

@@ -124,6 +124,12 @@ pub fn build(number: &str) -> Participant {
     }
 }
 
+/// `number` in E.164 (`+14155550100`) when it is written internationally (a leading `+` and a known
+/// country calling code), as participants show it.
+pub fn e164(number: &str) -> Option<String> {
+    international(number).map(|intl| intl.e164)
+}
+
 /// What an internationally written number adds to its participant.
 struct International {
     e164: String,

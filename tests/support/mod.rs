@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod arb;
 pub mod durable;
 
 use std::io::{BufRead, BufReader, Read, Write};

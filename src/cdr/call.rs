@@ -1,0 +1,768 @@
+//! One call being recorded: its ConnIDs, its parties' legs and the timeline they leave. The rules are
+//! analytics.md's, read as docs/cdr-interpretations.md says (the numbers below are its items).
+
+use super::CdrConfig;
+use super::record::{AgentRow, Cdr, Link, LinkKind, QueueVisit, Segment, SegmentKind, ms};
+use crate::event::{CallType, ConnId, Event, EventKind, Micros, Role};
+
+/// TLib call-state codes the record reads (events.md).
+mod call_state {
+    pub const TRANSFERRED: u32 = 1;
+    pub const CONFERENCED: u32 = 2;
+    pub const REMOTE_RELEASE: u32 = 5;
+    pub const BUSY: u32 = 6;
+    pub const NO_ANSWER: u32 = 7;
+    pub const ABANDONED: u32 = 21;
+    pub const REDIRECTED: u32 = 22;
+    pub const FORWARDED: u32 = 23;
+}
+
+/// Where the call is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// A party is in it, or its record is not due yet.
+    Open,
+    /// Its record went out; it waits for late changes.
+    Emitted,
+}
+
+/// One DN's presence on one ConnID of the call.
+struct Leg {
+    dn: Box<str>,
+    conn: ConnId,
+    /// The state it is in, since when, and the order it was opened in (ties in the timeline).
+    open: Option<(SegmentKind, Micros)>,
+    live: bool,
+}
+
+/// A DN that is not a queue and has events of its own (item 11).
+struct Party {
+    dn: Box<str>,
+    agent_id: Option<Box<str>>,
+    first_alert: Option<Micros>,
+    last_alert: Option<Micros>,
+    answer: Option<Micros>,
+    end: Option<Micros>,
+    last_state: Option<u32>,
+    connected: bool,
+    alerted: bool,
+    wrap_up_ms: Option<i64>,
+}
+
+/// The last release of the call (item 18).
+struct Release {
+    this_dn: Box<str>,
+    other_dn: Option<Box<str>>,
+    state: Option<u32>,
+}
+
+/// A call being recorded.
+pub(super) struct Call {
+    server: Box<str>,
+    run: u32,
+    first_sequence: Option<u64>,
+    root: ConnId,
+    conns: Vec<(ConnId, Option<CallType>)>,
+    links: Vec<Link>,
+    call_type: Option<CallType>,
+    ani: Option<Box<str>>,
+    dnis: Option<Box<str>>,
+    call_uuid: Option<Box<str>>,
+    first_kind: EventKind,
+    originator: Option<Box<str>>,
+    start: Micros,
+    answer: Option<Micros>,
+    ring_ms: Option<i64>,
+    end: Micros,
+    queues: Vec<QueueVisit>,
+    queue_dns: Vec<Box<str>>,
+    legs: Vec<Leg>,
+    parties: Vec<Party>,
+    segments: Vec<Segment>,
+    hold_count: u32,
+    transfer_count: u32,
+    last_transfer: Option<Micros>,
+    conference: Vec<Box<str>>,
+    last_conference: Option<Micros>,
+    monitored: bool,
+    recorded: bool,
+    abandon: Option<(Option<&'static str>, Micros)>,
+    busy: bool,
+    no_answer: bool,
+    redirected: bool,
+    last_release: Option<Release>,
+    user_data: Option<Box<str>>,
+    stage: Stage,
+    version: u32,
+    reemit: bool,
+    due: Option<Micros>,
+}
+
+impl Call {
+    /// A call begun by `event` on `conn`.
+    pub(super) fn new(event: &Event<'_>, run: u32, time: Micros, conn: ConnId) -> Self {
+        Self {
+            server: event.server.as_ref().into(),
+            run,
+            first_sequence: event.sequence,
+            root: conn,
+            conns: Vec::new(),
+            links: Vec::new(),
+            call_type: None,
+            ani: None,
+            dnis: None,
+            call_uuid: None,
+            first_kind: event.kind,
+            originator: None,
+            start: time,
+            answer: None,
+            ring_ms: None,
+            end: time,
+            queues: Vec::new(),
+            queue_dns: Vec::new(),
+            legs: Vec::new(),
+            parties: Vec::new(),
+            segments: Vec::new(),
+            hold_count: 0,
+            transfer_count: 0,
+            last_transfer: None,
+            conference: Vec::new(),
+            last_conference: None,
+            monitored: false,
+            recorded: false,
+            abandon: None,
+            busy: false,
+            no_answer: false,
+            redirected: false,
+            last_release: None,
+            user_data: None,
+            stage: Stage::Open,
+            version: 0,
+            reemit: false,
+            due: None,
+        }
+    }
+
+    pub(super) fn server(&self) -> &str {
+        &self.server
+    }
+
+    pub(super) fn conn_ids(&self) -> impl Iterator<Item = &ConnId> {
+        std::iter::once(&self.root).chain(self.links.iter().map(|link| &link.conn_id))
+    }
+
+    pub(super) fn emitted(&self) -> bool {
+        self.stage == Stage::Emitted
+    }
+
+    pub(super) fn mark_emitted(&mut self) {
+        self.stage = Stage::Emitted;
+        self.version = 1;
+    }
+
+    /// Whether a late change asks for a new version (and counts it).
+    pub(super) fn take_reemit(&mut self) -> bool {
+        if std::mem::take(&mut self.reemit) {
+            self.version += 1;
+            return true;
+        }
+        false
+    }
+
+    pub(super) fn end(&self) -> Micros {
+        self.end
+    }
+
+    pub(super) fn due_at(&self) -> Option<Micros> {
+        self.due
+    }
+
+    pub(super) fn set_due(&mut self, at: Micros) {
+        self.due = Some(at);
+    }
+
+    pub(super) fn clear_due(&mut self) {
+        self.due = None;
+    }
+
+    /// Every leg has been released (and there was one).
+    pub(super) fn ended(&self) -> bool {
+        !self.legs.is_empty() && self.legs.iter().all(|leg| !leg.live)
+    }
+
+    /// `conn` joined the call from `parent` (a consultation, item 5).
+    pub(super) fn link(&mut self, conn: ConnId, parent: ConnId) {
+        if conn != self.root && !self.links.iter().any(|link| link.conn_id == conn) {
+            self.links.push(Link {
+                conn_id: conn,
+                previous: parent,
+                kind: LinkKind::Consult,
+            });
+        }
+    }
+
+    /// The agent logged in at `dn` when it released the call; wrap-up may follow.
+    pub(super) fn expect_wrap_up(&mut self, dn: &str, agent_id: Option<Box<str>>) {
+        if let Some(party) = self.parties.iter_mut().find(|party| &*party.dn == dn)
+            && party.agent_id.is_none()
+        {
+            party.agent_id = agent_id;
+        }
+    }
+
+    /// The agent at `dn` left its after-call work (or never entered it: `since` is `None`) at `time`.
+    pub(super) fn wrap_up(&mut self, dn: &str, since: Option<Micros>, time: Micros) {
+        let Some(party) = self.parties.iter_mut().find(|party| &*party.dn == dn) else {
+            return;
+        };
+        party.wrap_up_ms = Some(since.map_or(0, |since| ms(time) - ms(since)));
+        if let Some(since) = since {
+            self.segments.push(Segment {
+                dn: dn.into(),
+                kind: SegmentKind::Wrapup,
+                start: since,
+                end: time,
+            });
+        }
+        if self.stage == Stage::Emitted {
+            self.reemit = true;
+        }
+    }
+
+    /// Applies one event of the call.
+    pub(super) fn apply(
+        &mut self,
+        event: &Event<'_>,
+        time: Micros,
+        config: &CdrConfig,
+    ) -> super::Taken {
+        if self.stage == Stage::Emitted {
+            return self.late(event, time, config);
+        }
+        let Some(conn) = event.conn_id else {
+            return super::Taken::Ignored;
+        };
+        self.note_conn(event, conn);
+        if event.kind != EventKind::UserEvent
+            && let Some(user_data) = &event.user_data
+        {
+            self.user_data = Some(user_data.json.clone());
+        }
+        if event
+            .extensions
+            .as_ref()
+            .and_then(|extensions| extensions.record)
+            == Some(crate::event::kv::RecordDirective::Record)
+        {
+            self.recorded = true;
+        }
+        match event.call_state {
+            Some(call_state::BUSY) => self.busy = true,
+            Some(call_state::NO_ANSWER) => self.no_answer = true,
+            Some(call_state::REDIRECTED | call_state::FORWARDED) => self.redirected = true,
+            _ => {}
+        }
+        if [event.this_dn_role, event.third_party_dn_role].contains(&Some(Role::Observer)) {
+            self.monitored = true;
+        }
+        let Some(dn) = event.this_dn.as_deref() else {
+            return super::Taken::Applied;
+        };
+        self.party_event(event, dn, conn, time);
+        super::Taken::Applied
+    }
+
+    /// An event after the record went out: only a change of attached data counts (within the window).
+    fn late(&mut self, event: &Event<'_>, time: Micros, config: &CdrConfig) -> super::Taken {
+        let data_change = matches!(
+            event.kind,
+            EventKind::AttachedDataChanged | EventKind::CallDataChanged
+        );
+        let Some(user_data) = event.user_data.as_ref().filter(|_| data_change) else {
+            return super::Taken::Ignored;
+        };
+        if time > self.end.saturating_add(config.late_window) {
+            return super::Taken::Ignored;
+        }
+        if self.user_data.as_deref() != Some(&*user_data.json) {
+            self.user_data = Some(user_data.json.clone());
+            self.reemit = true;
+        }
+        super::Taken::Applied
+    }
+
+    /// The root call's description and every ConnID's type (items 6, 7, 14).
+    fn note_conn(&mut self, event: &Event<'_>, conn: ConnId) {
+        match self.conns.iter_mut().find(|(known, _)| *known == conn) {
+            Some((_, call_type)) => {
+                if call_type.is_none() {
+                    *call_type = event.call_type;
+                }
+            }
+            None => self.conns.push((conn, event.call_type)),
+        }
+        if conn != self.root {
+            return;
+        }
+        if self.call_type.is_none() {
+            self.call_type = event.call_type;
+        }
+        if self.ani.is_none() {
+            self.ani = event.ani.as_deref().map(Into::into);
+        }
+        if self.dnis.is_none() {
+            self.dnis = event.dnis.as_deref().map(Into::into);
+        }
+        if self.call_uuid.is_none() {
+            self.call_uuid = event
+                .call_uuid
+                .as_deref()
+                .filter(|u| !u.is_empty())
+                .map(Into::into);
+        }
+        if self.originator.is_none() && event.kind == EventKind::Dialing {
+            self.originator = event.this_dn.as_deref().map(Into::into);
+        }
+    }
+
+    fn is_queue(&self, dn: &str) -> bool {
+        self.queue_dns.iter().any(|queue| &**queue == dn)
+    }
+
+    fn party(&mut self, dn: &str) -> Option<&mut Party> {
+        if self.is_queue(dn) {
+            return None;
+        }
+        let index = match self.parties.iter().position(|party| &*party.dn == dn) {
+            Some(index) => index,
+            None => {
+                self.parties.push(Party {
+                    dn: dn.into(),
+                    agent_id: None,
+                    first_alert: None,
+                    last_alert: None,
+                    answer: None,
+                    end: None,
+                    last_state: None,
+                    connected: false,
+                    alerted: false,
+                    wrap_up_ms: None,
+                });
+                self.parties.len() - 1
+            }
+        };
+        self.parties.get_mut(index)
+    }
+
+    /// The leg of `dn` on `conn`, made live if new.
+    fn leg(&mut self, dn: &str, conn: ConnId) -> &mut Leg {
+        let index = match self
+            .legs
+            .iter()
+            .position(|leg| &*leg.dn == dn && leg.conn == conn)
+        {
+            Some(index) => index,
+            None => {
+                self.legs.push(Leg {
+                    dn: dn.into(),
+                    conn,
+                    open: None,
+                    live: true,
+                });
+                self.legs.len() - 1
+            }
+        };
+        &mut self.legs[index]
+    }
+
+    /// The leg of `dn` on `conn` enters `kind` at `time` (item 12). A DN that is not a queue is a
+    /// handling party from its first leg event on (item 11), however the call began for it.
+    fn enter(&mut self, dn: &str, conn: ConnId, kind: Option<SegmentKind>, time: Micros) {
+        self.party(dn);
+        let leg = self.leg(dn, conn);
+        leg.live = true;
+        if leg.open.is_some_and(|(open, _)| Some(open) == kind) {
+            return;
+        }
+        let closed = leg.open.take();
+        leg.open = kind.map(|kind| (kind, time));
+        if let Some((kind, start)) = closed {
+            self.segments.push(Segment {
+                dn: dn.into(),
+                kind,
+                start,
+                end: time,
+            });
+        }
+    }
+
+    fn party_event(&mut self, event: &Event<'_>, dn: &str, conn: ConnId, time: Micros) {
+        match event.kind {
+            EventKind::Queued => {
+                if !self.is_queue(dn) {
+                    self.queue_dns.push(dn.into());
+                }
+                self.queues.push(QueueVisit {
+                    dn: dn.into(),
+                    enter: time,
+                    exit: None,
+                    outcome: None,
+                });
+                self.enter(dn, conn, Some(SegmentKind::Queue), time);
+            }
+            EventKind::Diverted => self.leave_queue(dn, conn, "diverted", time),
+            EventKind::Abandoned => self.abandoned(dn, conn, time),
+            EventKind::Ringing => self.ringing(dn, conn, time),
+            EventKind::Dialing => {
+                self.party(dn);
+                self.enter(dn, conn, Some(SegmentKind::Dialing), time);
+            }
+            EventKind::Established => self.established(dn, conn, time),
+            EventKind::Held => {
+                self.hold_count += 1;
+                self.enter(dn, conn, Some(SegmentKind::Hold), time);
+            }
+            EventKind::Retrieved => self.enter(dn, conn, Some(SegmentKind::Interact), time),
+            EventKind::Released => self.released(event, dn, conn, time),
+            EventKind::PartyChanged => self.party_changed(event, dn, conn, time),
+            EventKind::PartyAdded => {
+                if event.third_party_dn_role != Some(Role::Observer)
+                    && let Some(third) = event.third_party_dn.as_deref()
+                {
+                    self.conferenced(third, time);
+                }
+            }
+            _ => {}
+        }
+        if event.this_dn_role == Some(Role::NewParty) {
+            self.conferenced(dn, time);
+        }
+    }
+
+    fn conferenced(&mut self, dn: &str, time: Micros) {
+        if !self.conference.iter().any(|party| &**party == dn) {
+            self.conference.push(dn.into());
+            self.last_conference = Some(time);
+        }
+    }
+
+    fn leave_queue(&mut self, dn: &str, conn: ConnId, outcome: &'static str, time: Micros) {
+        if let Some(visit) = self
+            .queues
+            .iter_mut()
+            .rev()
+            .find(|visit| &*visit.dn == dn && visit.exit.is_none())
+        {
+            visit.exit = Some(time);
+            visit.outcome = Some(outcome);
+        }
+        self.enter(dn, conn, None, time);
+        self.leg(dn, conn).live = false;
+    }
+
+    fn abandoned(&mut self, dn: &str, conn: ConnId, time: Micros) {
+        let phase = if self.is_queue(dn) {
+            Some("queue")
+        } else if self
+            .legs
+            .iter()
+            .any(|leg| leg.live && leg.open.is_some_and(|(kind, _)| kind == SegmentKind::Alert))
+        {
+            Some("ringing")
+        } else {
+            None
+        };
+        if self.answer.is_none() {
+            self.abandon = Some((phase, time));
+        }
+        if self.is_queue(dn) {
+            self.leave_queue(dn, conn, "abandoned", time);
+        } else {
+            self.enter(dn, conn, None, time);
+            self.leg(dn, conn).live = false;
+            if let Some(party) = self.party(dn) {
+                party.end = Some(time);
+                party.last_state = Some(call_state::ABANDONED);
+            }
+        }
+        self.end = time;
+    }
+
+    fn ringing(&mut self, dn: &str, conn: ConnId, time: Micros) {
+        if let Some(party) = self.party(dn) {
+            party.alerted = true;
+            party.first_alert.get_or_insert(time);
+            party.last_alert = Some(time);
+        }
+        self.enter(dn, conn, Some(SegmentKind::Alert), time);
+    }
+
+    fn established(&mut self, dn: &str, conn: ConnId, time: Micros) {
+        if self.is_queue(dn) {
+            return;
+        }
+        let mut ring = None;
+        if let Some(party) = self.party(dn) {
+            party.connected = true;
+            party.answer.get_or_insert(time);
+            ring = party.last_alert.map(|alert| ms(time) - ms(alert));
+        }
+        if self.answer.is_none() {
+            self.answer = Some(time);
+            self.ring_ms = ring;
+        }
+        self.enter(dn, conn, Some(SegmentKind::Interact), time);
+    }
+
+    fn released(&mut self, event: &Event<'_>, dn: &str, conn: ConnId, time: Micros) {
+        if self.is_queue(dn) {
+            self.leave_queue(dn, conn, "released", time);
+            return;
+        }
+        self.enter(dn, conn, None, time);
+        self.leg(dn, conn).live = false;
+        let consult = self
+            .conns
+            .iter()
+            .any(|(known, call_type)| *known == conn && *call_type == Some(CallType::Consult));
+        if event.call_state == Some(call_state::TRANSFERRED) && !consult {
+            self.transfer_count += 1;
+            self.last_transfer = Some(time);
+        }
+        if let Some(party) = self.party(dn) {
+            party.end = Some(time);
+            party.last_state = event.call_state;
+        }
+        self.last_release = Some(Release {
+            this_dn: dn.into(),
+            other_dn: event.other_dn.as_deref().map(Into::into),
+            state: event.call_state,
+        });
+        self.end = time;
+    }
+
+    /// A transfer or conference completed: the leg moves to the new ConnID, and the consultation's link
+    /// says what it became (item 5).
+    fn party_changed(&mut self, event: &Event<'_>, dn: &str, conn: ConnId, time: Micros) {
+        let Some(previous) = event.previous_conn_id else {
+            return;
+        };
+        if let Some(leg) = self
+            .legs
+            .iter_mut()
+            .find(|leg| &*leg.dn == dn && leg.conn == previous)
+        {
+            leg.conn = conn;
+        }
+        let kind = match (event.call_state, event.third_party_dn_role) {
+            (Some(call_state::CONFERENCED), _) | (_, Some(Role::ConferencedBy)) => {
+                LinkKind::Conference
+            }
+            (Some(call_state::TRANSFERRED), _) | (_, Some(Role::TransferredBy)) => {
+                LinkKind::Transfer
+            }
+            _ => return,
+        };
+        if let Some(link) = self
+            .links
+            .iter_mut()
+            .find(|link| link.conn_id == previous || link.conn_id == conn)
+        {
+            link.kind = kind;
+        }
+        if kind == LinkKind::Conference {
+            self.conferenced(dn, time);
+        }
+    }
+
+    /// The record as of now.
+    pub(super) fn record(&self, config: &CdrConfig) -> Cdr {
+        let mut segments = self.segments.clone();
+        // Legs still open (a record forced out early) end at the call's end.
+        for leg in &self.legs {
+            if let Some((kind, start)) = leg.open {
+                segments.push(Segment {
+                    dn: leg.dn.clone(),
+                    kind,
+                    start,
+                    end: self.end.max(start),
+                });
+            }
+        }
+        segments.sort_by_key(|segment| segment.start);
+        let agents = self
+            .parties
+            .iter()
+            .map(|party| self.agent_row(party, &segments))
+            .collect();
+        Cdr {
+            cdr_id: format!(
+                "{}:{}:{}:{}",
+                self.server,
+                self.run,
+                self.first_sequence
+                    .map_or_else(String::new, |n| n.to_string()),
+                self.root
+            ),
+            version: self.version.max(1),
+            server: self.server.clone(),
+            call_uuid: self.call_uuid.clone(),
+            root: self.root,
+            conn_ids: self.conns.iter().map(|(conn, _)| *conn).collect(),
+            links: self.links.clone(),
+            call_type: self.call_type.unwrap_or_default().as_str(),
+            direction: self.direction(),
+            ani: self.ani.clone(),
+            dnis: self.dnis.clone(),
+            ani_e164: self.ani.as_deref().and_then(crate::enrich::phone::e164),
+            start: self.start,
+            answer: self.answer,
+            end: self.end,
+            queues: self.queues.clone(),
+            ring_ms: self.ring_ms,
+            alerts: self.parties.iter().filter(|party| party.alerted).count() as u32,
+            hold_count: self.hold_count,
+            transfer_count: self.transfer_count,
+            consult_count: self
+                .conns
+                .iter()
+                .filter(|(_, call_type)| *call_type == Some(CallType::Consult))
+                .count() as u32,
+            conference_count: self.conference.len() as u32,
+            monitored: self.monitored,
+            recorded: self.recorded,
+            abandon: self.abandon,
+            released_by: self.released_by(),
+            outcome: self.outcome(),
+            agents,
+            segments,
+            disposition: self.disposition(&config.disposition_key),
+            user_data: self.user_data.clone(),
+        }
+    }
+
+    fn agent_row(&self, party: &Party, segments: &[Segment]) -> AgentRow {
+        let mine = |kind: SegmentKind| {
+            segments
+                .iter()
+                .filter(move |segment| segment.dn == party.dn && segment.kind == kind)
+        };
+        let result = match party.last_state {
+            Some(call_state::TRANSFERRED) => "Transferred",
+            Some(call_state::CONFERENCED) => "Conferenced",
+            Some(call_state::BUSY) => "Busy",
+            Some(call_state::NO_ANSWER) => "NoAnswer",
+            Some(call_state::REDIRECTED | call_state::FORWARDED) => "Redirected",
+            Some(call_state::ABANDONED) => "Abandoned",
+            _ if party.connected => "Completed",
+            _ if party.alerted => "NoAnswer",
+            _ => "Failed",
+        };
+        AgentRow {
+            dn: party.dn.clone(),
+            agent_id: party.agent_id.clone(),
+            first_alert: party.first_alert,
+            answer: party.answer,
+            end: party.end,
+            ring_ms: party
+                .alerted
+                .then(|| mine(SegmentKind::Alert).map(Segment::millis).sum()),
+            talk_ms: mine(SegmentKind::Interact).map(Segment::millis).sum(),
+            hold_ms: mine(SegmentKind::Hold).map(Segment::millis).sum(),
+            hold_count: mine(SegmentKind::Hold).count() as u32,
+            wrap_up_ms: party.wrap_up_ms,
+            result,
+        }
+    }
+
+    fn is_party(&self, dn: &str) -> bool {
+        self.parties.iter().any(|party| &*party.dn == dn)
+    }
+
+    /// Item 6.
+    fn direction(&self) -> &'static str {
+        match self.call_type {
+            Some(CallType::Inbound) => "inbound",
+            Some(CallType::Outbound) => "outbound",
+            Some(CallType::Internal | CallType::Consult) => "internal",
+            Some(CallType::Unknown) | None => {
+                let dialed_out = self.first_kind == EventKind::Dialing
+                    && self
+                        .dnis
+                        .as_deref()
+                        .is_some_and(|dnis| !self.is_party(dnis));
+                if dialed_out {
+                    "outbound"
+                } else if self.ani.as_deref().is_some_and(|ani| !self.is_party(ani)) {
+                    "inbound"
+                } else {
+                    "internal"
+                }
+            }
+        }
+    }
+
+    /// Item 18.
+    fn released_by(&self) -> &'static str {
+        if self.abandon.is_some() {
+            return "caller";
+        }
+        if self.answer.is_none() {
+            return "system";
+        }
+        let Some(release) = &self.last_release else {
+            return "unknown";
+        };
+        let who = match release.state {
+            Some(call_state::REMOTE_RELEASE) => release.other_dn.as_deref(),
+            Some(0) | None => Some(&*release.this_dn),
+            Some(_) => None,
+        };
+        match who {
+            None => "unknown",
+            Some(dn) if !self.is_party(dn) => "caller",
+            Some(dn)
+                if self.call_type == Some(CallType::Internal)
+                    && self.originator.as_deref() == Some(dn) =>
+            {
+                "caller"
+            }
+            Some(_) => "agent",
+        }
+    }
+
+    /// Item 19.
+    fn outcome(&self) -> &'static str {
+        if self.abandon.is_some() {
+            return "Abandoned";
+        }
+        if self.answer.is_none() {
+            return if self.busy {
+                "Busy"
+            } else if self.no_answer {
+                "NoAnswer"
+            } else if self.redirected {
+                "Redirected"
+            } else {
+                "Failed"
+            };
+        }
+        match (self.last_transfer, self.last_conference) {
+            (Some(transfer), Some(conference)) if conference > transfer => "Conferenced",
+            (Some(_), _) => "Transferred",
+            (None, Some(_)) => "Conferenced",
+            (None, None) => "Completed",
+        }
+    }
+
+    /// Item 21: the disposition key's value in the final attached data.
+    fn disposition(&self, key: &str) -> Option<String> {
+        let data: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(self.user_data.as_deref()?).ok()?;
+        match data.get(key)? {
+            serde_json::Value::String(text) => Some(text.clone()),
+            serde_json::Value::Null => None,
+            other => Some(other.to_string()),
+        }
+    }
+}
