@@ -17,6 +17,9 @@ mod call_state {
     pub const FORWARDED: u32 = 23;
 }
 
+/// The time of an event that has none yet: it takes its call's next timed event's (item 27).
+pub(super) const UNTIMED: Micros = Micros::MIN;
+
 /// Where the call is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -62,7 +65,8 @@ pub(super) struct Call {
     run: u32,
     first_sequence: Option<u64>,
     root: ConnId,
-    conns: Vec<(ConnId, Option<CallType>)>,
+    /// Every ConnID with its type (Consult once any event says so) and the order of its first event.
+    conns: Vec<(ConnId, Option<CallType>, u64)>,
     links: Vec<Link>,
     call_type: Option<CallType>,
     ani: Option<Box<str>>,
@@ -92,6 +96,10 @@ pub(super) struct Call {
     redirected: bool,
     last_release: Option<Release>,
     user_data: Option<Box<str>>,
+    /// The order of the event that carried `user_data` (merges keep the later).
+    user_data_order: u64,
+    /// Some time of the call is still [`UNTIMED`].
+    untimed: bool,
     stage: Stage,
     version: u32,
     reemit: bool,
@@ -100,13 +108,13 @@ pub(super) struct Call {
 
 impl Call {
     /// A call begun by `event` on `conn`.
-    pub(super) fn new(event: &Event<'_>, run: u32, time: Micros, conn: ConnId) -> Self {
+    pub(super) fn new(event: &Event<'_>, run: u32, time: Micros, conn: ConnId, order: u64) -> Self {
         Self {
             server: event.server.as_ref().into(),
             run,
             first_sequence: event.sequence,
             root: conn,
-            conns: Vec::new(),
+            conns: vec![(conn, None, order)],
             links: Vec::new(),
             call_type: None,
             ani: None,
@@ -136,6 +144,8 @@ impl Call {
             redirected: false,
             last_release: None,
             user_data: None,
+            user_data_order: 0,
+            untimed: time == UNTIMED,
             stage: Stage::Open,
             version: 0,
             reemit: false,
@@ -148,7 +158,7 @@ impl Call {
     }
 
     pub(super) fn conn_ids(&self) -> impl Iterator<Item = &ConnId> {
-        std::iter::once(&self.root).chain(self.links.iter().map(|link| &link.conn_id))
+        self.conns.iter().map(|(conn, _, _)| conn)
     }
 
     pub(super) fn emitted(&self) -> bool {
@@ -234,6 +244,7 @@ impl Call {
         &mut self,
         event: &Event<'_>,
         time: Micros,
+        order: u64,
         config: &CdrConfig,
     ) -> super::Taken {
         if self.stage == Stage::Emitted {
@@ -242,11 +253,17 @@ impl Call {
         let Some(conn) = event.conn_id else {
             return super::Taken::Ignored;
         };
-        self.note_conn(event, conn);
+        if time == UNTIMED {
+            self.untimed = true;
+        } else if self.untimed {
+            self.fill_untimed(time);
+        }
+        self.note_conn(event, conn, order);
         if event.kind != EventKind::UserEvent
             && let Some(user_data) = &event.user_data
         {
             self.user_data = Some(user_data.json.clone());
+            self.user_data_order = order;
         }
         if event
             .extensions
@@ -291,15 +308,145 @@ impl Call {
         super::Taken::Applied
     }
 
+    /// Gives every time still [`UNTIMED`] the call's first timed event's `time` (item 27).
+    fn fill_untimed(&mut self, time: Micros) {
+        let fill = |at: &mut Micros| {
+            if *at == UNTIMED {
+                *at = time;
+            }
+        };
+        let fill_some = |at: &mut Option<Micros>| {
+            if let Some(at) = at {
+                fill(at);
+            }
+        };
+        fill(&mut self.start);
+        fill(&mut self.end);
+        fill_some(&mut self.answer);
+        fill_some(&mut self.last_transfer);
+        fill_some(&mut self.last_conference);
+        if let Some((_, at)) = &mut self.abandon {
+            fill(at);
+        }
+        for visit in &mut self.queues {
+            fill(&mut visit.enter);
+            fill_some(&mut visit.exit);
+        }
+        for leg in &mut self.legs {
+            if let Some((_, at)) = &mut leg.open {
+                fill(at);
+            }
+        }
+        for party in &mut self.parties {
+            fill_some(&mut party.first_alert);
+            fill_some(&mut party.last_alert);
+            fill_some(&mut party.answer);
+            fill_some(&mut party.end);
+        }
+        for segment in &mut self.segments {
+            fill(&mut segment.start);
+            fill(&mut segment.end);
+        }
+        self.untimed = false;
+    }
+
+    /// Takes in `other`, a call that turned out to be part of this one: its ConnID `child` came from
+    /// `parent` (a consultation recognised late, a transfer or conference completed across calls).
+    pub(super) fn absorb(&mut self, other: Call, child: ConnId, parent: ConnId) {
+        for (conn, call_type, order) in other.conns {
+            match self.conns.iter_mut().find(|(known, _, _)| *known == conn) {
+                Some(known) => {
+                    known.1 = known.1.or(call_type);
+                    known.2 = known.2.min(order);
+                }
+                None => self.conns.push((conn, call_type, order)),
+            }
+        }
+        self.link(child, parent);
+        for link in other.links {
+            if !self.links.iter().any(|known| known.conn_id == link.conn_id) {
+                self.links.push(link);
+            }
+        }
+        if self.answer.is_none() || other.answer.is_some_and(|at| Some(at) < self.answer) {
+            if other.answer.is_some() {
+                self.ring_ms = other.ring_ms;
+            }
+            self.answer = other.answer.or(self.answer);
+        }
+        self.start = self.start.min(other.start);
+        if other.end > self.end {
+            self.end = other.end;
+            if other.last_release.is_some() {
+                self.last_release = other.last_release;
+            }
+        }
+        self.queues.extend(other.queues);
+        self.queues.sort_by_key(|visit| visit.enter);
+        for queue in other.queue_dns {
+            if !self.is_queue(&queue) {
+                self.queue_dns.push(queue);
+            }
+        }
+        self.legs.extend(other.legs);
+        for party in other.parties {
+            self.absorb_party(party);
+        }
+        self.segments.extend(other.segments);
+        self.hold_count += other.hold_count;
+        self.transfer_count += other.transfer_count;
+        self.last_transfer = self.last_transfer.max(other.last_transfer);
+        for party in other.conference {
+            if !self.conference.contains(&party) {
+                self.conference.push(party);
+            }
+        }
+        self.last_conference = self.last_conference.max(other.last_conference);
+        self.monitored |= other.monitored;
+        self.recorded |= other.recorded;
+        self.abandon = self.abandon.or(other.abandon);
+        self.busy |= other.busy;
+        self.no_answer |= other.no_answer;
+        self.redirected |= other.redirected;
+        if other.user_data_order > self.user_data_order {
+            self.user_data = other.user_data;
+            self.user_data_order = other.user_data_order;
+        }
+        self.untimed |= other.untimed;
+    }
+
+    fn absorb_party(&mut self, other: Party) {
+        let Some(party) = self.parties.iter_mut().find(|party| party.dn == other.dn) else {
+            self.parties.push(other);
+            return;
+        };
+        let earliest = |a: Option<Micros>, b: Option<Micros>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        party.agent_id = party.agent_id.take().or(other.agent_id);
+        party.first_alert = earliest(party.first_alert, other.first_alert);
+        party.answer = earliest(party.answer, other.answer);
+        if other.end > party.end {
+            party.end = other.end;
+            party.last_state = other.last_state;
+        }
+        party.last_alert = party.last_alert.max(other.last_alert);
+        party.connected |= other.connected;
+        party.alerted |= other.alerted;
+        party.wrap_up_ms = party.wrap_up_ms.or(other.wrap_up_ms);
+    }
+
     /// The root call's description and every ConnID's type (items 6, 7, 14).
-    fn note_conn(&mut self, event: &Event<'_>, conn: ConnId) {
-        match self.conns.iter_mut().find(|(known, _)| *known == conn) {
-            Some((_, call_type)) => {
-                if call_type.is_none() {
-                    *call_type = event.call_type;
+    fn note_conn(&mut self, event: &Event<'_>, conn: ConnId, order: u64) {
+        match self.conns.iter_mut().find(|(known, _, _)| *known == conn) {
+            Some((_, call_type, _)) => {
+                // Consult once any event says so (item 32).
+                if call_type.is_none() || event.call_type == Some(CallType::Consult) {
+                    *call_type = event.call_type.or(*call_type);
                 }
             }
-            None => self.conns.push((conn, event.call_type)),
+            None => self.conns.push((conn, event.call_type, order)),
         }
         if conn != self.root {
             return;
@@ -376,9 +523,14 @@ impl Call {
     }
 
     /// The leg of `dn` on `conn` enters `kind` at `time` (item 12). A DN that is not a queue is a
-    /// handling party from its first leg event on (item 11), however the call began for it.
+    /// handling party from its first leg event on (item 11), however the call began for it; connected
+    /// once it talks (item 24).
     fn enter(&mut self, dn: &str, conn: ConnId, kind: Option<SegmentKind>, time: Micros) {
-        self.party(dn);
+        if let Some(party) = self.party(dn)
+            && kind == Some(SegmentKind::Interact)
+        {
+            party.connected = true;
+        }
         let leg = self.leg(dn, conn);
         leg.live = true;
         if leg.open.is_some_and(|(open, _)| Some(open) == kind) {
@@ -413,8 +565,9 @@ impl Call {
             EventKind::Diverted => self.leave_queue(dn, conn, "diverted", time),
             EventKind::Abandoned => self.abandoned(dn, conn, time),
             EventKind::Ringing => self.ringing(dn, conn, time),
-            EventKind::Dialing => {
-                self.party(dn);
+            EventKind::Dialing => self.enter(dn, conn, Some(SegmentKind::Dialing), time),
+            // A late join: the state the reducer creates the leg in (item 24).
+            EventKind::NetworkReached if !self.has_leg(dn, conn) => {
                 self.enter(dn, conn, Some(SegmentKind::Dialing), time);
             }
             EventKind::Established => self.established(dn, conn, time),
@@ -426,8 +579,10 @@ impl Call {
             EventKind::Released => self.released(event, dn, conn, time),
             EventKind::PartyChanged => self.party_changed(event, dn, conn, time),
             EventKind::PartyAdded => {
+                // A device is never its own addition (item 31).
                 if event.third_party_dn_role != Some(Role::Observer)
                     && let Some(third) = event.third_party_dn.as_deref()
+                    && third != dn
                 {
                     self.conferenced(third, time);
                 }
@@ -460,7 +615,29 @@ impl Call {
         self.leg(dn, conn).live = false;
     }
 
+    /// Whether `dn` is (or was) in the call on `conn`.
+    fn has_leg(&self, dn: &str, conn: ConnId) -> bool {
+        self.legs
+            .iter()
+            .any(|leg| &*leg.dn == dn && leg.conn == conn)
+    }
+
+    /// Whether `dn` is in the call on `conn` now: an end of a leg that is not open ends nothing (item 23).
+    fn has_live_leg(&self, dn: &str, conn: ConnId) -> bool {
+        self.legs
+            .iter()
+            .any(|leg| &*leg.dn == dn && leg.conn == conn && leg.live)
+    }
+
+    /// Some party other than a queue was connected (item 24: answered even without an EventEstablished).
+    fn answered(&self) -> bool {
+        self.answer.is_some() || self.parties.iter().any(|party| party.connected)
+    }
+
     fn abandoned(&mut self, dn: &str, conn: ConnId, time: Micros) {
+        if !self.has_live_leg(dn, conn) {
+            return;
+        }
         let phase = if self.is_queue(dn) {
             Some("queue")
         } else if self
@@ -472,7 +649,7 @@ impl Call {
         } else {
             None
         };
-        if self.answer.is_none() {
+        if !self.answered() {
             self.abandon = Some((phase, time));
         }
         if self.is_queue(dn) {
@@ -515,6 +692,9 @@ impl Call {
     }
 
     fn released(&mut self, event: &Event<'_>, dn: &str, conn: ConnId, time: Micros) {
+        if !self.has_live_leg(dn, conn) {
+            return;
+        }
         if self.is_queue(dn) {
             self.leave_queue(dn, conn, "released", time);
             return;
@@ -524,7 +704,7 @@ impl Call {
         let consult = self
             .conns
             .iter()
-            .any(|(known, call_type)| *known == conn && *call_type == Some(CallType::Consult));
+            .any(|(known, call_type, _)| *known == conn && *call_type == Some(CallType::Consult));
         if event.call_state == Some(call_state::TRANSFERRED) && !consult {
             self.transfer_count += 1;
             self.last_transfer = Some(time);
@@ -547,12 +727,15 @@ impl Call {
         let Some(previous) = event.previous_conn_id else {
             return;
         };
-        if let Some(leg) = self
+        let moved = self
             .legs
             .iter_mut()
             .find(|leg| &*leg.dn == dn && leg.conn == previous)
-        {
-            leg.conn = conn;
+            .map(|leg| leg.conn = conn)
+            .is_some();
+        // A late join: the party is on the call, connected (item 24).
+        if !moved && !self.has_leg(dn, conn) {
+            self.enter(dn, conn, Some(SegmentKind::Interact), time);
         }
         let kind = match (event.call_state, event.third_party_dn_role) {
             (Some(call_state::CONFERENCED), _) | (_, Some(Role::ConferencedBy)) => {
@@ -608,7 +791,11 @@ impl Call {
             server: self.server.clone(),
             call_uuid: self.call_uuid.clone(),
             root: self.root,
-            conn_ids: self.conns.iter().map(|(conn, _)| *conn).collect(),
+            conn_ids: {
+                let mut conns = self.conns.clone();
+                conns.sort_by_key(|(_, _, order)| *order);
+                conns.into_iter().map(|(conn, _, _)| conn).collect()
+            },
             links: self.links.clone(),
             call_type: self.call_type.unwrap_or_default().as_str(),
             direction: self.direction(),
@@ -626,7 +813,7 @@ impl Call {
             consult_count: self
                 .conns
                 .iter()
-                .filter(|(_, call_type)| *call_type == Some(CallType::Consult))
+                .filter(|(_, call_type, _)| *call_type == Some(CallType::Consult))
                 .count() as u32,
             conference_count: self.conference.len() as u32,
             monitored: self.monitored,
@@ -707,7 +894,7 @@ impl Call {
         if self.abandon.is_some() {
             return "caller";
         }
-        if self.answer.is_none() {
+        if !self.answered() {
             return "system";
         }
         let Some(release) = &self.last_release else {
@@ -736,7 +923,7 @@ impl Call {
         if self.abandon.is_some() {
             return "Abandoned";
         }
-        if self.answer.is_none() {
+        if !self.answered() {
             return if self.busy {
                 "Busy"
             } else if self.no_answer {

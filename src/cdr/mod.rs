@@ -88,6 +88,8 @@ pub struct CdrFold {
     next_call: u64,
     /// The latest event time seen.
     clock: Micros,
+    /// Events taken so far: the order of first and last events.
+    order: u64,
 }
 
 impl CdrFold {
@@ -102,6 +104,7 @@ impl CdrFold {
             due: BTreeSet::new(),
             next_call: 1,
             clock: Micros::MIN,
+            order: 0,
         }
     }
 
@@ -136,13 +139,17 @@ impl CdrFold {
             }
         }
         let run = server.run;
-        let time = event
-            .time
-            .or(server.last_time)
-            .or(arrival)
-            .unwrap_or(self.clock.max(0));
-        server.last_time = Some(time);
-        self.advance(time, out);
+        // Offline, an event before any timed one of its Server has no time: it takes the next timed
+        // event's of its call (item 27), UNTIMED until then.
+        let time = event.time.or(server.last_time).or(arrival);
+        if time.is_some() {
+            server.last_time = time;
+        }
+        let time = time.unwrap_or(call::UNTIMED);
+        if time != call::UNTIMED {
+            self.advance(time, out);
+        }
+        self.order += 1;
         if event.conn_id.is_none() {
             return self.agent_event(event, time, out);
         }
@@ -160,7 +167,7 @@ impl CdrFold {
             return Taken::Ignored;
         };
         let was_ended = call.ended();
-        let taken = call.apply(event, time, &self.config);
+        let taken = call.apply(event, time, self.order, &self.config);
         if let Some(conn) = event.conn_id {
             self.join(number, &event.server, conn);
         }
@@ -176,7 +183,10 @@ impl CdrFold {
             if let Some(due) = call.due_at() {
                 self.due.remove(&(due, number));
             }
-            let due = time.saturating_add(self.config.linger);
+            let due = call
+                .end()
+                .saturating_add(self.config.linger)
+                .max(time.saturating_add(self.config.linger));
             call.set_due(due);
             self.due.insert((due, number));
         } else if was_ended && let Some(due) = call.due_at() {
@@ -247,20 +257,32 @@ impl CdrFold {
     ) -> Option<u64> {
         let conn = event.conn_id?;
         let server: &str = &event.server;
-        if let Some(&number) = self.by_conn.get(&(server.into(), conn)) {
-            return Some(number);
-        }
-        let parent = event
-            .transfer_conn_id
-            .filter(|_| event.call_type == Some(crate::event::CallType::Consult))
-            .or(event.previous_conn_id);
-        if let Some(parent) = parent
-            && let Some(&number) = self.by_conn.get(&(server.into(), parent))
-        {
-            if let Some(call) = self.calls.get_mut(&number) {
-                call.link(conn, parent);
+        let own = self.by_conn.get(&(server.into(), conn)).copied();
+        // A consultation names the call it is about; a completed transfer or conference the ConnID the
+        // party had (items 3, 32). Either joins the two calls, however late it is said.
+        let parent = match event.kind {
+            EventKind::PartyChanged => event.previous_conn_id,
+            _ if event.call_type == Some(crate::event::CallType::Consult) => {
+                event.transfer_conn_id.or(event.previous_conn_id)
             }
-            return Some(number);
+            _ => None,
+        };
+        let parents = parent.and_then(|parent| {
+            let number = *self.by_conn.get(&(server.into(), parent))?;
+            Some((parent, number))
+        });
+        match (own, parents) {
+            (Some(number), Some((parent, other))) if number != other => {
+                return Some(self.merge(number.min(other), number.max(other), conn, parent));
+            }
+            (Some(number), _) => return Some(number),
+            (None, Some((parent, number))) => {
+                if let Some(call) = self.calls.get_mut(&number) {
+                    call.link(conn, parent);
+                }
+                return Some(number);
+            }
+            (None, None) => {}
         }
         if !begins_a_call(event.kind) {
             return None;
@@ -270,8 +292,41 @@ impl CdrFold {
         }
         let number = self.next_call;
         self.next_call += 1;
-        self.calls.insert(number, Call::new(event, run, time, conn));
+        self.calls
+            .insert(number, Call::new(event, run, time, conn, self.order));
         Some(number)
+    }
+
+    /// Joins call `absorbed` into call `kept` (the one begun first): `conn` came from `parent`. A call
+    /// whose record went out already is not joined again; the event stays with `kept`.
+    fn merge(&mut self, kept: u64, absorbed: u64, conn: ConnId, parent: ConnId) -> u64 {
+        if self.calls.get(&kept).is_none_or(Call::emitted)
+            || self.calls.get(&absorbed).is_none_or(Call::emitted)
+        {
+            return kept;
+        }
+        let Some(other) = self.calls.remove(&absorbed) else {
+            return kept;
+        };
+        if let Some(due) = other.due_at() {
+            self.due.remove(&(due, absorbed));
+        }
+        for own in other.conn_ids() {
+            self.by_conn.insert((other.server().into(), *own), kept);
+        }
+        if let Some(call) = self.calls.get_mut(&kept) {
+            if let Some(due) = call.due_at() {
+                self.due.remove(&(due, kept));
+                call.clear_due();
+            }
+            let (child, from) = if other.conn_ids().any(|own| *own == conn) {
+                (conn, parent)
+            } else {
+                (parent, conn)
+            };
+            call.absorb(other, child, from);
+        }
+        kept
     }
 
     /// Lets the ended call due first go, emitting its record now if it was not out yet (before its
@@ -379,10 +434,10 @@ fn begins_a_call(kind: EventKind) -> bool {
         EventKind::Queued
             | EventKind::Ringing
             | EventKind::Dialing
+            | EventKind::NetworkReached
             | EventKind::Established
             | EventKind::Held
             | EventKind::Retrieved
-            | EventKind::PartyAdded
             | EventKind::PartyChanged
     )
 }
