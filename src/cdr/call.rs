@@ -4,6 +4,7 @@
 use super::CdrConfig;
 use super::record::{AgentRow, Cdr, Link, LinkKind, QueueVisit, Segment, SegmentKind, ms};
 use crate::event::{CallType, ConnId, Event, EventKind, Micros, Role};
+use std::collections::HashMap;
 
 /// TLib call-state codes the record reads (events.md).
 mod call_state {
@@ -59,9 +60,31 @@ struct Release {
     state: Option<u32>,
 }
 
+/// E.164 forms of calling numbers, cached: parsing a number is most of a record's cost. Bounded: at
+/// [`E164Cache::CAPACITY`] entries it starts again empty.
+#[derive(Default)]
+pub(super) struct E164Cache(HashMap<Box<str>, Option<String>, foldhash::fast::RandomState>);
+
+impl E164Cache {
+    const CAPACITY: usize = 16_384;
+
+    fn get(&mut self, number: &str) -> Option<String> {
+        if let Some(known) = self.0.get(number) {
+            return known.clone();
+        }
+        if self.0.len() >= Self::CAPACITY {
+            self.0.clear();
+        }
+        let e164 = crate::enrich::phone::e164(number);
+        self.0.insert(number.into(), e164.clone());
+        e164
+    }
+}
+
 /// A call being recorded.
 pub(super) struct Call {
     server: Box<str>,
+    server_no: u32,
     run: u32,
     first_sequence: Option<u64>,
     root: ConnId,
@@ -108,9 +131,17 @@ pub(super) struct Call {
 
 impl Call {
     /// A call begun by `event` on `conn`.
-    pub(super) fn new(event: &Event<'_>, run: u32, time: Micros, conn: ConnId, order: u64) -> Self {
+    pub(super) fn new(
+        event: &Event<'_>,
+        server_no: u32,
+        run: u32,
+        time: Micros,
+        conn: ConnId,
+        order: u64,
+    ) -> Self {
         Self {
             server: event.server.as_ref().into(),
+            server_no,
             run,
             first_sequence: event.sequence,
             root: conn,
@@ -153,8 +184,8 @@ impl Call {
         }
     }
 
-    pub(super) fn server(&self) -> &str {
-        &self.server
+    pub(super) fn server_number(&self) -> u32 {
+        self.server_no
     }
 
     pub(super) fn conn_ids(&self) -> impl Iterator<Item = &ConnId> {
@@ -759,7 +790,7 @@ impl Call {
     }
 
     /// The record as of now.
-    pub(super) fn record(&self, config: &CdrConfig) -> Cdr {
+    pub(super) fn record(&self, config: &CdrConfig, e164: &mut E164Cache) -> Cdr {
         let mut segments = self.segments.clone();
         // Legs still open (a record forced out early) end at the call's end.
         for leg in &self.legs {
@@ -801,7 +832,7 @@ impl Call {
             direction: self.direction(),
             ani: self.ani.clone(),
             dnis: self.dnis.clone(),
-            ani_e164: self.ani.as_deref().and_then(crate::enrich::phone::e164),
+            ani_e164: self.ani.as_deref().and_then(|ani| e164.get(ani)),
             start: self.start,
             answer: self.answer,
             end: self.end,

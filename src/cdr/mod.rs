@@ -58,9 +58,11 @@ pub enum Taken {
     Refused,
 }
 
-/// Per T-Server bookkeeping: duplicates and runs (call-resource.md, "Duplicates and order").
+/// Per T-Server bookkeeping: duplicates and runs (call-resource.md, "Duplicates and order"), and the
+/// agents at its DNs.
 #[derive(Default)]
 struct Server {
+    agents: Map<Box<str>, Agent>,
     tracker: SequenceTracker,
     run: u32,
     /// The last event time: an event without one takes it (as the sequencer does).
@@ -76,13 +78,19 @@ struct Agent {
     wrapping: Option<(u64, Option<Micros>)>,
 }
 
+/// The fold's maps: foldhash with a per-process seed (the keys come from outside).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The fold.
 pub struct CdrFold {
     config: CdrConfig,
-    servers: HashMap<Box<str>, Server>,
-    calls: HashMap<u64, Call>,
-    by_conn: HashMap<(Box<str>, ConnId), u64>,
-    agents: HashMap<(Box<str>, Box<str>), Agent>,
+    /// T-Servers by name, numbered in order of appearance (at most [`crate::reduce::MAX_SERVERS`]).
+    server_numbers: Map<Box<str>, u32>,
+    servers: Vec<Server>,
+    calls: Map<u64, Call>,
+    by_conn: Map<(u32, ConnId), u64>,
+    /// E.164 forms of the numbers seen (bounded: cleared when full), as `aniE164` needs them.
+    e164: call::E164Cache,
     /// Ended calls by when they are due (linger over) or expire (late window over).
     due: BTreeSet<(Micros, u64)>,
     next_call: u64,
@@ -97,10 +105,11 @@ impl CdrFold {
     pub fn new(config: CdrConfig) -> Self {
         Self {
             config,
-            servers: HashMap::new(),
-            calls: HashMap::new(),
-            by_conn: HashMap::new(),
-            agents: HashMap::new(),
+            server_numbers: Map::default(),
+            servers: Vec::new(),
+            calls: Map::default(),
+            by_conn: Map::default(),
+            e164: call::E164Cache::default(),
             due: BTreeSet::new(),
             next_call: 1,
             clock: Micros::MIN,
@@ -127,10 +136,12 @@ impl CdrFold {
         arrival: Option<Micros>,
         out: &mut Vec<Cdr>,
     ) -> Taken {
-        let server = self
-            .servers
-            .entry(event.server.as_ref().into())
-            .or_default();
+        let Some(server_no) = self.server_number(&event.server) else {
+            return Taken::Ignored;
+        };
+        let Some(server) = self.servers.get_mut(server_no as usize) else {
+            return Taken::Ignored;
+        };
         if let Some(number) = event.sequence {
             match server.tracker.check(number) {
                 SequenceCheck::Duplicate => return Taken::Duplicate,
@@ -151,9 +162,9 @@ impl CdrFold {
         }
         self.order += 1;
         if event.conn_id.is_none() {
-            return self.agent_event(event, time, out);
+            return self.agent_event(server_no, event, time, out);
         }
-        let Some(number) = self.call_of(event, run, time, out) else {
+        let Some(number) = self.call_of(server_no, event, run, time, out) else {
             let would_begin = begins_a_call(event.kind);
             let full = self.calls.len() >= self.config.max_calls;
             return if would_begin && full {
@@ -169,9 +180,9 @@ impl CdrFold {
         let was_ended = call.ended();
         let taken = call.apply(event, time, self.order, &self.config);
         if let Some(conn) = event.conn_id {
-            self.join(number, &event.server, conn);
+            self.by_conn.entry((server_no, conn)).or_insert(number);
         }
-        self.track_agent(event, number, time);
+        self.track_agent(server_no, event, number);
         let Some(call) = self.calls.get_mut(&number) else {
             return taken;
         };
@@ -242,22 +253,26 @@ impl CdrFold {
         out.extend(self.record(number));
     }
 
-    fn record(&self, number: u64) -> Option<Cdr> {
-        Some(self.calls.get(&number)?.record(&self.config))
+    fn record(&mut self, number: u64) -> Option<Cdr> {
+        Some(
+            self.calls
+                .get(&number)?
+                .record(&self.config, &mut self.e164),
+        )
     }
 
     /// The call `event` belongs to: by its ConnID, else by the ConnID it consults about or came from,
     /// else a new one.
     fn call_of(
         &mut self,
+        server: u32,
         event: &Event<'_>,
         run: u32,
         time: Micros,
         out: &mut Vec<Cdr>,
     ) -> Option<u64> {
         let conn = event.conn_id?;
-        let server: &str = &event.server;
-        let own = self.by_conn.get(&(server.into(), conn)).copied();
+        let own = self.by_conn.get(&(server, conn)).copied();
         // A consultation names the call it is about; a completed transfer or conference the ConnID the
         // party had (items 3, 32). Either joins the two calls, however late it is said.
         let parent = match event.kind {
@@ -268,7 +283,7 @@ impl CdrFold {
             _ => None,
         };
         let parents = parent.and_then(|parent| {
-            let number = *self.by_conn.get(&(server.into(), parent))?;
+            let number = *self.by_conn.get(&(server, parent))?;
             Some((parent, number))
         });
         match (own, parents) {
@@ -292,8 +307,10 @@ impl CdrFold {
         }
         let number = self.next_call;
         self.next_call += 1;
-        self.calls
-            .insert(number, Call::new(event, run, time, conn, self.order));
+        self.calls.insert(
+            number,
+            Call::new(event, server, run, time, conn, self.order),
+        );
         Some(number)
     }
 
@@ -312,7 +329,7 @@ impl CdrFold {
             self.due.remove(&(due, absorbed));
         }
         for own in other.conn_ids() {
-            self.by_conn.insert((other.server().into(), *own), kept);
+            self.by_conn.insert((other.server_number(), *own), kept);
         }
         if let Some(call) = self.calls.get_mut(&kept) {
             if let Some(due) = call.due_at() {
@@ -343,8 +360,18 @@ impl CdrFold {
         true
     }
 
-    fn join(&mut self, number: u64, server: &str, conn: ConnId) {
-        self.by_conn.entry((server.into(), conn)).or_insert(number);
+    /// The number of the T-Server `name`, numbering a new one (none past the bound).
+    fn server_number(&mut self, name: &str) -> Option<u32> {
+        if let Some(&number) = self.server_numbers.get(name) {
+            return Some(number);
+        }
+        if self.servers.len() >= crate::reduce::MAX_SERVERS {
+            return None;
+        }
+        let number = u32::try_from(self.servers.len()).ok()?;
+        self.server_numbers.insert(name.into(), number);
+        self.servers.push(Server::default());
+        Some(number)
     }
 
     fn drop_call(&mut self, number: u64) {
@@ -353,7 +380,7 @@ impl CdrFold {
                 self.due.remove(&(due, number));
             }
             for conn in call.conn_ids() {
-                let key = (call.server().into(), *conn);
+                let key = (call.server_number(), *conn);
                 if self.by_conn.get(&key) == Some(&number) {
                     self.by_conn.remove(&key);
                 }
@@ -362,21 +389,29 @@ impl CdrFold {
     }
 
     /// Agent-state events: who is logged in where, and after-call work.
-    fn agent_event(&mut self, event: &Event<'_>, time: Micros, out: &mut Vec<Cdr>) -> Taken {
+    fn agent_event(
+        &mut self,
+        server: u32,
+        event: &Event<'_>,
+        time: Micros,
+        out: &mut Vec<Cdr>,
+    ) -> Taken {
         let Some(dn) = event.this_dn.as_deref() else {
             return Taken::Ignored;
         };
-        let key: (Box<str>, Box<str>) = (event.server.as_ref().into(), dn.into());
+        let Some(agents) = self.servers.get_mut(server as usize).map(|s| &mut s.agents) else {
+            return Taken::Ignored;
+        };
         match event.kind {
             EventKind::AgentLogin => {
-                let agent = self.agents.entry(key).or_default();
+                let agent = agents.entry(dn.into()).or_default();
                 agent.agent_id = event.agent_id.as_deref().map(Into::into);
                 Taken::Applied
             }
             EventKind::AgentLogout | EventKind::AgentReady | EventKind::AgentNotReady => {
                 let after_call_work = event.kind == EventKind::AgentNotReady
                     && event.work_mode == Some(crate::event::AgentWorkMode::AfterCallWork);
-                let Some(agent) = self.agents.get_mut(&key) else {
+                let Some(agent) = agents.get_mut(dn) else {
                     return Taken::Ignored;
                 };
                 if event.kind == EventKind::AgentLogout {
@@ -406,23 +441,23 @@ impl CdrFold {
     }
 
     /// A party's release with after-call work following starts its wrap-up for this call.
-    fn track_agent(&mut self, event: &Event<'_>, number: u64, time: Micros) {
+    fn track_agent(&mut self, server: u32, event: &Event<'_>, number: u64) {
         if event.kind != EventKind::Released {
             return;
         }
         let Some(dn) = event.this_dn.as_deref() else {
             return;
         };
-        if let Some(agent) = self
-            .agents
-            .get_mut(&(event.server.as_ref().into(), dn.into()))
-        {
+        let agent = self
+            .servers
+            .get_mut(server as usize)
+            .and_then(|s| s.agents.get_mut(dn));
+        if let Some(agent) = agent {
             agent.wrapping = Some((number, None));
             if let Some(call) = self.calls.get_mut(&number) {
                 call.expect_wrap_up(dn, agent.agent_id.clone());
             }
         }
-        let _ = time;
     }
 }
 
