@@ -18,6 +18,14 @@ mod call_state {
     pub const FORWARDED: u32 = 23;
 }
 
+/// Bounds on what one call holds (its events grow them): ConnIDs (and links), legs, parties, queues,
+/// and timeline segments. Past one, the call keeps what it has ([`Call::room`]).
+const MAX_CONNS: usize = 64;
+const MAX_LEGS: usize = 256;
+const MAX_PARTIES: usize = 128;
+const MAX_QUEUES: usize = 64;
+const MAX_SEGMENTS: usize = 2048;
+
 /// The time of an event that has none yet: it takes its call's next timed event's (item 27).
 pub(super) const UNTIMED: Micros = Micros::MIN;
 
@@ -106,7 +114,6 @@ pub(super) struct Call {
     legs: Vec<Leg>,
     parties: Vec<Party>,
     segments: Vec<Segment>,
-    hold_count: u32,
     transfer_count: u32,
     last_transfer: Option<Micros>,
     conference: Vec<Box<str>>,
@@ -123,6 +130,10 @@ pub(super) struct Call {
     user_data_order: u64,
     /// Some time of the call is still [`UNTIMED`].
     untimed: bool,
+    /// The last event ended a party's leg.
+    party_released: bool,
+    /// Growth refused at a per-call bound (see [`Call::room`]).
+    truncated: bool,
     stage: Stage,
     version: u32,
     reemit: bool,
@@ -162,7 +173,6 @@ impl Call {
             legs: Vec::new(),
             parties: Vec::new(),
             segments: Vec::new(),
-            hold_count: 0,
             transfer_count: 0,
             last_transfer: None,
             conference: Vec::new(),
@@ -177,6 +187,8 @@ impl Call {
             user_data: None,
             user_data_order: 0,
             untimed: time == UNTIMED,
+            party_released: false,
+            truncated: false,
             stage: Stage::Open,
             version: 0,
             reemit: false,
@@ -190,6 +202,16 @@ impl Call {
 
     pub(super) fn conn_ids(&self) -> impl Iterator<Item = &ConnId> {
         self.conns.iter().map(|(conn, _, _)| conn)
+    }
+
+    /// Some time of the call is not known yet (an event without one, offline).
+    pub(super) fn untimed(&self) -> bool {
+        self.untimed
+    }
+
+    /// Whether the last event ended a party's leg (its agent's wrap-up may follow); asks once.
+    pub(super) fn take_party_released(&mut self) -> bool {
+        std::mem::take(&mut self.party_released)
     }
 
     pub(super) fn emitted(&self) -> bool {
@@ -233,7 +255,10 @@ impl Call {
 
     /// `conn` joined the call from `parent` (a consultation, item 5).
     pub(super) fn link(&mut self, conn: ConnId, parent: ConnId) {
-        if conn != self.root && !self.links.iter().any(|link| link.conn_id == conn) {
+        if conn != self.root
+            && !self.links.iter().any(|link| link.conn_id == conn)
+            && self.room(self.links.len(), MAX_CONNS)
+        {
             self.links.push(Link {
                 conn_id: conn,
                 previous: parent,
@@ -296,11 +321,13 @@ impl Call {
             self.user_data = Some(user_data.json.clone());
             self.user_data_order = order;
         }
-        if event
-            .extensions
+        let record = crate::event::kv::RecordDirective::Record;
+        let gsip = event
+            .user_data
             .as_ref()
-            .and_then(|extensions| extensions.record)
-            == Some(crate::event::kv::RecordDirective::Record)
+            .filter(|_| event.kind != EventKind::UserEvent)
+            .and_then(|data| data.record);
+        if event.extensions.as_ref().and_then(|e| e.record) == Some(record) || gsip == Some(record)
         {
             self.recorded = true;
         }
@@ -340,7 +367,7 @@ impl Call {
     }
 
     /// Gives every time still [`UNTIMED`] the call's first timed event's `time` (item 27).
-    fn fill_untimed(&mut self, time: Micros) {
+    pub(super) fn fill_untimed(&mut self, time: Micros) {
         let fill = |at: &mut Micros| {
             if *at == UNTIMED {
                 *at = time;
@@ -424,7 +451,6 @@ impl Call {
             self.absorb_party(party);
         }
         self.segments.extend(other.segments);
-        self.hold_count += other.hold_count;
         self.transfer_count += other.transfer_count;
         self.last_transfer = self.last_transfer.max(other.last_transfer);
         for party in other.conference {
@@ -477,7 +503,11 @@ impl Call {
                     *call_type = event.call_type.or(*call_type);
                 }
             }
-            None => self.conns.push((conn, event.call_type, order)),
+            None => {
+                if self.room(self.conns.len(), MAX_CONNS) {
+                    self.conns.push((conn, event.call_type, order));
+                }
+            }
         }
         if conn != self.root {
             return;
@@ -507,6 +537,20 @@ impl Call {
         self.queue_dns.iter().any(|queue| &**queue == dn)
     }
 
+    /// Whether one more entry fits under `bound` (a call's lists grow with its events; a call that
+    /// outgrows one keeps what it has, marked and counted, rather than growing without end).
+    fn room(&mut self, len: usize, bound: usize) -> bool {
+        if len < bound {
+            return true;
+        }
+        if !self.truncated {
+            self.truncated = true;
+            metrics::counter!("callgate_cdr_truncated_total").increment(1);
+        }
+        false
+    }
+
+    /// The party at `dn`, made if new (`None` for a queue, or past [`MAX_PARTIES`]).
     fn party(&mut self, dn: &str) -> Option<&mut Party> {
         if self.is_queue(dn) {
             return None;
@@ -514,6 +558,9 @@ impl Call {
         let index = match self.parties.iter().position(|party| &*party.dn == dn) {
             Some(index) => index,
             None => {
+                if !self.room(self.parties.len(), MAX_PARTIES) {
+                    return None;
+                }
                 self.parties.push(Party {
                     dn: dn.into(),
                     agent_id: None,
@@ -532,15 +579,38 @@ impl Call {
         self.parties.get_mut(index)
     }
 
-    /// The leg of `dn` on `conn`, made live if new.
-    fn leg(&mut self, dn: &str, conn: ConnId) -> &mut Leg {
+    /// The leg of `dn` on `conn` is over, if it was there.
+    fn end_leg(&mut self, dn: &str, conn: ConnId) {
+        if let Some(leg) = self
+            .legs
+            .iter_mut()
+            .find(|leg| &*leg.dn == dn && leg.conn == conn)
+        {
+            leg.live = false;
+        }
+    }
+
+    /// The leg of `dn` on `conn` enters `kind` at `time` (item 12). A DN that is not a queue is a
+    /// handling party from its first leg event on (item 11), however the call began for it; connected
+    /// once it talks (item 24). A released leg is opened again only by what starts a leg anew (ringing,
+    /// dialing, queueing: a call offered to the same agent twice); a late answer or hold reopens nothing.
+    fn enter(&mut self, dn: &str, conn: ConnId, kind: Option<SegmentKind>, time: Micros) {
+        let starts_anew = matches!(
+            kind,
+            Some(SegmentKind::Alert | SegmentKind::Dialing | SegmentKind::Queue)
+        );
         let index = match self
             .legs
             .iter()
             .position(|leg| &*leg.dn == dn && leg.conn == conn)
         {
-            Some(index) => index,
+            Some(index) if self.legs[index].live || starts_anew || kind.is_none() => index,
+            Some(_) => return,
+            None if kind.is_none() => return,
             None => {
+                if !self.room(self.legs.len(), MAX_LEGS) {
+                    return;
+                }
                 self.legs.push(Leg {
                     dn: dn.into(),
                     conn,
@@ -550,26 +620,25 @@ impl Call {
                 self.legs.len() - 1
             }
         };
-        &mut self.legs[index]
-    }
-
-    /// The leg of `dn` on `conn` enters `kind` at `time` (item 12). A DN that is not a queue is a
-    /// handling party from its first leg event on (item 11), however the call began for it; connected
-    /// once it talks (item 24).
-    fn enter(&mut self, dn: &str, conn: ConnId, kind: Option<SegmentKind>, time: Micros) {
         if let Some(party) = self.party(dn)
             && kind == Some(SegmentKind::Interact)
         {
             party.connected = true;
         }
-        let leg = self.leg(dn, conn);
-        leg.live = true;
+        let Some(leg) = self.legs.get_mut(index) else {
+            return;
+        };
+        if kind.is_some() {
+            leg.live = true;
+        }
         if leg.open.is_some_and(|(open, _)| Some(open) == kind) {
             return;
         }
         let closed = leg.open.take();
         leg.open = kind.map(|kind| (kind, time));
-        if let Some((kind, start)) = closed {
+        if let Some((kind, start)) = closed
+            && self.room(self.segments.len(), MAX_SEGMENTS)
+        {
             self.segments.push(Segment {
                 dn: dn.into(),
                 kind,
@@ -582,18 +651,30 @@ impl Call {
     fn party_event(&mut self, event: &Event<'_>, dn: &str, conn: ConnId, time: Micros) {
         match event.kind {
             EventKind::Queued => {
-                if !self.is_queue(dn) {
+                if !self.is_queue(dn) && self.room(self.queue_dns.len(), MAX_QUEUES) {
                     self.queue_dns.push(dn.into());
                 }
-                self.queues.push(QueueVisit {
-                    dn: dn.into(),
-                    enter: time,
-                    exit: None,
-                    outcome: None,
-                });
+                let waiting = self
+                    .queues
+                    .iter()
+                    .any(|visit| &*visit.dn == dn && visit.exit.is_none());
+                if !waiting && self.room(self.queues.len(), MAX_QUEUES) {
+                    self.queues.push(QueueVisit {
+                        dn: dn.into(),
+                        enter: time,
+                        exit: None,
+                        outcome: None,
+                    });
+                }
                 self.enter(dn, conn, Some(SegmentKind::Queue), time);
             }
-            EventKind::Diverted => self.leave_queue(dn, conn, "diverted", time),
+            EventKind::Diverted => {
+                // A routing point reports only its diversion: a queue all the same (item 9).
+                if !self.is_queue(dn) && self.room(self.queue_dns.len(), MAX_QUEUES) {
+                    self.queue_dns.push(dn.into());
+                }
+                self.leave_queue(dn, conn, "diverted", time);
+            }
             EventKind::Abandoned => self.abandoned(dn, conn, time),
             EventKind::Ringing => self.ringing(dn, conn, time),
             EventKind::Dialing => self.enter(dn, conn, Some(SegmentKind::Dialing), time),
@@ -602,10 +683,7 @@ impl Call {
                 self.enter(dn, conn, Some(SegmentKind::Dialing), time);
             }
             EventKind::Established => self.established(dn, conn, time),
-            EventKind::Held => {
-                self.hold_count += 1;
-                self.enter(dn, conn, Some(SegmentKind::Hold), time);
-            }
+            EventKind::Held => self.enter(dn, conn, Some(SegmentKind::Hold), time),
             EventKind::Retrieved => self.enter(dn, conn, Some(SegmentKind::Interact), time),
             EventKind::Released => self.released(event, dn, conn, time),
             EventKind::PartyChanged => self.party_changed(event, dn, conn, time),
@@ -626,7 +704,9 @@ impl Call {
     }
 
     fn conferenced(&mut self, dn: &str, time: Micros) {
-        if !self.conference.iter().any(|party| &**party == dn) {
+        if !self.conference.iter().any(|party| &**party == dn)
+            && self.room(self.conference.len(), MAX_PARTIES)
+        {
             self.conference.push(dn.into());
             self.last_conference = Some(time);
         }
@@ -643,7 +723,7 @@ impl Call {
             visit.outcome = Some(outcome);
         }
         self.enter(dn, conn, None, time);
-        self.leg(dn, conn).live = false;
+        self.end_leg(dn, conn);
     }
 
     /// Whether `dn` is (or was) in the call on `conn`.
@@ -669,7 +749,7 @@ impl Call {
         if !self.has_live_leg(dn, conn) {
             return;
         }
-        let phase = if self.is_queue(dn) {
+        let phase = if self.queues.iter().any(|visit| visit.exit.is_none()) {
             Some("queue")
         } else if self
             .legs
@@ -687,7 +767,7 @@ impl Call {
             self.leave_queue(dn, conn, "abandoned", time);
         } else {
             self.enter(dn, conn, None, time);
-            self.leg(dn, conn).live = false;
+            self.end_leg(dn, conn);
             if let Some(party) = self.party(dn) {
                 party.end = Some(time);
                 party.last_state = Some(call_state::ABANDONED);
@@ -706,7 +786,8 @@ impl Call {
     }
 
     fn established(&mut self, dn: &str, conn: ConnId, time: Micros) {
-        if self.is_queue(dn) {
+        // A queue never answers; a released leg is not answered after the fact (see `enter`).
+        if self.is_queue(dn) || (self.has_leg(dn, conn) && !self.has_live_leg(dn, conn)) {
             return;
         }
         let mut ring = None;
@@ -727,11 +808,17 @@ impl Call {
             return;
         }
         if self.is_queue(dn) {
+            // The caller left the queue (a release there, not an abandon event): abandoned unanswered.
+            if !self.answered() {
+                self.abandon = Some((Some("queue"), time));
+            }
             self.leave_queue(dn, conn, "released", time);
+            self.end = time;
             return;
         }
+        self.party_released = true;
         self.enter(dn, conn, None, time);
-        self.leg(dn, conn).live = false;
+        self.end_leg(dn, conn);
         let consult = self
             .conns
             .iter()
@@ -777,13 +864,15 @@ impl Call {
             }
             _ => return,
         };
-        if let Some(link) = self
+        let Some(link) = self
             .links
             .iter_mut()
             .find(|link| link.conn_id == previous || link.conn_id == conn)
-        {
-            link.kind = kind;
-        }
+        else {
+            // The ConnID it came from was only named, never seen: nothing is counted (item 24).
+            return;
+        };
+        link.kind = kind;
         if kind == LinkKind::Conference {
             self.conferenced(dn, time);
         }
@@ -839,7 +928,10 @@ impl Call {
             queues: self.queues.clone(),
             ring_ms: self.ring_ms,
             alerts: self.parties.iter().filter(|party| party.alerted).count() as u32,
-            hold_count: self.hold_count,
+            hold_count: segments
+                .iter()
+                .filter(|segment| segment.kind == SegmentKind::Hold)
+                .count() as u32,
             transfer_count: self.transfer_count,
             consult_count: self
                 .conns
@@ -849,7 +941,8 @@ impl Call {
             conference_count: self.conference.len() as u32,
             monitored: self.monitored,
             recorded: self.recorded,
-            abandon: self.abandon,
+            // A part that was abandoned before it joined an answered call is not the call's fate.
+            abandon: self.abandon.filter(|_| !self.answered()),
             released_by: self.released_by(),
             outcome: self.outcome(),
             agents,

@@ -19,6 +19,13 @@ use call::Call;
 use record::Cdr;
 use std::collections::{BTreeSet, HashMap};
 
+/// A live call with no event for this long (event time) is let go, its record emitted as it stands:
+/// its release was lost, and it would otherwise hold its place for ever.
+pub const IDLE_AFTER: Micros = 4 * 3_600_000_000;
+
+/// Agents tracked per T-Server (logged in, or wrapping up); a login past it is refused, counted.
+pub const MAX_AGENTS: usize = 50_000;
+
 /// Settings of the fold.
 #[derive(Debug, Clone)]
 pub struct CdrConfig {
@@ -127,6 +134,11 @@ impl CdrFold {
         self.calls.is_empty()
     }
 
+    /// ConnIDs the fold can still find a call by: each belongs to a held call.
+    pub fn conn_ids_held(&self) -> usize {
+        self.by_conn.len()
+    }
+
     /// Folds one event, in arrival order. Its time is its own, else its Server's previous event's, else
     /// `arrival` (the gateway's clock; offline none), else the latest time seen. Appends the records
     /// that became due to `out`.
@@ -161,8 +173,12 @@ impl CdrFold {
             self.advance(time, out);
         }
         self.order += 1;
-        if event.conn_id.is_none() {
+        if event.conn_id.is_none() || event.kind.is_device_event() {
             return self.agent_event(server_no, event, time, out);
+        }
+        // EventUserEvent carries an application's data, link events the switch's state: no call's.
+        if !event.kind.is_call_event() {
+            return Taken::Ignored;
         }
         let Some(number) = self.call_of(server_no, event, run, time, out) else {
             let would_begin = begins_a_call(event.kind);
@@ -177,34 +193,49 @@ impl CdrFold {
         let Some(call) = self.calls.get_mut(&number) else {
             return Taken::Ignored;
         };
-        let was_ended = call.ended();
         let taken = call.apply(event, time, self.order, &self.config);
-        if let Some(conn) = event.conn_id {
+        // Only an open call takes new ConnIDs: each one it holds is let go with it (drop_call).
+        if !call.emitted()
+            && let Some(conn) = event.conn_id
+        {
             self.by_conn.entry((server_no, conn)).or_insert(number);
         }
         self.track_agent(server_no, event, number);
+        let reemit = self
+            .calls
+            .get_mut(&number)
+            .is_some_and(|call| call.emitted() && call.take_reemit());
+        if reemit {
+            out.extend(self.record(number));
+        }
+        self.reschedule(number, time);
+        taken
+    }
+
+    /// When call `number` is next looked at, after an event at `time`: an ended call when its linger is
+    /// over; a live one after [`IDLE_AFTER`] without an event (its release was lost: it is let go rather
+    /// than held for ever); a call with no time yet only at the end (or its next timed event).
+    fn reschedule(&mut self, number: u64, time: Micros) {
         let Some(call) = self.calls.get_mut(&number) else {
-            return taken;
+            return;
         };
         if call.emitted() {
-            if call.take_reemit() {
-                out.extend(self.record(number));
-            }
-        } else if call.ended() {
-            if let Some(due) = call.due_at() {
-                self.due.remove(&(due, number));
-            }
-            let due = call
-                .end()
-                .saturating_add(self.config.linger)
-                .max(time.saturating_add(self.config.linger));
-            call.set_due(due);
-            self.due.insert((due, number));
-        } else if was_ended && let Some(due) = call.due_at() {
+            return;
+        }
+        if let Some(due) = call.due_at() {
             self.due.remove(&(due, number));
             call.clear_due();
         }
-        taken
+        if call.untimed() || time == call::UNTIMED {
+            return;
+        }
+        let due = if call.ended() {
+            call.end().max(time).saturating_add(self.config.linger)
+        } else {
+            time.saturating_add(IDLE_AFTER)
+        };
+        call.set_due(due);
+        self.due.insert((due, number));
     }
 
     /// Tells the fold that time is `now` (a live gateway's clock between events): records due by then
@@ -220,19 +251,24 @@ impl CdrFold {
         }
     }
 
-    /// The end of the input: every ended call's record is due now (live calls give none).
+    /// The end of the input: every ended call's record is due now, in the order they would have
+    /// fallen due (live calls give none).
     pub fn finish(&mut self, out: &mut Vec<Cdr>) {
-        let due: Vec<(Micros, u64)> = std::mem::take(&mut self.due).into_iter().collect();
-        for (_, number) in due {
-            let Some(call) = self.calls.get(&number) else {
-                continue;
-            };
-            if !call.emitted() {
-                if let Some(call) = self.calls.get_mut(&number) {
-                    call.mark_emitted();
-                }
-                out.extend(self.record(number));
+        let mut ended: Vec<(Micros, u64)> = self
+            .calls
+            .iter()
+            .filter(|(_, call)| !call.emitted() && call.ended())
+            .map(|(&number, call)| (call.due_at().unwrap_or(Micros::MAX), number))
+            .collect();
+        ended.sort_unstable();
+        for (_, number) in ended {
+            if let Some(call) = self.calls.get_mut(&number) {
+                call.mark_emitted();
             }
+            out.extend(self.record(number));
+        }
+        let numbers: Vec<u64> = self.calls.keys().copied().collect();
+        for number in numbers {
             self.drop_call(number);
         }
     }
@@ -242,9 +278,12 @@ impl CdrFold {
             return;
         };
         if call.emitted() {
-            // The late window is over.
+            // Past its late window nothing can change it: let it go.
             self.drop_call(number);
             return;
+        }
+        if !call.ended() {
+            metrics::counter!("callgate_cdr_idle_total").increment(1);
         }
         call.mark_emitted();
         let expires = call.end().saturating_add(self.config.late_window);
@@ -286,9 +325,13 @@ impl CdrFold {
             let number = *self.by_conn.get(&(server, parent))?;
             Some((parent, number))
         });
+        // A call whose record went out takes no new ConnIDs and joins no other call.
+        let parents = parents
+            .filter(|(_, number)| self.calls.get(number).is_some_and(|call| !call.emitted()));
         match (own, parents) {
             (Some(number), Some((parent, other))) if number != other => {
-                return Some(self.merge(number.min(other), number.max(other), conn, parent));
+                let merged = self.merge(number.min(other), number.max(other), conn, parent, time);
+                return Some(merged.unwrap_or(number));
             }
             (Some(number), _) => return Some(number),
             (None, Some((parent, number))) => {
@@ -314,17 +357,35 @@ impl CdrFold {
         Some(number)
     }
 
-    /// Joins call `absorbed` into call `kept` (the one begun first): `conn` came from `parent`. A call
-    /// whose record went out already is not joined again; the event stays with `kept`.
-    fn merge(&mut self, kept: u64, absorbed: u64, conn: ConnId, parent: ConnId) -> u64 {
+    /// Joins call `absorbed` into call `kept` (the one begun first): `conn` came from `parent`, said by
+    /// an event at `time`. `None` when either record went out already: the calls stay apart.
+    fn merge(
+        &mut self,
+        kept: u64,
+        absorbed: u64,
+        conn: ConnId,
+        parent: ConnId,
+        time: Micros,
+    ) -> Option<u64> {
         if self.calls.get(&kept).is_none_or(Call::emitted)
             || self.calls.get(&absorbed).is_none_or(Call::emitted)
         {
-            return kept;
+            return None;
         }
-        let Some(other) = self.calls.remove(&absorbed) else {
-            return kept;
-        };
+        let mut other = self.calls.remove(&absorbed)?;
+        if time != call::UNTIMED {
+            other.fill_untimed(time);
+        }
+        // An agent wrapping up after a release in the absorbed call wraps up after this one.
+        for server in &mut self.servers {
+            for agent in server.agents.values_mut() {
+                if let Some((number, _)) = &mut agent.wrapping
+                    && *number == absorbed
+                {
+                    *number = kept;
+                }
+            }
+        }
         if let Some(due) = other.due_at() {
             self.due.remove(&(due, absorbed));
         }
@@ -341,17 +402,27 @@ impl CdrFold {
             } else {
                 (parent, conn)
             };
+            if time != call::UNTIMED {
+                call.fill_untimed(time);
+            }
             call.absorb(other, child, from);
         }
-        kept
+        Some(kept)
     }
 
     /// Lets the ended call due first go, emitting its record now if it was not out yet (before its
     /// linger is over: counted): false when every call held is live.
     fn make_room(&mut self, out: &mut Vec<Cdr>) -> bool {
-        let Some((_, number)) = self.due.pop_first() else {
+        // Live calls are in the due set too (for their idle expiry): they are not let go for room.
+        let first_ended = self.due.iter().copied().find(|(_, number)| {
+            self.calls
+                .get(number)
+                .is_some_and(|call| call.emitted() || call.ended())
+        });
+        let Some((due, number)) = first_ended else {
             return false;
         };
+        self.due.remove(&(due, number));
         if self.calls.get(&number).is_some_and(|call| !call.emitted()) {
             metrics::counter!("callgate_cdr_early_total").increment(1);
             self.expire_or_emit(number, out);
@@ -404,6 +475,10 @@ impl CdrFold {
         };
         match event.kind {
             EventKind::AgentLogin => {
+                if agents.len() >= MAX_AGENTS && !agents.contains_key(dn) {
+                    metrics::counter!("callgate_cdr_refused_total").increment(1);
+                    return Taken::Refused;
+                }
                 let agent = agents.entry(dn.into()).or_default();
                 agent.agent_id = event.agent_id.as_deref().map(Into::into);
                 Taken::Applied
@@ -418,7 +493,7 @@ impl CdrFold {
                     agent.agent_id = None;
                 }
                 match agent.wrapping {
-                    Some((number, None)) if after_call_work => {
+                    Some((number, None)) if after_call_work && time != call::UNTIMED => {
                         agent.wrapping = Some((number, Some(time)));
                     }
                     Some(_) if after_call_work => {}
@@ -434,6 +509,15 @@ impl CdrFold {
                     }
                     None => {}
                 }
+                if event.kind == EventKind::AgentLogout
+                    && let Some(server) = self.servers.get_mut(server as usize)
+                    && server
+                        .agents
+                        .get(dn)
+                        .is_some_and(|agent| agent.wrapping.is_none())
+                {
+                    server.agents.remove(dn);
+                }
                 Taken::Applied
             }
             _ => Taken::Ignored,
@@ -442,7 +526,11 @@ impl CdrFold {
 
     /// A party's release with after-call work following starts its wrap-up for this call.
     fn track_agent(&mut self, server: u32, event: &Event<'_>, number: u64) {
-        if event.kind != EventKind::Released {
+        let released = self
+            .calls
+            .get_mut(&number)
+            .is_some_and(Call::take_party_released);
+        if !released {
             return;
         }
         let Some(dn) = event.this_dn.as_deref() else {

@@ -192,3 +192,155 @@ fn at_the_bound_the_oldest_ended_call_goes_first_and_live_calls_refuse_new_ones(
     assert_eq!(fold.apply(&event, None, &mut Vec::new()), Taken::Refused);
     assert_eq!(fold.len(), 2);
 }
+
+fn event(json: &str) -> String {
+    json.to_owned()
+}
+
+#[test]
+fn a_release_at_the_queue_is_an_abandon_in_the_queue() {
+    let mut fold = CdrFold::new(CdrConfig::default());
+    let lines = [
+        event(
+            r#"{"event":"EventQueued","EventSequenceNumber":1,"TimeinSecs":1000,"ConnID":"a1","CallType":"Inbound","ThisDN":"8001","ANI":"+14155550100"}"#,
+        ),
+        event(
+            r#"{"event":"EventReleased","EventSequenceNumber":2,"TimeinSecs":1042,"ConnID":"a1","CallType":"Inbound","ThisDN":"8001"}"#,
+        ),
+    ];
+    assert!(fold_lines(&mut fold, &lines).is_empty());
+    let mut out = Vec::new();
+    fold.finish(&mut out);
+    let records = json(out);
+    assert_eq!(records.len(), 1);
+    let record = &records[0];
+    assert_eq!(record["abandoned"], true);
+    assert_eq!(record["abandonPhase"], "queue");
+    assert_eq!(record["outcome"], "Abandoned");
+    assert_eq!(record["releasedBy"], "caller");
+    assert_eq!(record["durationMs"], 42_000);
+    assert_eq!(record["queues"][0]["outcome"], "released");
+    assert_eq!(record["agents"], serde_json::json!([]));
+}
+
+#[test]
+fn a_live_call_whose_release_was_lost_is_let_go_after_it_falls_silent() {
+    let mut fold = CdrFold::new(CdrConfig::default());
+    let lines = answered("a1", 1_000, 1, "");
+    assert!(fold_lines(&mut fold, &lines[..2]).is_empty());
+    let mut out = Vec::new();
+    fold.advance(1_001 * SECOND + IDLE_AFTER - 1, &mut out);
+    assert!(out.is_empty(), "silent for less than the idle bound");
+    fold.advance(1_001 * SECOND + IDLE_AFTER, &mut out);
+    let records = json(out);
+    assert_eq!(
+        records.len(),
+        1,
+        "let go after {IDLE_AFTER} µs without an event"
+    );
+    assert_eq!(
+        records[0]["agents"][0]["talkMs"], 0,
+        "its open leg ends where it was last seen"
+    );
+    let mut out = Vec::new();
+    fold.advance(
+        1_001 * SECOND + IDLE_AFTER + CdrConfig::default().late_window,
+        &mut out,
+    );
+    assert!(fold.is_empty());
+    assert_eq!(fold.conn_ids_held(), 0);
+}
+
+#[test]
+fn a_consultation_of_a_call_already_recorded_is_a_call_of_its_own_and_leaks_nothing() {
+    let mut fold = CdrFold::new(CdrConfig::default());
+    assert!(fold_lines(&mut fold, &answered("a1", 1_000, 1, "")).is_empty());
+    let mut out = Vec::new();
+    fold.advance(1_040 * SECOND, &mut out);
+    assert_eq!(json(out).len(), 1);
+    let consult = [
+        event(
+            r#"{"event":"EventDialing","EventSequenceNumber":10,"TimeinSecs":1050,"ConnID":"b2","TransferConnID":"a1","CallType":"Consult","ThisDN":"7001","OtherDN":"7002"}"#,
+        ),
+        event(
+            r#"{"event":"EventReleased","EventSequenceNumber":11,"TimeinSecs":1055,"ConnID":"b2","TransferConnID":"a1","CallType":"Consult","ThisDN":"7001"}"#,
+        ),
+    ];
+    assert!(fold_lines(&mut fold, &consult).is_empty());
+    let mut out = Vec::new();
+    fold.finish(&mut out);
+    let records = json(out);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["rootConnId"], "00000000000000b2");
+    assert_eq!(records[0]["links"], serde_json::json!([]));
+    assert!(fold.is_empty());
+    assert_eq!(fold.conn_ids_held(), 0);
+}
+
+#[test]
+fn a_released_leg_is_reopened_by_a_new_ring_but_not_by_a_late_answer() {
+    let ring = |n: u64, at: i64| {
+        format!(
+            r#"{{"event":"EventRinging","EventSequenceNumber":{n},"TimeinSecs":{at},"ConnID":"a1","CallType":"Inbound","ThisDN":"7001"}}"#
+        )
+    };
+    let release = |n: u64, at: i64| {
+        format!(
+            r#"{{"event":"EventReleased","EventSequenceNumber":{n},"TimeinSecs":{at},"ConnID":"a1","CallType":"Inbound","ThisDN":"7001","CallState":7}}"#
+        )
+    };
+    let answer = |n: u64, at: i64| {
+        format!(
+            r#"{{"event":"EventEstablished","EventSequenceNumber":{n},"TimeinSecs":{at},"ConnID":"a1","CallType":"Inbound","ThisDN":"7001"}}"#
+        )
+    };
+    // Offered twice to the same agent: one call, rung twice.
+    let mut fold = CdrFold::new(CdrConfig::default());
+    let lines = [
+        ring(1, 1_000),
+        release(2, 1_010),
+        ring(3, 1_015),
+        answer(4, 1_017),
+        release(5, 1_030),
+    ];
+    assert!(fold_lines(&mut fold, &lines).is_empty());
+    let mut out = Vec::new();
+    fold.finish(&mut out);
+    let records = json(out);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["agents"][0]["ringMs"], 12_000);
+    assert_eq!(records[0]["talkMs"], 13_000);
+    // A stray answer after the release reopens nothing: the call is over.
+    let mut fold = CdrFold::new(CdrConfig::default());
+    let lines = [ring(1, 1_000), release(2, 1_010), answer(3, 1_011)];
+    assert!(fold_lines(&mut fold, &lines).is_empty());
+    let mut out = Vec::new();
+    fold.finish(&mut out);
+    let records = json(out);
+    assert_eq!(records.len(), 1, "ended, so recorded");
+    assert_eq!(records[0]["outcome"], "NoAnswer");
+    assert_eq!(records[0]["talkMs"], 0);
+}
+
+#[test]
+fn agents_past_the_bound_are_refused() {
+    let mut fold = CdrFold::new(CdrConfig::default());
+    let mut out = Vec::new();
+    let login = |dn: usize| {
+        format!(
+            r#"{{"event":"EventAgentLogin","TimeinSecs":900,"ThisDN":"{dn}","AgentID":"a{dn}"}}"#
+        )
+    };
+    for dn in 0..MAX_AGENTS {
+        let line = login(dn);
+        let Ok(Decoded::Event(event)) = decode_line(line.as_bytes()) else {
+            panic!("event");
+        };
+        assert_eq!(fold.apply(&event, None, &mut out), Taken::Applied);
+    }
+    let line = login(MAX_AGENTS);
+    let Ok(Decoded::Event(event)) = decode_line(line.as_bytes()) else {
+        panic!("event");
+    };
+    assert_eq!(fold.apply(&event, None, &mut out), Taken::Refused);
+}
