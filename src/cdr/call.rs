@@ -132,6 +132,8 @@ pub(super) struct Call {
     untimed: bool,
     /// The last event ended a party's leg.
     party_released: bool,
+    /// The time of the call's latest timed event (for the idle bound).
+    last_seen: Micros,
     /// Growth refused at a per-call bound (see [`Call::room`]).
     truncated: bool,
     stage: Stage,
@@ -188,6 +190,7 @@ impl Call {
             user_data_order: 0,
             untimed: time == UNTIMED,
             party_released: false,
+            last_seen: time,
             truncated: false,
             stage: Stage::Open,
             version: 0,
@@ -202,6 +205,16 @@ impl Call {
 
     pub(super) fn conn_ids(&self) -> impl Iterator<Item = &ConnId> {
         self.conns.iter().map(|(conn, _, _)| conn)
+    }
+
+    /// The call had an event at `time`.
+    pub(super) fn seen_at(&mut self, time: Micros) {
+        self.last_seen = self.last_seen.max(time);
+    }
+
+    /// The time of its latest timed event.
+    pub(super) fn last_seen(&self) -> Micros {
+        self.last_seen
     }
 
     /// Some time of the call is not known yet (an event without one, offline).
@@ -470,6 +483,7 @@ impl Call {
             self.user_data_order = other.user_data_order;
         }
         self.untimed |= other.untimed;
+        self.last_seen = self.last_seen.max(other.last_seen);
     }
 
     fn absorb_party(&mut self, other: Party) {
@@ -620,7 +634,9 @@ impl Call {
                 self.legs.len() - 1
             }
         };
-        if let Some(party) = self.party(dn)
+        // A leg being closed belongs to a party made when it opened: only an opening looks it up.
+        if kind.is_some()
+            && let Some(party) = self.party(dn)
             && kind == Some(SegmentKind::Interact)
         {
             party.connected = true;
@@ -787,7 +803,12 @@ impl Call {
 
     fn established(&mut self, dn: &str, conn: ConnId, time: Micros) {
         // A queue never answers; a released leg is not answered after the fact (see `enter`).
-        if self.is_queue(dn) || (self.has_leg(dn, conn) && !self.has_live_leg(dn, conn)) {
+        let released = self
+            .legs
+            .iter()
+            .find(|leg| &*leg.dn == dn && leg.conn == conn)
+            .is_some_and(|leg| !leg.live);
+        if released || self.is_queue(dn) {
             return;
         }
         let mut ring = None;

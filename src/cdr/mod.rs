@@ -193,49 +193,31 @@ impl CdrFold {
         let Some(call) = self.calls.get_mut(&number) else {
             return Taken::Ignored;
         };
+        let was_ended = call.ended();
         let taken = call.apply(event, time, self.order, &self.config);
+        // One lookup of the call per event: everything it decides is taken here.
+        let open = !call.emitted();
+        let reemit = !open && call.take_reemit();
+        let released = call.take_party_released();
+        reschedule(
+            call,
+            &mut self.due,
+            number,
+            time,
+            was_ended,
+            self.config.linger,
+        );
         // Only an open call takes new ConnIDs: each one it holds is let go with it (drop_call).
-        if !call.emitted()
-            && let Some(conn) = event.conn_id
-        {
+        if open && let Some(conn) = event.conn_id {
             self.by_conn.entry((server_no, conn)).or_insert(number);
         }
-        self.track_agent(server_no, event, number);
-        let reemit = self
-            .calls
-            .get_mut(&number)
-            .is_some_and(|call| call.emitted() && call.take_reemit());
+        if released {
+            self.track_agent(server_no, event, number);
+        }
         if reemit {
             out.extend(self.record(number));
         }
-        self.reschedule(number, time);
         taken
-    }
-
-    /// When call `number` is next looked at, after an event at `time`: an ended call when its linger is
-    /// over; a live one after [`IDLE_AFTER`] without an event (its release was lost: it is let go rather
-    /// than held for ever); a call with no time yet only at the end (or its next timed event).
-    fn reschedule(&mut self, number: u64, time: Micros) {
-        let Some(call) = self.calls.get_mut(&number) else {
-            return;
-        };
-        if call.emitted() {
-            return;
-        }
-        if let Some(due) = call.due_at() {
-            self.due.remove(&(due, number));
-            call.clear_due();
-        }
-        if call.untimed() || time == call::UNTIMED {
-            return;
-        }
-        let due = if call.ended() {
-            call.end().max(time).saturating_add(self.config.linger)
-        } else {
-            time.saturating_add(IDLE_AFTER)
-        };
-        call.set_due(due);
-        self.due.insert((due, number));
     }
 
     /// Tells the fold that time is `now` (a live gateway's clock between events): records due by then
@@ -283,6 +265,12 @@ impl CdrFold {
             return;
         }
         if !call.ended() {
+            let idle_until = call.last_seen().saturating_add(IDLE_AFTER);
+            if idle_until > self.clock {
+                call.set_due(idle_until);
+                self.due.insert((idle_until, number));
+                return;
+            }
             metrics::counter!("callgate_cdr_idle_total").increment(1);
         }
         call.mark_emitted();
@@ -525,14 +513,8 @@ impl CdrFold {
     }
 
     /// A party's release with after-call work following starts its wrap-up for this call.
+    /// Call `number`'s event ended a party's leg: an agent there may now wrap up after it.
     fn track_agent(&mut self, server: u32, event: &Event<'_>, number: u64) {
-        let released = self
-            .calls
-            .get_mut(&number)
-            .is_some_and(Call::take_party_released);
-        if !released {
-            return;
-        }
         let Some(dn) = event.this_dn.as_deref() else {
             return;
         };
@@ -563,4 +545,39 @@ fn begins_a_call(kind: EventKind) -> bool {
             | EventKind::Retrieved
             | EventKind::PartyChanged
     )
+}
+
+/// When `call` (number `number`) is next looked at, after an event at `time`: an ended call when its
+/// linger is over; a live one after [`IDLE_AFTER`] without an event (its release was lost: it is let go
+/// rather than held for ever); a call with no time yet only at the end (or its next timed event). A live
+/// call's idle check is not moved on each event: when it comes, it looks again from the call's last
+/// event (`expire_or_emit`), so a busy call costs one reinsertion per [`IDLE_AFTER`].
+fn reschedule(
+    call: &mut Call,
+    due: &mut BTreeSet<(Micros, u64)>,
+    number: u64,
+    time: Micros,
+    was_ended: bool,
+    linger: Micros,
+) {
+    if time != call::UNTIMED {
+        call.seen_at(time);
+    }
+    if call.emitted() || (!call.ended() && !was_ended && call.due_at().is_some()) {
+        return;
+    }
+    if let Some(at) = call.due_at() {
+        due.remove(&(at, number));
+        call.clear_due();
+    }
+    if call.untimed() || time == call::UNTIMED {
+        return;
+    }
+    let at = if call.ended() {
+        call.end().max(time).saturating_add(linger)
+    } else {
+        time.saturating_add(IDLE_AFTER)
+    };
+    call.set_due(at);
+    due.insert((at, number));
 }
