@@ -123,6 +123,13 @@ static NEEDS_ESCAPE: [bool; 256] = {
     table
 };
 
+/// Appends a ConnID in its normalised form (16 lower-case hex digits) without going through `fmt`.
+pub fn push_conn_id(out: &mut String, conn_id: crate::event::ConnId) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Pushed as chars: ASCII by construction, and a UTF-8 check of the digits showed in profiles.
+    out.extend((0..16).map(|i| char::from(HEX[((conn_id.0 >> (60 - 4 * i)) & 15) as usize])));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

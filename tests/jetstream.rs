@@ -15,17 +15,22 @@ use support::durable::{
 use support::{Gateway, temp_dir};
 
 fn start(nats: &NatsServer) -> Gateway {
+    start_with(nats, &["--nats-ack-timeout", "2"])
+}
+
+/// A gateway writing to `nats`, with `extra` flags.
+fn start_with(nats: &NatsServer, extra: &[&str]) -> Gateway {
     let url = nats.url();
-    Gateway::start(&[
+    let mut args = vec![
         "--base-url",
         BASE_URL,
         "--released-linger",
         LINGER,
         "--nats",
         &url,
-        "--nats-ack-timeout",
-        "2",
-    ])
+    ];
+    args.extend_from_slice(extra);
+    Gateway::start(&args)
 }
 
 /// The messages in `server`'s event stream.
@@ -57,18 +62,8 @@ async fn survives_kill_9_with_nats(seed: u64, journal: bool) {
         if !journal {
             return start(&nats);
         }
-        let url = nats.url();
         let journal = journal_dir.to_str().expect("path");
-        Gateway::start(&[
-            "--base-url",
-            BASE_URL,
-            "--released-linger",
-            LINGER,
-            "--nats",
-            &url,
-            "--journal",
-            journal,
-        ])
+        start_with(&nats, &["--journal", journal])
     };
     survives_kill_9(&lines, Duration::from_millis(30), start).await;
     assert_eq!(

@@ -42,7 +42,7 @@ enum Stage {
 struct Leg {
     dn: Box<str>,
     conn: ConnId,
-    /// The state it is in, since when, and the order it was opened in (ties in the timeline).
+    /// The state it is in, and since when.
     open: Option<(SegmentKind, Micros)>,
     live: bool,
 }
@@ -609,6 +609,10 @@ impl Call {
     /// once it talks (item 24). A released leg is opened again only by what starts a leg anew (ringing,
     /// dialing, queueing: a call offered to the same agent twice); a late answer or hold reopens nothing.
     fn enter(&mut self, dn: &str, conn: ConnId, kind: Option<SegmentKind>, time: Micros) {
+        // A queue only waits: it never rings, talks or holds (item 9), whatever a copy says.
+        if self.is_queue(dn) && !matches!(kind, None | Some(SegmentKind::Queue)) {
+            return;
+        }
         let starts_anew = matches!(
             kind,
             Some(SegmentKind::Alert | SegmentKind::Dialing | SegmentKind::Queue)

@@ -210,21 +210,21 @@ impl Cdr {
         out.push_str(",\"callUuid\":");
         opt_str(out, self.call_uuid.as_deref());
         out.push_str(",\"rootConnId\":\"");
-        conn_id(out, self.root);
+        crate::json::push_conn_id(out, self.root);
         out.push_str("\",\"connIds\":[");
         for (i, conn) in self.conn_ids.iter().enumerate() {
             comma(out, i);
             out.push('"');
-            conn_id(out, *conn);
+            crate::json::push_conn_id(out, *conn);
             out.push('"');
         }
         out.push_str("],\"links\":[");
         for (i, link) in self.links.iter().enumerate() {
             comma(out, i);
             out.push_str("{\"connId\":\"");
-            conn_id(out, link.conn_id);
+            crate::json::push_conn_id(out, link.conn_id);
             out.push_str("\",\"previousConnId\":\"");
-            conn_id(out, link.previous);
+            crate::json::push_conn_id(out, link.previous);
             out.push_str("\",\"kind\":\"");
             out.push_str(link.kind.as_str());
             out.push_str("\"}");
@@ -394,16 +394,7 @@ impl Cdr {
 
 /// An integer in decimal.
 fn int(out: &mut String, value: i64) {
-    if value < 0 {
-        out.push('-');
-    }
-    out.push_str(crate::json::Decimal::new(value.unsigned_abs()).as_str());
-}
-
-/// A ConnID in its normalised form: 16 lower-case hex digits.
-fn conn_id(out: &mut String, conn: ConnId) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.extend((0..16).map(|i| char::from(HEX[((conn.0 >> (60 - 4 * i)) & 15) as usize])));
+    crate::json::push_integer(out, value.unsigned_abs(), value < 0);
 }
 
 fn comma(out: &mut String, index: usize) {

@@ -6,8 +6,9 @@
 
 use super::call::{Call, Changes};
 use super::device::DeviceDoc;
-use crate::event::ConnId;
-use crate::json::{Decimal, push_integer, push_json_escaped as push_escaped, write_json_str};
+use crate::json::{
+    Decimal, push_conn_id, push_integer, push_json_escaped as push_escaped, write_json_str,
+};
 use std::ops::Range;
 
 /// The `notificationType` of a notification, by priority.
@@ -315,13 +316,6 @@ impl CallView<'_> {
 
 fn bool_str(value: bool) -> &'static str {
     if value { "true" } else { "false" }
-}
-
-/// Appends a ConnID in its normalised form (16 lower-case hex digits) without going through `fmt`.
-fn push_conn_id(out: &mut String, conn_id: ConnId) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    // Pushed as chars: ASCII by construction, and a UTF-8 check of the digits showed in profiles.
-    out.extend((0..16).map(|i| char::from(HEX[((conn_id.0 >> (60 - 4 * i)) & 15) as usize])));
 }
 
 /// `text` JSON-escaped without quotes.
