@@ -15,6 +15,7 @@ pub mod cli;
 pub mod delivery;
 pub mod enrich;
 pub mod event;
+pub mod export;
 pub mod ingest;
 pub mod jetstream;
 pub mod journal;

@@ -55,6 +55,37 @@ enum Command {
         /// Event files, read in order; none or `-` reads standard input.
         files: Vec<PathBuf>,
     },
+    /// Write the records of a journal (events, notifications, call detail records) as CloudEvents
+    /// NDJSON, as the gateway that wrote the journal produced them.
+    Export {
+        /// The journal's folder (`serve --journal`).
+        #[arg(long)]
+        journal: PathBuf,
+        /// Which records: `event`, `notification`, `cdr`, comma-separated.
+        #[arg(long, default_value = "event,notification,cdr")]
+        types: String,
+        /// Leave out records of journal positions before this one.
+        #[arg(long, default_value_t = 0, conflicts_with = "since")]
+        from: u64,
+        /// Leave out records of what the gateway took before this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// At the end of the journal, wait for more (until interrupted).
+        #[arg(long)]
+        follow: bool,
+        /// The output file (appended to; resumed after a crash), or `-` for standard output.
+        #[arg(long, default_value = "-")]
+        out: PathBuf,
+        /// The gateway's name in `source` [default: the journal's settings, else the host name].
+        #[arg(long)]
+        node: Option<String>,
+        /// The base URL of `uri` members [default: the journal's settings].
+        #[arg(long)]
+        base_url: Option<String>,
+        /// Reducer shards [default: the journal's settings].
+        #[arg(long)]
+        shards: Option<usize>,
+    },
     /// Run the gateway: TCP ingest, WebSocket fanout, REST.
     Serve(Box<ServeArgs>),
     /// Generate realistic T-Server traffic (JSON lines): to stdout, a file, or an ingest socket.
@@ -76,6 +107,35 @@ enum AccessCommand {
         /// The access file.
         file: PathBuf,
     },
+}
+
+/// Set by SIGINT or SIGTERM: `export --follow` stops at the end of what is written.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_signal: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::Release);
+}
+
+fn export(options: callgate::cli::export::ExportOptions) -> ExitCode {
+    let handler = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+    match callgate::cli::export::export(&options, &STOP) {
+        Ok(counts) => {
+            eprintln!(
+                "callgate export: {} events, {} notifications, {} cdrs written; {} left out",
+                counts.events, counts.notifications, counts.cdrs, counts.skipped
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("callgate export: {err}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -110,6 +170,40 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Export {
+            journal,
+            types,
+            from,
+            since,
+            follow,
+            out,
+            node,
+            base_url,
+            shards,
+        } => export(callgate::cli::export::ExportOptions {
+            journal,
+            types: match types.parse() {
+                Ok(types) => types,
+                Err(err) => {
+                    eprintln!("callgate export: --types: {err}");
+                    return ExitCode::from(2);
+                }
+            },
+            from,
+            since: match since.as_deref().map(callgate::cli::export::parse_time) {
+                None => None,
+                Some(Some(at)) => Some(at),
+                Some(None) => {
+                    eprintln!("callgate export: --since: not an RFC 3339 time: {since:?}");
+                    return ExitCode::from(2);
+                }
+            },
+            follow,
+            out,
+            node,
+            base_url,
+            shards,
+        }),
         Command::Cdr {
             released_linger,
             cdr_late_window,

@@ -74,6 +74,9 @@ struct Server {
     run: u32,
     /// The last event time: an event without one takes it (as the sequencer does).
     last_time: Option<Micros>,
+    /// The last event that carried both its own time and an arrival: the Server's clock against the
+    /// gateway's, for [`CdrFold::tick`].
+    clock_pair: Option<(Micros, Micros)>,
 }
 
 /// An agent's state at a DN, for `agentId` and `wrapUpMs`.
@@ -141,13 +144,18 @@ impl CdrFold {
 
     /// Folds one event, in arrival order. Its time is its own, else its Server's previous event's, else
     /// `arrival` (the gateway's clock; offline none), else the latest time seen. Appends the records
-    /// that became due to `out`.
+    /// that became due to `out`. With an `arrival`, the clock first moves to it as by [`CdrFold::tick`]:
+    /// so a fold of the events alone with their arrivals (an export) makes the records a live gateway,
+    /// ticking between them, made.
     pub fn apply(
         &mut self,
         event: &Event<'_>,
         arrival: Option<Micros>,
         out: &mut Vec<Cdr>,
     ) -> Taken {
+        if let Some(wall) = arrival {
+            self.tick(wall, out);
+        }
         let Some(server_no) = self.server_number(&event.server) else {
             return Taken::Ignored;
         };
@@ -167,6 +175,9 @@ impl CdrFold {
         let time = event.time.or(server.last_time).or(arrival);
         if time.is_some() {
             server.last_time = time;
+        }
+        if let (Some(own), Some(wall)) = (event.time, arrival) {
+            server.clock_pair = Some((own, wall));
         }
         let time = time.unwrap_or(call::UNTIMED);
         if time != call::UNTIMED {
@@ -230,6 +241,22 @@ impl CdrFold {
             }
             self.due.pop_first();
             self.expire_or_emit(number, out);
+        }
+    }
+
+    /// Tells the fold that the gateway's clock reads `wall` (a live gateway's tick, or a recorded one):
+    /// the time moves to what each Server's clock would read now, by its last event's time and arrival,
+    /// and records due by then are appended to `out`. The Servers' own clocks, not the gateway's, make
+    /// a record due: a switch clock a minute off the gateway's neither cuts nor stretches the linger.
+    pub fn tick(&mut self, wall: Micros, out: &mut Vec<Cdr>) {
+        let now = self
+            .servers
+            .iter()
+            .filter_map(|server| server.clock_pair)
+            .map(|(own, arrival)| own.saturating_add(wall.saturating_sub(arrival).max(0)))
+            .max();
+        if let Some(now) = now {
+            self.advance(now, out);
         }
     }
 

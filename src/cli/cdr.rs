@@ -1,9 +1,19 @@
 //! `callgate cdr`: the call detail records of event files, offline (analytics.md), one JSON object a
 //! line, in the order the records fall due; the end of the input counts as every linger being over.
+//!
+//! The input is event lines as a T-Server sends them, or an export (`callgate export`, `serve
+//! --analytics-out`): of its CloudEvents lines the event records are folded, each at its
+//! `recordedtime` (its arrival at the gateway), which moves the fold's clock as the gateway's ticks
+//! did; the other records are passed over. So the CDRs of an export are the ones the gateway wrote,
+//! and those of calls whose linger had not run out when the export ends.
 
 use super::fold::{FoldError, read_frames};
 use crate::cdr::{CdrConfig, CdrFold, Taken};
+use crate::event::{Decoded, Event, Micros, decode_line};
+use crate::ingest::framing::Frame;
 use crate::ingest::lines::{Line, decode_frame};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::io::{BufWriter, Read, Write};
 use std::path::PathBuf;
 
@@ -41,7 +51,28 @@ pub fn cdr(
     };
     for path in inputs {
         let name = path.display().to_string();
-        let mut each = |frame| {
+        let mut each = |frame: Frame| {
+            let envelope = match &frame {
+                Frame::Line { bytes, .. } => envelope(bytes),
+                Frame::TooLong { .. } => None,
+            };
+            if let Some(envelope) = envelope {
+                match envelope {
+                    Ok(Some((event, arrival))) => {
+                        counts.read += 1;
+                        if fold.apply(&event, arrival, &mut records) == Taken::Duplicate {
+                            counts.duplicates += 1;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(err) => {
+                        counts.read += 1;
+                        counts.rejected += 1;
+                        writeln!(stderr, "{name}:{}: {err}", frame_number(&frame))?;
+                    }
+                }
+                return print(&mut records, &mut line, &mut out, &mut counts);
+            }
             match decode_frame(&frame) {
                 (_, Line::Blank) => return Ok(()),
                 (_, Line::Event(event)) => {
@@ -78,6 +109,51 @@ pub fn cdr(
         counts.read, counts.records, counts.duplicates, counts.rejected
     )?;
     Ok(counts)
+}
+
+/// An event and when it arrived at the gateway.
+type Timed<'a> = (Event<'a>, Option<Micros>);
+
+/// A CloudEvents record of an export: `None` when the line is not one; else its event and arrival
+/// (`Ok(None)`: a record of another type, passed over), or why it cannot be read.
+fn envelope(bytes: &[u8]) -> Option<Result<Option<Timed<'_>>, String>> {
+    if !bytes.trim_ascii_start().starts_with(b"{\"specversion\"") {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct Envelope<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Cow<'a, str>,
+        #[serde(borrow)]
+        recordedtime: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        data: Option<&'a RawValue>,
+    }
+    let envelope: Envelope<'_> = match serde_json::from_slice(bytes) {
+        Ok(envelope) => envelope,
+        Err(err) => return Some(Err(format!("not a CloudEvents record: {err}"))),
+    };
+    if envelope.kind != crate::export::cloudevent::EVENT_TYPE {
+        return Some(Ok(None));
+    }
+    let Some(data) = envelope.data else {
+        return Some(Err("an event record without data".to_owned()));
+    };
+    let arrival = envelope
+        .recordedtime
+        .as_deref()
+        .and_then(super::export::parse_time);
+    Some(match decode_line(data.get().as_bytes()) {
+        Ok(Decoded::Event(event)) => Ok(Some((event, arrival))),
+        Ok(Decoded::Unknown { .. }) => Ok(None),
+        Err(err) => Err(err.to_string()),
+    })
+}
+
+fn frame_number(frame: &Frame) -> u64 {
+    match frame {
+        Frame::Line { number, .. } | Frame::TooLong { number } => *number,
+    }
 }
 
 fn print(

@@ -2,5 +2,6 @@
 
 pub mod access;
 pub mod cdr;
+pub mod export;
 pub mod fold;
 pub mod sim;

@@ -205,7 +205,7 @@ async fn replay(pipeline: &Pipeline, mut readers: Vec<Reader>) -> Result<Replaye
         let Some((arrival, index)) = next else { break };
         let this_step = arrival.div_euclid(tick);
         if step.is_some_and(|step| step < this_step) {
-            replay.tick(this_step * tick).await;
+            replay.tick(0, this_step * tick).await;
         }
         step = Some(step.map_or(this_step, |step| step.max(this_step)));
         if let Some((arrival, line)) = readers[index].head.take() {

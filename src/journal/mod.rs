@@ -67,7 +67,7 @@ pub enum JournalError {
 }
 
 impl JournalError {
-    fn io(path: &Path, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         JournalError::Io {
             path: path.to_owned(),
             source,
@@ -168,6 +168,7 @@ fn file_length(path: &Path) -> Result<u64, JournalError> {
 
 /// Reads entries in position order, across segments.
 pub struct Reader {
+    dir: PathBuf,
     segments: Vec<Segment>,
     /// The segment being read (an index into `segments`).
     index: usize,
@@ -190,6 +191,7 @@ impl Reader {
             .unwrap_or(0);
         let next = segments.get(index).map_or(1, |segment| segment.first);
         Ok(Reader {
+            dir: dir.to_owned(),
             segments,
             index,
             entries: None,
@@ -233,11 +235,15 @@ impl Reader {
                     }
                 }
                 Ok(false) if last => return Ok(None),
+                Err(Broken::Entry(_, EntryError::Short)) if last => {
+                    // Half written (or torn): read again from its start once more is written.
+                    entries.rewind()?;
+                    return Ok(None);
+                }
                 Ok(false) => {
                     self.index += 1;
                     self.entries = None;
                 }
-                Err(Broken::Entry(_, EntryError::Short)) if last => return Ok(None),
                 Err(Broken::Entry(offset, why)) => {
                     return Err(JournalError::Corrupt {
                         path: segment.path.clone(),
@@ -248,6 +254,26 @@ impl Reader {
                 Err(Broken::Io(error)) => return Err(error),
             }
         }
+    }
+
+    /// Looks again for segments begun since the reader was opened, so that [`Reader::advance`], which
+    /// returned `None` at the end of what was written, reads on from there (`callgate export
+    /// --follow`). Retention may have deleted segments meanwhile; the one being read stays open.
+    pub fn refresh(&mut self) -> Result<(), JournalError> {
+        let reading = self.segments.get(self.index).map(|segment| segment.first);
+        let segments = segment::list(&self.dir)?;
+        self.index = match reading {
+            Some(first) => segments
+                .iter()
+                .position(|segment| segment.first == first)
+                .unwrap_or(0),
+            None => segments
+                .iter()
+                .rposition(|segment| segment.first <= self.next)
+                .unwrap_or(0),
+        };
+        self.segments = segments;
+        Ok(())
     }
 
     /// The entry [`Reader::advance`] moved to.

@@ -5,7 +5,7 @@
 use super::entry::{self, EntryError, FRAME_HEADER};
 use super::{JournalError, Position};
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 
 /// The first bytes of every segment: a file that does not start with them is not one.
@@ -92,6 +92,16 @@ impl Entries {
             buffer: Vec::new(),
             layout: None,
         })
+    }
+
+    /// Goes back to the start of the entry after the last whole one (after an entry found short: the
+    /// bytes read of it are read again once it is whole).
+    pub fn rewind(&mut self) -> Result<(), JournalError> {
+        self.layout = None;
+        self.file
+            .seek(std::io::SeekFrom::Start(self.offset))
+            .map(drop)
+            .map_err(|source| JournalError::io(&self.path, source))
     }
 
     /// The offset of the next entry.

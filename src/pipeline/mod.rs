@@ -23,6 +23,7 @@
 pub mod needs;
 
 use crate::event::{Event, EventKind, Micros};
+use crate::export::{Fact, Note, Tapped};
 use crate::journal::live::{Failed, Journal, Progress};
 use crate::journal::{Position, Record};
 use crate::reduce::{
@@ -146,6 +147,9 @@ struct Job {
 struct Ticket {
     order: Vec<u16>,
     done: Option<oneshot::Sender<()>>,
+    /// With an analytics tap: every fact of the ticket in order, and whether it has an output in
+    /// `order` (an event that went to a shard; a tick has one from every shard).
+    facts: Vec<(Fact, bool)>,
 }
 
 /// The gateway's clock, as the sweeper read it.
@@ -153,6 +157,8 @@ struct Ticket {
 struct Tick {
     now: Instant,
     wall: Micros,
+    /// Its journal position (0: not journaled).
+    position: Position,
 }
 
 enum ShardInput {
@@ -175,6 +181,8 @@ struct Admitter {
     tickets: mpsc::Sender<Ticket>,
     /// With `--journal`: every admitted event and tick, written before the shards see it.
     journal: Option<Journal>,
+    /// Whether the publisher hands facts to an analytics tap.
+    tapped: bool,
 }
 
 /// Settings of the pipeline.
@@ -190,6 +198,8 @@ pub struct PipelineConfig {
     pub stale_call_after: Option<Duration>,
     /// Messages queued per shard and per shard's output.
     pub queue_depth: usize,
+    /// Where the publisher hands every fact and its notifications, in stream order (analytics).
+    pub tap: Option<mpsc::Sender<Vec<Tapped>>>,
 }
 
 /// What [`Pipeline::replay`] went through.
@@ -236,7 +246,12 @@ impl<'p> Replay<'p> {
         match crate::event::decode_line(line) {
             Ok(crate::event::Decoded::Event(event)) => self.batch.push(Submission {
                 event: Box::new(event.into_owned()),
-                line: Bytes::new(),
+                // Only an analytics tap needs the line again.
+                line: if self.pipeline.tapped {
+                    Bytes::copy_from_slice(line)
+                } else {
+                    Bytes::new()
+                },
                 stats: Arc::clone(&self.stats),
                 // Read from the journal, not from a socket: nothing measures its way to the stream.
                 ingested: self.started,
@@ -252,19 +267,21 @@ impl<'p> Replay<'p> {
         }
     }
 
-    /// The gateway's clock read `wall`.
-    pub async fn tick(&mut self, wall: Micros) {
+    /// The gateway's clock read `wall`, recorded at `position` (0: none).
+    pub async fn tick(&mut self, position: Position, wall: Micros) {
         self.replayed.ticks += 1;
         self.flush().await;
         self.pipeline
             .tick(Tick {
                 now: Instant::now(),
                 wall,
+                position,
             })
             .await;
     }
 
-    async fn flush(&mut self) {
+    /// Hands on the events gathered so far (a follower at the end of what is written).
+    pub async fn flush(&mut self) {
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(Self::BATCH));
         // Nothing is attached that could refuse a replayed batch.
         self.pipeline.submit(batch).await.ok();
@@ -289,6 +306,8 @@ pub struct Pipeline {
     outcomes: Arc<Outcomes>,
     /// With `--journal`: how far it is durable, for the ingest acks.
     progress: std::sync::OnceLock<Progress>,
+    /// Whether an analytics tap takes the facts.
+    tapped: bool,
 }
 
 /// A duration in microseconds, saturating.
@@ -315,6 +334,7 @@ impl Pipeline {
         let shard_count = config.shards.clamp(1, 64);
         let depth = config.queue_depth.max(1);
         let (tickets_tx, tickets_rx) = mpsc::channel::<Ticket>(depth * shard_count);
+        let tapped = config.tap.is_some();
         let mut shard_txs = Vec::with_capacity(shard_count);
         let mut output_rxs = Vec::with_capacity(shard_count);
         let mut oldest_needed = Vec::with_capacity(shard_count);
@@ -343,15 +363,18 @@ impl Pipeline {
                 shards: shard_txs,
                 tickets: tickets_tx,
                 journal: None,
+                tapped,
             }),
             shard_count,
             oldest_needed,
             outcomes,
             progress: std::sync::OnceLock::new(),
+            tapped,
         });
         let (done_tx, done_rx) = oneshot::channel();
+        let tap = config.tap;
         supervisor.spawn("publisher", async move {
-            run_publisher(tickets_rx, output_rxs, stream).await;
+            run_publisher(tickets_rx, output_rxs, stream, tap, shard_count).await;
             let _ = done_tx.send(());
         });
         (pipeline, done_rx)
@@ -397,6 +420,7 @@ impl Pipeline {
             let tick = Tick {
                 now: Instant::now(),
                 wall: wall_clock_micros(),
+                position: 0,
             };
             if !self.tick(tick).await {
                 return;
@@ -412,6 +436,7 @@ impl Pipeline {
         let tick = Tick {
             now: Instant::now(),
             wall: wall_clock_micros(),
+            position: 0,
         };
         if self.tick_then(tick, Some(done)).await {
             let _ = published.await;
@@ -424,13 +449,13 @@ impl Pipeline {
     }
 
     /// [`Pipeline::tick`], then `done` once its changes are published.
-    async fn tick_then(&self, tick: Tick, done: Option<oneshot::Sender<()>>) -> bool {
+    async fn tick_then(&self, mut tick: Tick, done: Option<oneshot::Sender<()>>) -> bool {
         let mut admitter = self.admitter.lock().await;
         if admitter.shards.is_empty() {
             return false;
         }
         if let Some(journal) = &mut admitter.journal {
-            journal.append(&Record::Tick { wall: tick.wall });
+            tick.position = journal.append(&Record::Tick { wall: tick.wall });
             if let Err(failed) = journal.write() {
                 // Not journaled, so not applied: time-driven changes wait until the journal takes a tick.
                 tracing::debug!("a tick skipped: {failed}");
@@ -443,7 +468,20 @@ impl Pipeline {
             }
         }
         let order = (0..self.shard_count as u16).collect();
-        admitter.tickets.send(Ticket { order, done }).await.is_ok()
+        let facts = if admitter.tapped {
+            let fact = Fact::Tick {
+                position: tick.position,
+                wall: tick.wall,
+            };
+            vec![(fact, true)]
+        } else {
+            Vec::new()
+        };
+        admitter
+            .tickets
+            .send(Ticket { order, done, facts })
+            .await
+            .is_ok()
     }
 
     /// Hands a connection's events to the pipeline, in order. Waits while the shards are full. With a
@@ -483,6 +521,8 @@ impl Pipeline {
         let mut jobs: Vec<Vec<Job>> = (0..self.shard_count).map(|_| Vec::new()).collect();
         let mut tickets = Vec::with_capacity(batch.len());
         let mut taken_now = Vec::new();
+        let tapped = admitter.tapped;
+        let mut facts = Vec::with_capacity(if tapped { batch.len() } else { 0 });
         for (index, submission) in batch.into_iter().enumerate() {
             let Submission {
                 event,
@@ -490,10 +530,11 @@ impl Pipeline {
                 ingested,
                 arrival,
                 position,
-                ..
+                line,
             } = submission;
             let position = positions.get(index).copied().unwrap_or(position);
             let arrival = arrival.unwrap_or(now);
+            let ticketed_before = tickets.len();
             stats.submitted.fetch_add(1, Ordering::Release);
             let sequence = event.sequence;
             match admitter.sequencer.admit(&event, Some(arrival)) {
@@ -524,6 +565,14 @@ impl Pipeline {
                     });
                 }
             }
+            if tapped {
+                let fact = Fact::Event {
+                    position,
+                    arrival,
+                    line,
+                };
+                facts.push((fact, tickets.len() > ticketed_before));
+            }
         }
         for (stats, sequence, disposition) in taken_now {
             self.outcomes.count(disposition.label());
@@ -545,12 +594,13 @@ impl Pipeline {
                 tracing::error!("reducer shard {shard} has stopped");
             }
         }
-        if !tickets.is_empty()
+        if !(tickets.is_empty() && facts.is_empty())
             && admitter
                 .tickets
                 .send(Ticket {
                     order: tickets,
                     done: None,
+                    facts,
                 })
                 .await
                 .is_err()
@@ -578,7 +628,7 @@ impl Pipeline {
                 Record::Event { arrival, line, .. } => {
                     replay.event(position, arrival, line).await;
                 }
-                Record::Tick { wall } => replay.tick(wall).await,
+                Record::Tick { wall } => replay.tick(position, wall).await,
             }
         }
         let mut replayed = replay.finish().await;
@@ -896,17 +946,18 @@ fn call_meta(
     Some((meta, released))
 }
 
-/// Publishes the shards' outputs in ticket order, then acknowledges their events.
+/// Publishes the shards' outputs in ticket order, then acknowledges their events; with a `tap`, hands
+/// it every fact with the notifications it made, under their `seq`.
 async fn run_publisher(
     mut tickets: mpsc::Receiver<Ticket>,
     mut outputs: Vec<mpsc::Receiver<Vec<ShardOutput>>>,
     stream: Arc<Stream>,
+    tap: Option<mpsc::Sender<Vec<Tapped>>>,
+    shard_count: usize,
 ) {
     let mut pending: Vec<VecDeque<ShardOutput>> = outputs.iter().map(|_| VecDeque::new()).collect();
-    while let Some(Ticket { order, done }) = tickets.recv().await {
-        let mut batch = Vec::new();
-        let mut forgotten = Vec::new();
-        let mut taken = Vec::with_capacity(order.len());
+    while let Some(Ticket { order, done, facts }) = tickets.recv().await {
+        let mut results = Vec::with_capacity(order.len());
         for shard in order {
             let shard = shard as usize;
             let (Some(pending), Some(output)) = (pending.get_mut(shard), outputs.get_mut(shard))
@@ -919,16 +970,36 @@ async fn run_publisher(
                     None => return,
                 }
             }
-            if let Some(result) = pending.pop_front() {
-                batch.extend(result.published);
-                forgotten.extend(result.forgotten);
-                taken.extend(result.taken);
-            }
+            results.extend(pending.pop_front());
         }
-        stream.publish(batch);
+        // Taken before the notifications move into the stream (their text is copied once, only here).
+        let mut notes: Vec<Vec<Note>> = match tap {
+            Some(_) => results
+                .iter()
+                .map(|result| notes_of(&result.published))
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut batch = Vec::new();
+        let mut forgotten = Vec::new();
+        let mut taken = Vec::with_capacity(results.len());
+        for result in results {
+            batch.extend(result.published);
+            forgotten.extend(result.forgotten);
+            taken.extend(result.taken);
+        }
+        let published = batch.len() as u64;
+        let last_seq = stream.publish(batch);
         // After the batch: a call's last notification precedes its forgetting in the stream.
         if !forgotten.is_empty() {
             stream.forget(&forgotten);
+        }
+        if let Some(tap) = &tap {
+            let tapped = tapped(facts, &mut notes, last_seq - published, shard_count);
+            if !tapped.is_empty() && tap.send(tapped).await.is_err() {
+                // The stage has ended (its write failed): it is supervised, and the gateway stops.
+                tracing::debug!("the analytics stage is gone");
+            }
         }
         // Acknowledged only once published: an acknowledged event is visible to REST and subscribers.
         for (stats, sequence, outcome) in taken {
@@ -938,6 +1009,62 @@ async fn run_publisher(
             let _ = done.send(());
         }
     }
+}
+
+/// What the analytics tap needs of a shard output's notifications (their `seq` is set later).
+fn notes_of(published: &[Published]) -> Vec<Note> {
+    published
+        .iter()
+        .map(|notification| {
+            let (device, subject) = match &notification.meta {
+                Meta::Call(meta) => (false, Arc::clone(&meta.call_id)),
+                Meta::Device(meta) => (true, Arc::clone(&meta.device_id)),
+            };
+            Note {
+                seq: 0,
+                device,
+                subject,
+                members: notification.members.clone(),
+            }
+        })
+        .collect()
+}
+
+/// Pairs a ticket's facts with its outputs' notes in order, numbering the notes from `after + 1`: an
+/// event that went to a shard has the next output, a tick one from every shard.
+fn tapped(
+    facts: Vec<(Fact, bool)>,
+    notes: &mut [Vec<Note>],
+    after: u64,
+    shard_count: usize,
+) -> Vec<Tapped> {
+    let mut outputs = notes.iter_mut();
+    let mut seq = after;
+    let mut number = |mut taken: Vec<Note>| {
+        for note in &mut taken {
+            seq += 1;
+            note.seq = seq;
+        }
+        taken
+    };
+    facts
+        .into_iter()
+        .map(|(fact, has_output)| {
+            let outputs_of_fact = match (&fact, has_output) {
+                (Fact::Tick { .. }, _) => shard_count,
+                (Fact::Event { .. }, true) => 1,
+                (Fact::Event { .. }, false) => 0,
+            };
+            let mut taken = Vec::new();
+            for output in outputs.by_ref().take(outputs_of_fact) {
+                taken.append(output);
+            }
+            Tapped {
+                fact,
+                notes: number(taken),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -994,6 +1121,7 @@ mod tests {
             released_linger: Duration::from_secs(30),
             stale_call_after: None,
             queue_depth: SHARD_QUEUE,
+            tap: None,
         }
     }
 

@@ -136,6 +136,24 @@ pub struct ServeArgs {
     /// Seconds a publish waits for JetStream's ack before the ingest connection is closed [default: 5].
     #[arg(long, env = "CALLGATE_NATS_ACK_TIMEOUT")]
     pub nats_ack_timeout: Option<f64>,
+    /// Write the live analytics records (CloudEvents NDJSON, analytics.md) to this file (`-`: standard
+    /// output). The file is appended to, synced every second, and resumed after a crash.
+    #[arg(long, env = "CALLGATE_ANALYTICS_OUT")]
+    pub analytics_out: Option<PathBuf>,
+    /// The records --analytics-out writes: `event`, `notification`, `cdr`, comma-separated
+    /// [default: notification,cdr].
+    #[arg(long, env = "CALLGATE_TYPES")]
+    pub types: Option<String>,
+    /// This gateway's name in the records' `source` [default: the host name].
+    #[arg(long, env = "CALLGATE_NODE")]
+    pub node: Option<String>,
+    /// Seconds after a call's end within which a change of its attached data re-emits its CDR
+    /// [default: 3600].
+    #[arg(long, env = "CALLGATE_CDR_LATE_WINDOW")]
+    pub cdr_late_window: Option<f64>,
+    /// The UserData key whose final value is a CDR's `disposition` [default: DispositionCode].
+    #[arg(long, env = "CALLGATE_CDR_DISPOSITION_KEY")]
+    pub cdr_disposition_key: Option<String>,
     /// A TOML file with any of these settings (keys as the flags: `listen`, `released-linger`, ...).
     #[arg(long, env = "CALLGATE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -180,6 +198,11 @@ struct FileConfig {
     nats_max_bytes: Option<u64>,
     nats_duplicate_window: Option<f64>,
     nats_ack_timeout: Option<f64>,
+    analytics_out: Option<PathBuf>,
+    types: Option<String>,
+    node: Option<String>,
+    cdr_late_window: Option<f64>,
+    cdr_disposition_key: Option<String>,
 }
 
 /// Settings after merging every source.
@@ -239,6 +262,14 @@ pub struct ServeConfig {
     pub journal_segment_bytes: u64,
     /// JetStream (none: not used).
     pub nats: Option<crate::jetstream::Settings>,
+    /// Where the live analytics records go (none: nowhere).
+    pub analytics_out: Option<PathBuf>,
+    /// Which records go there.
+    pub types: crate::export::Types,
+    /// This gateway's name in the records.
+    pub node: String,
+    /// The CDR fold's settings (its linger is `released_linger`).
+    pub cdr: crate::cdr::CdrConfig,
 }
 
 /// A settings problem (exit status 2).
@@ -319,6 +350,34 @@ impl ServeArgs {
                 "journal-segment-bytes must be at least 4096, not {segment_bytes}"
             )));
         }
+        let types = match self.types.as_deref().or(file.types.as_deref()) {
+            None => crate::export::Types::LIVE_DEFAULT,
+            Some(text) => text.parse().map_err(ConfigError::Invalid)?,
+        };
+        let late_window = self
+            .cdr_late_window
+            .or(file.cdr_late_window)
+            .unwrap_or(3600.0);
+        if !(0.0..=2_592_000.0).contains(&late_window) {
+            return Err(ConfigError::Invalid(format!(
+                "cdr-late-window must be 0 to 2592000 seconds, not {late_window}"
+            )));
+        }
+        let cdr = crate::cdr::CdrConfig {
+            linger: (linger * 1e6) as i64,
+            late_window: (late_window * 1e6) as i64,
+            disposition_key: self
+                .cdr_disposition_key
+                .clone()
+                .or(file.cdr_disposition_key.clone())
+                .unwrap_or_else(|| "DispositionCode".to_owned()),
+            ..crate::cdr::CdrConfig::default()
+        };
+        let node = self
+            .node
+            .clone()
+            .or(file.node.clone())
+            .unwrap_or_else(host_name);
         let nats = match self.nats.clone().or(file.nats.clone()) {
             None => None,
             Some(url) => Some(nats_settings(url, &self, &file)?),
@@ -398,7 +457,23 @@ impl ServeArgs {
                 .filter(|&bytes| bytes > 0),
             journal_segment_bytes: segment_bytes,
             nats,
+            analytics_out: self.analytics_out.or(file.analytics_out),
+            types,
+            node,
+            cdr,
         })
+    }
+}
+
+/// The machine's host name (`localhost` when it has none that reads as text).
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that many bytes.
+    let status = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match (status, std::str::from_utf8(&buf[..end])) {
+        (0, Ok(name)) if !name.is_empty() => name.to_owned(),
+        _ => "localhost".to_owned(),
     }
 }
 

@@ -70,6 +70,9 @@ pub enum ServeError {
     /// NATS JetStream cannot be reached, set up or read.
     #[error(transparent)]
     Nats(#[from] crate::jetstream::NatsError),
+    /// `--analytics-out` cannot be opened or repaired.
+    #[error("analytics output: {0}")]
+    Analytics(#[from] crate::export::sink::SinkError),
 }
 
 /// How long the start waits for the NATS server of `--nats`.
@@ -216,6 +219,15 @@ pub async fn run(
     );
     let supervisor = Supervisor::new();
     let cancel = CancellationToken::new();
+    // Before the pipeline: a recovery's replay goes through the stage too (the file sink skips what it
+    // holds), and the publisher would wait on a stage that is not there.
+    let tap = match &config.analytics_out {
+        Some(path) => Some(start_analytics(path, &config, &epoch, &supervisor)?),
+        None => None,
+    };
+    if let Some(dir) = &config.journal {
+        write_settings(dir, &config, &base_url)?;
+    }
     let (pipeline, published_all) = Pipeline::start(
         PipelineConfig {
             shards: config.shards,
@@ -227,6 +239,7 @@ pub async fn run(
             released_linger: config.released_linger,
             stale_call_after: config.stale_call_after,
             queue_depth: crate::pipeline::SHARD_QUEUE,
+            tap,
         },
         Arc::clone(&stream),
         &supervisor,
@@ -381,6 +394,69 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens `--analytics-out` and starts the stage that writes to it, under `supervisor`: the sender the
+/// publisher hands it facts through.
+fn start_analytics(
+    path: &std::path::Path,
+    config: &ServeConfig,
+    epoch: &str,
+    supervisor: &Supervisor,
+) -> Result<tokio::sync::mpsc::Sender<Vec<crate::export::Tapped>>, ServeError> {
+    use crate::export::{Recorder, RecorderConfig, cloudevent::Origin, sink::Output, stage::Stage};
+    let output = Output::open(path)?;
+    let resume = output.resume();
+    if resume.position > 0 {
+        tracing::info!(
+            file = %path.display(),
+            position = resume.position,
+            "analytics output resumes after the last position it holds"
+        );
+    }
+    let recorder = Recorder::new(RecorderConfig {
+        types: config.types,
+        origin: Origin {
+            node: config.node.clone(),
+            epoch: epoch.to_owned(),
+        },
+        cdr: config.cdr.clone(),
+        from: 0,
+        since: None,
+        resume,
+    });
+    let (tap, batches) = tokio::sync::mpsc::channel(crate::export::stage::QUEUE);
+    let stage = Stage::new(recorder, output);
+    let runtime = tokio::runtime::Handle::current();
+    supervisor.spawn("analytics output", async move {
+        match tokio::task::spawn_blocking(move || stage.run(batches, runtime)).await {
+            Ok(Ok(counts)) => tracing::info!(
+                events = counts.events,
+                notifications = counts.notifications,
+                cdrs = counts.cdrs,
+                "analytics output closed"
+            ),
+            Ok(Err(error)) => {
+                metrics::counter!("callgate_analytics_write_errors_total").increment(1);
+                tracing::error!("analytics output failed: {error}");
+            }
+            Err(panic) => tracing::error!("analytics output panicked: {panic}"),
+        }
+    });
+    Ok(tap)
+}
+
+/// Keeps the settings that shape notifications and records beside the journal, so that `callgate
+/// export` folds the journal as this gateway does (docs/export.md).
+fn write_settings(
+    dir: &std::path::Path,
+    config: &ServeConfig,
+    base_url: &str,
+) -> Result<(), ServeError> {
+    let settings = crate::export::settings::Settings::of(config, base_url);
+    settings
+        .save(dir)
+        .map_err(|source| ServeError::Journal(crate::journal::JournalError::io(dir, source)))
 }
 
 /// The demo simulation's seed and start kept in the journal's folder, or `fresh` (then kept).

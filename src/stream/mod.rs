@@ -258,10 +258,11 @@ impl Stream {
         }
     }
 
-    /// Publishes notifications in order: assigns seq, updates the store and history, delivers.
-    pub fn publish(&self, batch: Vec<Published>) {
+    /// Publishes notifications in order: assigns seq, updates the store and history, delivers. Returns
+    /// the last `seq` assigned (the batch's are the ones before it, in order).
+    pub fn publish(&self, batch: Vec<Published>) -> u64 {
         if batch.is_empty() {
-            return;
+            return self.lock().seq;
         }
         let mut guard = self.lock();
         let core = &mut *guard;
@@ -281,7 +282,7 @@ impl Stream {
                     deferred.recent.push_back((core.seq, published));
                 }
             }
-            return;
+            return core.seq;
         }
         for published in batch {
             core.seq += 1;
@@ -312,11 +313,13 @@ impl Stream {
         }
         // Woken after the lock is released, so a writer on the other core does not wait for it.
         let mut to_wake = std::mem::take(&mut core.to_wake);
+        let last = core.seq;
         drop(guard);
         for outbox in to_wake.drain(..) {
             outbox.wake();
         }
         self.lock().to_wake = to_wake;
+        last
     }
 
     /// Forgets calls whose linger time is over.

@@ -1,0 +1,398 @@
+//! The analytics feed (analytics.md, "The export"): every accepted event, every notification and every
+//! call detail record, as CloudEvents NDJSON, in the gateway's order.
+//!
+//! One [`Recorder`] turns what the pipeline took and made into records, whichever way the facts come: a
+//! live gateway's publisher hands it each admitted event and tick with the notifications they made
+//! (`serve --analytics-out`), and `callgate export` replays a journal through the same pipeline and the
+//! same recorder. The call detail records come from a [`CdrFold`] the recorder runs beside, fed the
+//! same events and ticks; so the export of a journal is the records its gateway wrote, byte for byte.
+//!
+//! ```text
+//! admitter ──facts──▶ publisher ──facts + notifications (seq)──▶ stage: Recorder (+ CdrFold) ──▶ Output
+//! ```
+
+pub mod cloudevent;
+pub mod settings;
+pub mod sink;
+pub mod stage;
+
+use crate::cdr::record::Cdr;
+use crate::cdr::{CdrConfig, CdrFold};
+use crate::event::{Decoded, Micros, decode_line};
+use crate::journal::Position;
+use crate::reduce::{MAX_SERVERS, SequenceCheck, SequenceTracker};
+use bytes::Bytes;
+use cloudevent::{EventRecord, NotificationRecord, Origin, Place};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Which records to write (`--types`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Types {
+    /// `event`: the T-Server events as received.
+    pub event: bool,
+    /// `notification`: call and device notifications.
+    pub notification: bool,
+    /// `cdr`: call detail records.
+    pub cdr: bool,
+}
+
+impl Types {
+    /// Every type.
+    pub const ALL: Types = Types {
+        event: true,
+        notification: true,
+        cdr: true,
+    };
+
+    /// `notification,cdr`: what `serve --analytics-out` writes unless told otherwise.
+    pub const LIVE_DEFAULT: Types = Types {
+        event: false,
+        notification: true,
+        cdr: true,
+    };
+}
+
+impl std::str::FromStr for Types {
+    type Err = String;
+
+    /// A comma-separated list of `event`, `notification`, `cdr` (at least one).
+    fn from_str(text: &str) -> Result<Types, String> {
+        let mut types = Types {
+            event: false,
+            notification: false,
+            cdr: false,
+        };
+        for name in text
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+        {
+            match name {
+                "event" | "events" => types.event = true,
+                "notification" | "notifications" => types.notification = true,
+                "cdr" | "cdrs" => types.cdr = true,
+                other => {
+                    return Err(format!(
+                        "unknown record type {other:?}: give event, notification or cdr, comma-separated"
+                    ));
+                }
+            }
+        }
+        if !(types.event || types.notification || types.cdr) {
+            return Err("no record type given: event, notification or cdr".to_owned());
+        }
+        Ok(types)
+    }
+}
+
+/// One admitted event or tick, as the journal has it.
+#[derive(Debug, Clone)]
+pub enum Fact {
+    /// An event line the gateway took (duplicates included: the journal has them too).
+    Event {
+        /// Its journal or stream position (0: none).
+        position: Position,
+        /// When it reached the gateway.
+        arrival: Micros,
+        /// The line as received.
+        line: Bytes,
+    },
+    /// The gateway's clock.
+    Tick {
+        /// Its journal position (0: none).
+        position: Position,
+        /// What the clock read.
+        wall: Micros,
+    },
+}
+
+impl Fact {
+    /// Its journal or stream position (0: none).
+    pub fn position(&self) -> Position {
+        match self {
+            Fact::Event { position, .. } | Fact::Tick { position, .. } => *position,
+        }
+    }
+
+    /// The gateway's clock when it was taken.
+    pub fn wall(&self) -> Micros {
+        match self {
+            Fact::Event { arrival, .. } => *arrival,
+            Fact::Tick { wall, .. } => *wall,
+        }
+    }
+}
+
+/// One published notification, as the recorder needs it.
+#[derive(Debug, Clone)]
+pub struct Note {
+    /// Its `seq`.
+    pub seq: u64,
+    /// A device's rather than a call's.
+    pub device: bool,
+    /// The call id or device id.
+    pub subject: Arc<str>,
+    /// Its members (`"channel":...,"data":{...}`).
+    pub members: String,
+}
+
+/// A fact and the notifications it made, in stream order.
+#[derive(Debug, Clone)]
+pub struct Tapped {
+    /// The event or tick.
+    pub fact: Fact,
+    /// Its notifications.
+    pub notes: Vec<Note>,
+}
+
+/// Where a resumed output stands: records before `position` are written, and at `position` those with
+/// these ids (a crash can cut the records of one event in the middle).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resume {
+    /// The last position written (0: nothing to skip).
+    pub position: Position,
+    /// The ids of the records written at it, as they are written (JSON-escaped).
+    pub ids: std::collections::HashSet<String>,
+}
+
+/// What the recorder has written and skipped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RecorderCounts {
+    /// Event records written.
+    pub events: u64,
+    /// Notification records written.
+    pub notifications: u64,
+    /// CDR records written.
+    pub cdrs: u64,
+    /// Records not written: before `--from`/`--since`, or already in a resumed output.
+    pub skipped: u64,
+    /// Duplicate events (by EventSequenceNumber): no record.
+    pub duplicates: u64,
+    /// Recorded lines that no longer decode (not written; counted).
+    pub undecodable: u64,
+}
+
+/// Settings of a [`Recorder`].
+#[derive(Debug, Clone)]
+pub struct RecorderConfig {
+    /// Which records to write.
+    pub types: Types,
+    /// The gateway's name and the stream's epoch.
+    pub origin: Origin,
+    /// The CDR fold's settings.
+    pub cdr: CdrConfig,
+    /// Records of positions before this are not written.
+    pub from: Position,
+    /// Records of facts taken before this (gateway clock) are not written.
+    pub since: Option<Micros>,
+    /// Where the output was left.
+    pub resume: Resume,
+}
+
+/// Turns facts and their notifications into records (pure: no I/O, no clock).
+pub struct Recorder {
+    config: RecorderConfig,
+    /// Per T-Server: duplicates and restarts, for the `<run>` in event ids.
+    runs: HashMap<Box<str>, (SequenceTracker, u32)>,
+    cdr: Option<CdrFold>,
+    cdrs: Vec<Cdr>,
+    counts: RecorderCounts,
+}
+
+impl Recorder {
+    /// A recorder that has seen nothing.
+    pub fn new(config: RecorderConfig) -> Recorder {
+        let cdr = config.types.cdr.then(|| CdrFold::new(config.cdr.clone()));
+        Recorder {
+            config,
+            runs: HashMap::new(),
+            cdr,
+            cdrs: Vec::new(),
+            counts: RecorderCounts::default(),
+        }
+    }
+
+    /// What it has written and skipped so far.
+    pub fn counts(&self) -> RecorderCounts {
+        self.counts
+    }
+
+    /// Appends the records of `fact` and its notifications `notes` to `out`, in order: the event, its
+    /// notifications, then the CDRs that fell due.
+    pub fn record(&mut self, fact: &Fact, notes: &[Note], out: &mut String) {
+        let position = fact.position();
+        let shown = position >= self.config.from
+            && self.config.since.is_none_or(|since| fact.wall() >= since);
+        match fact {
+            Fact::Event {
+                arrival, line: raw, ..
+            } => {
+                let Some((text, Ok(Decoded::Event(event)))) = std::str::from_utf8(raw)
+                    .ok()
+                    .map(|text| (text, decode_line(raw)))
+                else {
+                    self.counts.undecodable += 1;
+                    return;
+                };
+                // A duplicate (a T-Server's resend; the journal keeps it) is no new fact: no record.
+                let run = self.run_of(&event.server, event.sequence);
+                let place = Place {
+                    position,
+                    sequence: event.sequence,
+                    time: event.time.unwrap_or(*arrival),
+                };
+                if let Some(run) = run
+                    && self.config.types.event
+                {
+                    let subject = event
+                        .conn_id
+                        .map(|conn| conn.to_string())
+                        .or_else(|| event.this_dn.as_deref().map(str::to_owned));
+                    let record = EventRecord {
+                        server: &event.server,
+                        run,
+                        subject: subject.as_deref(),
+                        arrival: *arrival,
+                        line: text,
+                    };
+                    let start = out.len();
+                    cloudevent::write_event(out, &self.config.origin, place, &record);
+                    self.keep(shown, position, start, out, Kind::Event);
+                }
+                self.notes(shown, place, notes, out);
+                if let Some(fold) = &mut self.cdr {
+                    fold.apply(&event, Some(*arrival), &mut self.cdrs);
+                }
+                self.cdrs_out(shown, place, out);
+            }
+            Fact::Tick { wall, .. } => {
+                let place = Place {
+                    position,
+                    sequence: None,
+                    time: *wall,
+                };
+                self.notes(shown, place, notes, out);
+                if let Some(fold) = &mut self.cdr {
+                    fold.tick(*wall, &mut self.cdrs);
+                }
+                self.cdrs_out(shown, place, out);
+            }
+        }
+    }
+
+    fn notes(&mut self, shown: bool, place: Place, notes: &[Note], out: &mut String) {
+        if !self.config.types.notification {
+            return;
+        }
+        for note in notes {
+            let record = NotificationRecord {
+                seq: note.seq,
+                device: note.device,
+                subject: &note.subject,
+                members: &note.members,
+            };
+            let start = out.len();
+            cloudevent::write_notification(out, &self.config.origin, place, &record);
+            self.keep(shown, place.position, start, out, Kind::Notification);
+        }
+    }
+
+    fn cdrs_out(&mut self, shown: bool, place: Place, out: &mut String) {
+        let cdrs = std::mem::take(&mut self.cdrs);
+        for cdr in &cdrs {
+            let start = out.len();
+            cloudevent::write_cdr(out, &self.config.origin, place, cdr);
+            self.keep(shown, place.position, start, out, Kind::Cdr);
+        }
+        self.cdrs = cdrs;
+        self.cdrs.clear();
+    }
+
+    /// Keeps the record just written at `start..` or takes it back: one before `--from`/`--since`, or
+    /// one a resumed output already holds.
+    fn keep(
+        &mut self,
+        shown: bool,
+        position: Position,
+        start: usize,
+        out: &mut String,
+        kind: Kind,
+    ) {
+        let resume = &self.config.resume;
+        let written_before = position > 0
+            && resume.position > 0
+            && (position < resume.position
+                || (position == resume.position
+                    && record_id(&out[start..]).is_some_and(|id| resume.ids.contains(id))));
+        if !shown || written_before {
+            out.truncate(start);
+            self.counts.skipped += 1;
+            return;
+        }
+        match kind {
+            Kind::Event => self.counts.events += 1,
+            Kind::Notification => self.counts.notifications += 1,
+            Kind::Cdr => self.counts.cdrs += 1,
+        }
+    }
+
+    /// The run of `server`'s events so far, after taking `sequence` (call-resource.md, "Duplicates and
+    /// order"); `None` for a duplicate. Past [`MAX_SERVERS`] Servers (which the gateway refuses) every
+    /// event is run 0.
+    fn run_of(&mut self, server: &str, sequence: Option<u64>) -> Option<u32> {
+        if !self.runs.contains_key(server) {
+            if self.runs.len() >= MAX_SERVERS {
+                return Some(0);
+            }
+            self.runs
+                .insert(server.into(), (SequenceTracker::default(), 0));
+        }
+        let (tracker, run) = self.runs.get_mut(server)?;
+        match sequence.map(|number| tracker.check(number)) {
+            Some(SequenceCheck::Duplicate) => {
+                self.counts.duplicates += 1;
+                None
+            }
+            Some(SequenceCheck::Restarted) => {
+                *run += 1;
+                Some(*run)
+            }
+            Some(SequenceCheck::Fresh) | None => Some(*run),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Event,
+    Notification,
+    Cdr,
+}
+
+/// The `id` of a record line as written (still JSON-escaped): the text between `"id":"` and the next
+/// unescaped quote.
+pub fn record_id(line: &str) -> Option<&str> {
+    let start = line.find("\"id\":\"")? + 6;
+    let bytes = line.as_bytes();
+    let mut at = start;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'\\' => at += 2,
+            b'"' => return line.get(start..at),
+            _ => at += 1,
+        }
+    }
+    None
+}
+
+/// The `position` of a record line (0: none).
+pub fn record_position(line: &str) -> Position {
+    // The envelope's, not a member of `data` that happens to be called so.
+    let envelope = line.find(",\"data\":").map_or(line, |end| &line[..end]);
+    envelope
+        .find("\"position\":\"")
+        .and_then(|at| line.get(at + 12..at + 32))
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or(0)
+}

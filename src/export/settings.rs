@@ -1,0 +1,68 @@
+//! The settings that shape a gateway's notifications and records, kept beside its journal
+//! (`DIR/settings.json`): `callgate export` folds the journal with them, so its records are the
+//! gateway's. Written at every start, so they are the latest run's (docs/export.md).
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The file's name in the journal's folder.
+pub const FILE: &str = "settings.json";
+
+/// What `callgate export` needs to fold as the gateway did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Settings {
+    /// `--node`.
+    pub node: String,
+    /// The base URL of `uri` members.
+    pub base_url: String,
+    /// Reducer shards (their count orders a tick's releases of stale calls).
+    pub shards: usize,
+    /// `--released-linger`, seconds.
+    pub released_linger_secs: f64,
+    /// `--stale-call-after`, seconds (0: never).
+    pub stale_call_after_secs: f64,
+    /// `--max-calls`.
+    pub max_calls: usize,
+    /// `--cdr-late-window`, seconds.
+    pub cdr_late_window_secs: f64,
+    /// `--cdr-disposition-key`.
+    pub cdr_disposition_key: String,
+}
+
+impl Settings {
+    /// The settings of a gateway run with `config`, serving at `base_url`.
+    pub fn of(config: &crate::serve::ServeConfig, base_url: &str) -> Settings {
+        Settings {
+            node: config.node.clone(),
+            base_url: base_url.to_owned(),
+            shards: config.shards,
+            released_linger_secs: config.released_linger.as_secs_f64(),
+            stale_call_after_secs: config
+                .stale_call_after
+                .map_or(0.0, |after| after.as_secs_f64()),
+            max_calls: config.max_calls,
+            cdr_late_window_secs: config.cdr.late_window as f64 / 1e6,
+            cdr_disposition_key: config.cdr.disposition_key.clone(),
+        }
+    }
+
+    /// Writes them to `dir` (a temporary file renamed over the last: never half written).
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        let temporary = dir.join(format!("{FILE}.tmp"));
+        std::fs::write(&temporary, text + "\n")?;
+        std::fs::rename(&temporary, dir.join(FILE))
+    }
+
+    /// The settings kept in `dir`, if any.
+    pub fn load(dir: &Path) -> std::io::Result<Option<Settings>> {
+        match std::fs::read_to_string(dir.join(FILE)) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidData, err)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+}

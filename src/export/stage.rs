@@ -1,0 +1,91 @@
+//! The stage that writes records as the pipeline publishes (`serve --analytics-out`, and `callgate
+//! export` when it needs notifications): a blocking thread, so a slow disk never holds a runtime worker.
+//!
+//! At its bound (the channel from the publisher) the publisher waits: analytics output is lossless, so it
+//! pushes back on ingest like the journal does, rather than dropping records. A failed write ends the
+//! stage, which ends the gateway (supervised); with a journal the restart replays it and the file sink
+//! goes on where the file ends.
+
+use super::sink::{Output, SinkError};
+use super::{Recorder, Tapped};
+use tokio::sync::mpsc;
+
+/// Batches queued between the publisher and the stage.
+pub const QUEUE: usize = 256;
+
+/// Lines are written once this much is gathered (and at the end of every batch).
+const WRITE_AT: usize = 256 * 1024;
+
+/// The recorder and its output.
+pub struct Stage {
+    recorder: Recorder,
+    output: Output,
+    lines: String,
+}
+
+impl Stage {
+    /// A stage writing `recorder`'s records to `output`.
+    pub fn new(recorder: Recorder, output: Output) -> Stage {
+        Stage {
+            recorder,
+            output,
+            lines: String::with_capacity(WRITE_AT + 64 * 1024),
+        }
+    }
+
+    /// Takes batches until the channel closes (the publisher is done), then syncs. Runs on a blocking
+    /// thread; `runtime` is the runtime the channel belongs to.
+    pub fn run(
+        mut self,
+        mut batches: mpsc::Receiver<Vec<Tapped>>,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<super::RecorderCounts, SinkError> {
+        loop {
+            let next = runtime.block_on(async {
+                tokio::time::timeout(super::sink::SYNC_EVERY, batches.recv()).await
+            });
+            match next {
+                Ok(Some(batch)) => self.take(&batch)?,
+                Ok(None) => break,
+                Err(_quiet) => {}
+            }
+            self.output.sync_if_due()?;
+        }
+        self.output.sync()?;
+        Ok(self.recorder.counts())
+    }
+
+    /// Records one batch and writes it.
+    pub fn take(&mut self, batch: &[Tapped]) -> Result<(), SinkError> {
+        for tapped in batch {
+            self.recorder
+                .record(&tapped.fact, &tapped.notes, &mut self.lines);
+            if self.lines.len() >= WRITE_AT {
+                self.flush()?;
+            }
+        }
+        self.flush()
+    }
+
+    /// Writes what is gathered.
+    pub fn flush(&mut self) -> Result<(), SinkError> {
+        let written = self.output.write(&self.lines);
+        self.lines.clear();
+        written
+    }
+
+    /// The recorder's counts so far.
+    pub fn counts(&self) -> super::RecorderCounts {
+        self.recorder.counts()
+    }
+
+    /// Syncs the output when due.
+    pub fn sync_if_due(&mut self) -> Result<(), SinkError> {
+        self.output.sync_if_due()
+    }
+
+    /// Syncs everything written.
+    pub fn sync(&mut self) -> Result<(), SinkError> {
+        self.output.sync()
+    }
+}
