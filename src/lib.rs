@@ -23,6 +23,7 @@ pub mod json;
 pub mod pipeline;
 pub mod reduce;
 pub mod serve;
+pub mod sink;
 pub mod store;
 pub mod stream;
 pub mod subscriptions;

@@ -86,6 +86,11 @@ enum Command {
         #[arg(long)]
         shards: Option<usize>,
     },
+    /// Store records in other systems.
+    Sink {
+        #[command(subcommand)]
+        command: SinkCommand,
+    },
     /// Run the gateway: TCP ingest, WebSocket fanout, REST.
     Serve(Box<ServeArgs>),
     /// Generate realistic T-Server traffic (JSON lines): to stdout, a file, or an ingest socket.
@@ -97,6 +102,29 @@ enum Command {
     Access {
         #[command(subcommand)]
         command: AccessCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SinkCommand {
+    /// The call detail records of a journal into PostgreSQL: table `call_cdr` (created if absent),
+    /// one row per call at its highest version; resumes after the last commit.
+    Postgres {
+        /// The connection string (`host=127.0.0.1 port=5432 user=... dbname=...`, or a URL).
+        #[arg(long, env = "CALLGATE_PG_DSN")]
+        dsn: String,
+        /// The journal's folder (`serve --journal`).
+        #[arg(long)]
+        journal: PathBuf,
+        /// The name this consumer's position is kept under.
+        #[arg(long, default_value = "callgate")]
+        consumer: String,
+        /// CDRs per transaction, at most.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        batch: u32,
+        /// At the end of the journal, wait for more (until interrupted).
+        #[arg(long)]
+        follow: bool,
     },
 }
 
@@ -116,13 +144,58 @@ extern "C" fn on_stop_signal(_signal: libc::c_int) {
     STOP.store(true, std::sync::atomic::Ordering::Release);
 }
 
-fn export(options: callgate::cli::export::ExportOptions) -> ExitCode {
+/// SIGINT and SIGTERM set [`STOP`] rather than end the process: a follower finishes what it has.
+fn stop_on_signals() {
     let handler = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, handler);
         libc::signal(libc::SIGTERM, handler);
     }
+}
+
+/// Logs of a command other than `serve` on standard error, at `RUST_LOG` or info.
+fn command_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+}
+
+fn sink_postgres(options: callgate::cli::sink::SinkOptions) -> ExitCode {
+    stop_on_signals();
+    command_logs();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("callgate sink postgres: cannot start the runtime: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(callgate::cli::sink::postgres(&options, &STOP)) {
+        Ok(counts) => {
+            eprintln!(
+                "callgate sink postgres: {} records in {} transactions; stored up to position {}",
+                counts.records, counts.transactions, counts.position
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("callgate sink postgres: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn export(options: callgate::cli::export::ExportOptions) -> ExitCode {
+    stop_on_signals();
+    command_logs();
     match callgate::cli::export::export(&options, &STOP) {
         Ok(counts) => {
             eprintln!(
@@ -170,6 +243,22 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Sink {
+            command:
+                SinkCommand::Postgres {
+                    dsn,
+                    journal,
+                    consumer,
+                    batch,
+                    follow,
+                },
+        } => sink_postgres(callgate::cli::sink::SinkOptions {
+            dsn,
+            journal,
+            consumer,
+            batch: batch as usize,
+            follow,
+        }),
         Command::Export {
             journal,
             types,

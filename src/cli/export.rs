@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// How often `--follow` looks for more of the journal.
-const FOLLOW_EVERY: Duration = Duration::from_millis(100);
+pub(crate) const FOLLOW_EVERY: Duration = Duration::from_millis(100);
 
 /// What to export, and where.
 #[derive(Debug, Clone)]
@@ -70,29 +70,14 @@ pub enum ExportError {
 /// Exports the records of `options.journal`; stops at its end, or with `--follow` once `stop` is set.
 pub fn export(options: &ExportOptions, stop: &AtomicBool) -> Result<RecorderCounts, ExportError> {
     let settings = settings_of(options)?;
-    let epoch_path = options.journal.join("epoch");
-    let epoch = std::fs::read_to_string(&epoch_path)
-        .map(|text| text.trim().to_owned())
-        .map_err(|source| ExportError::Settings {
-            path: epoch_path,
-            source,
-        })?;
+    let epoch = epoch_of(&options.journal)?;
     let output = Output::open(&options.out)?;
     let recorder = Recorder::new(RecorderConfig {
         types: options.types,
-        origin: crate::export::cloudevent::Origin {
-            node: settings.node.clone(),
-            epoch: epoch.clone(),
-        },
-        cdr: crate::cdr::CdrConfig {
-            linger: secs_to_micros(settings.released_linger_secs),
-            late_window: secs_to_micros(settings.cdr_late_window_secs),
-            disposition_key: settings.cdr_disposition_key.clone(),
-            ..crate::cdr::CdrConfig::default()
-        },
         from: options.from,
         since: options.since,
         resume: output.resume(),
+        ..recorder_config(&settings, &epoch)
     });
     let stage = Stage::new(recorder, output);
     let reader = Reader::open(&options.journal, 1)?;
@@ -115,22 +100,37 @@ pub fn export(options: &ExportOptions, stop: &AtomicBool) -> Result<RecorderCoun
     }
 }
 
+/// The stream's epoch kept in the journal's folder.
+pub(crate) fn epoch_of(journal: &std::path::Path) -> Result<String, ExportError> {
+    let path = journal.join("epoch");
+    std::fs::read_to_string(&path)
+        .map(|text| text.trim().to_owned())
+        .map_err(|source| ExportError::Settings { path, source })
+}
+
+/// A recorder of every type, from the start, as the gateway with `settings` and `epoch` records.
+pub(crate) fn recorder_config(settings: &Settings, epoch: &str) -> RecorderConfig {
+    RecorderConfig {
+        types: Types::ALL,
+        origin: crate::export::cloudevent::Origin {
+            node: settings.node.clone(),
+            epoch: epoch.to_owned(),
+        },
+        cdr: crate::cdr::CdrConfig {
+            linger: secs_to_micros(settings.released_linger_secs),
+            late_window: secs_to_micros(settings.cdr_late_window_secs),
+            disposition_key: settings.cdr_disposition_key.clone(),
+            ..crate::cdr::CdrConfig::default()
+        },
+        from: 0,
+        since: None,
+        resume: crate::export::Resume::default(),
+    }
+}
+
 /// The journal's settings (defaults when it has none), under the command line's.
 fn settings_of(options: &ExportOptions) -> Result<Settings, ExportError> {
-    let kept = Settings::load(&options.journal).map_err(|source| ExportError::Settings {
-        path: options.journal.join(crate::export::settings::FILE),
-        source,
-    })?;
-    let mut settings = kept.unwrap_or_else(|| Settings {
-        node: crate::serve::config::host_name(),
-        base_url: crate::reduce::DEFAULT_BASE_URL.to_owned(),
-        shards: std::thread::available_parallelism().map_or(2, usize::from),
-        released_linger_secs: 30.0,
-        stale_call_after_secs: 43_200.0,
-        max_calls: crate::reduce::DEFAULT_MAX_CALLS,
-        cdr_late_window_secs: 3600.0,
-        cdr_disposition_key: "DispositionCode".to_owned(),
-    });
+    let mut settings = journal_settings(&options.journal)?;
     if let Some(node) = &options.node {
         settings.node = node.clone();
     }
@@ -142,6 +142,24 @@ fn settings_of(options: &ExportOptions) -> Result<Settings, ExportError> {
     }
     settings.shards = settings.shards.clamp(1, 64);
     Ok(settings)
+}
+
+/// The settings kept in the journal's folder, or the gateway's defaults.
+pub(crate) fn journal_settings(journal: &std::path::Path) -> Result<Settings, ExportError> {
+    let kept = Settings::load(journal).map_err(|source| ExportError::Settings {
+        path: journal.join(crate::export::settings::FILE),
+        source,
+    })?;
+    Ok(kept.unwrap_or_else(|| Settings {
+        node: crate::serve::config::host_name(),
+        base_url: crate::reduce::DEFAULT_BASE_URL.to_owned(),
+        shards: std::thread::available_parallelism().map_or(2, usize::from),
+        released_linger_secs: 30.0,
+        stale_call_after_secs: 43_200.0,
+        max_calls: crate::reduce::DEFAULT_MAX_CALLS,
+        cdr_late_window_secs: 3600.0,
+        cdr_disposition_key: "DispositionCode".to_owned(),
+    }))
 }
 
 fn secs_to_micros(secs: f64) -> Micros {
@@ -185,7 +203,8 @@ fn events_only(
     Ok(stage.counts())
 }
 
-fn fact(position: Position, record: Record<'_>) -> Fact {
+/// The recorder's fact of the journal entry at `position`.
+pub(crate) fn fact(position: Position, record: Record<'_>) -> Fact {
     match record {
         Record::Event { arrival, line, .. } => Fact::Event {
             position,
@@ -280,71 +299,9 @@ async fn replay(
 
 /// An RFC 3339 time (`2025-11-23T12:13:20.250Z`, or with an offset) in µs since the Unix epoch.
 pub fn parse_time(text: &str) -> Option<Micros> {
-    let bytes = text.as_bytes();
-    let number = |range: std::ops::Range<usize>| -> Option<i64> {
-        let digits = text.get(range)?;
-        digits
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| digits.parse().ok())?
-    };
-    if bytes.len() < 20 || bytes[4] != b'-' || bytes[7] != b'-' || bytes[13] != b':' {
-        return None;
-    }
-    if !matches!(bytes[10], b'T' | b't' | b' ') || bytes[16] != b':' {
-        return None;
-    }
-    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
-    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
-        return None;
-    }
-    if second > 60 {
-        return None;
-    }
-    let mut at = 19;
-    let mut micros = 0i64;
-    if bytes.get(at) == Some(&b'.') {
-        at += 1;
-        let start = at;
-        while bytes.get(at).is_some_and(u8::is_ascii_digit) {
-            at += 1;
-        }
-        let fraction = text.get(start..at)?;
-        if fraction.is_empty() {
-            return None;
-        }
-        let six: String = fraction
-            .chars()
-            .chain(std::iter::repeat('0'))
-            .take(6)
-            .collect();
-        micros = six.parse().ok()?;
-    }
-    let offset_minutes = match text.get(at..)? {
-        "Z" | "z" => 0,
-        zone if zone.len() == 6 && matches!(zone.as_bytes()[0], b'+' | b'-') => {
-            let sign = if zone.starts_with('-') { -1 } else { 1 };
-            let hours = number(at + 1..at + 3)?;
-            let minutes = number(at + 4..at + 6)?;
-            sign * (hours * 60 + minutes)
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(year, month, day);
-    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
-    Some(seconds * 1_000_000 + micros)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let shifted_month = (month + 9) % 12;
-    let day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
+    let at =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    Micros::try_from(at.unix_timestamp_nanos().div_euclid(1000)).ok()
 }
 
 #[cfg(test)]

@@ -5,3 +5,4 @@ pub mod cdr;
 pub mod export;
 pub mod fold;
 pub mod sim;
+pub mod sink;

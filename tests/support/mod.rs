@@ -4,6 +4,7 @@
 
 pub mod arb;
 pub mod durable;
+pub mod postgres;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
