@@ -22,6 +22,9 @@ if ((${#missing[@]})); then
     apt-get update -qq && apt-get install -y -qq "${missing[@]}"
 fi
 
+# tests/duckdb_check.rs runs docs/analytics/duckdb_check.py, which needs DuckDB's Python package.
+python3 -c 'import duckdb' 2>/dev/null || python3 -m pip install --quiet --root-user-action=ignore duckdb==1.5.6
+
 # The Node test tools, exactly as pinned in package-lock.json.
 (cd tests/cometd-client && npm ci --no-audit --no-fund --loglevel=error)
 

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod cometd;
+pub mod feed;
 pub mod gws;
 pub mod http;
 pub mod origin;
@@ -46,6 +47,8 @@ pub struct Shared {
     pub origins: Arc<origin::Origins>,
     /// The CometD sessions (gws.md).
     pub cometd: Arc<cometd::Sessions>,
+    /// The analytics feed (with a journal).
+    pub feed: Option<Arc<feed::Feed>>,
 }
 
 /// All routes.
@@ -78,6 +81,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/api/v2/users", get(gws::users))
         .route("/api/v2/users/{user_id}", get(gws::user))
         .route("/api/v2/devices/{device_id}/calls", get(http::device_calls))
+        .route("/callgate/feed", get(feed::feed))
         .route(
             "/api/v2/devices/{device_id}/calls/{call_id}",
             get(http::device_call),

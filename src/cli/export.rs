@@ -67,6 +67,40 @@ pub enum ExportError {
     Runtime(String),
 }
 
+/// Where a fold of the journal stops.
+#[derive(Clone, Copy)]
+pub enum Until<'a> {
+    /// At the end of what is written.
+    End,
+    /// At the end of what is written once `stop` is set; until then it waits there for more.
+    Follow(&'a AtomicBool),
+    /// Before the first position `handover` takes (the live feed's buffer holds everything from it);
+    /// at the end of what is written `handover` is asked about the position after it.
+    Handover(&'a (dyn Fn(Position) -> bool + Sync)),
+}
+
+impl Until<'_> {
+    /// Whether the fold stops before the entry at `position`.
+    fn before(&self, position: Position) -> bool {
+        match self {
+            Until::Handover(handover) => handover(position),
+            Until::End | Until::Follow(_) => false,
+        }
+    }
+
+    /// Whether the fold stops at the end of what is written, the next position being `next`.
+    fn at_end(&self, next: Position) -> Result<bool, ExportError> {
+        match self {
+            Until::End => Ok(true),
+            Until::Follow(stop) => Ok(stop.load(Ordering::Acquire)),
+            Until::Handover(handover) if handover(next) => Ok(true),
+            Until::Handover(_) => Err(ExportError::Runtime(
+                "the live records no longer hold the journal's end".to_owned(),
+            )),
+        }
+    }
+}
+
 /// Exports the records of `options.journal`; stops at its end, or with `--follow` once `stop` is set.
 pub fn export(options: &ExportOptions, stop: &AtomicBool) -> Result<RecorderCounts, ExportError> {
     let settings = settings_of(options)?;
@@ -81,22 +115,48 @@ pub fn export(options: &ExportOptions, stop: &AtomicBool) -> Result<RecorderCoun
     });
     let stage = Stage::new(recorder, output);
     let reader = Reader::open(&options.journal, 1)?;
+    let until = if options.follow {
+        Until::Follow(stop)
+    } else {
+        Until::End
+    };
     if options.types.notification {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(settings.shards.clamp(1, 4))
             .enable_all()
             .build()
             .map_err(|err| ExportError::Runtime(format!("cannot start the runtime: {err}")))?;
-        runtime.block_on(through_pipeline(
-            stage,
-            reader,
-            &settings,
-            &epoch,
-            options.follow,
-            stop,
-        ))
+        runtime.block_on(through_pipeline(stage, reader, &settings, &epoch, until))
     } else {
-        events_only(stage, reader, options.follow, stop)
+        events_only(stage, reader, until)
+    }
+}
+
+/// The records of `types` of the journal in `journal` from position `from` on, as the gateway made
+/// them, sent to `lines` until `handover` takes a position (the live feed's catch-up). Runs on a
+/// blocking thread (and the pipeline, when notifications are asked for, on the current runtime).
+pub fn backfill(
+    journal: &std::path::Path,
+    types: Types,
+    from: Position,
+    lines: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    handover: &(dyn Fn(Position) -> bool + Sync),
+    runtime: &tokio::runtime::Handle,
+) -> Result<RecorderCounts, ExportError> {
+    let settings = journal_settings(journal)?;
+    let epoch = epoch_of(journal)?;
+    let recorder = Recorder::new(RecorderConfig {
+        types,
+        from,
+        ..recorder_config(&settings, &epoch)
+    });
+    let stage = Stage::new(recorder, Output::Channel(lines));
+    let reader = Reader::open(journal, 1)?;
+    let until = Until::Handover(handover);
+    if types.notification {
+        runtime.block_on(through_pipeline(stage, reader, &settings, &epoch, until))
+    } else {
+        events_only(stage, reader, until)
     }
 }
 
@@ -125,6 +185,7 @@ pub(crate) fn recorder_config(settings: &Settings, epoch: &str) -> RecorderConfi
         from: 0,
         since: None,
         resume: crate::export::Resume::default(),
+        feed: None,
     }
 }
 
@@ -170,13 +231,15 @@ fn secs_to_micros(secs: f64) -> Micros {
 fn events_only(
     mut stage: Stage,
     mut reader: Reader,
-    follow: bool,
-    stop: &AtomicBool,
+    until: Until<'_>,
 ) -> Result<RecorderCounts, ExportError> {
     let mut batch = Vec::with_capacity(512);
+    let mut next = reader.first();
     loop {
         match reader.advance()? {
+            Some(position) if until.before(position) => break,
             Some(position) => {
+                next = position + 1;
                 batch.push(Tapped {
                     fact: fact(position, reader.record()),
                     notes: Vec::new(),
@@ -190,7 +253,7 @@ fn events_only(
             None => {
                 stage.take(&batch)?;
                 batch.clear();
-                if !follow || stop.load(Ordering::Acquire) {
+                if until.at_end(next)? {
                     break;
                 }
                 stage.sync_if_due()?;
@@ -199,6 +262,7 @@ fn events_only(
             }
         }
     }
+    stage.take(&batch)?;
     stage.sync()?;
     Ok(stage.counts())
 }
@@ -222,8 +286,7 @@ async fn through_pipeline(
     mut reader: Reader,
     settings: &Settings,
     epoch: &str,
-    follow: bool,
-    stop: &AtomicBool,
+    until: Until<'_>,
 ) -> Result<RecorderCounts, ExportError> {
     let supervisor = Supervisor::new();
     let (tap, batches) = tokio::sync::mpsc::channel(crate::export::stage::QUEUE);
@@ -253,7 +316,7 @@ async fn through_pipeline(
         stream,
         &supervisor,
     );
-    let read = replay(&pipeline, &mut reader, follow, stop).await;
+    let read = replay(&pipeline, &mut reader, until).await;
     supervisor.stop();
     pipeline.close().await;
     let _ = published_all.await;
@@ -271,20 +334,24 @@ async fn through_pipeline(
 async fn replay(
     pipeline: &Pipeline,
     reader: &mut Reader,
-    follow: bool,
-    stop: &AtomicBool,
+    until: Until<'_>,
 ) -> Result<(), ExportError> {
     let mut replay = Replay::new(pipeline);
+    let mut next = reader.first();
     loop {
         match reader.advance()? {
-            Some(position) => match reader.record() {
-                Record::Event { arrival, line, .. } => {
-                    replay.event(position, arrival, line).await;
+            Some(position) if until.before(position) => break,
+            Some(position) => {
+                next = position + 1;
+                match reader.record() {
+                    Record::Event { arrival, line, .. } => {
+                        replay.event(position, arrival, line).await;
+                    }
+                    Record::Tick { wall } => replay.tick(position, wall).await,
                 }
-                Record::Tick { wall } => replay.tick(position, wall).await,
-            },
+            }
             None => {
-                if !follow || stop.load(Ordering::Acquire) {
+                if until.at_end(next)? {
                     break;
                 }
                 replay.flush().await;

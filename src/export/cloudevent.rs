@@ -138,18 +138,33 @@ pub fn write_cdr(out: &mut String, origin: &Origin, place: Place, cdr: &Cdr) {
     out.push_str("}\n");
 }
 
-/// `"source"`: `callgate://<node>/tserver/<Server>`, or `callgate://<node>/stream` for notifications.
+/// `"source"`: `callgate://<node>/tserver/<Server>`, or `callgate://<node>/stream` for notifications;
+/// the names percent-encoded (a URI reference), which also leaves nothing to escape for JSON.
 fn write_source(out: &mut String, origin: &Origin, server: Option<&str>) {
     out.push_str(",\"source\":\"callgate://");
-    crate::json::push_json_escaped(out, &origin.node);
+    push_percent_encoded(out, &origin.node);
     match server {
         Some(server) => {
             out.push_str("/tserver/");
-            crate::json::push_json_escaped(out, server);
+            push_percent_encoded(out, server);
         }
         None => out.push_str("/stream"),
     }
     out.push('"');
+}
+
+/// `text` with every byte but RFC 3986's unreserved characters percent-encoded.
+fn push_percent_encoded(out: &mut String, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &byte in text.as_bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        }
+    }
 }
 
 /// `type`, `subject`, `time`, `datacontenttype`, `sequence` and `position` (the last two only when known).
@@ -249,6 +264,20 @@ mod tests {
         write_event(&mut out, &origin(), place, &event);
         assert!(out.contains(r#""id":"S:0:t5""#), "{out}");
         assert!(!out.contains("\"position\""), "{out}");
+    }
+
+    #[test]
+    fn names_in_the_source_are_percent_encoded() {
+        let mut out = String::new();
+        let origin = Origin {
+            node: "gw 1".into(),
+            epoch: "e".into(),
+        };
+        write_source(&mut out, &origin, Some("SIP TS/\"750\"é"));
+        assert_eq!(
+            out,
+            r#","source":"callgate://gw%201/tserver/SIP%20TS%2F%22750%22%C3%A9""#
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! ```
 
 pub mod cloudevent;
+pub mod feed;
 pub mod settings;
 pub mod sink;
 pub mod stage;
@@ -25,6 +26,9 @@ use bytes::Bytes;
 use cloudevent::{EventRecord, NotificationRecord, Origin, Place};
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// 10000-01-01T00:00:00Z in µs: a record's `time` must come before it.
+const YEAR_10000: Micros = 253_402_300_800_000_000;
 
 /// Which records to write (`--types`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +47,13 @@ impl Types {
         event: true,
         notification: true,
         cdr: true,
+    };
+
+    /// No record (an output that takes none: the live feed alone).
+    pub const NONE: Types = Types {
+        event: false,
+        notification: false,
+        cdr: false,
     };
 
     /// `notification,cdr`: what `serve --analytics-out` writes unless told otherwise.
@@ -188,11 +199,16 @@ pub struct RecorderConfig {
     pub since: Option<Micros>,
     /// Where the output was left.
     pub resume: Resume,
+    /// The live feed's buffer: every record of every type goes there as well, whatever the output
+    /// takes (`GET /callgate/feed`).
+    pub feed: Option<Arc<feed::FeedBuffer>>,
 }
 
 /// Turns facts and their notifications into records (pure: no I/O, no clock).
 pub struct Recorder {
     config: RecorderConfig,
+    /// The types written: the output's, or all of them for a feed.
+    render: Types,
     /// Per T-Server: duplicates and restarts, for the `<run>` in event ids.
     runs: HashMap<Box<str>, (SequenceTracker, u32)>,
     cdr: Option<CdrFold>,
@@ -203,9 +219,15 @@ pub struct Recorder {
 impl Recorder {
     /// A recorder that has seen nothing.
     pub fn new(config: RecorderConfig) -> Recorder {
-        let cdr = config.types.cdr.then(|| CdrFold::new(config.cdr.clone()));
+        let render = if config.feed.is_some() {
+            Types::ALL
+        } else {
+            config.types
+        };
+        let cdr = render.cdr.then(|| CdrFold::new(config.cdr.clone()));
         Recorder {
             config,
+            render,
             runs: HashMap::new(),
             cdr,
             cdrs: Vec::new(),
@@ -237,13 +259,17 @@ impl Recorder {
                 };
                 // A duplicate (a T-Server's resend; the journal keeps it) is no new fact: no record.
                 let run = self.run_of(&event.server, event.sequence);
+                // A time no RFC 3339 year can hold (a switch clock gone wrong) gives way to the arrival.
                 let place = Place {
                     position,
                     sequence: event.sequence,
-                    time: event.time.unwrap_or(*arrival),
+                    time: event
+                        .time
+                        .filter(|time| (0..YEAR_10000).contains(time))
+                        .unwrap_or(*arrival),
                 };
                 if let Some(run) = run
-                    && self.config.types.event
+                    && self.render.event
                 {
                     let subject = event
                         .conn_id
@@ -282,7 +308,7 @@ impl Recorder {
     }
 
     fn notes(&mut self, shown: bool, place: Place, notes: &[Note], out: &mut String) {
-        if !self.config.types.notification {
+        if !self.render.notification {
             return;
         }
         for note in notes {
@@ -319,6 +345,13 @@ impl Recorder {
         out: &mut String,
         kind: Kind,
     ) {
+        if let Some(feed) = &self.config.feed {
+            feed.push(kind, position, &out[start..]);
+        }
+        if !kind.of(self.config.types) {
+            out.truncate(start);
+            return;
+        }
         let resume = &self.config.resume;
         let written_before = position > 0
             && resume.position > 0
@@ -363,11 +396,26 @@ impl Recorder {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
+/// The type of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A T-Server event.
     Event,
+    /// A call or device notification.
     Notification,
+    /// A call detail record.
     Cdr,
+}
+
+impl Kind {
+    /// Whether `types` takes it.
+    pub fn of(self, types: Types) -> bool {
+        match self {
+            Kind::Event => types.event,
+            Kind::Notification => types.notification,
+            Kind::Cdr => types.cdr,
+        }
+    }
 }
 
 /// The `id` of a record line as written (still JSON-escaped): the text between `"id":"` and the next

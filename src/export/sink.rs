@@ -34,6 +34,11 @@ pub enum Output {
     Stdout(std::io::Stdout),
     /// An NDJSON file.
     File(FileSink),
+    /// Nowhere (a gateway whose records only feed `GET /callgate/feed`).
+    Nowhere,
+    /// A reader in the gateway (the live feed's catch-up from the journal), batch by batch; written
+    /// from a blocking thread.
+    Channel(tokio::sync::mpsc::Sender<bytes::Bytes>),
 }
 
 impl Output {
@@ -48,7 +53,7 @@ impl Output {
     /// Where a resumed file was left (nothing for standard output).
     pub fn resume(&self) -> Resume {
         match self {
-            Output::Stdout(_) => Resume::default(),
+            Output::Stdout(_) | Output::Channel(_) | Output::Nowhere => Resume::default(),
             Output::File(file) => file.resume.clone(),
         }
     }
@@ -67,13 +72,24 @@ impl Output {
                     })
             }
             Output::File(file) => file.write(lines),
+            Output::Nowhere => Ok(()),
+            Output::Channel(_) if lines.is_empty() => Ok(()),
+            Output::Channel(reader) => reader
+                .blocking_send(bytes::Bytes::copy_from_slice(lines.as_bytes()))
+                .map_err(|_| SinkError {
+                    path: PathBuf::from("(feed)"),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::BrokenPipe,
+                        "the feed's reader has gone",
+                    ),
+                }),
         }
     }
 
     /// Syncs what is written when the last sync is [`SYNC_EVERY`] old.
     pub fn sync_if_due(&mut self) -> Result<(), SinkError> {
         match self {
-            Output::Stdout(_) => Ok(()),
+            Output::Stdout(_) | Output::Channel(_) | Output::Nowhere => Ok(()),
             Output::File(file) => file.sync_if_due(),
         }
     }
@@ -81,7 +97,7 @@ impl Output {
     /// Syncs everything written (at the end).
     pub fn sync(&mut self) -> Result<(), SinkError> {
         match self {
-            Output::Stdout(_) => Ok(()),
+            Output::Stdout(_) | Output::Channel(_) | Output::Nowhere => Ok(()),
             Output::File(file) => file.sync(),
         }
     }

@@ -144,6 +144,10 @@ pub struct ServeArgs {
     /// [default: notification,cdr].
     #[arg(long, env = "CALLGATE_TYPES")]
     pub types: Option<String>,
+    /// Bytes of the newest records held for `GET /callgate/feed` (with --journal; 0: no feed)
+    /// [default: 67108864, 64 MiB].
+    #[arg(long, env = "CALLGATE_FEED_BUFFER_BYTES")]
+    pub feed_buffer_bytes: Option<usize>,
     /// This gateway's name in the records' `source` [default: the host name].
     #[arg(long, env = "CALLGATE_NODE")]
     pub node: Option<String>,
@@ -199,6 +203,7 @@ struct FileConfig {
     nats_duplicate_window: Option<f64>,
     nats_ack_timeout: Option<f64>,
     analytics_out: Option<PathBuf>,
+    feed_buffer_bytes: Option<usize>,
     types: Option<String>,
     node: Option<String>,
     cdr_late_window: Option<f64>,
@@ -266,6 +271,8 @@ pub struct ServeConfig {
     pub analytics_out: Option<PathBuf>,
     /// Which records go there.
     pub types: crate::export::Types,
+    /// Bytes of records held for the live feed (0: no feed; it needs the journal).
+    pub feed_buffer_bytes: usize,
     /// This gateway's name in the records.
     pub node: String,
     /// The CDR fold's settings (its linger is `released_linger`).
@@ -458,6 +465,10 @@ impl ServeArgs {
             journal_segment_bytes: segment_bytes,
             nats,
             analytics_out: self.analytics_out.or(file.analytics_out),
+            feed_buffer_bytes: self
+                .feed_buffer_bytes
+                .or(file.feed_buffer_bytes)
+                .unwrap_or(64 << 20),
             types,
             node,
             cdr,

@@ -221,9 +221,22 @@ pub async fn run(
     let cancel = CancellationToken::new();
     // Before the pipeline: a recovery's replay goes through the stage too (the file sink skips what it
     // holds), and the publisher would wait on a stage that is not there.
-    let tap = match &config.analytics_out {
-        Some(path) => Some(start_analytics(path, &config, &epoch, &supervisor)?),
-        None => None,
+    let feed = (config.journal.is_some() && config.feed_buffer_bytes > 0).then(|| {
+        Arc::new(crate::export::feed::FeedBuffer::new(
+            config.feed_buffer_bytes,
+        ))
+    });
+    let tap = if config.analytics_out.is_some() || feed.is_some() {
+        let path = config.analytics_out.as_deref();
+        Some(start_analytics(
+            path,
+            feed.clone(),
+            &config,
+            &epoch,
+            &supervisor,
+        )?)
+    } else {
+        None
     };
     if let Some(dir) = &config.journal {
         write_settings(dir, &config, &base_url)?;
@@ -310,6 +323,13 @@ pub async fn run(
                 .map_err(ServeError::Origins)?,
         ),
         cometd: Arc::new(crate::api::cometd::Sessions::new(Arc::clone(&stream))),
+        feed: match (&feed, &config.journal) {
+            (Some(buffer), Some(dir)) => Some(Arc::new(crate::api::feed::Feed::new(
+                Arc::clone(buffer),
+                dir.clone(),
+            ))),
+            _ => None,
+        },
     });
     supervisor.spawn(
         "cometd session sweeper",
@@ -396,18 +416,22 @@ pub async fn run(
     Ok(())
 }
 
-/// Opens `--analytics-out` and starts the stage that writes to it, under `supervisor`: the sender the
-/// publisher hands it facts through.
+/// Opens `--analytics-out` (if any) and starts the stage that writes to it and to the live feed's
+/// `buffer` (if any), under `supervisor`: the sender the publisher hands it facts through.
 fn start_analytics(
-    path: &std::path::Path,
+    path: Option<&std::path::Path>,
+    buffer: Option<Arc<crate::export::feed::FeedBuffer>>,
     config: &ServeConfig,
     epoch: &str,
     supervisor: &Supervisor,
 ) -> Result<tokio::sync::mpsc::Sender<Vec<crate::export::Tapped>>, ServeError> {
     use crate::export::{Recorder, RecorderConfig, cloudevent::Origin, sink::Output, stage::Stage};
-    let output = Output::open(path)?;
+    let (output, types) = match path {
+        Some(path) => (Output::open(path)?, config.types),
+        None => (Output::Nowhere, crate::export::Types::NONE),
+    };
     let resume = output.resume();
-    if resume.position > 0 {
+    if let (Some(path), true) = (path, resume.position > 0) {
         tracing::info!(
             file = %path.display(),
             position = resume.position,
@@ -415,7 +439,7 @@ fn start_analytics(
         );
     }
     let recorder = Recorder::new(RecorderConfig {
-        types: config.types,
+        types,
         origin: Origin {
             node: config.node.clone(),
             epoch: epoch.to_owned(),
@@ -424,6 +448,7 @@ fn start_analytics(
         from: 0,
         since: None,
         resume,
+        feed: buffer,
     });
     let (tap, batches) = tokio::sync::mpsc::channel(crate::export::stage::QUEUE);
     let stage = Stage::new(recorder, output);

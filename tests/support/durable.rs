@@ -46,7 +46,12 @@ pub struct TServer {
 
 impl TServer {
     pub fn connect(gateway: &Gateway) -> TServer {
-        let stream = TcpStream::connect(&gateway.ingest).expect("ingest connects");
+        Self::connect_to(&gateway.ingest)
+    }
+
+    /// An ingest connection to `address`.
+    pub fn connect_to(address: &str) -> TServer {
+        let stream = TcpStream::connect(address).expect("ingest connects");
         let reader = stream.try_clone().expect("clone");
         let (tx, acks) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
