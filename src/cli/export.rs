@@ -186,6 +186,7 @@ pub(crate) fn recorder_config(settings: &Settings, epoch: &str) -> RecorderConfi
         since: None,
         resume: crate::export::Resume::default(),
         feed: None,
+        collect_cdrs: false,
     }
 }
 

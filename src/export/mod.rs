@@ -202,6 +202,8 @@ pub struct RecorderConfig {
     /// The live feed's buffer: every record of every type goes there as well, whatever the output
     /// takes (`GET /callgate/feed`).
     pub feed: Option<Arc<feed::FeedBuffer>>,
+    /// Whether the CDRs are also kept apart for JetStream's `CG_CDR` ([`Recorder::take_cdr_messages`]).
+    pub collect_cdrs: bool,
 }
 
 /// Turns facts and their notifications into records (pure: no I/O, no clock).
@@ -213,17 +215,19 @@ pub struct Recorder {
     runs: HashMap<Box<str>, (SequenceTracker, u32)>,
     cdr: Option<CdrFold>,
     cdrs: Vec<Cdr>,
+    cdr_messages: Vec<crate::jetstream::cdr::CdrMessage>,
     counts: RecorderCounts,
 }
 
 impl Recorder {
     /// A recorder that has seen nothing.
     pub fn new(config: RecorderConfig) -> Recorder {
-        let render = if config.feed.is_some() {
+        let mut render = if config.feed.is_some() {
             Types::ALL
         } else {
             config.types
         };
+        render.cdr |= config.collect_cdrs;
         let cdr = render.cdr.then(|| CdrFold::new(config.cdr.clone()));
         Recorder {
             config,
@@ -231,8 +235,14 @@ impl Recorder {
             runs: HashMap::new(),
             cdr,
             cdrs: Vec::new(),
+            cdr_messages: Vec::new(),
             counts: RecorderCounts::default(),
         }
+    }
+
+    /// The CDRs made since the last call, for `CG_CDR` (with [`RecorderConfig::collect_cdrs`]).
+    pub fn take_cdr_messages(&mut self) -> Vec<crate::jetstream::cdr::CdrMessage> {
+        std::mem::take(&mut self.cdr_messages)
     }
 
     /// What it has written and skipped so far.
@@ -327,6 +337,16 @@ impl Recorder {
     fn cdrs_out(&mut self, shown: bool, place: Place, out: &mut String) {
         let cdrs = std::mem::take(&mut self.cdrs);
         for cdr in &cdrs {
+            if self.config.collect_cdrs {
+                let mut json = String::with_capacity(4096);
+                cdr.write_json(&mut json);
+                self.cdr_messages.push(crate::jetstream::cdr::CdrMessage {
+                    position: place.position,
+                    server: cdr.server.to_string(),
+                    id: format!("{}:{}", cdr.cdr_id, cdr.version),
+                    json,
+                });
+            }
             let start = out.len();
             cloudevent::write_cdr(out, &self.config.origin, place, cdr);
             self.keep(shown, place.position, start, out, Kind::Cdr);

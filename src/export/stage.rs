@@ -21,6 +21,8 @@ pub struct Stage {
     recorder: Recorder,
     output: Output,
     lines: String,
+    /// JetStream's `CG_CDR` (with `--nats`).
+    cdr_stream: Option<crate::jetstream::cdr::CdrPublisher>,
 }
 
 impl Stage {
@@ -30,7 +32,14 @@ impl Stage {
             recorder,
             output,
             lines: String::with_capacity(WRITE_AT + 64 * 1024),
+            cdr_stream: None,
         }
+    }
+
+    /// Also publishes every CDR to `CG_CDR` (the recorder collects them).
+    pub fn publishing_cdrs(mut self, publisher: crate::jetstream::cdr::CdrPublisher) -> Stage {
+        self.cdr_stream = Some(publisher);
+        self
     }
 
     /// Takes batches until the channel closes (the publisher is done), then syncs. Runs on a blocking
@@ -45,7 +54,13 @@ impl Stage {
                 tokio::time::timeout(super::sink::SYNC_EVERY, batches.recv()).await
             });
             match next {
-                Ok(Some(batch)) => self.take(&batch)?,
+                Ok(Some(batch)) => {
+                    self.take(&batch)?;
+                    if let Some(publisher) = &mut self.cdr_stream {
+                        let messages = self.recorder.take_cdr_messages();
+                        runtime.block_on(publisher.publish(&messages));
+                    }
+                }
                 Ok(None) => break,
                 Err(_quiet) => {}
             }

@@ -11,6 +11,7 @@
 //! The crate is `async-nats`; what a JetStream ack does and does not survive is in the README
 //! ("Durability") and docs/jetstream.md.
 
+pub mod cdr;
 pub mod recover;
 pub mod writer;
 

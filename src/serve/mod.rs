@@ -226,15 +226,16 @@ pub async fn run(
             config.feed_buffer_bytes,
         ))
     });
-    let tap = if config.analytics_out.is_some() || feed.is_some() {
+    let cdr_stream = match (&nats, &config.nats) {
+        (Some(context), Some(settings)) => {
+            Some(crate::jetstream::cdr::CdrPublisher::start(context.clone(), settings).await?)
+        }
+        _ => None,
+    };
+    let tap = if config.analytics_out.is_some() || feed.is_some() || cdr_stream.is_some() {
         let path = config.analytics_out.as_deref();
-        Some(start_analytics(
-            path,
-            feed.clone(),
-            &config,
-            &epoch,
-            &supervisor,
-        )?)
+        let stage = start_analytics(path, feed.clone(), cdr_stream, &config, &epoch, &supervisor);
+        Some(stage?)
     } else {
         None
     };
@@ -416,11 +417,13 @@ pub async fn run(
     Ok(())
 }
 
-/// Opens `--analytics-out` (if any) and starts the stage that writes to it and to the live feed's
-/// `buffer` (if any), under `supervisor`: the sender the publisher hands it facts through.
+/// Opens `--analytics-out` (if any) and starts the stage that writes to it, to the live feed's `buffer`
+/// and to JetStream's `CG_CDR` (each if any), under `supervisor`: the sender the publisher hands it
+/// facts through.
 fn start_analytics(
     path: Option<&std::path::Path>,
     buffer: Option<Arc<crate::export::feed::FeedBuffer>>,
+    cdr_stream: Option<crate::jetstream::cdr::CdrPublisher>,
     config: &ServeConfig,
     epoch: &str,
     supervisor: &Supervisor,
@@ -449,9 +452,13 @@ fn start_analytics(
         since: None,
         resume,
         feed: buffer,
+        collect_cdrs: cdr_stream.is_some(),
     });
     let (tap, batches) = tokio::sync::mpsc::channel(crate::export::stage::QUEUE);
-    let stage = Stage::new(recorder, output);
+    let stage = match cdr_stream {
+        Some(publisher) => Stage::new(recorder, output).publishing_cdrs(publisher),
+        None => Stage::new(recorder, output),
+    };
     let runtime = tokio::runtime::Handle::current();
     supervisor.spawn("analytics output", async move {
         match tokio::task::spawn_blocking(move || stage.run(batches, runtime)).await {
