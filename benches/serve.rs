@@ -53,6 +53,10 @@ mod bare;
 #[path = "support/bayeux.rs"]
 mod bayeux;
 
+#[path = "../tests/support/postgres.rs"]
+#[allow(dead_code)]
+mod postgres;
+
 /// Whether `BENCH_QUICK` asks for a smoke run.
 fn quick() -> bool {
     std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0")
@@ -1299,6 +1303,162 @@ async fn journal_recovery_live_calls(calls: u64, rounds: usize) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Issue 14: what the analytics cost and how fast they go.
+/// - The live CDR builder's CPU: the gateway's CPU per event at 20,000 events/s in memory, against the
+///   same with `--analytics-out FILE --types cdr` (the stage, the CDR fold, the records written),
+///   alternating in one run; medians and the ratio (target: at most +10%). Also with `--journal` and the
+///   live feed (every record rendered) against `--journal --feed-buffer-bytes 0`.
+/// - `callgate export` of a 1,000,000-event journal to a file: records/s (target >= 300,000), for every
+///   type (the journal through the pipeline) and for events and CDRs (no pipeline).
+/// - `callgate sink postgres` of that journal into a local PostgreSQL: CDRs/s (target >= 20,000),
+///   everything included (the journal's fold and the transactions).
+async fn analytics() {
+    let rounds = sized(3, 1);
+    let rate = 20_000;
+    let seconds = sized(10, 2);
+    let lines = traffic(1000, (rate * seconds) as usize, 14);
+    let dir = bench_dir("analytics");
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let out = dir.join("live.ndjson");
+    let out_arg = out.to_str().expect("path").to_owned();
+    let journal_a = dir.join("journal-feed");
+    let journal_b = dir.join("journal-nofeed");
+    let variants: [(&str, Vec<&str>); 4] = [
+        ("in memory", vec![]),
+        (
+            "--analytics-out --types cdr",
+            vec!["--analytics-out", &out_arg, "--types", "cdr"],
+        ),
+        (
+            "--journal --feed-buffer-bytes 0",
+            vec![
+                "--journal",
+                journal_b.to_str().expect("path"),
+                "--feed-buffer-bytes",
+                "0",
+            ],
+        ),
+        (
+            "--journal (live feed)",
+            vec!["--journal", journal_a.to_str().expect("path")],
+        ),
+    ];
+    let mut per_event: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    for _ in 0..rounds {
+        for (index, (label, flags)) in variants.iter().enumerate() {
+            let _ = std::fs::remove_file(&out);
+            let _ = std::fs::remove_dir_all(&journal_a);
+            let _ = std::fs::remove_dir_all(&journal_b);
+            let gateway = Gateway::start_with(flags);
+            let cpu_before = gateway.cpu_seconds();
+            feed(&gateway.ingest, &lines, rate).await;
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let micros = (gateway.cpu_seconds() - cpu_before) * 1e6 / lines.len() as f64;
+            println!(
+                "analytics: {label}: {} events at {rate}/s, gateway CPU {micros:.2} us/event",
+                lines.len()
+            );
+            per_event[index].push(micros);
+        }
+    }
+    let medians: Vec<f64> = per_event.iter_mut().map(|values| median(values)).collect();
+    println!(
+        "analytics: gateway CPU at {rate} events/s (medians of {rounds}): in memory {:.2} us/event, with the live CDR builder {:.2} us/event = +{:.1}% (target <= +10%); --journal without the feed {:.2}, with it {:.2} us/event = +{:.1}%",
+        medians[0],
+        medians[1],
+        (medians[1] / medians[0] - 1.0) * 100.0,
+        medians[2],
+        medians[3],
+        (medians[3] / medians[2] - 1.0) * 100.0,
+    );
+
+    // A journal of 1,000,000 events (4 T-Servers) to export and to sink.
+    let (connections, events) = (4, sized(250_000, 25_000));
+    let journal = dir.join("journal-export");
+    let flags = [
+        "--journal",
+        journal.to_str().expect("path"),
+        "--feed-buffer-bytes",
+        "0",
+    ];
+    ingest_throughput_with(
+        &flags,
+        "analytics: filling the journal",
+        connections,
+        events,
+    )
+    .await;
+    for types in ["event,notification,cdr", "event,cdr"] {
+        let mut rates = Vec::new();
+        for _ in 0..rounds {
+            let file = dir.join("export.ndjson");
+            let _ = std::fs::remove_file(&file);
+            let started = Instant::now();
+            let status = Command::new(env!("CARGO_BIN_EXE_callgate"))
+                .args(["export", "--types", types, "--journal"])
+                .arg(&journal)
+                .arg("--out")
+                .arg(&file)
+                .stderr(Stdio::null())
+                .status()
+                .expect("export runs");
+            let elapsed = started.elapsed().as_secs_f64();
+            assert!(status.success());
+            let records = std::fs::read(&file)
+                .map(|bytes| bytes.iter().filter(|&&b| b == b'\n').count())
+                .unwrap_or(0);
+            println!(
+                "analytics: export --types {types}: {records} records in {elapsed:.2} s = {:.0} records/s",
+                records as f64 / elapsed
+            );
+            rates.push(records as f64 / elapsed);
+        }
+        println!(
+            "analytics: export --types {types} of {} events: {:.0} records/s (median of {rounds}; target >= 300,000)",
+            connections * events,
+            median(&mut rates)
+        );
+    }
+    postgres_sink(&journal, &dir, rounds).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `callgate sink postgres` of `journal` into a fresh local PostgreSQL, `rounds` times (the table
+/// emptied between them).
+async fn postgres_sink(journal: &std::path::Path, dir: &std::path::Path, rounds: usize) {
+    let server = postgres::PgServer::start_durable(dir);
+    let client = server.client().await;
+    let mut rates = Vec::new();
+    for _ in 0..rounds {
+        let _ = client
+            .batch_execute("DROP TABLE IF EXISTS call_cdr CASCADE; DROP TABLE IF EXISTS callgate_sink_progress")
+            .await;
+        let started = Instant::now();
+        let status = Command::new(env!("CARGO_BIN_EXE_callgate"))
+            .args(["sink", "postgres", "--dsn", &server.dsn(), "--journal"])
+            .arg(journal)
+            .env("RUST_LOG", "warn")
+            .status()
+            .expect("sink runs");
+        let elapsed = started.elapsed().as_secs_f64();
+        assert!(status.success());
+        let rows: i64 = client
+            .query_one("SELECT count(*) FROM call_cdr", &[])
+            .await
+            .expect("count")
+            .get(0);
+        println!(
+            "analytics: sink postgres: {rows} CDRs in {elapsed:.2} s = {:.0} CDRs/s",
+            rows as f64 / elapsed
+        );
+        rates.push(rows as f64 / elapsed);
+    }
+    println!(
+        "analytics: sink postgres (fsync on, batches of 1,000): {:.0} CDRs/s (median of {rounds}; target >= 20,000), the journal's fold included",
+        median(&mut rates)
+    );
+}
+
 /// A fresh folder under the temp folder for a bench's files.
 fn bench_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("callgate-bench-{name}-{}", std::process::id()));
@@ -2462,6 +2622,7 @@ const SUITE: &[&str] = &[
     "journal-ingest",
     "journal-recovery",
     "nats-ingest",
+    "analytics",
 ];
 
 /// Diagnostic scenarios, run by name or with `all`.
@@ -2561,6 +2722,9 @@ fn main() {
         }
         if runs("nats-ingest") {
             nats_ingest().await;
+        }
+        if runs("analytics") {
+            analytics().await;
         }
         if runs("cometd-idle-memory") {
             cometd_idle_memory(sized(10_000, 1_000)).await;

@@ -59,8 +59,17 @@ fn free_port() -> u16 {
 
 impl PgServer {
     /// Creates a cluster in `dir/pg` (user `callgate`, trust authentication on loopback) and starts
-    /// it; waits until it takes connections.
+    /// it without fsync (tests); waits until it takes connections.
     pub fn start(dir: &Path) -> PgServer {
+        Self::start_with(dir, &["-c", "fsync=off"])
+    }
+
+    /// Like [`PgServer::start`], with PostgreSQL's durable defaults (benchmarks).
+    pub fn start_durable(dir: &Path) -> PgServer {
+        Self::start_with(dir, &[])
+    }
+
+    fn start_with(dir: &Path, settings: &[&str]) -> PgServer {
         let bin = bin_dir();
         let root = dir.join("pg");
         let data = root.join("data");
@@ -97,7 +106,8 @@ impl PgServer {
             .arg(&data)
             .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"])
             .arg(&root)
-            .args(["-c", "fsync=off", "-c", "logging_collector=off"])
+            .args(["-c", "logging_collector=off"])
+            .args(settings)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
