@@ -312,7 +312,10 @@ async fn through_pipeline(
             stale_call_after: (settings.stale_call_after_secs > 0.0)
                 .then(|| Duration::from_secs_f64(settings.stale_call_after_secs)),
             queue_depth: crate::pipeline::SHARD_QUEUE,
-            tap: Some(tap),
+            tap: Some(crate::pipeline::Tap {
+                sender: tap,
+                notes: true,
+            }),
         },
         stream,
         &supervisor,

@@ -60,7 +60,10 @@ impl From<crate::journal::JournalError> for SinkError {
 }
 
 /// Stores the journal's CDRs; stops at its end, or with `follow` once `stop` is set.
-pub async fn postgres(options: &SinkOptions, stop: &AtomicBool) -> Result<SinkCounts, SinkError> {
+pub async fn postgres(
+    options: &SinkOptions,
+    stop: &'static AtomicBool,
+) -> Result<SinkCounts, SinkError> {
     let settings = journal_settings(&options.journal)?;
     let epoch = epoch_of(&options.journal)?;
     let mut sink = PostgresSink::connect(&options.dsn, &options.consumer).await?;
@@ -68,7 +71,7 @@ pub async fn postgres(options: &SinkOptions, stop: &AtomicBool) -> Result<SinkCo
     if stored > 0 {
         tracing::info!(position = stored, "going on after the stored position");
     }
-    let mut recorder = Recorder::new(RecorderConfig {
+    let recorder = Recorder::new(RecorderConfig {
         types: Types {
             event: false,
             notification: false,
@@ -77,57 +80,97 @@ pub async fn postgres(options: &SinkOptions, stop: &AtomicBool) -> Result<SinkCo
         from: stored.saturating_add(1),
         ..recorder_config(&settings, &epoch)
     });
-    let mut reader = Reader::open(&options.journal, 1)?;
+    let reader = Reader::open(&options.journal, 1)?;
+    // The journal's fold on a thread of its own, the transactions here: each waits for the other only
+    // when two batches are ahead.
+    let (batches, mut ready) = tokio::sync::mpsc::channel::<(Batch, Position)>(2);
+    let folding = Folding {
+        reader,
+        recorder,
+        stored,
+        batch: options.batch,
+        follow: options.follow,
+    };
+    let folder = tokio::task::spawn_blocking(move || folding.run(stop, batches));
     let mut counts = SinkCounts {
         position: stored,
         ..SinkCounts::default()
     };
-    let mut batch = Batch::default();
-    let mut lines = String::new();
-    let mut read = stored;
-    let mut since_stored = 0u64;
-    loop {
-        let Some(position) = reader.advance()? else {
-            if read > counts.position {
-                commit(&mut sink, &mut batch, read, &mut counts).await?;
-            }
-            if !options.follow || stop.load(Ordering::Acquire) {
-                break;
-            }
-            tokio::time::sleep(FOLLOW_EVERY).await;
-            reader.refresh()?;
-            continue;
-        };
-        recorder.record(&fact(position, reader.record()), &[], &mut lines);
-        for line in lines.lines() {
-            take(&mut batch, line);
-        }
-        lines.clear();
-        if position <= stored {
-            continue;
-        }
-        read = position;
-        since_stored += 1;
-        if batch.len() >= options.batch || since_stored >= PROGRESS_EVERY {
-            commit(&mut sink, &mut batch, read, &mut counts).await?;
-            since_stored = 0;
-        }
+    while let Some((batch, position)) = ready.recv().await {
+        sink.store(&batch, position).await?;
+        counts.records += batch.len() as u64;
+        counts.transactions += 1;
+        counts.position = position;
     }
+    folder
+        .await
+        .map_err(|err| SinkError::Journal(ExportError::Runtime(err.to_string())))??;
     Ok(counts)
 }
 
-async fn commit(
-    sink: &mut PostgresSink,
-    batch: &mut Batch,
-    position: Position,
-    counts: &mut SinkCounts,
-) -> Result<(), PostgresError> {
-    sink.store(batch, position).await?;
-    counts.records += batch.len() as u64;
-    counts.transactions += 1;
-    counts.position = position;
-    batch.clear();
-    Ok(())
+/// The journal's fold into batches of CDRs.
+struct Folding {
+    reader: Reader,
+    recorder: Recorder,
+    /// The position stored before this run.
+    stored: Position,
+    batch: usize,
+    follow: bool,
+}
+
+impl Folding {
+    /// Folds until the end of the journal (with `follow`, until `stop`), handing each batch and the
+    /// position it reaches to `batches`; stops early when the receiver is gone (a failed commit).
+    fn run(
+        mut self,
+        stop: &AtomicBool,
+        batches: tokio::sync::mpsc::Sender<(Batch, Position)>,
+    ) -> Result<(), SinkError> {
+        let mut batch = Batch::default();
+        let mut lines = String::new();
+        let (mut read, mut sent) = (self.stored, self.stored);
+        let mut since_sent = 0u64;
+        loop {
+            let Some(position) = self.reader.advance()? else {
+                if read > sent {
+                    if batches
+                        .blocking_send((std::mem::take(&mut batch), read))
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                    sent = read;
+                }
+                if !self.follow || stop.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+                std::thread::sleep(FOLLOW_EVERY);
+                self.reader.refresh()?;
+                continue;
+            };
+            self.recorder
+                .record(&fact(position, self.reader.record()), &[], &mut lines);
+            for line in lines.lines() {
+                take(&mut batch, line);
+            }
+            lines.clear();
+            if position <= self.stored {
+                continue;
+            }
+            read = position;
+            since_sent += 1;
+            if batch.len() >= self.batch || since_sent >= PROGRESS_EVERY {
+                if batches
+                    .blocking_send((std::mem::take(&mut batch), read))
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                sent = read;
+                since_sent = 0;
+            }
+        }
+    }
 }
 
 /// Adds the CDR of a record line to `batch`.

@@ -24,7 +24,6 @@ use crate::journal::Position;
 use crate::reduce::{MAX_SERVERS, SequenceCheck, SequenceTracker};
 use bytes::Bytes;
 use cloudevent::{EventRecord, NotificationRecord, Origin, Place};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// 10000-01-01T00:00:00Z in µs: a record's `time` must come before it.
@@ -212,7 +211,7 @@ pub struct Recorder {
     /// The types written: the output's, or all of them for a feed.
     render: Types,
     /// Per T-Server: duplicates and restarts, for the `<run>` in event ids.
-    runs: HashMap<Box<str>, (SequenceTracker, u32)>,
+    runs: hashbrown::HashMap<Box<str>, (SequenceTracker, u32)>,
     cdr: Option<CdrFold>,
     cdrs: Vec<Cdr>,
     cdr_messages: Vec<crate::jetstream::cdr::CdrMessage>,
@@ -232,7 +231,7 @@ impl Recorder {
         Recorder {
             config,
             render,
-            runs: HashMap::new(),
+            runs: hashbrown::HashMap::default(),
             cdr,
             cdrs: Vec::new(),
             cdr_messages: Vec::new(),
@@ -260,10 +259,7 @@ impl Recorder {
             Fact::Event {
                 arrival, line: raw, ..
             } => {
-                let Some((text, Ok(Decoded::Event(event)))) = std::str::from_utf8(raw)
-                    .ok()
-                    .map(|text| (text, decode_line(raw)))
-                else {
+                let Ok(Decoded::Event(event)) = decode_line(raw) else {
                     self.counts.undecodable += 1;
                     return;
                 };
@@ -278,17 +274,23 @@ impl Recorder {
                         .filter(|time| (0..YEAR_10000).contains(time))
                         .unwrap_or(*arrival),
                 };
+                // A line that decoded is UTF-8 (the decoder checked it whole).
                 if let Some(run) = run
                     && self.render.event
+                    && let Ok(text) = std::str::from_utf8(raw)
                 {
-                    let subject = event
-                        .conn_id
-                        .map(|conn| conn.to_string())
-                        .or_else(|| event.this_dn.as_deref().map(str::to_owned));
+                    let mut conn = String::new();
+                    let subject = match event.conn_id {
+                        Some(conn_id) => {
+                            crate::json::push_conn_id(&mut conn, conn_id);
+                            Some(conn.as_str())
+                        }
+                        None => event.this_dn.as_deref(),
+                    };
                     let record = EventRecord {
                         server: &event.server,
                         run,
-                        subject: subject.as_deref(),
+                        subject,
                         arrival: *arrival,
                         line: text,
                     };
@@ -394,14 +396,13 @@ impl Recorder {
     /// order"); `None` for a duplicate. Past [`MAX_SERVERS`] Servers (which the gateway refuses) every
     /// event is run 0.
     fn run_of(&mut self, server: &str, sequence: Option<u64>) -> Option<u32> {
-        if !self.runs.contains_key(server) {
-            if self.runs.len() >= MAX_SERVERS {
-                return Some(0);
-            }
-            self.runs
-                .insert(server.into(), (SequenceTracker::default(), 0));
+        if self.runs.len() >= MAX_SERVERS && !self.runs.contains_key(server) {
+            return Some(0);
         }
-        let (tracker, run) = self.runs.get_mut(server)?;
+        let (tracker, run) = self
+            .runs
+            .entry_ref(server)
+            .or_insert((SequenceTracker::default(), 0));
         match sequence.map(|number| tracker.check(number)) {
             Some(SequenceCheck::Duplicate) => {
                 self.counts.duplicates += 1;

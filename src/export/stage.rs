@@ -10,8 +10,14 @@ use super::sink::{Output, SinkError};
 use super::{Recorder, Tapped};
 use tokio::sync::mpsc;
 
-/// Batches queued between the publisher and the stage.
-pub const QUEUE: usize = 256;
+/// Batches queued between the publisher and the stage (one per ingest read or tick: at 20,000 events/s
+/// in reads of a few events, a few hundred arrive between two drains).
+pub const QUEUE: usize = 2048;
+
+/// How often the stage takes what has queued. Waking this thread for every batch cost more CPU than
+/// recording the batch (measured: +46% of the gateway's CPU at 20,000 events/s, most of it wake-ups);
+/// records then leave at most this much later.
+const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Lines are written once this much is gathered (and at the end of every batch).
 const WRITE_AT: usize = 256 * 1024;
@@ -50,21 +56,29 @@ impl Stage {
         runtime: tokio::runtime::Handle,
     ) -> Result<super::RecorderCounts, SinkError> {
         loop {
-            let next = runtime.block_on(async {
-                tokio::time::timeout(super::sink::SYNC_EVERY, batches.recv()).await
-            });
-            match next {
-                Ok(Some(batch)) => {
-                    self.take(&batch)?;
-                    if let Some(publisher) = &mut self.cdr_stream {
-                        let messages = self.recorder.take_cdr_messages();
-                        runtime.block_on(publisher.publish(&messages));
+            std::thread::sleep(DRAIN_EVERY);
+            let mut closed = false;
+            loop {
+                match batches.try_recv() {
+                    Ok(batch) => self.record(&batch)?,
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
                     }
                 }
-                Ok(None) => break,
-                Err(_quiet) => {}
+            }
+            self.flush()?;
+            if let Some(publisher) = &mut self.cdr_stream {
+                let messages = self.recorder.take_cdr_messages();
+                if !messages.is_empty() {
+                    runtime.block_on(publisher.publish(&messages));
+                }
             }
             self.output.sync_if_due()?;
+            if closed {
+                break;
+            }
         }
         self.output.sync()?;
         Ok(self.recorder.counts())
@@ -72,6 +86,12 @@ impl Stage {
 
     /// Records one batch and writes it.
     pub fn take(&mut self, batch: &[Tapped]) -> Result<(), SinkError> {
+        self.record(batch)?;
+        self.flush()
+    }
+
+    /// Records one batch; writes only once [`WRITE_AT`] bytes are gathered.
+    fn record(&mut self, batch: &[Tapped]) -> Result<(), SinkError> {
         for tapped in batch {
             self.recorder
                 .record(&tapped.fact, &tapped.notes, &mut self.lines);
@@ -79,11 +99,14 @@ impl Stage {
                 self.flush()?;
             }
         }
-        self.flush()
+        Ok(())
     }
 
     /// Writes what is gathered.
     pub fn flush(&mut self) -> Result<(), SinkError> {
+        if self.lines.is_empty() {
+            return Ok(());
+        }
         let written = self.output.write(&self.lines);
         self.lines.clear();
         written

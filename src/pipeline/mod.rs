@@ -199,7 +199,17 @@ pub struct PipelineConfig {
     /// Messages queued per shard and per shard's output.
     pub queue_depth: usize,
     /// Where the publisher hands every fact and its notifications, in stream order (analytics).
-    pub tap: Option<mpsc::Sender<Vec<Tapped>>>,
+    pub tap: Option<Tap>,
+}
+
+/// The analytics tap: where the publisher hands every fact, and whether with its notifications (their
+/// text is copied for it).
+#[derive(Debug, Clone)]
+pub struct Tap {
+    /// The stage's queue.
+    pub sender: mpsc::Sender<Vec<Tapped>>,
+    /// Whether the stage records notifications.
+    pub notes: bool,
 }
 
 /// What [`Pipeline::replay`] went through.
@@ -952,7 +962,7 @@ async fn run_publisher(
     mut tickets: mpsc::Receiver<Ticket>,
     mut outputs: Vec<mpsc::Receiver<Vec<ShardOutput>>>,
     stream: Arc<Stream>,
-    tap: Option<mpsc::Sender<Vec<Tapped>>>,
+    tap: Option<Tap>,
     shard_count: usize,
 ) {
     let mut pending: Vec<VecDeque<ShardOutput>> = outputs.iter().map(|_| VecDeque::new()).collect();
@@ -973,12 +983,12 @@ async fn run_publisher(
             results.extend(pending.pop_front());
         }
         // Taken before the notifications move into the stream (their text is copied once, only here).
-        let mut notes: Vec<Vec<Note>> = match tap {
-            Some(_) => results
+        let mut notes: Vec<Vec<Note>> = match &tap {
+            Some(tap) if tap.notes => results
                 .iter()
                 .map(|result| notes_of(&result.published))
                 .collect(),
-            None => Vec::new(),
+            Some(_) | None => Vec::new(),
         };
         let mut batch = Vec::new();
         let mut forgotten = Vec::new();
@@ -996,7 +1006,7 @@ async fn run_publisher(
         }
         if let Some(tap) = &tap {
             let tapped = tapped(facts, &mut notes, last_seq - published, shard_count);
-            if !tapped.is_empty() && tap.send(tapped).await.is_err() {
+            if !tapped.is_empty() && tap.sender.send(tapped).await.is_err() {
                 // The stage has ended (its write failed): it is supervised, and the gateway stops.
                 tracing::debug!("the analytics stage is gone");
             }

@@ -253,7 +253,12 @@ pub async fn run(
             released_linger: config.released_linger,
             stale_call_after: config.stale_call_after,
             queue_depth: crate::pipeline::SHARD_QUEUE,
-            tap,
+            tap: tap.map(|sender| crate::pipeline::Tap {
+                sender,
+                // The records of notifications are written for the feed, or when asked for.
+                notes: feed.is_some()
+                    || (config.analytics_out.is_some() && config.types.notification),
+            }),
         },
         Arc::clone(&stream),
         &supervisor,
