@@ -1339,8 +1339,13 @@ async fn analytics() {
             ],
         ),
         (
-            "--journal (live feed)",
-            vec!["--journal", journal_a.to_str().expect("path")],
+            "--journal --feed-buffer-bytes 67108864 (live feed)",
+            vec![
+                "--journal",
+                journal_a.to_str().expect("path"),
+                "--feed-buffer-bytes",
+                "67108864",
+            ],
         ),
     ];
     let mut per_event: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];

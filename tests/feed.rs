@@ -25,6 +25,10 @@ fn start(dir: &Path, extra: &[&str]) -> Gateway {
         "--journal",
         journal.to_str().expect("path"),
     ];
+    // The feed is off unless given a buffer: 64 MiB, unless the test says otherwise.
+    if !extra.contains(&"--feed-buffer-bytes") {
+        args.extend(["--feed-buffer-bytes", "67108864"]);
+    }
     args.extend(extra);
     Gateway::start(&args)
 }

@@ -71,7 +71,7 @@ pub async fn feed(
     let Some(feed) = &state.feed else {
         return error(
             StatusCode::NOT_FOUND,
-            "the analytics feed needs a journal (serve --journal) and --feed-buffer-bytes above 0",
+            "the analytics feed is off: it needs a journal (serve --journal) and a buffer (--feed-buffer-bytes, e.g. 67108864)",
         );
     };
     let (types, from) = match parse(query.as_deref().unwrap_or("")) {

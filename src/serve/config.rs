@@ -144,8 +144,9 @@ pub struct ServeArgs {
     /// [default: notification,cdr].
     #[arg(long, env = "CALLGATE_TYPES")]
     pub types: Option<String>,
-    /// Bytes of the newest records held for `GET /callgate/feed` (with --journal; 0: no feed)
-    /// [default: 67108864, 64 MiB].
+    /// Bytes of the newest records held for `GET /callgate/feed`, which needs --journal (0: no feed;
+    /// 67108864, 64 MiB, is several seconds at 20,000 events/s) [default: 0]. The feed renders every
+    /// record of every event: it costs CPU (docs/benchmarks.md).
     #[arg(long, env = "CALLGATE_FEED_BUFFER_BYTES")]
     pub feed_buffer_bytes: Option<usize>,
     /// This gateway's name in the records' `source` [default: the host name].
@@ -468,7 +469,7 @@ impl ServeArgs {
             feed_buffer_bytes: self
                 .feed_buffer_bytes
                 .or(file.feed_buffer_bytes)
-                .unwrap_or(64 << 20),
+                .unwrap_or(0),
             types,
             node,
             cdr,
