@@ -113,10 +113,14 @@ enum SinkCommand {
         /// The connection string (`host=127.0.0.1 port=5432 user=... dbname=...`, or a URL).
         #[arg(long, env = "CALLGATE_PG_DSN")]
         dsn: String,
-        /// The journal's folder (`serve --journal`).
+        /// The journal's folder (`serve --journal`): its events are folded into CDRs.
+        #[arg(long, required_unless_present = "nats", conflicts_with = "nats")]
+        journal: Option<PathBuf>,
+        /// Instead of a journal, JetStream's `CG_CDR` at this NATS server (`serve --nats`), read by a
+        /// durable consumer named --consumer.
         #[arg(long)]
-        journal: PathBuf,
-        /// The name this consumer's position is kept under.
+        nats: Option<String>,
+        /// The name this consumer's position is kept under (and the JetStream consumer's).
         #[arg(long, default_value = "callgate")]
         consumer: String,
         /// CDRs per transaction, at most.
@@ -248,13 +252,21 @@ fn main() -> ExitCode {
                 SinkCommand::Postgres {
                     dsn,
                     journal,
+                    nats,
                     consumer,
                     batch,
                     follow,
                 },
         } => sink_postgres(callgate::cli::sink::SinkOptions {
             dsn,
-            journal,
+            source: match (journal, nats) {
+                (Some(journal), _) => callgate::cli::sink::SinkSource::Journal(journal),
+                (None, Some(url)) => callgate::cli::sink::SinkSource::Nats(url),
+                (None, None) => {
+                    eprintln!("callgate sink postgres: give --journal DIR or --nats URL");
+                    return ExitCode::from(2);
+                }
+            },
             consumer,
             batch: batch as usize,
             follow,

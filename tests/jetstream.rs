@@ -342,6 +342,40 @@ async fn every_cdr_is_published_once_to_cg_cdr_and_a_restart_publishes_none_agai
         "positions in order"
     );
 
+    // The PostgreSQL sink as a durable consumer of CG_CDR: one row per call at its highest version; run
+    // again, it has nothing left (every message was acked after its COMMIT).
+    let pg = support::postgres::PgServer::start(&dir);
+    let sink = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
+            .args(["sink", "postgres", "--dsn", &pg.dsn(), "--nats", &url, "--batch", "25"])
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("sink runs")
+    };
+    let first = sink();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let client = pg.client().await;
+    let rows: std::collections::HashMap<String, Value> = client
+        .query("SELECT cdr_id, record::text FROM call_cdr", &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|row| {
+            let record: Value = serde_json::from_str(row.get::<_, &str>(1)).expect("jsonb");
+            (row.get::<_, String>(0), record)
+        })
+        .collect();
+    let mut newest: std::collections::HashMap<String, Value> = std::collections::HashMap::new();
+    for (_, cdr) in &want {
+        newest.insert(cdr["cdrId"].as_str().expect("cdrId").to_owned(), cdr.clone());
+    }
+    assert_eq!(rows, newest);
+    let again_sink = sink();
+    assert!(again_sink.status.success());
+    let summary = String::from_utf8_lossy(&again_sink.stderr);
+    assert!(summary.contains(" 0 records in 0 transactions"), "{summary}");
+    drop(pg);
+
     // A restart replays the journal through the stage: nothing is published twice.
     let again = Gateway::start(&args);
     tokio::time::sleep(Duration::from_millis(1500)).await;

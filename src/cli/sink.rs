@@ -5,6 +5,10 @@
 //! them) by the recorder `callgate export` uses, with the gateway's settings; records of positions the
 //! consumer has stored are left out. Records go in batches, each one transaction with the position it
 //! reaches, so a sink killed anywhere goes on after its last COMMIT.
+//!
+//! With `--nats` it is instead a durable pull consumer of JetStream's `CG_CDR` (the gateway publishes
+//! every CDR there): each fetched batch is one transaction, and its messages are acked after the COMMIT,
+//! so a sink killed anywhere gets the unacked ones again (the upsert stores each call once).
 
 use super::export::{ExportError, FOLLOW_EVERY, epoch_of, fact, journal_settings, recorder_config};
 use crate::export::{Recorder, RecorderConfig, Types, record_id};
@@ -21,14 +25,23 @@ const PROGRESS_EVERY: u64 = 100_000;
 pub struct SinkOptions {
     /// The PostgreSQL connection string.
     pub dsn: String,
-    /// The journal's folder.
-    pub journal: PathBuf,
+    /// Where the CDRs come from.
+    pub source: SinkSource,
     /// The consumer's name: where it stands is kept under it.
     pub consumer: String,
     /// CDRs per transaction, at most.
     pub batch: usize,
     /// At the end of the journal, wait for more (until interrupted).
     pub follow: bool,
+}
+
+/// Where `callgate sink postgres` reads.
+#[derive(Debug, Clone)]
+pub enum SinkSource {
+    /// A journal's folder: its events are folded into CDRs.
+    Journal(PathBuf),
+    /// A NATS server whose JetStream holds `CG_CDR`.
+    Nats(String),
 }
 
 /// What the sink did.
@@ -51,6 +64,9 @@ pub enum SinkError {
     /// PostgreSQL failed.
     #[error(transparent)]
     Postgres(#[from] PostgresError),
+    /// NATS or `CG_CDR` cannot be read.
+    #[error("JetStream: {0}")]
+    Nats(String),
 }
 
 impl From<crate::journal::JournalError> for SinkError {
@@ -59,13 +75,105 @@ impl From<crate::journal::JournalError> for SinkError {
     }
 }
 
-/// Stores the journal's CDRs; stops at its end, or with `follow` once `stop` is set.
+/// Stores the CDRs of the source; stops at its end, or with `follow` once `stop` is set.
 pub async fn postgres(
     options: &SinkOptions,
     stop: &'static AtomicBool,
 ) -> Result<SinkCounts, SinkError> {
-    let settings = journal_settings(&options.journal)?;
-    let epoch = epoch_of(&options.journal)?;
+    match &options.source {
+        SinkSource::Journal(journal) => from_journal(options, journal, stop).await,
+        SinkSource::Nats(url) => from_cdr_stream(options, url, stop).await,
+    }
+}
+
+/// How long a fetch from `CG_CDR` waits for messages.
+const FETCH_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `CG_CDR` through a durable pull consumer named after `options.consumer`.
+async fn from_cdr_stream(
+    options: &SinkOptions,
+    url: &str,
+    stop: &AtomicBool,
+) -> Result<SinkCounts, SinkError> {
+    use async_nats::jetstream::consumer::{AckPolicy, pull};
+    use futures_util::StreamExt;
+    let nats = |err: &dyn std::fmt::Display| SinkError::Nats(err.to_string());
+    let mut sink = PostgresSink::connect(&options.dsn, &options.consumer).await?;
+    let client = async_nats::connect(url).await.map_err(|e| nats(&e))?;
+    let context = async_nats::jetstream::new(client);
+    let stream = context
+        .get_stream(crate::jetstream::cdr::STREAM)
+        .await
+        .map_err(|e| SinkError::Nats(format!("stream {}: {e}", crate::jetstream::cdr::STREAM)))?;
+    let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            &options.consumer,
+            pull::Config {
+                durable_name: Some(options.consumer.clone()),
+                ack_policy: AckPolicy::Explicit,
+                max_ack_pending: i64::try_from(options.batch * 4).unwrap_or(i64::MAX),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| nats(&e))?;
+    let mut counts = SinkCounts::default();
+    loop {
+        let mut fetched = consumer
+            .fetch()
+            .max_messages(options.batch)
+            .expires(FETCH_WAIT)
+            .messages()
+            .await
+            .map_err(|e| nats(&e))?;
+        let mut batch = Batch::default();
+        let mut taken = Vec::new();
+        let mut last = 0;
+        while let Some(message) = fetched.next().await {
+            let message = message.map_err(|e| nats(&e))?;
+            let id = message
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get("Nats-Msg-Id"))
+                .map(|value| value.as_str().to_owned());
+            let parsed = id.as_deref().and_then(|id| id.rsplit_once(':'));
+            match (parsed, std::str::from_utf8(&message.payload)) {
+                (Some((cdr_id, version)), Ok(json)) => match version.parse() {
+                    Ok(version) => batch.push(cdr_id, version, json),
+                    Err(_) => tracing::warn!("CG_CDR: a message id without a version: {id:?}"),
+                },
+                _ => tracing::warn!("CG_CDR: a message that is not a CDR was passed over"),
+            }
+            if let Ok(info) = message.info() {
+                last = info.stream_sequence;
+            }
+            taken.push(message);
+        }
+        if taken.is_empty() {
+            if !options.follow || stop.load(Ordering::Acquire) {
+                return Ok(counts);
+            }
+            continue;
+        }
+        // The stream position is kept too, for whoever looks; the acks are what resume.
+        sink.store(&batch, last).await?;
+        for message in taken {
+            message.ack().await.map_err(|e| nats(&e))?;
+        }
+        counts.records += batch.len() as u64;
+        counts.transactions += 1;
+        counts.position = last;
+    }
+}
+
+/// The journal's CDRs (its events folded).
+async fn from_journal(
+    options: &SinkOptions,
+    journal: &std::path::Path,
+    stop: &'static AtomicBool,
+) -> Result<SinkCounts, SinkError> {
+    let settings = journal_settings(journal)?;
+    let epoch = epoch_of(journal)?;
     let mut sink = PostgresSink::connect(&options.dsn, &options.consumer).await?;
     let stored = sink.position().await?;
     if stored > 0 {
@@ -80,7 +188,7 @@ pub async fn postgres(
         from: stored.saturating_add(1),
         ..recorder_config(&settings, &epoch)
     });
-    let reader = Reader::open(&options.journal, 1)?;
+    let reader = Reader::open(journal, 1)?;
     // The journal's fold on a thread of its own, the transactions here: each waits for the other only
     // when two batches are ahead.
     let (batches, mut ready) = tokio::sync::mpsc::channel::<(Batch, Position)>(2);
