@@ -347,13 +347,26 @@ async fn every_cdr_is_published_once_to_cg_cdr_and_a_restart_publishes_none_agai
     let pg = support::postgres::PgServer::start(&dir);
     let sink = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
-            .args(["sink", "postgres", "--dsn", &pg.dsn(), "--nats", &url, "--batch", "25"])
+            .args([
+                "sink",
+                "postgres",
+                "--dsn",
+                &pg.dsn(),
+                "--nats",
+                &url,
+                "--batch",
+                "25",
+            ])
             .env("RUST_LOG", "warn")
             .output()
             .expect("sink runs")
     };
     let first = sink();
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     let client = pg.client().await;
     let rows: std::collections::HashMap<String, Value> = client
         .query("SELECT cdr_id, record::text FROM call_cdr", &[])
@@ -367,13 +380,19 @@ async fn every_cdr_is_published_once_to_cg_cdr_and_a_restart_publishes_none_agai
         .collect();
     let mut newest: std::collections::HashMap<String, Value> = std::collections::HashMap::new();
     for (_, cdr) in &want {
-        newest.insert(cdr["cdrId"].as_str().expect("cdrId").to_owned(), cdr.clone());
+        newest.insert(
+            cdr["cdrId"].as_str().expect("cdrId").to_owned(),
+            cdr.clone(),
+        );
     }
     assert_eq!(rows, newest);
     let again_sink = sink();
     assert!(again_sink.status.success());
     let summary = String::from_utf8_lossy(&again_sink.stderr);
-    assert!(summary.contains(" 0 records in 0 transactions"), "{summary}");
+    assert!(
+        summary.contains(" 0 records in 0 transactions"),
+        "{summary}"
+    );
     drop(pg);
 
     // A restart replays the journal through the stage: nothing is published twice.
