@@ -108,6 +108,8 @@ impl Simulator {
         );
         let mut ready_at = done + wrap;
         self.agents[a].wrapped_at = ready_at;
+        let dn = Arc::clone(&self.agents[a].dn);
+        self.plan(|p| p.wrap_up(&dn, done, ready_at));
         if self.agent_rng.chance(BREAK_CHANCE) {
             let reason = self.break_reason();
             self.agent_event(

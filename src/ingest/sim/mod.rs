@@ -11,6 +11,7 @@
 mod agents;
 mod mix;
 mod numbering;
+mod plan;
 mod render;
 mod rng;
 mod scenarios;
@@ -18,6 +19,7 @@ mod tlib_event;
 mod user_data;
 
 pub use mix::{MIX_EXCLUSIVE, MIX_FIELDS, Mix, MixField};
+pub use plan::{CallPlan, PartyPlan, QueuePlan};
 pub use rng::Rng;
 
 use crate::event::Micros;
@@ -221,6 +223,10 @@ pub struct Simulator {
     stats: SimStats,
     /// Arrivals have stopped and the agents' logouts are scheduled.
     shift_over: bool,
+    /// Every placed call's plan, when [`Simulator::with_plans`] asked for them.
+    plans: Option<Vec<CallPlan>>,
+    /// The plan of the call being scripted.
+    planning: Option<CallPlan>,
 }
 
 impl Simulator {
@@ -261,9 +267,30 @@ impl Simulator {
             server,
             stats: SimStats::default(),
             shift_over: false,
+            plans: None,
+            planning: None,
         };
         simulator.start_shift();
         simulator
+    }
+
+    /// This simulator, keeping the plan of every call it places (see [`Simulator::plans`]). Off by
+    /// default: an endless simulation would keep them for ever. The events are the same either way.
+    pub fn with_plans(mut self) -> Self {
+        self.plans = Some(Vec::new());
+        self
+    }
+
+    /// The plans of the calls placed so far, in order of arrival (empty unless [`Simulator::with_plans`]).
+    /// A call is planned in full when it arrives, so once the iterator has ended these are every call's
+    /// plan; an internal call not placed (no second agent free) has none.
+    pub fn plans(&self) -> &[CallPlan] {
+        self.plans.as_deref().unwrap_or_default()
+    }
+
+    /// Takes the plans gathered so far, leaving none.
+    pub fn take_plans(&mut self) -> Vec<CallPlan> {
+        self.plans.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// What has been generated so far (see [`SimStats`]).

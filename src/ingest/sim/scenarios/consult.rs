@@ -24,6 +24,8 @@ struct Consultation<'a> {
     consult: Call,
     agent: Arc<str>,
     other: Arc<str>,
+    /// When the agent put the customer on hold to consult.
+    held_at: Micros,
 }
 
 impl Simulator {
@@ -45,9 +47,15 @@ impl Simulator {
             consult,
             agent,
             other,
+            held_at: start,
         };
         let answered = self.dial_consultation(&c, start);
         let done = answered + micros(self.rng.between(10.0, 40.0));
+        self.plan(|p| {
+            p.consult_count += 1;
+            p.talk(&c.agent, answered, done);
+            p.talk(&c.other, answered, done);
+        });
         // Drawn whatever the ending, a cancel included, so that every later draw keeps its place.
         let other_talk = micros(
             self.rng
@@ -98,6 +106,7 @@ impl Simulator {
             .event("EventEstablished", &c.agent)
             .other(&c.other);
         self.push(answered, at_agent);
+        self.plan(|p| p.ring(&c.other, dial_at + micros(0.2), answered));
         answered
     }
 
@@ -124,6 +133,13 @@ impl Simulator {
         self.push(done, consult_released.call_state(CallState::Transferred));
         let other_end = done + other_talk;
         self.push(other_end, customer_call.event("EventReleased", &c.other));
+        self.plan(|p| {
+            p.hold(&c.agent, c.held_at, done, false);
+            p.talk(&c.other, done, other_end);
+            p.transfer_count += 1;
+            p.outcome = "Transferred";
+            p.end = other_end;
+        });
         (done, other_end)
     }
 
@@ -137,6 +153,11 @@ impl Simulator {
         self.push(back, customer_call.event("EventRetrieved", &c.agent));
         let end = back + micros(self.rng.between(10.0, 60.0));
         self.push(end, customer_call.event("EventReleased", &c.agent));
+        self.plan(|p| {
+            p.hold(&c.agent, c.held_at, back, false);
+            p.talk(&c.agent, back, end);
+            p.end = end;
+        });
         (end, done)
     }
 
@@ -181,6 +202,14 @@ impl Simulator {
         self.push(agent_leaves, deleted);
         let other_end = agent_leaves + other_talk;
         self.push(other_end, customer_call.event("EventReleased", &c.other));
+        self.plan(|p| {
+            p.hold(&c.agent, c.held_at, done, false);
+            p.talk(&c.agent, done, agent_leaves);
+            p.talk(&c.other, done, other_end);
+            p.conference_count += 1;
+            p.outcome = "Conferenced";
+            p.end = other_end;
+        });
         (agent_leaves, other_end)
     }
 
@@ -219,6 +248,13 @@ impl Simulator {
         let talk = self.rng.lognormal(self.config.talk_secs * 0.6, 0.7);
         let end = answered + micros(talk.max(10.0));
         self.push(end, inbound.event("EventReleased", &other));
+        self.plan(|p| {
+            p.ring(&other, at + micros(0.2), answered);
+            p.talk(&other, answered, end);
+            p.transfer_count += 1;
+            p.outcome = "Transferred";
+            p.end = end;
+        });
         self.wrap_up(b, end);
         at
     }

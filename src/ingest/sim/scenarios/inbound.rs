@@ -8,7 +8,7 @@ use crate::event::Micros;
 use crate::ingest::sim::numbering::customer_number;
 use crate::ingest::sim::tlib_event::{Call, CallState, Ev};
 use crate::ingest::sim::user_data::{arrival_user_data, with_key};
-use crate::ingest::sim::{Mix, Simulator, micros};
+use crate::ingest::sim::{Mix, QueuePlan, Simulator, micros};
 use std::sync::Arc;
 
 /// What every step of an inbound call's script needs to know about the call.
@@ -93,6 +93,7 @@ impl Simulator {
             answered,
             length: micros(self.rng.lognormal(self.config.talk_secs, 0.8).max(10.0)),
         };
+        self.plan(|p| p.talk(&agent, answered, talk.end()));
         self.during_talk(&inbound, &agent, &talk);
         let agent_free = self.end_inbound(&inbound, a, &agent, talk.end());
         self.wrap_up(a, agent_free);
@@ -105,6 +106,14 @@ impl Simulator {
         let customer = customer_number(&mut self.rng);
         let call = self.new_call("Inbound");
         let user_data = arrival_user_data(&mut self.rng).into();
+        self.begin_plan(call.conn, "inbound", t0);
+        self.plan(|p| {
+            p.queue = Some(QueuePlan {
+                dn: queue.to_string(),
+                enter: t0,
+                exit: t0,
+            });
+        });
         let inbound = InboundCall {
             call,
             queue,
@@ -131,6 +140,14 @@ impl Simulator {
         // The agent was never rung, so it stays free for the next caller.
         let abandoned = inbound.at_queue("EventAbandoned");
         self.push(at, abandoned.call_state(CallState::Abandoned));
+        self.plan(|p| {
+            if let Some(queue) = &mut p.queue {
+                queue.exit = at;
+            }
+            p.abandon_phase = Some("queue");
+            p.outcome = "Abandoned";
+            p.end = at;
+        });
         None
     }
 
@@ -163,6 +180,11 @@ impl Simulator {
         ring_at: Micros,
     ) -> Option<Micros> {
         let (queue, customer) = (&inbound.queue, &inbound.customer);
+        self.plan(|p| {
+            if let Some(queue) = &mut p.queue {
+                queue.exit = ring_at;
+            }
+        });
         self.push(
             ring_at,
             inbound
@@ -189,11 +211,21 @@ impl Simulator {
             let abandoned = inbound.event("EventAbandoned", agent);
             self.push(at, abandoned.call_state(CallState::Abandoned));
             self.agents[a].free_at = at + micros(1.0);
+            self.plan(|p| {
+                p.ring(agent, ring_at, at);
+                p.abandon_phase = Some("ringing");
+                p.outcome = "Abandoned";
+                p.end = at;
+            });
             return None;
         }
         let answered = ring_at + ring;
         let established = inbound.event("EventEstablished", agent).other(customer);
         self.push(answered, established);
+        self.plan(|p| {
+            p.ring(agent, ring_at, answered);
+            p.answered(answered, Some(ring_at));
+        });
         Some(answered)
     }
 
@@ -217,6 +249,7 @@ impl Simulator {
         if self.rng.chance(self.config.mix.hold) {
             self.push(talk.at(0.5), inbound.event("EventHeld", agent));
             self.push(talk.at(0.58), inbound.event("EventRetrieved", agent));
+            self.plan(|p| p.hold(agent, talk.at(0.5), talk.at(0.58), true));
         }
     }
 
@@ -268,6 +301,7 @@ impl Simulator {
                 };
                 let released = inbound.event("EventReleased", agent).call_state(state);
                 self.push(end, released);
+                self.plan(|p| p.end = end);
                 end
             }
         }

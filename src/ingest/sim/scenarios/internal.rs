@@ -22,6 +22,7 @@ impl Simulator {
         let caller = Arc::clone(&self.agents[a].dn);
         let callee = Arc::clone(&self.agents[b].dn);
         let call = self.new_call("Internal");
+        self.begin_plan(call.conn, "internal", start);
         self.push(
             start,
             call.event("EventDialing", &caller)
@@ -41,6 +42,15 @@ impl Simulator {
         let end = answered + micros(self.rng.lognormal(60.0, 0.6).max(5.0));
         self.push(end, call.event("EventReleased", &caller));
         self.push(end + micros(0.05), call.event("EventReleased", &callee));
+        self.plan(|p| {
+            p.party(&caller);
+            p.ring(&callee, start + micros(0.1), answered);
+            // The callee's EventEstablished comes first: the callee is the answering DN.
+            p.answered(answered, Some(start + micros(0.1)));
+            p.talk(&caller, answered, end);
+            p.talk(&callee, answered, end + micros(0.05));
+            p.end = end + micros(0.05);
+        });
         self.wrap_up(a, end);
         self.wrap_up(b, end);
     }

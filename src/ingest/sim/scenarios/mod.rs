@@ -12,7 +12,7 @@ mod supervise;
 
 use super::numbering::call_uuid;
 use super::tlib_event::Call;
-use super::{Party, Simulator};
+use super::{CallPlan, Party, Simulator};
 use crate::event::Micros;
 
 impl Simulator {
@@ -33,6 +33,11 @@ impl Simulator {
             self.stats.inbound += 1;
             self.inbound(t0);
         }
+        if let Some(plan) = self.planning.take()
+            && let Some(plans) = &mut self.plans
+        {
+            plans.push(plan);
+        }
     }
 
     /// A new call of `call_type`: the next ConnID and a random CallUUID.
@@ -42,6 +47,22 @@ impl Simulator {
             conn: self.next_conn,
             uuid: call_uuid(&mut self.rng),
             call_type,
+        }
+    }
+}
+
+impl Simulator {
+    /// Begins the plan of the call being scripted (its root ConnID `conn`), when plans are kept.
+    fn begin_plan(&mut self, conn: u64, direction: &'static str, start: Micros) {
+        if self.plans.is_some() {
+            self.planning = Some(CallPlan::new(conn, direction, start));
+        }
+    }
+
+    /// Writes to the plan of the call being scripted, if one is kept.
+    pub(in crate::ingest::sim) fn plan(&mut self, write: impl FnOnce(&mut CallPlan)) {
+        if let Some(plan) = &mut self.planning {
+            write(plan);
         }
     }
 }

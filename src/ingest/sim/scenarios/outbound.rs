@@ -35,6 +35,10 @@ impl Simulator {
         let agent = Arc::clone(&self.agents[a].dn);
         let customer = customer_number(&mut self.rng);
         let call = self.new_call("Outbound");
+        self.begin_plan(call.conn, "outbound", start);
+        self.plan(|p| {
+            p.party(&agent);
+        });
         self.push(
             start,
             call.event("EventDialing", &agent)
@@ -52,16 +56,19 @@ impl Simulator {
                 self.push(busy_at, call.event("EventDestinationBusy", &agent));
                 let released = call.event("EventReleased", &agent);
                 self.push(end, released.call_state(CallState::Busy));
+                self.plan(|p| p.outcome = "Busy");
                 end
             }
             Outcome::NoAnswer => {
                 let end = start + micros(25.0);
                 let released = call.event("EventReleased", &agent);
                 self.push(end, released.call_state(CallState::NoAnswer));
+                self.plan(|p| p.outcome = "NoAnswer");
                 end
             }
             Outcome::Answered => self.customer_answers(&call, &agent, &customer, start),
         };
+        self.plan(|p| p.end = end);
         self.wrap_up(a, end);
     }
 
@@ -81,6 +88,10 @@ impl Simulator {
         let talk = self.rng.lognormal(self.config.talk_secs * 0.7, 0.8);
         let end = answered + micros(talk.max(5.0));
         self.push(end, call.event("EventReleased", agent));
+        self.plan(|p| {
+            p.answered(answered, None);
+            p.talk(agent, answered, end);
+        });
         end
     }
 }

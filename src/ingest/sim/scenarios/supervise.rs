@@ -44,5 +44,9 @@ impl Simulator {
         self.push(until, deleted);
         self.push(until, call.event("EventReleased", &supervisor));
         self.supervisors[s].free_at = until + micros(1.0);
+        self.plan(|p| {
+            p.monitored = true;
+            p.talk(&supervisor, from, until);
+        });
     }
 }
