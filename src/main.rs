@@ -385,16 +385,22 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(callgate::serve::run(config, shutdown_signal(), |bound| {
-        // The one line on standard output, once ready (api.md).
-        println!(
-            "{{\"listening\":\"{}\",\"ingest\":\"{}\",\"mode\":\"{}\"}}",
-            bound.listen,
-            bound.ingest,
-            if bound.open { "open" } else { "access" }
-        );
-        let _ = std::io::stdout().flush();
-    }));
+    let result = runtime.block_on(async {
+        // The handlers are installed before anything is served: a SIGTERM right after the ready line
+        // must shut down gracefully, not kill the process by the signal's default action.
+        let shutdown = shutdown_signal();
+        callgate::serve::run(config, shutdown, |bound| {
+            // The one line on standard output, once ready (api.md).
+            println!(
+                "{{\"listening\":\"{}\",\"ingest\":\"{}\",\"mode\":\"{}\"}}",
+                bound.listen,
+                bound.ingest,
+                if bound.open { "open" } else { "access" }
+            );
+            let _ = std::io::stdout().flush();
+        })
+        .await
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -436,25 +442,26 @@ fn collect_freed_memory() {
 }
 
 /// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
+/// Completes at SIGINT or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled (which `serve::run` does only once it serves): a signal in between would
+/// otherwise take its default action and kill the process. Call it inside the runtime.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        match (interrupt, terminate) {
+            (Ok(mut interrupt), Ok(mut terminate)) => {
                 tokio::select! {
-                    _ = interrupt => {}
+                    _ = interrupt.recv() => {}
                     _ = terminate.recv() => {}
                 }
             }
-            Err(_) => {
-                let _ = interrupt.await;
+            (Ok(mut one), Err(_)) | (Err(_), Ok(mut one)) => {
+                one.recv().await;
             }
+            (Err(_), Err(_)) => std::future::pending().await,
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
     }
 }
 

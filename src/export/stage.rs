@@ -11,7 +11,9 @@ use super::{Recorder, Tapped};
 use tokio::sync::mpsc;
 
 /// Batches queued between the publisher and the stage (one per ingest read or tick: at 20,000 events/s
-/// in reads of a few events, a few hundred arrive between two drains).
+/// in reads of a few events, a few hundred arrive between two drains). A batch holds its events' lines
+/// (copied, at most one socket read's worth) and, when recorded, its notifications' text: at the bound,
+/// while the stage is stalled, that is at most 2,048 reads' worth of events.
 pub const QUEUE: usize = 2048;
 
 /// How often the stage takes what has queued. Waking this thread for every batch cost more CPU than

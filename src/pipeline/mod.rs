@@ -576,10 +576,12 @@ impl Pipeline {
                 }
             }
             if tapped {
+                // A copy: the line shares its socket read's 64 KiB buffer, which a queued fact would
+                // otherwise keep alive whole (2,048 of them while the stage is stalled).
                 let fact = Fact::Event {
                     position,
                     arrival,
-                    line,
+                    line: Bytes::copy_from_slice(&line),
                 };
                 facts.push((fact, tickets.len() > ticketed_before));
             }
