@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::durable::{BASE_URL, TServer, after, an_hour};
+use support::durable::{BASE_URL, TServer, after, an_hour, send_acked_and_settle};
 use support::{Gateway, temp_dir};
 
 fn callgate() -> Command {
@@ -39,18 +39,7 @@ fn start(dir: &Path) -> Gateway {
 
 /// `callgate export --journal DIR` with `args`: its standard output.
 fn export(dir: &Path, args: &[&str]) -> String {
-    let output = callgate()
-        .args(["export", "--journal"])
-        .arg(dir.join("journal"))
-        .args(args)
-        .output()
-        .expect("callgate export runs");
-    assert!(
-        output.status.success(),
-        "export failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("UTF-8")
+    support::durable::export(&dir.join("journal"), args)
 }
 
 /// Every line is a whole JSON object; returns them.
@@ -194,14 +183,7 @@ fn journal_of_a_run(name: &str) -> PathBuf {
     let lines = an_hour(5);
     let lines = &lines[..lines.len() / 2];
     let gateway = start(&dir);
-    let mut tserver = TServer::connect(&gateway);
-    tserver.send(lines);
-    let last = lines.last().expect("events").0;
-    assert_eq!(
-        tserver.acked_up_to(last, Duration::from_secs(60)),
-        Some(last)
-    );
-    std::thread::sleep(Duration::from_millis(1500));
+    send_acked_and_settle(&gateway, lines, Duration::from_millis(1500));
     assert!(gateway.terminate().success());
     dir
 }

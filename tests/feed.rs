@@ -10,9 +10,8 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
-use support::durable::{BASE_URL, TServer, an_hour};
+use support::durable::{BASE_URL, TServer, an_hour, send_acked_and_settle};
 use support::{Gateway, temp_dir};
 
 fn start(dir: &Path, extra: &[&str]) -> Gateway {
@@ -35,14 +34,7 @@ fn start(dir: &Path, extra: &[&str]) -> Gateway {
 
 /// The records `callgate export` makes of the journal now.
 fn export(dir: &Path) -> Vec<String> {
-    let output = Command::new(env!("CARGO_BIN_EXE_callgate"))
-        .args(["export", "--journal"])
-        .arg(dir.join("journal"))
-        .output()
-        .expect("export runs");
-    assert!(output.status.success());
-    String::from_utf8(output.stdout)
-        .expect("UTF-8")
+    support::durable::export(&dir.join("journal"), &[])
         .lines()
         .map(str::to_owned)
         .collect()
@@ -159,15 +151,7 @@ impl FeedReader {
 }
 
 fn send_and_settle(gateway: &Gateway, lines: &[(u64, String)]) {
-    let mut tserver = TServer::connect(gateway);
-    tserver.send(lines);
-    let last = lines.last().expect("events").0;
-    assert_eq!(
-        tserver.acked_up_to(last, Duration::from_secs(60)),
-        Some(last)
-    );
-    // The last calls' CDRs fall due a second after their release.
-    std::thread::sleep(Duration::from_millis(1800));
+    send_acked_and_settle(gateway, lines, Duration::from_millis(1800));
 }
 
 #[test]

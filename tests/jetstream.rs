@@ -305,22 +305,11 @@ async fn every_cdr_is_published_once_to_cg_cdr_and_a_restart_publishes_none_agai
     let lines = an_hour(29);
     let lines = &lines[..lines.len() / 2];
     let gateway = Gateway::start(&args);
-    let mut tserver = TServer::connect(&gateway);
-    tserver.send(lines);
-    let last = lines.last().expect("events").0;
-    assert_eq!(
-        tserver.acked_up_to(last, Duration::from_secs(60)),
-        Some(last)
-    );
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    support::durable::send_acked_and_settle(&gateway, lines, Duration::from_millis(2000));
     assert!(gateway.terminate().success());
 
-    let exported = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
-        .args(["export", "--types", "cdr", "--journal", &journal_arg])
-        .output()
-        .expect("export");
-    let want: Vec<(String, Value)> = String::from_utf8(exported.stdout)
-        .expect("UTF-8")
+    let exported = support::durable::export(&journal, &["--types", "cdr"]);
+    let want: Vec<(String, Value)> = exported
         .lines()
         .map(|line| {
             let record: Value = serde_json::from_str(line).expect("JSON");

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::durable::{BASE_URL, TServer};
+use support::durable::{BASE_URL, export, send_acked_and_settle};
 use support::postgres::PgServer;
 use support::{Gateway, temp_dir};
 
@@ -48,15 +48,7 @@ fn journal(dir: &Path, lines: &[(u64, String)]) {
         "--journal",
         journal.to_str().expect("path"),
     ]);
-    let mut tserver = TServer::connect(&gateway);
-    tserver.send(lines);
-    let last = lines.last().expect("events").0;
-    assert_eq!(
-        tserver.acked_up_to(last, Duration::from_secs(60)),
-        Some(last)
-    );
-    // The last calls fall due a second after their release, by the gateway's ticks.
-    std::thread::sleep(Duration::from_millis(2000));
+    send_acked_and_settle(&gateway, lines, Duration::from_millis(2000));
     assert!(gateway.terminate().success());
 }
 
@@ -79,14 +71,8 @@ fn sink(dir: &Path, pg: &PgServer, batch: &str) -> Command {
 
 /// The export's CDRs: the highest version of each call.
 fn exported(dir: &Path) -> HashMap<String, Value> {
-    let output = Command::new(env!("CARGO_BIN_EXE_callgate"))
-        .args(["export", "--types", "cdr", "--journal"])
-        .arg(dir.join("journal"))
-        .output()
-        .expect("export runs");
-    assert!(output.status.success());
     let mut newest: HashMap<String, Value> = HashMap::new();
-    for line in String::from_utf8(output.stdout).expect("UTF-8").lines() {
+    for line in export(&dir.join("journal"), &["--types", "cdr"]).lines() {
         let record: Value = serde_json::from_str(line).expect("JSON");
         let cdr = record["data"].clone();
         let id = cdr["cdrId"].as_str().expect("cdrId").to_owned();

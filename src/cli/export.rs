@@ -212,16 +212,14 @@ pub(crate) fn journal_settings(journal: &std::path::Path) -> Result<Settings, Ex
         path: journal.join(crate::export::settings::FILE),
         source,
     })?;
-    Ok(kept.unwrap_or_else(|| Settings {
-        node: crate::serve::config::host_name(),
-        base_url: crate::reduce::DEFAULT_BASE_URL.to_owned(),
-        shards: std::thread::available_parallelism().map_or(2, usize::from),
-        released_linger_secs: 30.0,
-        stale_call_after_secs: 43_200.0,
-        max_calls: crate::reduce::DEFAULT_MAX_CALLS,
-        cdr_late_window_secs: 3600.0,
-        cdr_disposition_key: "DispositionCode".to_owned(),
-    }))
+    if let Some(kept) = kept {
+        return Ok(kept);
+    }
+    // The defaults are `serve`'s own, so they never drift apart.
+    let defaults = crate::serve::ServeArgs::default()
+        .resolve()
+        .map_err(|err| ExportError::Runtime(err.to_string()))?;
+    Ok(Settings::of(&defaults, crate::reduce::DEFAULT_BASE_URL))
 }
 
 fn secs_to_micros(secs: f64) -> Micros {

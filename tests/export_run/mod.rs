@@ -1,10 +1,9 @@
 //! What tests/export_schema.rs and tests/duckdb_check.rs share: the export of a journal that a real
 //! gateway wrote, as a user gets it.
 
-use crate::support::durable::{BASE_URL, TServer};
+use crate::support::durable::{BASE_URL, export, send_acked_and_settle};
 use crate::support::{Gateway, temp_dir};
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 /// `--node` of the gateway: every record's `source` is `callgate://NODE/...`.
@@ -27,26 +26,8 @@ pub fn export_of_a_run(name: &str, lines: &[(u64, String)]) -> (PathBuf, String)
         "--journal",
         journal.to_str().expect("path"),
     ]);
-    let mut tserver = TServer::connect(&gateway);
-    tserver.send(lines);
-    let last = lines.last().expect("events").0;
-    assert_eq!(
-        tserver.acked_up_to(last, Duration::from_secs(60)),
-        Some(last)
-    );
-    // The last calls' records fall due a second (the linger) after their release, by the ticks.
-    std::thread::sleep(Duration::from_millis(1500));
+    send_acked_and_settle(&gateway, lines, Duration::from_millis(1500));
     assert!(gateway.terminate().success());
-
-    let output = Command::new(env!("CARGO_BIN_EXE_callgate"))
-        .args(["export", "--types", "event,notification,cdr", "--journal"])
-        .arg(&journal)
-        .output()
-        .expect("callgate export runs");
-    assert!(
-        output.status.success(),
-        "export failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (dir, String::from_utf8(output.stdout).expect("UTF-8"))
+    let exported = export(&journal, &["--types", "event,notification,cdr"]);
+    (dir, exported)
 }

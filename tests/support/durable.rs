@@ -37,6 +37,36 @@ pub fn an_hour(seed: u64) -> Vec<(u64, String)> {
         .collect()
 }
 
+/// Sends `lines` on one ingest connection, waits until the last one is acked, then `settle` longer: the
+/// analytics tests run with a 1 s `--released-linger`, and the last calls' CDRs fall due by the
+/// gateway's ticks after it.
+pub fn send_acked_and_settle(gateway: &Gateway, lines: &[(u64, String)], settle: Duration) {
+    let mut tserver = TServer::connect(gateway);
+    tserver.send(lines);
+    let last = lines.last().expect("events").0;
+    assert_eq!(
+        tserver.acked_up_to(last, Duration::from_secs(60)),
+        Some(last)
+    );
+    std::thread::sleep(settle);
+}
+
+/// `callgate export --journal JOURNAL ARGS...`: its standard output (it must succeed).
+pub fn export(journal: &std::path::Path, args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args(["export", "--journal"])
+        .arg(journal)
+        .args(args)
+        .output()
+        .expect("callgate export runs");
+    assert!(
+        output.status.success(),
+        "export failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8")
+}
+
 /// An ingest connection that reads its acks on a thread, as a T-Server does.
 pub struct TServer {
     pub stream: TcpStream,
