@@ -273,6 +273,7 @@ pub(crate) fn fact(position: Position, record: Record<'_>) -> Fact {
             position,
             arrival,
             line: bytes::Bytes::copy_from_slice(line),
+            decoded: None,
         },
         Record::Tick { wall } => Fact::Tick { position, wall },
     }
@@ -289,6 +290,7 @@ async fn through_pipeline(
 ) -> Result<RecorderCounts, ExportError> {
     let supervisor = Supervisor::new();
     let (tap, batches) = tokio::sync::mpsc::channel(crate::export::stage::QUEUE);
+    let lines = stage.needs_lines();
     let runtime = tokio::runtime::Handle::current();
     let stage = tokio::task::spawn_blocking(move || stage.run(batches, runtime));
     // A stream nobody reads: deferred, it only numbers the notifications.
@@ -313,6 +315,7 @@ async fn through_pipeline(
             tap: Some(crate::pipeline::Tap {
                 sender: tap,
                 notes: true,
+                lines,
             }),
         },
         stream,

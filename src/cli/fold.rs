@@ -135,7 +135,7 @@ impl Folder<'_> {
         let (number, outcome) = match decode_frame(&frame) {
             (_, Line::Blank) => return Ok(()),
             (number, Line::Event(event)) => {
-                (number, Ok(self.fold.apply(event, &mut self.notifications)))
+                (number, Ok(self.fold.apply(&event, &mut self.notifications)))
             }
             (number, Line::Unknown) => {
                 (number, Ok(Disposition::Ignored(IgnoreReason::UnknownEvent)))

@@ -86,6 +86,11 @@ impl Stage {
         Ok(self.recorder.counts())
     }
 
+    /// Whether its recorder needs the events' lines as received (see [`Recorder::needs_lines`]).
+    pub fn needs_lines(&self) -> bool {
+        self.recorder.needs_lines()
+    }
+
     /// Records one batch and writes it.
     pub fn take(&mut self, batch: &[Tapped]) -> Result<(), SinkError> {
         self.record(batch)?;

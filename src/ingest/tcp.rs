@@ -398,7 +398,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                         Frame::TooLong { .. } => bytes::Bytes::new(),
                     };
                     batch.push(Submission {
-                        event: Box::new(event),
+                        event: Arc::new(event),
                         line,
                         stats: Arc::clone(&stats),
                         ingested,

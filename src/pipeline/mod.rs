@@ -115,8 +115,9 @@ impl ConnStats {
 
 /// One decoded event on its way in.
 pub struct Submission {
-    /// The event (boxed: an `Event` is ~400 bytes, and a submission is moved several times on its way).
-    pub event: Box<Event<'static>>,
+    /// The event (shared: an `Event` is ~400 bytes and a submission is moved several times on its way,
+    /// and an analytics tap takes the decoded event too rather than decode the line again).
+    pub event: Arc<Event<'static>>,
     /// The line it was decoded from, as received: what the journal keeps.
     pub line: Bytes,
     /// Its connection's counters.
@@ -135,7 +136,7 @@ struct Job {
     /// Its journal position (0: not journaled).
     position: Position,
     sequence: Option<u64>,
-    event: Box<Event<'static>>,
+    event: Arc<Event<'static>>,
     time: Option<Micros>,
     arrived: Micros,
     stats: Arc<ConnStats>,
@@ -183,6 +184,8 @@ struct Admitter {
     journal: Option<Journal>,
     /// Whether the publisher hands facts to an analytics tap.
     tapped: bool,
+    /// Whether the tap takes the lines too.
+    tap_lines: bool,
 }
 
 /// Settings of the pipeline.
@@ -210,6 +213,9 @@ pub struct Tap {
     pub sender: mpsc::Sender<Vec<Tapped>>,
     /// Whether the stage records notifications.
     pub notes: bool,
+    /// Whether the stage needs the events' lines as received (it renders event records); it always
+    /// gets the decoded events.
+    pub lines: bool,
 }
 
 /// What [`Pipeline::replay`] went through.
@@ -255,9 +261,9 @@ impl<'p> Replay<'p> {
         self.replayed.events += 1;
         match crate::event::decode_line(line) {
             Ok(crate::event::Decoded::Event(event)) => self.batch.push(Submission {
-                event: Box::new(event.into_owned()),
+                event: Arc::new(event.into_owned()),
                 // Only an analytics tap needs the line again.
-                line: if self.pipeline.tapped {
+                line: if self.pipeline.tap_lines {
                     Bytes::copy_from_slice(line)
                 } else {
                     Bytes::new()
@@ -316,8 +322,8 @@ pub struct Pipeline {
     outcomes: Arc<Outcomes>,
     /// With `--journal`: how far it is durable, for the ingest acks.
     progress: std::sync::OnceLock<Progress>,
-    /// Whether an analytics tap takes the facts.
-    tapped: bool,
+    /// Whether an analytics tap takes the events' lines.
+    tap_lines: bool,
 }
 
 /// A duration in microseconds, saturating.
@@ -345,6 +351,7 @@ impl Pipeline {
         let depth = config.queue_depth.max(1);
         let (tickets_tx, tickets_rx) = mpsc::channel::<Ticket>(depth * shard_count);
         let tapped = config.tap.is_some();
+        let tap_lines = config.tap.as_ref().is_some_and(|tap| tap.lines);
         let mut shard_txs = Vec::with_capacity(shard_count);
         let mut output_rxs = Vec::with_capacity(shard_count);
         let mut oldest_needed = Vec::with_capacity(shard_count);
@@ -374,12 +381,13 @@ impl Pipeline {
                 tickets: tickets_tx,
                 journal: None,
                 tapped,
+                tap_lines,
             }),
             shard_count,
             oldest_needed,
             outcomes,
             progress: std::sync::OnceLock::new(),
-            tapped,
+            tap_lines,
         });
         let (done_tx, done_rx) = oneshot::channel();
         let tap = config.tap;
@@ -531,7 +539,7 @@ impl Pipeline {
         let mut jobs: Vec<Vec<Job>> = (0..self.shard_count).map(|_| Vec::new()).collect();
         let mut tickets = Vec::with_capacity(batch.len());
         let mut taken_now = Vec::new();
-        let tapped = admitter.tapped;
+        let (tapped, tap_lines) = (admitter.tapped, admitter.tap_lines);
         let mut facts = Vec::with_capacity(if tapped { batch.len() } else { 0 });
         for (index, submission) in batch.into_iter().enumerate() {
             let Submission {
@@ -547,6 +555,7 @@ impl Pipeline {
             let ticketed_before = tickets.len();
             stats.submitted.fetch_add(1, Ordering::Release);
             let sequence = event.sequence;
+            let decoded = tapped.then(|| Arc::clone(&event));
             match admitter.sequencer.admit(&event, Some(arrival)) {
                 Admission::Duplicate => {
                     taken_now.push((stats, sequence, Disposition::Duplicate));
@@ -578,10 +587,16 @@ impl Pipeline {
             if tapped {
                 // A copy: the line shares its socket read's 64 KiB buffer, which a queued fact would
                 // otherwise keep alive whole (2,048 of them while the stage is stalled).
+                let line = if tap_lines {
+                    Bytes::copy_from_slice(&line)
+                } else {
+                    Bytes::new()
+                };
                 let fact = Fact::Event {
                     position,
                     arrival,
-                    line: Bytes::copy_from_slice(&line),
+                    line,
+                    decoded,
                 };
                 facts.push((fact, tickets.len() > ticketed_before));
             }
@@ -770,7 +785,7 @@ impl Shard {
         crate::supervise::fault_point("shard", job.event.this_dn.as_deref().unwrap_or(""));
         let disposition =
             self.reducer
-                .apply_admitted(*job.event, job.time, job.arrived, &mut self.notifications);
+                .apply_admitted(&job.event, job.time, job.arrived, &mut self.notifications);
         let taken = match disposition {
             Disposition::Duplicate => Taken::Duplicate,
             Disposition::Ignored(IgnoreReason::AtCapacity) => {
@@ -1090,7 +1105,7 @@ mod tests {
             panic!("not an event: {line}");
         };
         Submission {
-            event: Box::new(event.into_owned()),
+            event: Arc::new(event.into_owned()),
             line: Bytes::copy_from_slice(line.as_bytes()),
             stats: Arc::clone(stats),
             ingested: Instant::now(),

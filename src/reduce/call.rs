@@ -277,12 +277,10 @@ impl Call {
     }
 
     /// Applies `event` (addressed to this resource at device `this_dn`) to every field it rules directly.
-    /// The event's UserData comes separately, by value, so that it can be kept without a copy.
     /// The fields that depend on other calls (capabilities, parent link) are left to the caller.
     pub fn apply(
         &mut self,
         event: &Event<'_>,
-        user_data: Option<KvList>,
         this_dn: &str,
         phone_book: &mut PhoneBook,
     ) -> Changes {
@@ -335,7 +333,7 @@ impl Call {
             changes.insert(Changes::OTHER);
         }
         self.apply_monitoring(event, this_dn, &mut changes);
-        self.apply_user_data(event.kind, user_data, &mut changes);
+        self.apply_user_data(event.kind, event.user_data.as_ref(), &mut changes);
         if let Some(state) = event
             .extensions
             .as_ref()
@@ -483,7 +481,7 @@ impl Call {
     fn apply_user_data(
         &mut self,
         kind: EventKind,
-        user_data: Option<KvList>,
+        user_data: Option<&KvList>,
         changes: &mut Changes,
     ) {
         if kind == EventKind::UserEvent {
@@ -491,8 +489,9 @@ impl Call {
         }
         let Some(kv) = user_data else { return };
         let new = (!kv.is_empty()).then_some(&*kv.json);
+        // Copied only when it changed: most events repeat the call's attached data.
         if self.user_data.as_deref() != new {
-            self.user_data = (!kv.is_empty()).then_some(kv.json);
+            self.user_data = new.map(Box::from);
             changes.insert(Changes::USER_DATA);
         }
         if kv.record != self.gsip_record {
@@ -522,11 +521,10 @@ mod tests {
 
     /// Applies `line` (an event at 7001) to `call`.
     fn apply(call: &mut Call, book: &mut PhoneBook, line: &str) -> Changes {
-        let Ok(Decoded::Event(mut event)) = decode_line(line.as_bytes()) else {
+        let Ok(Decoded::Event(event)) = decode_line(line.as_bytes()) else {
             panic!("a valid event: {line}");
         };
-        let user_data = event.user_data.take();
-        call.apply(&event, user_data, "7001", book)
+        call.apply(&event, "7001", book)
     }
 
     fn established() -> (Call, PhoneBook) {

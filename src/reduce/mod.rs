@@ -236,7 +236,7 @@ impl Reducer {
     /// shard of devices).
     pub fn apply_admitted(
         &mut self,
-        mut event: Event<'_>,
+        event: &Event<'_>,
         time: Option<Micros>,
         arrived: Micros,
         out: &mut Notifications,
@@ -248,9 +248,8 @@ impl Reducer {
             return Disposition::Ignored(IgnoreReason::TooManyServers);
         };
         if event.kind.is_device_event() {
-            return self.apply_device_event(server_no, &event, out);
+            return self.apply_device_event(server_no, event, out);
         }
-        let user_data = event.user_data.take();
         // The decoder guarantees both on call events.
         let (Some(conn_id), Some(this_dn)) = (event.conn_id, event.this_dn.as_deref()) else {
             return Disposition::Applied;
@@ -261,7 +260,7 @@ impl Reducer {
             .get(&DeviceKeyRef(server_no, this_dn))
             .copied();
         let found =
-            device.and_then(|device| Some((device, self.find_call(device, &event, conn_id)?)));
+            device.and_then(|device| Some((device, self.find_call(device, event, conn_id)?)));
         let (device, number, created) = match found {
             Some((device, number)) => {
                 if !self
@@ -288,7 +287,7 @@ impl Reducer {
                     Some(device) => device,
                     None => self.add_device(server_no, this_dn),
                 };
-                let call = Call::new(&event, conn_id, state, time);
+                let call = Call::new(event, conn_id, state, time);
                 let Some(number) = self.add_call(device, call, arrived) else {
                     return Disposition::Ignored(IgnoreReason::AtCapacity);
                 };
@@ -301,9 +300,7 @@ impl Reducer {
         };
         slot.arrived = arrived;
         let old_conn_id = slot.call.conn_id;
-        let mut changes = slot
-            .call
-            .apply(&event, user_data, this_dn, &mut self.phone_book);
+        let mut changes = slot.call.apply(event, this_dn, &mut self.phone_book);
         if created {
             changes.insert(Changes::STATUS);
         }
@@ -544,7 +541,7 @@ impl Reducer {
                 .unwrap_or_default();
             let dn = Arc::clone(&device.dn);
             let event = Event::bare(EventKind::Released, &server, slot.call.conn_id, &dn);
-            self.apply_admitted(event, Some(now), now, out);
+            self.apply_admitted(&event, Some(now), now, out);
         }
         stale.len()
     }
@@ -760,15 +757,14 @@ impl Fold {
         out: &mut Notifications,
     ) -> Result<Disposition, DecodeError> {
         match decode_line(line)? {
-            Decoded::Event(event) => Ok(self.apply(event, out)),
+            Decoded::Event(event) => Ok(self.apply(&event, out)),
             Decoded::Unknown { .. } => Ok(Disposition::Ignored(IgnoreReason::UnknownEvent)),
         }
     }
 
-    /// Applies one event, appending the notifications it produces to `out`. The event is taken by value so
-    /// that its attached data can move into the resource without a copy.
-    pub fn apply(&mut self, event: Event<'_>, out: &mut Notifications) -> Disposition {
-        match self.sequencer.admit(&event, None) {
+    /// Applies one event, appending the notifications it produces to `out`.
+    pub fn apply(&mut self, event: &Event<'_>, out: &mut Notifications) -> Disposition {
+        match self.sequencer.admit(event, None) {
             Admission::Admitted { time } => {
                 self.reducer
                     .apply_admitted(event, time, time.unwrap_or(0), out)
@@ -827,7 +823,7 @@ mod tests {
             panic!("not an event: {line}");
         };
         let mut out = Notifications::default();
-        reducer.apply_admitted(event, Some(arrived), arrived, &mut out);
+        reducer.apply_admitted(&event, Some(arrived), arrived, &mut out);
         out.iter()
             .map(|n| (n.resource, n.kind.as_str().to_owned()))
             .collect()

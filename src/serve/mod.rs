@@ -253,12 +253,7 @@ pub async fn run(
             released_linger: config.released_linger,
             stale_call_after: config.stale_call_after,
             queue_depth: crate::pipeline::SHARD_QUEUE,
-            tap: tap.map(|sender| crate::pipeline::Tap {
-                sender,
-                // The records of notifications are written for the feed, or when asked for.
-                notes: feed.is_some()
-                    || (config.analytics_out.is_some() && config.types.notification),
-            }),
+            tap,
         },
         Arc::clone(&stream),
         &supervisor,
@@ -432,7 +427,7 @@ fn start_analytics(
     config: &ServeConfig,
     epoch: &str,
     supervisor: &Supervisor,
-) -> Result<tokio::sync::mpsc::Sender<Vec<crate::export::Tapped>>, ServeError> {
+) -> Result<crate::pipeline::Tap, ServeError> {
     use crate::export::{Recorder, RecorderConfig, cloudevent::Origin, sink::Output, stage::Stage};
     let (output, types) = match path {
         Some(path) => (Output::open(path)?, config.types),
@@ -459,7 +454,12 @@ fn start_analytics(
         feed: buffer,
         collect_cdrs: cdr_stream.is_some(),
     });
-    let (tap, batches) = tokio::sync::mpsc::channel(crate::export::stage::QUEUE);
+    let (sender, batches) = tokio::sync::mpsc::channel(crate::export::stage::QUEUE);
+    let tap = crate::pipeline::Tap {
+        sender,
+        notes: recorder.needs_notes(),
+        lines: recorder.needs_lines(),
+    };
     let stage = match cdr_stream {
         Some(publisher) => Stage::new(recorder, output).publishing_cdrs(publisher),
         None => Stage::new(recorder, output),
@@ -771,7 +771,7 @@ async fn demo(intake: Arc<Intake>, cancel: CancellationToken, journal: Option<st
         if let Ok(Decoded::Event(decoded)) = decode_line(event.line.as_bytes()) {
             let submitted = intake
                 .submit(vec![Submission {
-                    event: Box::new(decoded.into_owned()),
+                    event: Arc::new(decoded.into_owned()),
                     line: bytes::Bytes::from(event.line.clone().into_bytes()),
                     stats: Arc::clone(&stats),
                     ingested: Instant::now(),
