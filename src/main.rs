@@ -38,6 +38,9 @@ enum Command {
         /// The most call resources held at once; events that would create more are ignored.
         #[arg(long, default_value_t = DEFAULT_MAX_CALLS * 10)]
         max_calls: usize,
+        /// Seconds within which a queued call diverted counts towards its queue's service level.
+        #[arg(long, default_value_t = callgate::reduce::DEFAULT_SERVICE_LEVEL_SECS)]
+        service_level_secs: u64,
         /// Event files, read in order; none or `-` reads standard input.
         files: Vec<PathBuf>,
     },
@@ -336,6 +339,7 @@ fn main() -> ExitCode {
             base_url,
             updates,
             max_calls,
+            service_level_secs,
             files,
         } => {
             let options = FoldOptions {
@@ -343,6 +347,7 @@ fn main() -> ExitCode {
                 updates,
                 inputs: files,
                 max_calls,
+                service_level_secs,
             };
             let result = fold(
                 &options,

@@ -883,3 +883,105 @@ async fn other_sites_pages_are_refused_and_allowed_ones_get_cors_answers() {
             .is_some_and(|n| n >= 2.0)
     );
 }
+
+/// Issue 15: queues are for supervisors and administrators on every door, whole (no device scope); an
+/// agent is refused by role, whether or not any queue exists.
+#[tokio::test]
+async fn queues_are_shown_to_supervisors_and_admins_and_refused_to_agents() {
+    let _guard = support::exclusive().await;
+    let gateway = started(&support::temp_dir("queues"));
+    let queued = "{\"event\":\"EventQueued\",\"ConnID\":\"0000000000000011\",\"CallUUID\":\"Q1\",\"ThisDN\":\"8001\",\"TimeinSecs\":1763900000}\n";
+    ingest(&gateway, queued.as_bytes().to_vec()).await;
+    let queue_id = callgate::reduce::device_id("", "8001");
+    for user in ["boss", "chief", "root"] {
+        let bearer = format!("Bearer {}", token(user));
+        let (status, body) = get(&gateway, "/api/v2/queues", &[("Authorization", &bearer)]);
+        assert_eq!(status, 200, "{user}: {body}");
+        let queues = body["queues"].as_array().expect("queues");
+        assert_eq!(queues.len(), 1, "{user}: {body}");
+        assert_eq!(queues[0]["id"], queue_id.as_str());
+        assert_eq!(queues[0]["waiting"][0]["callId"], "Q1");
+        let (status, one) = get(
+            &gateway,
+            &format!("/api/v2/queues/{queue_id}"),
+            &[("Authorization", &bearer)],
+        );
+        assert_eq!((status, &one["queue"]), (200, &queues[0]), "{user}");
+    }
+    let (status, _) = get(
+        &gateway,
+        "/api/v2/queues/no-such-queue",
+        &[("Authorization", &format!("Bearer {}", token("root")))],
+    );
+    assert_eq!(status, 404);
+    let agent = format!("Bearer {}", token("agent1"));
+    for path in [
+        "/api/v2/queues".to_owned(),
+        format!("/api/v2/queues/{queue_id}"),
+        "/api/v2/queues/no-such-queue".to_owned(),
+    ] {
+        let (status, body) = get(&gateway, &path, &[("Authorization", &agent)]);
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(body.get("queues").is_none() && body.get("queue").is_none());
+    }
+
+    // The WebSocket: a supervisor's snapshot carries the queue and a change arrives; an agent's
+    // subscription naming queues is refused, and the connection stays.
+    let mut boss = ws_connect(
+        &gateway,
+        &[("Authorization", &format!("Bearer {}", token("boss")))],
+    )
+    .await
+    .expect("upgrade");
+    let subscribe = serde_json::json!({"type": "subscribe", "sub": "q", "topics": ["queues"]});
+    boss.send(Message::text(subscribe.to_string()))
+        .await
+        .expect("subscribe");
+    let subscribed = next_json(&mut boss, WAIT).await.expect("subscribed");
+    assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+    assert_eq!(
+        subscribed["queues"][0]["id"],
+        queue_id.as_str(),
+        "{subscribed}"
+    );
+    assert!(subscribed.get("calls").is_none(), "{subscribed}");
+    let diverted = "{\"event\":\"EventDiverted\",\"ConnID\":\"0000000000000011\",\"ThisDN\":\"8001\",\"TimeinSecs\":1763900005}\n";
+    ingest(&gateway, diverted.as_bytes().to_vec()).await;
+    let notification = next_json(&mut boss, WAIT)
+        .await
+        .expect("a queue notification");
+    assert_eq!(
+        notification["channel"], "/callgate/queues",
+        "{notification}"
+    );
+    assert_eq!(
+        notification["data"]["messageType"],
+        "QueueStateChangeMessage"
+    );
+    assert_eq!(notification["data"]["queue"]["today"]["serviceLevel"], 100);
+
+    let mut agent_ws = ws_connect(&gateway, &[("Authorization", &agent)])
+        .await
+        .expect("upgrade");
+    let subscribe =
+        serde_json::json!({"type": "subscribe", "sub": "q", "topics": ["calls", "queues"]});
+    agent_ws
+        .send(Message::text(subscribe.to_string()))
+        .await
+        .expect("subscribe");
+    let refused = next_json(&mut agent_ws, WAIT).await.expect("an error");
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("error"), Some("forbidden"))
+    );
+    let subscribe = serde_json::json!({"type": "subscribe", "sub": "c", "topics": ["calls"]});
+    agent_ws
+        .send(Message::text(subscribe.to_string()))
+        .await
+        .expect("subscribe");
+    let subscribed = next_json(&mut agent_ws, WAIT).await.expect("subscribed");
+    assert_eq!(
+        subscribed["type"], "subscribed",
+        "the connection stays: {subscribed}"
+    );
+}

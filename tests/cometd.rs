@@ -778,3 +778,52 @@ async fn a_held_connect_is_answered_at_its_timeout_and_at_shutdown() {
     assert_eq!(support::header(&headers, "connection"), None);
     assert!(waiting.response().is_none(), "closed after the reply");
 }
+
+/// Issue 15: `/callgate/queues` carries every queue notification to a supervisor (gws.md's table); an
+/// agent is refused it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callgate_queues_brings_queue_notifications_to_supervisors_only() {
+    let (gateway, _dir) = start();
+    let ann = handshake(&gateway, "agent1", false);
+    assert_eq!(
+        subscribe(&gateway, &ann, json!("/callgate/queues"))["error"],
+        "403::subscribe_denied"
+    );
+    let boss = handshake(&gateway, "boss", false);
+    assert_eq!(
+        subscribe(
+            &gateway,
+            &boss,
+            json!(["/callgate/queues", "/callgate/calls"])
+        )["successful"],
+        true
+    );
+    ingest(
+        &gateway,
+        br#"{"event":"EventQueued","ConnID":"5","CallUUID":"Q5","ThisDN":"8001","TimeinSecs":1763900000}
+{"event":"EventDiverted","ConnID":"5","ThisDN":"8001","ThirdPartyDN":"7001","TimeinSecs":1763900030}
+{"event":"EventRinging","ConnID":"5","ThisDN":"7001","TimeinSecs":1763900030}
+"#
+        .to_vec(),
+    )
+    .await;
+    let (seen, _) = connect(&gateway, &boss, None);
+    let channels: Vec<&str> = seen.iter().filter_map(|m| m["channel"].as_str()).collect();
+    assert_eq!(
+        channels,
+        ["/callgate/queues", "/callgate/queues", "/callgate/calls"],
+        "in the order produced: {seen:?}"
+    );
+    assert_eq!(seen[0]["data"]["messageType"], "QueueStateChangeMessage");
+    assert_eq!(seen[0]["data"]["queue"]["waiting"][0]["callId"], "Q5");
+    assert!(
+        seen[0]["data"].get("userId").is_none(),
+        "a queue has no owner"
+    );
+    let today = &seen[1]["data"]["queue"]["today"];
+    assert_eq!(
+        (today["diverted"].as_u64(), today["serviceLevel"].as_f64()),
+        (Some(1), Some(0.0)),
+        "waited 30 s"
+    );
+}

@@ -15,6 +15,7 @@ use support::durable::an_hour;
 const EVENT: &str = "callgate.tserver.event.v1";
 const CALL_NOTIFICATION: &str = "callgate.call.notification.v1";
 const DEVICE_NOTIFICATION: &str = "callgate.device.notification.v1";
+const QUEUE_NOTIFICATION: &str = "callgate.queue.notification.v1";
 const CDR: &str = "callgate.call.cdr.v1";
 
 fn schema(name: &str) -> Value {
@@ -41,7 +42,12 @@ fn schema(name: &str) -> Value {
 /// files: this build of jsonschema fetches nothing, so a `$ref` to anything else fails the build.
 fn validator() -> Validator {
     let mut options = jsonschema::options().with_draft(jsonschema::Draft::Draft202012);
-    for name in ["call-notification.v1", "device-notification.v1", "cdr.v1"] {
+    for name in [
+        "call-notification.v1",
+        "device-notification.v1",
+        "queue-notification.v1",
+        "cdr.v1",
+    ] {
         let contents = schema(name);
         let id = contents["$id"]
             .as_str()
@@ -132,6 +138,9 @@ fn check_cross_members(record: &Value) {
                 "{}",
                 text()
             );
+        }
+        QUEUE_NOTIFICATION => {
+            assert_eq!(record["subject"], data["data"]["queue"]["id"], "{}", text());
         }
         CDR => {
             let cdr_id = data["cdrId"].as_str().expect("cdrId");
@@ -237,7 +246,7 @@ fn every_exported_record_validates_against_the_schemas() {
         );
         check_cross_members(&record);
         let kind = record["type"].as_str().expect("type");
-        if kind == CALL_NOTIFICATION || kind == DEVICE_NOTIFICATION {
+        if [CALL_NOTIFICATION, DEVICE_NOTIFICATION, QUEUE_NOTIFICATION].contains(&kind) {
             let id = record["id"].as_str().expect("id");
             let (_, seq) = id.rsplit_once(':').expect("<epoch>:<seq>");
             seqs.push(seq.parse::<u64>().expect("seq"));
@@ -248,7 +257,13 @@ fn every_exported_record_validates_against_the_schemas() {
         }
     }
     eprintln!("validated {per_type:?}");
-    for kind in [EVENT, CALL_NOTIFICATION, DEVICE_NOTIFICATION, CDR] {
+    for kind in [
+        EVENT,
+        CALL_NOTIFICATION,
+        DEVICE_NOTIFICATION,
+        QUEUE_NOTIFICATION,
+        CDR,
+    ] {
         assert!(
             per_type.get(kind).is_some_and(|n| *n > 0),
             "no {kind} record: {per_type:?}"

@@ -20,6 +20,7 @@ fn run_fold(events: &Path, updates: bool) -> Run {
         updates,
         inputs: vec![events.to_path_buf()],
         max_calls: DEFAULT_MAX_CALLS,
+        service_level_secs: 20,
     };
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();

@@ -63,7 +63,21 @@ fn check_invariants(folded: &Folded) -> Result<(), TestCaseError> {
     let mut ids: HashMap<u64, Value> = HashMap::new();
     let mut released: HashMap<u64, bool> = HashMap::new();
     let mut devices: HashMap<u64, Value> = HashMap::new();
+    let mut queues: HashMap<u64, Value> = HashMap::new();
     for (topic, resource, members) in &folded.notifications {
+        if *topic == Topic::Queues {
+            let notification: Value =
+                serde_json::from_str(&format!("{{{members}}}")).expect("notification is JSON");
+            prop_assert_eq!(&notification["channel"], "/callgate/queues");
+            let queue = notification["data"]["queue"].clone();
+            check_queue(&queue)?;
+            if let Some(before) = queues.get(resource) {
+                prop_assert_eq!(&before["id"], &queue["id"]);
+                prop_assert_ne!(before, &queue, "a queue notification without a change");
+            }
+            queues.insert(*resource, queue);
+            continue;
+        }
         if *topic == Topic::Devices {
             let notification: Value =
                 serde_json::from_str(&format!("{{{members}}}")).expect("notification is JSON");
@@ -86,6 +100,42 @@ fn check_invariants(folded: &Folded) -> Result<(), TestCaseError> {
         prop_assert_eq!(&*id, &call["id"]);
         if call["state"] == "Released" {
             prop_assert_eq!(&call["capabilities"], &json!([]));
+        }
+    }
+    Ok(())
+}
+
+/// What every version of a queue resource holds (api.md; docs/semantics.md, "Queues").
+fn check_queue(queue: &Value) -> Result<(), TestCaseError> {
+    let waiting = queue["waiting"].as_array().expect("waiting");
+    let count = queue["waitingCount"].as_u64().expect("waitingCount");
+    prop_assert_eq!(waiting.len() as u64, count.min(200), "{}", queue);
+    let mut conns: Vec<&str> = waiting
+        .iter()
+        .filter_map(|w| w["connId"].as_str())
+        .collect();
+    conns.sort_unstable();
+    conns.dedup();
+    prop_assert_eq!(conns.len(), waiting.len(), "a call waits once: {}", queue);
+    if count == 0 {
+        prop_assert!(
+            queue["longestWaitSecs"] == 0 && waiting.is_empty(),
+            "{}",
+            queue
+        );
+    }
+    let today = &queue["today"];
+    let number = |key: &str| today[key].as_u64().expect("a count");
+    prop_assert!(
+        number("answeredWithinServiceLevel") <= number("diverted"),
+        "{}",
+        queue
+    );
+    match &today["serviceLevel"] {
+        Value::Null => {}
+        level => {
+            let level = level.as_f64().expect("a number");
+            prop_assert!((0.0..=100.0).contains(&level), "{}", queue);
         }
     }
     Ok(())

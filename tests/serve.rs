@@ -189,7 +189,7 @@ async fn every_fixture_through_the_socket_gives_folds_notifications_and_resource
         let mut ws = ws_connect(&gateway).await;
         let subscribed = subscribe(
             &mut ws,
-            json!({"type":"subscribe","sub":"all","topics":["calls","devices"]}),
+            json!({"type":"subscribe","sub":"all","topics":["calls","devices","queues"]}),
         )
         .await;
         assert_eq!(subscribed["calls"], json!([]), "{name}");
@@ -917,7 +917,7 @@ async fn a_stalled_client_gets_the_newest_state_and_slows_no_one() {
     let total = fold.stdout.iter().filter(|&&b| b == b'\n').count();
 
     // Both topics: fold --updates prints device notifications too, and every seq must arrive.
-    let everything = json!({"type":"subscribe","sub":"all","topics":["calls","devices"]});
+    let everything = json!({"type":"subscribe","sub":"all","topics":["calls","devices","queues"]});
     let mut stalled = ws_connect(&gateway).await;
     subscribe(&mut stalled, everything.clone()).await;
     let mut fast = ws_connect(&gateway).await;
@@ -1226,7 +1226,7 @@ async fn frames_packed_at_rest_read_back_byte_for_byte() {
     let _serial = support::exclusive().await;
     let gateway = Gateway::start(&[]);
     let mut live = ws_connect(&gateway).await;
-    let everything = json!({"type":"subscribe","sub":"all","topics":["calls","devices"]});
+    let everything = json!({"type":"subscribe","sub":"all","topics":["calls","devices","queues"]});
     let subscribed = subscribe(&mut live, everything.clone()).await;
     let epoch = subscribed["epoch"].as_str().expect("epoch").to_owned();
     // Agent states too: device frames are packed and resumed like call frames.

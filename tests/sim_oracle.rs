@@ -375,3 +375,73 @@ fn keeping_plans_changes_no_event() {
     assert!(!planned.plans().is_empty());
     assert!(Simulator::new(hour()).plans().is_empty(), "off by default");
 }
+
+/// Issue 15: each queue's counters after a simulated hour against the simulator's plans: calls entered,
+/// diverted and abandoned in the queue, answered within the service level (20 s), and the service level
+/// computed from the plans by api.md's formula.
+#[test]
+fn every_queue_counts_what_the_simulator_planned() {
+    const LEVEL_MICROS: i64 = 20_000_000;
+    let mut simulator = Simulator::new(hour()).with_plans();
+    let lines: Vec<String> = simulator.by_ref().map(|event| event.line).collect();
+    let plans = simulator.take_plans();
+    let mut fold = callgate::reduce::Fold::new(callgate::reduce::ReducerConfig::default());
+    let mut notifications = callgate::reduce::Notifications::default();
+    for line in &lines {
+        let _ = fold.apply_line(line.as_bytes(), &mut notifications);
+        notifications.clear();
+    }
+    #[derive(Default, Debug, PartialEq)]
+    struct Truth {
+        entered: u64,
+        diverted: u64,
+        abandoned: u64,
+        answered_within: u64,
+        abandoned_within: u64,
+    }
+    let mut truth: HashMap<String, Truth> = HashMap::new();
+    for plan in &plans {
+        let Some(queue) = &plan.queue else { continue };
+        let counts = truth.entry(queue.dn.clone()).or_default();
+        let within = queue.exit - queue.enter <= LEVEL_MICROS;
+        counts.entered += 1;
+        if plan.abandon_phase == Some("queue") {
+            counts.abandoned += 1;
+            counts.abandoned_within += u64::from(within);
+        } else {
+            counts.diverted += 1;
+            counts.answered_within += u64::from(within);
+        }
+    }
+    assert!(truth.len() >= 2, "the hour uses several queues: {truth:?}");
+    assert!(
+        truth
+            .values()
+            .any(|t| t.abandoned_within > 0 && t.abandoned > t.abandoned_within),
+        "short and long abandons both happen: {truth:?}"
+    );
+    let mut seen = 0;
+    for (queue, _) in fold.reducer().queues() {
+        let mut doc = String::new();
+        queue.write("", &mut doc);
+        let doc: Value = serde_json::from_str(&doc).expect("a queue is JSON");
+        let dn = doc["phoneNumber"].as_str().expect("phoneNumber").to_owned();
+        let want = truth
+            .get(&dn)
+            .unwrap_or_else(|| panic!("queue {dn} has no plan"));
+        let today = &doc["today"];
+        let offered = want.entered - want.abandoned_within;
+        let level = (want.answered_within as f64 * 100.0 / offered as f64 * 10.0).round() / 10.0;
+        assert_eq!(today["entered"], want.entered, "{dn} entered");
+        assert_eq!(today["diverted"], want.diverted, "{dn} diverted");
+        assert_eq!(today["abandoned"], want.abandoned, "{dn} abandoned");
+        assert_eq!(
+            today["answeredWithinServiceLevel"], want.answered_within,
+            "{dn} answered within 20 s"
+        );
+        assert_eq!(today["serviceLevel"].as_f64(), Some(level), "{dn} level");
+        assert_eq!(doc["waitingCount"], 0, "{dn}: every call of the hour left");
+        seen += 1;
+    }
+    assert_eq!(seen, truth.len(), "one queue resource per planned queue");
+}

@@ -36,6 +36,14 @@ impl Principal {
     pub fn name(&self) -> &str {
         self.user.as_ref().map_or("-", |user| &user.username)
     }
+
+    /// Whether it may read queue resources (api.md, gws.md): supervisors, administrators, and anyone in
+    /// open mode. Queues belong to no device, so no device scope narrows them.
+    pub fn sees_queues(&self) -> bool {
+        self.user
+            .as_ref()
+            .is_none_or(|user| user.roles.supervisor || user.roles.admin)
+    }
 }
 
 /// What a request is, for the rules that depend on it.

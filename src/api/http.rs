@@ -156,3 +156,56 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 pub async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such resource")
 }
+
+/// `GET /api/v2/queues`: every queue resource, in DN order (supervisors, administrators and open mode;
+/// 403 for anyone else, whatever exists).
+pub async fn queues(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
+    if !principal.sees_queues() {
+        return queues_denied(&principal);
+    }
+    let view = state.stream.view();
+    let mut queues: Vec<&crate::store::StoredQueue> = view.queues_after(None).collect();
+    queues.sort_by(|a, b| (&a.meta.dn, &a.meta.queue_id).cmp(&(&b.meta.dn, &b.meta.queue_id)));
+    let mut body = String::from("{\"statusCode\":0,\"queues\":[");
+    for (i, queue) in queues.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(queue.json());
+    }
+    body.push_str("]}");
+    json_response(StatusCode::OK, body)
+}
+
+/// `GET /api/v2/queues/{id}`: one queue resource.
+pub async fn queue(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(queue_id): Path<String>,
+) -> Response {
+    if !principal.sees_queues() {
+        return queues_denied(&principal);
+    }
+    let view = state.stream.view();
+    match view.queue(&queue_id) {
+        Some(queue) => json_response(
+            StatusCode::OK,
+            format!("{{\"statusCode\":0,\"queue\":{}}}", queue.json()),
+        ),
+        None => error(StatusCode::NOT_FOUND, &format!("no queue {queue_id}")),
+    }
+}
+
+/// The answer to an agent asking for queues: forbidden by role, audited and counted.
+fn queues_denied(principal: &Principal) -> Response {
+    tracing::info!(target: "callgate::audit", door = "rest", user = principal.name(), "access denied: queues need a supervisor or administrator");
+    metrics::counter!("callgate_access_denied_total", "door" => "rest", "reason" => "role")
+        .increment(1);
+    error(
+        StatusCode::FORBIDDEN,
+        "queues are for supervisors and administrators",
+    )
+}

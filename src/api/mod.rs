@@ -60,6 +60,8 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/api/v2/calls", get(http::calls))
         .route("/api/v2/devices", get(gws::devices))
         .route("/api/v2/devices/{device_id}", get(gws::device))
+        .route("/api/v2/queues", get(http::queues))
+        .route("/api/v2/queues/{queue_id}", get(http::queue))
         .route("/api/v2/me", get(gws::get_me).post(gws::post_me))
         .route(
             "/api/v2/me/devices",

@@ -377,8 +377,8 @@ fn handle_text(
         } => {
             let matcher = match matcher(principal, topics, filter) {
                 Ok(matcher) => matcher,
-                Err(message) => {
-                    outbox.push_control(error_frame(Some(&sub), "bad-request", &message));
+                Err((code, message)) => {
+                    outbox.push_control(error_frame(Some(&sub), code, &message));
                     return;
                 }
             };
@@ -405,19 +405,32 @@ fn matcher(
     principal: &Principal,
     topics: Option<Vec<String>>,
     filter: Option<CallFilter>,
-) -> Result<Matcher, String> {
+) -> Result<Matcher, (&'static str, String)> {
     let topics = match topics {
         None => Topics::CALLS,
         Some(names) if names.is_empty() => {
-            return Err("topics must name at least one of calls, devices".into());
+            return Err((
+                "bad-request",
+                "topics must name at least one of calls, devices, queues".into(),
+            ));
         }
-        Some(names) => Topics::from_names(names.iter().map(String::as_str))
-            .map_err(|name| format!("unknown topic {name:?}: calls or devices"))?,
+        Some(names) => Topics::from_names(names.iter().map(String::as_str)).map_err(|name| {
+            (
+                "bad-request",
+                format!("unknown topic {name:?}: calls, devices or queues"),
+            )
+        })?,
     };
+    if topics.contains(crate::reduce::Topic::Queues) && !principal.sees_queues() {
+        return Err((
+            "forbidden",
+            "queues are for supervisors and administrators".into(),
+        ));
+    }
     let filter = filter
         .unwrap_or_default()
         .validated()
-        .map_err(|err| err.to_string())?;
+        .map_err(|err| ("bad-request", err.to_string()))?;
     Ok(Matcher::for_topics(filter, principal.scope.clone(), topics))
 }
 

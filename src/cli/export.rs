@@ -307,6 +307,7 @@ async fn through_pipeline(
                 base_url: settings.base_url.clone(),
                 max_calls: settings.max_calls,
                 max_devices: crate::reduce::DEFAULT_MAX_DEVICES,
+                service_level: settings.service_level_secs as crate::event::Micros * 1_000_000,
             },
             released_linger: Duration::from_secs_f64(settings.released_linger_secs.max(0.0)),
             stale_call_after: (settings.stale_call_after_secs > 0.0)

@@ -18,6 +18,8 @@ pub struct FoldOptions {
     pub inputs: Vec<PathBuf>,
     /// The most resources held at once.
     pub max_calls: usize,
+    /// `--service-level-secs` of the queues.
+    pub service_level_secs: u64,
 }
 
 /// Why `fold` could not finish (exit status 2).
@@ -46,6 +48,9 @@ pub fn fold(
     let mut fold = Fold::new(ReducerConfig {
         base_url: options.base_url.clone(),
         max_calls: options.max_calls,
+        service_level: crate::event::Micros::try_from(options.service_level_secs)
+            .unwrap_or(crate::event::Micros::MAX)
+            .saturating_mul(1_000_000),
         ..ReducerConfig::default()
     });
     let mut out = BufWriter::with_capacity(256 * 1024, stdout);

@@ -6,6 +6,7 @@ use crate::cdr::record::{Cdr, write_time};
 use crate::event::Micros;
 use crate::journal::Position;
 use crate::json::{Decimal, write_json_str};
+use crate::reduce::Topic;
 
 /// `type` of a T-Server event as received.
 pub const EVENT_TYPE: &str = "callgate.tserver.event.v1";
@@ -13,6 +14,8 @@ pub const EVENT_TYPE: &str = "callgate.tserver.event.v1";
 pub const CALL_NOTIFICATION_TYPE: &str = "callgate.call.notification.v1";
 /// `type` of a device notification.
 pub const DEVICE_NOTIFICATION_TYPE: &str = "callgate.device.notification.v1";
+/// `type` of a queue notification.
+pub const QUEUE_NOTIFICATION_TYPE: &str = "callgate.queue.notification.v1";
 /// `type` of a call detail record.
 pub const CDR_TYPE: &str = "callgate.call.cdr.v1";
 
@@ -80,14 +83,14 @@ pub fn write_event(out: &mut String, origin: &Origin, place: Place, event: &Even
     out.push_str("}\n");
 }
 
-/// One notification (call-resource.md, "Notifications"): `id` `<epoch>:<seq>`, `subject` the call's or
-/// device's id, `data` the notification object.
+/// One notification (call-resource.md, "Notifications"): `id` `<epoch>:<seq>`, `subject` the call's,
+/// device's or queue's id, `data` the notification object.
 pub struct NotificationRecord<'a> {
     /// Its `seq` in the stream.
     pub seq: u64,
-    /// A device's notification rather than a call's.
-    pub device: bool,
-    /// The call id or device id.
+    /// Whose notification: a call's, a device's or a queue's.
+    pub topic: Topic,
+    /// The call id, device id or queue id.
     pub subject: &'a str,
     /// The notification's members, as the reducer wrote them (`"channel":...,"data":{...}`).
     pub members: &'a str,
@@ -106,10 +109,10 @@ pub fn write_notification(
     out.push_str(Decimal::new(notification.seq).as_str());
     out.push('"');
     write_source(out, origin, None);
-    let kind = if notification.device {
-        DEVICE_NOTIFICATION_TYPE
-    } else {
-        CALL_NOTIFICATION_TYPE
+    let kind = match notification.topic {
+        Topic::Calls => CALL_NOTIFICATION_TYPE,
+        Topic::Devices => DEVICE_NOTIFICATION_TYPE,
+        Topic::Queues => QUEUE_NOTIFICATION_TYPE,
     };
     write_head(out, kind, Some(notification.subject), place);
     out.push_str(",\"data\":{");
@@ -290,7 +293,7 @@ mod tests {
         };
         let note = NotificationRecord {
             seq: 12,
-            device: true,
+            topic: Topic::Devices,
             subject: "dev\"1",
             members: r#""channel":"/v2/me/devices","data":{}"#,
         };

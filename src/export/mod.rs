@@ -142,9 +142,9 @@ impl Fact {
 pub struct Note {
     /// Its `seq`.
     pub seq: u64,
-    /// A device's rather than a call's.
-    pub device: bool,
-    /// The call id or device id.
+    /// Whose: a call's, a device's or a queue's.
+    pub topic: crate::reduce::Topic,
+    /// The call id, device id or queue id.
     pub subject: Arc<str>,
     /// Its members (`"channel":...,"data":{...}`).
     pub members: String,
@@ -351,7 +351,7 @@ impl Recorder {
         for note in notes {
             let record = NotificationRecord {
                 seq: note.seq,
-                device: note.device,
+                topic: note.topic,
                 subject: &note.subject,
                 members: &note.members,
             };

@@ -28,6 +28,13 @@ pub struct Settings {
     pub cdr_late_window_secs: f64,
     /// `--cdr-disposition-key`.
     pub cdr_disposition_key: String,
+    /// `--service-level-secs` (absent from the settings of gateways before queue resources).
+    #[serde(default = "default_service_level_secs")]
+    pub service_level_secs: u64,
+}
+
+fn default_service_level_secs() -> u64 {
+    crate::reduce::DEFAULT_SERVICE_LEVEL_SECS
 }
 
 impl Settings {
@@ -44,6 +51,7 @@ impl Settings {
             max_calls: config.max_calls,
             cdr_late_window_secs: config.cdr.late_window as f64 / 1e6,
             cdr_disposition_key: config.cdr.disposition_key.clone(),
+            service_level_secs: config.service_level_secs,
         }
     }
 

@@ -30,7 +30,7 @@ use crate::reduce::{
     Admission, CallState, Disposition, IgnoreReason, NotificationType, Notifications, Reducer,
     ReducerConfig, Sequencer, Topic,
 };
-use crate::store::{CallKey, CallMeta, DeviceMeta, Meta};
+use crate::store::{CallKey, CallMeta, DeviceMeta, Meta, QueueMeta};
 use crate::stream::{Published, Stream};
 use crate::supervise::Supervisor;
 use bytes::Bytes;
@@ -817,6 +817,10 @@ impl Shard {
             let held = match &notification.meta {
                 Meta::Call(meta) => meta.is_live(),
                 Meta::Device(meta) => meta.kept,
+                // A queue holds no journal segment: its counters are today's, and holding from its
+                // first event would keep the journal forever. A recovery counts from the oldest event
+                // retention kept (docs/semantics.md, "Queues").
+                Meta::Queue(_) => false,
             };
             if held {
                 self.needs.hold(key, position);
@@ -933,6 +937,19 @@ impl Shard {
                         kept,
                     }))
                 }
+                Topic::Queues => {
+                    let Some((number, queue)) = u32::try_from(notification.resource)
+                        .ok()
+                        .and_then(|number| Some((number, self.reducer.queue(number)?)))
+                    else {
+                        continue;
+                    };
+                    Meta::Queue(Arc::new(QueueMeta {
+                        key: CallKey::queue(self.id, number),
+                        dn: Arc::clone(&queue.dn),
+                        queue_id: Arc::clone(&queue.queue_id),
+                    }))
+                }
             };
             published.push(Published {
                 meta,
@@ -1043,13 +1060,14 @@ fn notes_of(published: &[Published]) -> Vec<Note> {
     published
         .iter()
         .map(|notification| {
-            let (device, subject) = match &notification.meta {
-                Meta::Call(meta) => (false, Arc::clone(&meta.call_id)),
-                Meta::Device(meta) => (true, Arc::clone(&meta.device_id)),
+            let (topic, subject) = match &notification.meta {
+                Meta::Call(meta) => (Topic::Calls, Arc::clone(&meta.call_id)),
+                Meta::Device(meta) => (Topic::Devices, Arc::clone(&meta.device_id)),
+                Meta::Queue(meta) => (Topic::Queues, Arc::clone(&meta.queue_id)),
             };
             Note {
                 seq: 0,
-                device,
+                topic,
                 subject,
                 members: notification.members.clone(),
             }

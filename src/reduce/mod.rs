@@ -10,6 +10,7 @@ mod call;
 mod capabilities;
 mod device;
 mod notify;
+pub mod queue;
 mod sequence;
 mod table;
 
@@ -17,6 +18,7 @@ pub use call::{Call, CallState, Changes, RecordingState};
 pub use capabilities::{Capabilities, Capability, CapabilityInputs, ConsultRole, capabilities};
 pub use device::{AgentState, DeviceDoc, DeviceState, Monitoring};
 pub use notify::{CallView, Notification, NotificationType, Notifications, Topic};
+pub use queue::Queue;
 pub use sequence::{Admission, RESTART_GAP, SequenceCheck, SequenceTracker, Sequencer};
 pub use table::MAX_SLOTS;
 
@@ -31,6 +33,11 @@ pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:8080";
 pub const DEFAULT_MAX_CALLS: usize = 1_000_000;
 /// How many devices with a state of their own (gws.md) the reducer holds at most by default.
 pub const DEFAULT_MAX_DEVICES: usize = 1_000_000;
+/// How many queues and routing points the reducer holds at most; an EventQueued at one more is not
+/// counted in any queue (the call itself is unaffected).
+pub const MAX_QUEUES: usize = 10_000;
+/// `--service-level-secs` by default (api.md).
+pub const DEFAULT_SERVICE_LEVEL_SECS: u64 = 20;
 /// How many distinct T-Servers the reducer tracks at most.
 pub const MAX_SERVERS: usize = 1024;
 
@@ -45,6 +52,8 @@ pub struct ReducerConfig {
     /// The most devices held at once; a device event that would add one more is ignored (a device with
     /// calls is held by its calls, within `max_calls`).
     pub max_devices: usize,
+    /// A queued call diverted within this long counts as answered within the service level (µs).
+    pub service_level: Micros,
 }
 
 impl Default for ReducerConfig {
@@ -53,6 +62,7 @@ impl Default for ReducerConfig {
             base_url: DEFAULT_BASE_URL.to_owned(),
             max_calls: DEFAULT_MAX_CALLS,
             max_devices: DEFAULT_MAX_DEVICES,
+            service_level: DEFAULT_SERVICE_LEVEL_SECS as Micros * 1_000_000,
         }
     }
 }
@@ -201,6 +211,10 @@ pub struct Reducer {
     by_conn: HashMap<(u32, ConnId), u64>,
     phone_book: PhoneBook,
     scratch: Scratch,
+    /// Queues and routing points by number (numbers in order of first EventQueued).
+    queues: HashMap<u32, Queue>,
+    queue_index: HashMap<(u32, Box<str>), u32>,
+    service_level: Micros,
 }
 
 impl Default for Reducer {
@@ -228,6 +242,9 @@ impl Reducer {
             by_conn: HashMap::new(),
             phone_book: PhoneBook::default(),
             scratch: Scratch::default(),
+            queues: HashMap::new(),
+            queue_index: HashMap::new(),
+            service_level: config.service_level,
         }
     }
 
@@ -250,6 +267,23 @@ impl Reducer {
         if event.kind.is_device_event() {
             return self.apply_device_event(server_no, event, out);
         }
+        let queued = self.apply_queue_event(server_no, event, time, arrived, out);
+        match self.apply_call_event(server_no, event, time, arrived, out) {
+            // An EventAbandoned that no call knows is the queue's, when it left one.
+            Disposition::Orphan if queued => Disposition::Applied,
+            disposition => disposition,
+        }
+    }
+
+    /// Applies a call event to the call resource at its ThisDN (call-resource.md).
+    fn apply_call_event(
+        &mut self,
+        server_no: u32,
+        event: &Event<'_>,
+        time: Option<Micros>,
+        arrived: Micros,
+        out: &mut Notifications,
+    ) -> Disposition {
         // The decoder guarantees both on call events.
         let (Some(conn_id), Some(this_dn)) = (event.conn_id, event.this_dn.as_deref()) else {
             return Disposition::Applied;
@@ -481,6 +515,92 @@ impl Reducer {
         Disposition::Applied
     }
 
+    /// Applies a call event at a queue or routing point (api.md): EventQueued there creates the queue;
+    /// EventQueued, EventDiverted and EventAbandoned at a queue's DN change it and append its queue
+    /// notification. Whether the event was a queue's. The queues only watch: the call reducer takes
+    /// every event as well, so a call resource behaves as if no queue existed (none is made at a
+    /// queue, call-resource.md, and an agent's DN that once saw an EventQueued keeps its calls).
+    fn apply_queue_event(
+        &mut self,
+        server_no: u32,
+        event: &Event<'_>,
+        time: Option<Micros>,
+        arrived: Micros,
+        out: &mut Notifications,
+    ) -> bool {
+        if !matches!(
+            event.kind,
+            EventKind::Queued | EventKind::Diverted | EventKind::Abandoned
+        ) {
+            return false;
+        }
+        let Some(this_dn) = event.this_dn.as_deref() else {
+            return false;
+        };
+        let number = match self.queue_index.get(&DeviceKeyRef(server_no, this_dn)) {
+            Some(&number) => number,
+            None if event.kind == EventKind::Queued => {
+                if self.queues.len() >= MAX_QUEUES {
+                    // Counted, and the call is unaffected (docs/semantics.md, "Queues").
+                    metrics::counter!("callgate_queues_refused_total").increment(1);
+                    return false;
+                }
+                self.add_queue(server_no, this_dn)
+            }
+            // An EventAbandoned at a DN that is no queue is a party's (a caller hanging up while
+            // ringing): the call reducer's alone.
+            None => return false,
+        };
+        let service_level = self.service_level;
+        let Some(queue) = self.queues.get_mut(&number) else {
+            return false;
+        };
+        if queue.apply(event, time.unwrap_or(arrived), arrived, service_level) {
+            self.push_queue(number, out);
+        }
+        true
+    }
+
+    fn add_queue(&mut self, server: u32, dn: &str) -> u32 {
+        let server_name = self.server_names.get(server as usize).map_or("", |s| &**s);
+        let queue_id = device_id(server_name, dn);
+        let number = u32::try_from(self.queue_index.len()).unwrap_or(u32::MAX);
+        self.queues
+            .insert(number, Queue::new(server, dn.into(), queue_id.into()));
+        self.queue_index.insert((server, dn.into()), number);
+        number
+    }
+
+    /// Appends the queue notification of queue `number`.
+    fn push_queue(&self, number: u32, out: &mut Notifications) {
+        if let Some(queue) = self.queues.get(&number) {
+            let server = self
+                .server_names
+                .get(queue.server as usize)
+                .map_or("", |name| name);
+            out.push_queue(number, |doc| queue.write(server, doc));
+        }
+    }
+
+    /// Queue `number` (as a queue notification names it).
+    pub fn queue(&self, number: u32) -> Option<&Queue> {
+        self.queues.get(&number)
+    }
+
+    /// Every queue, in order of first EventQueued, with its T-Server's name.
+    pub fn queues(&self) -> impl Iterator<Item = (&Queue, &str)> + '_ {
+        let mut numbers: Vec<u32> = self.queues.keys().copied().collect();
+        numbers.sort_unstable();
+        numbers.into_iter().filter_map(|number| {
+            let queue = self.queues.get(&number)?;
+            let server = self
+                .server_names
+                .get(queue.server as usize)
+                .map_or("", |name| name);
+            Some((queue, server))
+        })
+    }
+
     /// Forgets device `number` if it holds no call and its state is back to the default (what a device
     /// never heard of shows), once its notification has been taken. `serve` calls it to keep only devices
     /// that say something; `fold` keeps them all (it ends anyway).
@@ -527,6 +647,15 @@ impl Reducer {
             .collect();
         // Creation order, so `serve` releases them in the same order whatever the slab's layout.
         stale.sort_unstable();
+        let mut queues: Vec<u32> = self
+            .queues
+            .iter_mut()
+            .filter_map(|(&number, queue)| queue.drop_stale(silent_since, now).then_some(number))
+            .collect();
+        queues.sort_unstable();
+        for number in queues {
+            self.push_queue(number, out);
+        }
         for &number in &stale {
             let Some(slot) = self.calls.get(number) else {
                 continue;

@@ -71,6 +71,8 @@ pub enum Topic {
     Calls,
     /// A device resource: DeviceStateChangeMessage on `/v2/me/devices`.
     Devices,
+    /// A queue resource: QueueStateChangeMessage on `/callgate/queues` (api.md).
+    Queues,
 }
 
 impl Topic {
@@ -79,6 +81,7 @@ impl Topic {
         match self {
             Topic::Calls => "calls",
             Topic::Devices => "devices",
+            Topic::Queues => "queues",
         }
     }
 
@@ -87,6 +90,7 @@ impl Topic {
         match name {
             "calls" => Some(Topic::Calls),
             "devices" => Some(Topic::Devices),
+            "queues" => Some(Topic::Queues),
             _ => None,
         }
     }
@@ -220,6 +224,28 @@ impl Notifications {
             resource: u64::from(number),
             members: start..self.buf.len(),
             call: device_start..device_end,
+        });
+    }
+}
+
+impl Notifications {
+    /// Appends the queue notification of queue `number` (api.md), its resource written by `write`:
+    /// `"channel":"/callgate/queues","data":{"messageType":"QueueStateChangeMessage","queue":{...}}`.
+    pub(crate) fn push_queue(&mut self, number: u32, write: impl FnOnce(&mut String)) {
+        let start = self.buf.len();
+        self.buf.push_str(
+            "\"channel\":\"/callgate/queues\",\"data\":{\"messageType\":\"QueueStateChangeMessage\",\"queue\":",
+        );
+        let queue_start = self.buf.len();
+        write(&mut self.buf);
+        let queue_end = self.buf.len();
+        self.buf.push('}');
+        self.entries.push(Entry {
+            topic: Topic::Queues,
+            kind: NotificationType::StatusChange,
+            resource: u64::from(number),
+            members: start..self.buf.len(),
+            call: queue_start..queue_end,
         });
     }
 }

@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// Seconds without an event after which a live call is released [default: 43200; 0: never].
     #[arg(long, env = "CALLGATE_STALE_CALL_AFTER")]
     pub stale_call_after: Option<f64>,
+    /// Seconds within which a queued call diverted to an agent counts towards a queue's service level
+    /// [default: 20].
+    #[arg(long, env = "CALLGATE_SERVICE_LEVEL_SECS")]
+    pub service_level_secs: Option<u64>,
     /// HTTP and WebSocket connections served at once; more wait in the kernel's backlog
     /// [default: 10000].
     #[arg(long, env = "CALLGATE_MAX_HTTP_CONNECTIONS")]
@@ -181,6 +185,7 @@ struct FileConfig {
     max_calls: Option<usize>,
     coalesce_after: Option<usize>,
     stale_call_after: Option<f64>,
+    service_level_secs: Option<u64>,
     max_http_connections: Option<usize>,
     pack_frames: Option<bool>,
     access: Option<PathBuf>,
@@ -240,6 +245,8 @@ pub struct ServeConfig {
     pub coalesce_after: usize,
     /// Silence after which a live call is released (`None`: never).
     pub stale_call_after: Option<Duration>,
+    /// `--service-level-secs`.
+    pub service_level_secs: u64,
     /// HTTP connections served at once.
     pub max_http_connections: usize,
     /// Whether frames at rest are packed.
@@ -334,6 +341,15 @@ impl ServeArgs {
             .stale_call_after
             .or(file.stale_call_after)
             .unwrap_or(43_200.0);
+        let service_level_secs = self
+            .service_level_secs
+            .or(file.service_level_secs)
+            .unwrap_or(crate::reduce::DEFAULT_SERVICE_LEVEL_SECS);
+        if service_level_secs > 86_400 {
+            return Err(ConfigError::Invalid(format!(
+                "service-level-secs must be 0 to 86400 seconds, not {service_level_secs}"
+            )));
+        }
         if !(0.0..=2_592_000.0).contains(&stale) {
             return Err(ConfigError::Invalid(format!(
                 "stale-call-after must be 0 (never) to 2592000 seconds, not {stale}"
@@ -427,6 +443,7 @@ impl ServeArgs {
                 .unwrap_or(crate::delivery::OutboxLimits::default().soft)
                 .clamp(1, crate::delivery::OutboxLimits::default().hard),
             stale_call_after: (stale > 0.0).then(|| Duration::from_secs_f64(stale)),
+            service_level_secs,
             max_http_connections: self
                 .max_http_connections
                 .or(file.max_http_connections)

@@ -249,6 +249,7 @@ pub async fn run(
                 base_url: base_url.clone(),
                 max_calls: config.max_calls,
                 max_devices: crate::reduce::DEFAULT_MAX_DEVICES,
+                service_level: config.service_level_secs as crate::event::Micros * 1_000_000,
             },
             released_linger: config.released_linger,
             stale_call_after: config.stale_call_after,

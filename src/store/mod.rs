@@ -42,6 +42,15 @@ impl CallKey {
         }
     }
 
+    /// The key of queue number `number` of reducer shard `shard`: shard numbers counted down from
+    /// `u16::MAX - 128`, below every device's, for the same reason.
+    pub fn queue(shard: u16, number: u32) -> CallKey {
+        CallKey {
+            shard: u16::MAX - 128 - shard,
+            number: u64::from(number),
+        }
+    }
+
     const MIN: CallKey = CallKey {
         shard: 0,
         number: 0,
@@ -90,13 +99,26 @@ pub struct DeviceMeta {
     pub kept: bool,
 }
 
-/// What a notification is about: a call or a device.
+/// What filters need to know about a queue resource (api.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMeta {
+    /// Its key (see [`CallKey::queue`]).
+    pub key: CallKey,
+    /// Its DN.
+    pub dn: Arc<str>,
+    /// Its id (UUID).
+    pub queue_id: Arc<str>,
+}
+
+/// What a notification is about: a call, a device or a queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Meta {
     /// A call resource.
     Call(Arc<CallMeta>),
     /// A device resource.
     Device(Arc<DeviceMeta>),
+    /// A queue resource.
+    Queue(Arc<QueueMeta>),
 }
 
 impl Meta {
@@ -105,6 +127,7 @@ impl Meta {
         match self {
             Meta::Call(call) => call.key,
             Meta::Device(device) => device.key,
+            Meta::Queue(queue) => queue.key,
         }
     }
 
@@ -113,31 +136,39 @@ impl Meta {
         match self {
             Meta::Call(_) => Topic::Calls,
             Meta::Device(_) => Topic::Devices,
+            Meta::Queue(_) => Topic::Queues,
         }
     }
 
-    /// The DN of the device it is about or belongs to.
+    /// The DN of the device it is about or belongs to, or of the queue.
     pub fn dn(&self) -> &Arc<str> {
         match self {
             Meta::Call(call) => &call.dn,
             Meta::Device(device) => &device.dn,
+            Meta::Queue(queue) => &queue.dn,
         }
     }
 
-    /// The id of that device.
+    /// The id of that device, or of the queue.
     pub fn device_id(&self) -> &Arc<str> {
         match self {
             Meta::Call(call) => &call.device_id,
             Meta::Device(device) => &device.device_id,
+            Meta::Queue(queue) => &queue.queue_id,
         }
     }
 }
 
 /// One stored device: its metadata and the notification frame that carried its current version.
-#[derive(Debug, Clone)]
-pub struct StoredDevice {
+pub type StoredDevice = StoredDoc<DeviceMeta>;
+/// One stored queue, the same way.
+pub type StoredQueue = StoredDoc<QueueMeta>;
+
+/// One stored device or queue: its metadata and the notification frame that carried its current version.
+#[derive(Debug)]
+pub struct StoredDoc<M> {
     /// Metadata for filters.
-    pub meta: Arc<DeviceMeta>,
+    pub meta: Arc<M>,
     /// The position of the notification that carried this version.
     pub seq: u64,
     /// That notification's frame (device frames stay plain: they are few and rarely change).
@@ -146,9 +177,21 @@ pub struct StoredDevice {
     pub doc: Range<u32>,
 }
 
-impl StoredDevice {
-    /// A device as published at `seq` in `frame`, its resource at `doc`.
-    pub fn new(meta: Arc<DeviceMeta>, seq: u64, frame: Bytes, doc: Range<usize>) -> Self {
+// Not derived: a derive would ask `M: Clone` of the metadata behind the `Arc`.
+impl<M> Clone for StoredDoc<M> {
+    fn clone(&self) -> Self {
+        Self {
+            meta: Arc::clone(&self.meta),
+            seq: self.seq,
+            frame: self.frame.clone(),
+            doc: self.doc.clone(),
+        }
+    }
+}
+
+impl<M> StoredDoc<M> {
+    /// A resource as published at `seq` in `frame`, its document at `doc`.
+    pub fn new(meta: Arc<M>, seq: u64, frame: Bytes, doc: Range<usize>) -> Self {
         let doc = u32::try_from(doc.start).unwrap_or(0)..u32::try_from(doc.end).unwrap_or(0);
         Self {
             meta,
@@ -158,7 +201,7 @@ impl StoredDevice {
         }
     }
 
-    /// The device resource, compact JSON (empty when the range is broken: a bug, never input).
+    /// The resource, compact JSON (empty when the range is broken: a bug, never input).
     pub fn json(&self) -> &str {
         let range = self.doc.start as usize..self.doc.end as usize;
         self.frame
@@ -269,6 +312,8 @@ pub struct StoreView {
     live: usize,
     /// Devices whose state is not the default, by id.
     devices: OrdMap<Arc<str>, StoredDevice>,
+    /// Queues, by id (never forgotten: at most [`crate::reduce::MAX_QUEUES`] a shard).
+    queues: OrdMap<Arc<str>, StoredQueue>,
 }
 
 /// A set of `entries`, inserted in order (each insert then walks the path the last one warmed).
@@ -357,6 +402,24 @@ impl StoreView {
         } else {
             self.devices.remove(&device.meta.device_id);
         }
+    }
+
+    /// Records the newest version of a queue.
+    pub fn upsert_queue(&mut self, queue: StoredQueue) {
+        self.queues.insert(Arc::clone(&queue.meta.queue_id), queue);
+    }
+
+    /// The queue with id `queue_id`.
+    pub fn queue(&self, queue_id: &str) -> Option<&StoredQueue> {
+        self.queues.get(queue_id)
+    }
+
+    /// Every queue, in id order, starting after `after`.
+    pub fn queues_after(&self, after: Option<Arc<str>>) -> impl Iterator<Item = &StoredQueue> {
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.queues
+            .range((start, Bound::Unbounded))
+            .map(|(_, queue)| queue)
     }
 
     /// The device with id `device_id`, if its state is not the default.

@@ -7,7 +7,9 @@ use super::history::Missed;
 use crate::delivery::{Backlog, Frame};
 use crate::json::write_json_str;
 use crate::reduce::Topic;
-use crate::store::{CallKey, Lookup, StoreView, StoredCall, StoredDevice, push_documents};
+use crate::store::{
+    CallKey, Lookup, StoreView, StoredCall, StoredDevice, StoredQueue, push_documents,
+};
 use crate::subscriptions::Matcher;
 use std::sync::Arc;
 
@@ -18,7 +20,7 @@ const RESUME_FRAMES_PER_TURN: usize = 512;
 
 /// A snapshot: `subscribed` with the first resources, then `snapshot` frames until `"more":false`. Each
 /// frame holds at most [`SNAPSHOT_CHUNK`] resources: the subscription's calls (`"calls"`, when calls are
-/// among its topics), then its devices (`"devices"`, when devices are).
+/// among its topics), then its devices (`"devices"`, when devices are), then every queue (`"queues"`).
 pub struct SnapshotBacklog {
     /// The `subscribed` frame up to its resources (`{"type":"subscribed",...,"resumed":false`), until it
     /// is sent.
@@ -32,6 +34,10 @@ pub struct SnapshotBacklog {
     calls_done: bool,
     /// The last device looked at.
     devices_after: Option<Arc<str>>,
+    /// Every device has been gathered (or devices are not among the topics).
+    devices_done: bool,
+    /// The last queue looked at.
+    queues_after: Option<Arc<str>>,
     /// A resource found past the last chunk, proving there is more; it opens the next chunk.
     carry: Option<Item>,
 }
@@ -40,6 +46,7 @@ pub struct SnapshotBacklog {
 enum Item {
     Call(StoredCall),
     Device(StoredDevice),
+    Queue(StoredQueue),
 }
 
 /// How the matching calls are found: by the matcher's index, or by walking every call.
@@ -57,10 +64,12 @@ impl SnapshotBacklog {
             head: Some(head),
             sub_json,
             calls_done: !matcher.topics().contains(Topic::Calls),
+            devices_done: !matcher.topics().contains(Topic::Devices),
             view,
             matcher,
             plan: None,
             devices_after: None,
+            queues_after: None,
             carry: None,
         }
     }
@@ -71,7 +80,7 @@ impl SnapshotBacklog {
             self.gather_calls(want, items);
             self.calls_done = items.len() < want;
         }
-        if items.len() < want && self.matcher.topics().contains(Topic::Devices) {
+        if items.len() < want && !self.devices_done {
             let mut after = self.devices_after.take();
             for device in self.view.devices_after(after.clone()) {
                 after = Some(Arc::clone(&device.meta.device_id));
@@ -83,6 +92,18 @@ impl SnapshotBacklog {
                 }
             }
             self.devices_after = after;
+            self.devices_done = items.len() < want;
+        }
+        if items.len() < want && self.matcher.topics().contains(Topic::Queues) {
+            let mut after = self.queues_after.take();
+            for queue in self.view.queues_after(after.clone()) {
+                after = Some(Arc::clone(&queue.meta.queue_id));
+                items.push(Item::Queue(queue.clone()));
+                if items.len() >= want {
+                    break;
+                }
+            }
+            self.queues_after = after;
         }
     }
 
@@ -133,14 +154,17 @@ impl Backlog for SnapshotBacklog {
         }
         let mut calls = Vec::with_capacity(items.len());
         let mut devices = Vec::new();
+        let mut queues = Vec::new();
         for item in items {
             match item {
                 Item::Call(call) => calls.push(call),
                 Item::Device(device) => devices.push(device),
+                Item::Queue(queue) => queues.push(queue),
             }
         }
         let size: usize = calls.iter().map(|call| call.json_len() + 1).sum::<usize>()
-            + devices.iter().map(|d| d.json().len() + 1).sum::<usize>();
+            + devices.iter().map(|d| d.json().len() + 1).sum::<usize>()
+            + queues.iter().map(|q| q.json().len() + 1).sum::<usize>();
         let mut frame = match self.head.take() {
             Some(head) => head,
             None => {
@@ -158,12 +182,12 @@ impl Backlog for SnapshotBacklog {
         }
         if topics.contains(Topic::Devices) {
             frame.push_str(",\"devices\":[");
-            for (i, device) in devices.iter().enumerate() {
-                if i > 0 {
-                    frame.push(',');
-                }
-                frame.push_str(device.json());
-            }
+            push_docs(&mut frame, devices.iter().map(StoredDevice::json));
+            frame.push(']');
+        }
+        if topics.contains(Topic::Queues) {
+            frame.push_str(",\"queues\":[");
+            push_docs(&mut frame, queues.iter().map(StoredQueue::json));
             frame.push(']');
         }
         frame.push_str(if more {
@@ -173,6 +197,16 @@ impl Backlog for SnapshotBacklog {
         });
         out.push(Frame::Text(frame.into()));
         more
+    }
+}
+
+/// Appends `docs` to `out`, separated by commas.
+fn push_docs<'a>(out: &mut String, docs: impl Iterator<Item = &'a str>) {
+    for (i, doc) in docs.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(doc);
     }
 }
 

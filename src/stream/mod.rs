@@ -17,7 +17,7 @@ pub mod packer;
 use crate::delivery::{Outbox, OutboxLimits, Pushed, Renderer};
 use crate::json::{Decimal, write_json_str};
 use crate::store::packing::Kept;
-use crate::store::{CallKey, Meta, StoreView, StoredCall, StoredDevice};
+use crate::store::{CallKey, Meta, StoreView, StoredCall, StoredDevice, StoredQueue};
 use crate::subscriptions::{
     CallFilter, ConnectionId, Matcher, Scope, SubscribeError, Subscriptions,
 };
@@ -128,12 +128,22 @@ pub struct Stream {
     core: Mutex<Core>,
 }
 
+/// A resource rendered for the store by [`Stream::settle`].
+enum Settled {
+    Call(StoredCall),
+    Device(StoredDevice),
+    Queue(StoredQueue),
+}
+
 /// Records a published resource's newest version in the store.
 fn store(store: &mut StoreView, meta: &Meta, seq: u64, frame: bytes::Bytes, call: Range<usize>) {
     match meta {
         Meta::Call(meta) => store.upsert(StoredCall::new(Arc::clone(meta), seq, frame, call)),
         Meta::Device(meta) => {
             store.upsert_device(StoredDevice::new(Arc::clone(meta), seq, frame, call));
+        }
+        Meta::Queue(meta) => {
+            store.upsert_queue(StoredQueue::new(Arc::clone(meta), seq, frame, call));
         }
     }
 }
@@ -216,15 +226,26 @@ impl Stream {
         let rendered = map_on_all_cores(latest, |(seq, published)| {
             let (frame, range) = self.frame(seq, &published);
             match &published.meta {
-                Meta::Call(meta) => Ok(StoredCall::new(Arc::clone(meta), seq, frame, range)),
-                Meta::Device(meta) => Err(StoredDevice::new(Arc::clone(meta), seq, frame, range)),
+                Meta::Call(meta) => {
+                    Settled::Call(StoredCall::new(Arc::clone(meta), seq, frame, range))
+                }
+                Meta::Device(meta) => {
+                    Settled::Device(StoredDevice::new(Arc::clone(meta), seq, frame, range))
+                }
+                Meta::Queue(meta) => {
+                    Settled::Queue(StoredQueue::new(Arc::clone(meta), seq, frame, range))
+                }
             }
         });
-        let (calls, devices): (Vec<_>, Vec<_>) = rendered.into_iter().partition(Result::is_ok);
-        built.insert_all(calls.into_iter().filter_map(Result::ok).collect());
-        for device in devices.into_iter().filter_map(Result::err) {
-            built.upsert_device(device);
+        let mut calls = Vec::with_capacity(rendered.len());
+        for settled in rendered {
+            match settled {
+                Settled::Call(call) => calls.push(call),
+                Settled::Device(device) => built.upsert_device(device),
+                Settled::Queue(queue) => built.upsert_queue(queue),
+            }
         }
+        built.insert_all(calls);
         let recent: Vec<(u64, Arc<Published>)> = deferred.recent.into();
         let history = map_on_all_cores(recent, |(seq, published)| {
             let (frame, _) = self.frame(seq, &published);

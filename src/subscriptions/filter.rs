@@ -122,11 +122,14 @@ impl Topics {
     pub const CALLS: Topics = Topics(1);
     /// Devices only.
     pub const DEVICES: Topics = Topics(2);
+    /// Queues only.
+    pub const QUEUES: Topics = Topics(4);
 
     fn bit(topic: Topic) -> u8 {
         match topic {
             Topic::Calls => 1,
             Topic::Devices => 2,
+            Topic::Queues => 4,
         }
     }
 
@@ -288,8 +291,13 @@ impl Matcher {
     }
 
     /// Every notification of `topic` matches (no member, no scope, and the topic is one of its own).
+    /// Queues are shown whole to whoever may subscribe to them (supervisors, admins: the doors check):
+    /// neither filter members nor device scope apply to them.
     pub fn everything(&self, topic: Topic) -> bool {
-        self.everything && self.topics.contains(topic)
+        match topic {
+            Topic::Queues => self.topics.contains(Topic::Queues),
+            _ => self.everything && self.topics.contains(topic),
+        }
     }
 
     /// Its topics.
@@ -302,6 +310,7 @@ impl Matcher {
         match meta {
             Meta::Call(call) => self.topics.contains(Topic::Calls) && self.matches(call),
             Meta::Device(device) => self.matches_device(device),
+            Meta::Queue(_) => self.topics.contains(Topic::Queues),
         }
     }
 

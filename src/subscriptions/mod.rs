@@ -54,12 +54,13 @@ impl SubscribeError {
 }
 
 /// The topics, each with its place in per-topic arrays.
-const TOPICS: [Topic; 2] = [Topic::Calls, Topic::Devices];
+const TOPICS: [Topic; 3] = [Topic::Calls, Topic::Devices, Topic::Queues];
 
 fn topic_index(topic: Topic) -> usize {
     match topic {
         Topic::Calls => 0,
         Topic::Devices => 1,
+        Topic::Queues => 2,
     }
 }
 

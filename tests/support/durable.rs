@@ -148,7 +148,7 @@ pub async fn subscribe(gateway: &Gateway, since: Option<(&str, u64)>) -> (Ws, Va
     let (mut ws, _) = tokio_tungstenite::connect_async(gateway.ws_url())
         .await
         .expect("WebSocket");
-    let mut request = json!({"type":"subscribe","sub":"all","topics":["calls","devices"]});
+    let mut request = json!({"type":"subscribe","sub":"all","topics":["calls","devices","queues"]});
     if let Some((epoch, seq)) = since {
         request["since"] = json!({"epoch": epoch, "seq": seq});
     }

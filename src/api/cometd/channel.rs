@@ -20,11 +20,13 @@ pub enum Channel {
     CallgateCalls,
     /// `/callgate/devices`: every device in scope (supervisors, admins).
     CallgateDevices,
+    /// `/callgate/queues`: every queue (supervisors, admins).
+    CallgateQueues,
 }
 
 impl Channel {
     /// The channel named `name`: `Invalid` for what is not a channel name, `Denied` for a channel
-    /// nobody may read (anything outside the table; `/callgate/queues` until queue resources exist).
+    /// nobody may read (anything outside the table).
     pub fn parse(name: &str) -> Result<Channel, SubscribeRefusal> {
         if !well_formed(name) {
             return Err(SubscribeRefusal::Invalid);
@@ -35,6 +37,7 @@ impl Channel {
             "/v2/me/*" | "/v2/me/**" => Ok(Channel::MeAll),
             "/callgate/calls" => Ok(Channel::CallgateCalls),
             "/callgate/devices" => Ok(Channel::CallgateDevices),
+            "/callgate/queues" => Ok(Channel::CallgateQueues),
             _ => Err(SubscribeRefusal::Denied),
         }
     }
@@ -60,6 +63,7 @@ impl Channel {
             Channel::MeCalls | Channel::CallgateCalls => Topics::CALLS,
             Channel::MeDevices | Channel::CallgateDevices => Topics::DEVICES,
             Channel::MeAll => Topics::CALLS.with(Topics::DEVICES),
+            Channel::CallgateQueues => Topics::QUEUES,
         }
     }
 
@@ -117,13 +121,7 @@ mod tests {
                 "{invalid:?}"
             );
         }
-        for denied in [
-            "/v2/me/agents",
-            "/callgate/queues",
-            "/meta/connect",
-            "/**",
-            "/service/x",
-        ] {
+        for denied in ["/v2/me/agents", "/meta/connect", "/**", "/service/x"] {
             assert_eq!(
                 Channel::parse(denied),
                 Err(SubscribeRefusal::Denied),

@@ -629,17 +629,26 @@ fn to_messages(
     static DATA: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(br#""data":"#));
     static DEVICES: LazyLock<Finder<'static>> =
         LazyLock::new(|| Finder::new(br#""channel":"/v2/me/devices""#));
+    static QUEUES: LazyLock<Finder<'static>> =
+        LazyLock::new(|| Finder::new(br#""channel":"/callgate/queues""#));
     // The envelope ends where the data begins: the channel is looked for there only, never in the data
     // (whose attached data comes from outside).
     let Some(data_at) = DATA.find(frame) else {
         return;
     };
+    let data = &frame[data_at + 7..frame.len().saturating_sub(1)];
+    if QUEUES.find(&frame[..data_at]).is_some() {
+        // Whoever reads `/callgate/queues` sees every queue (no device scope applies).
+        if callgate.contains(Topic::Queues) {
+            out.push(message(&["/callgate/queues"], None, data));
+        }
+        return;
+    }
     let (topic, name) = if DEVICES.find(&frame[..data_at]).is_some() {
         (Topic::Devices, "devices")
     } else {
         (Topic::Calls, "calls")
     };
-    let data = &frame[data_at + 7..frame.len().saturating_sub(1)];
     let Some(device) = device_of(data, topic) else {
         return;
     };
@@ -682,7 +691,7 @@ fn device_of(data: &[u8], topic: Topic) -> Option<&str> {
         LazyLock::new(|| Finder::new(br#""devices":[{"id":""#));
     let key = match topic {
         Topic::Calls => &*CALL,
-        Topic::Devices => &*DEVICE,
+        Topic::Devices | Topic::Queues => &*DEVICE,
     };
     let start = key.find(data)? + key.needle().len();
     let value = &data[start..];
