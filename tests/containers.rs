@@ -153,6 +153,7 @@ fn run() -> Result<Times> {
         ]))?;
     }
     drop(_lock);
+    progress(started, "base images and stand-ins");
     let bases = if made.is_empty() {
         "cached"
     } else if made.len() == 2 {
@@ -193,6 +194,7 @@ fn run() -> Result<Times> {
         ".",
     ]))?;
     let image_time = building.elapsed();
+    progress(started, "image built");
     let config = podman.ok(podman.command().args([
         "image",
         "inspect",
@@ -218,9 +220,11 @@ fn run() -> Result<Times> {
 
     // 2. One container on the host network, on free loopback ports.
     let container_time = single_container(&podman, &root, &tag)?;
+    progress(started, "single container checked and removed");
 
     // 3. The compose stack.
     let (stack_time, cdr_time) = compose_stack(&podman, &root, &tag)?;
+    progress(started, "compose stack checked and removed");
 
     Ok(Times {
         bases,
@@ -394,7 +398,54 @@ fn compose_stack(podman: &Podman, root: &Path, tag: &str) -> Result<(Duration, D
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    Ok((ready, starting.elapsed()))
+    let cdr = starting.elapsed();
+
+    // A graceful stop with JetStream in use: the feeders first, as `compose down` orders it, then the
+    // gateway, which must exit 0 well within the stop timeout.
+    // The sink finishes its batch and exits 0, even while records keep coming.
+    for service in ["cdr-sink", "sim"] {
+        let name = podman.service_container(&project, service)?;
+        podman.ok(podman.command().args(["stop", "--time", "10", &name]))?;
+        if service == "cdr-sink" {
+            let code = podman.ok(podman.command().args([
+                "inspect",
+                "--format",
+                "{{.State.ExitCode}}",
+                &name,
+            ]))?;
+            ensure!(
+                code.trim() == "0",
+                "the sink exited {} on SIGTERM: {}",
+                code.trim(),
+                podman.logs(&name)
+            );
+        }
+    }
+    let gateway = podman.service_container(&project, "gateway")?;
+    let stopping = Instant::now();
+    podman.ok(podman.command().args(["stop", "--time", "20", &gateway]))?;
+    let code = podman.ok(podman.command().args([
+        "inspect",
+        "--format",
+        "{{.State.ExitCode}}",
+        &gateway,
+    ]))?;
+    ensure!(
+        code.trim() == "0" && stopping.elapsed() < Duration::from_secs(15),
+        "the stack's gateway exited {} after {:?} on SIGTERM: {}",
+        code.trim(),
+        stopping.elapsed(),
+        podman.logs(&gateway)
+    );
+    Ok((ready, cdr))
+}
+
+/// A progress line on standard error (shown: this test has no harness capturing it).
+fn progress(started: Instant, what: &str) {
+    eprintln!(
+        "containers: {:6.1} s {what}",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// Polls `GET /readyz` at `address` until 200.
@@ -695,11 +746,14 @@ struct RemoveContainers(Podman, Vec<String>);
 impl Drop for RemoveContainers {
     fn drop(&mut self) {
         for name in &self.1 {
-            let _ = self.0.output(
-                self.0
-                    .command()
-                    .args(["rm", "--force", "--time", "5", name]),
-            );
+            let _ = self.0.output(self.0.command().args([
+                "rm",
+                "--force",
+                "--volumes",
+                "--time",
+                "5",
+                name,
+            ]));
         }
     }
 }
@@ -714,7 +768,9 @@ impl Drop for RemoveVolume {
     }
 }
 
-/// `compose down --volumes`, then whatever of the project is left (containers, volumes, network).
+/// The stack's containers stopped and removed with their anonymous volumes (the image's VOLUME gives
+/// `sim` and `cdr-sink` one each, which `compose down --volumes` leaves behind), then `compose down
+/// --volumes`, then whatever of the project is left (named volumes, network).
 struct ComposeDown {
     podman: Podman,
     project: String,
@@ -723,15 +779,26 @@ struct ComposeDown {
 
 impl Drop for ComposeDown {
     fn drop(&mut self) {
-        let _ = self.podman.output(&mut self.down);
         let label = format!("label=io.podman.compose.project={}", self.project);
-        for name in self.podman.project_containers(&self.project) {
-            let _ = self.podman.output(
-                self.podman
-                    .command()
-                    .args(["rm", "--force", "--time", "5", &name]),
-            );
+        // Dependents first, as `compose down` does: a gateway stopped after NATS waits for it in vain.
+        for service in ["cdr-sink", "sim", "gateway", "postgres"] {
+            if let Ok(name) = self.podman.service_container(&self.project, service) {
+                let _ = self
+                    .podman
+                    .output(self.podman.command().args(["stop", "--time", "10", &name]));
+            }
         }
+        for name in self.podman.project_containers(&self.project) {
+            let _ = self.podman.output(self.podman.command().args([
+                "rm",
+                "--force",
+                "--volumes",
+                "--time",
+                "10",
+                &name,
+            ]));
+        }
+        let _ = self.podman.output(&mut self.down);
         if let Ok(volumes) = self.podman.ok(self
             .podman
             .command()
