@@ -101,6 +101,17 @@ enum Command {
     /// Read a password (one line) on standard input and print its argon2id PHC string for the access
     /// file.
     HashPassword,
+    /// Ask a gateway whether it is ready (`GET /readyz`): exit 0 on 200, else 1 with the reason on
+    /// standard error. The container image's HEALTHCHECK, which has no curl.
+    Health {
+        /// The URL [default: /readyz on the port of CALLGATE_LISTEN, asked on loopback; without it
+        /// http://127.0.0.1:8080/readyz].
+        #[arg(long)]
+        url: Option<String>,
+        /// Seconds the probe may take in all (connecting included).
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
     /// Access files.
     Access {
         #[command(subcommand)]
@@ -200,6 +211,20 @@ fn sink_postgres(options: callgate::cli::sink::SinkOptions) -> ExitCode {
     }
 }
 
+fn health(url: Option<&str>, timeout: u64) -> ExitCode {
+    use callgate::cli::health;
+    let listen = std::env::var("CALLGATE_LISTEN").ok();
+    let checked = health::resolve_url(url, listen.as_deref())
+        .and_then(|url| health::check(&url, std::time::Duration::from_secs(timeout.max(1))));
+    match checked {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("callgate health: {err}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn export(options: callgate::cli::export::ExportOptions) -> ExitCode {
     stop_on_signals();
     command_logs();
@@ -243,6 +268,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Health { url, timeout } => health(url.as_deref(), timeout),
         Command::Sim(args) => match callgate::cli::sim::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {

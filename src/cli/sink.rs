@@ -163,6 +163,12 @@ async fn from_cdr_stream(
         counts.records += batch.len() as u64;
         counts.transactions += 1;
         counts.position = last;
+        // A stop asked for while records keep coming: this batch is stored and acknowledged, so stop
+        // now. (Checked only on an empty fetch, a steady stream, such as a simulator's, kept the sink
+        // deaf to SIGTERM until its container was killed.)
+        if stop.load(Ordering::Acquire) {
+            return Ok(counts);
+        }
     }
 }
 
