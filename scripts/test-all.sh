@@ -10,9 +10,10 @@ done
 # Debian packages the tests read or run (tests/enrich_reference.rs reads iso-codes' ISO 3166 table;
 # tests/jetstream.rs runs nats-server 2.9 with JetStream; tests/postgres_sink.rs runs a PostgreSQL server;
 # tests/cometd_client.rs runs the official CometD client in Node.js, which the machine may already have
-# from elsewhere: only a missing `node` or `npm` command asks for Debian's).
+# from elsewhere: only a missing `node` or `npm` command asks for Debian's; tests/web.rs drives Debian's
+# chromium through chromium-driver (WebDriver): a missing browser fails that test, it never skips).
 missing=()
-for package in iso-codes nats-server postgresql; do
+for package in iso-codes nats-server postgresql chromium chromium-driver; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 command -v node >/dev/null || missing+=(nodejs)

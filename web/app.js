@@ -26,7 +26,12 @@
     lastHeard: 0,
     connected: false,
     stopped: false, // logged out: do not reconnect
+    opened: false, // whether the current socket got past its handshake
   };
+
+  // The credentials typed at login, held in this page's memory only (never stored): a wall screen must
+  // come back by itself after the gateway restarts, which forgets every session. Gone on reload or logout.
+  let remembered = null;
 
   // ---- helpers ----
 
@@ -370,7 +375,9 @@
       return;
     }
     state.ws = ws;
+    state.opened = false;
     ws.onopen = () => {
+      state.opened = true;
       state.lastHeard = Date.now();
       subscribe(ws);
     };
@@ -391,15 +398,59 @@
       state.connected = false;
       if (state.stopped) return;
       if (event.code === 4001) {
-        // The session ended (expired, or the gateway restarted and forgot it): log in again.
-        banner('Your session has ended: please log in again.');
-        showLogin();
+        recheckSession('Not logged in');
         return;
       }
       // 4008: the gateway dropped us for reading too slowly; 1001: it is shutting down; anything else:
       // the network. All the same: reconnect and resume from the last position seen.
-      retry(event.code === 4008 ? 'Fell behind the live stream' : 'Disconnected from callgate');
+      const why = event.code === 4008 ? 'Fell behind the live stream' : 'Disconnected from callgate';
+      if (!state.opened && state.user !== null) {
+        // A refused handshake looks like a network failure to a page: ask whether the session is gone.
+        recheckSession(why);
+      } else {
+        retry(why);
+      }
     };
+  }
+
+  // After a refused handshake: a gateway that forgot the session (a restart) answers /api/v2/me 401; log
+  // in again with the remembered credentials, else ask for them. Unreachable: keep retrying.
+  async function recheckSession(why) {
+    let status;
+    try {
+      status = (await fetch('/api/v2/me', { credentials: 'same-origin' })).status;
+    } catch (err) {
+      retry(why);
+      return;
+    }
+    if (status !== 401) {
+      retry(why);
+      return;
+    }
+    if (remembered) {
+      const response = await basicLogin(remembered.username, remembered.password).catch(() => null);
+      if (response && response.ok) {
+        state.csrf = response.headers.get('X-CSRF-TOKEN');
+        retry(why);
+        return;
+      }
+      if (response && response.status === 429) {
+        retry(why);
+        return;
+      }
+    }
+    remembered = null;
+    showLogin();
+    banner('Your session has ended: please log in again.');
+  }
+
+  function basicLogin(username, password) {
+    // Basic credentials on a REST request make the gateway open a session (its cookie is HttpOnly); the
+    // WebSocket upgrade then carries that cookie.
+    return fetch('/api/v2/me', {
+      credentials: 'same-origin',
+      headers: { Authorization: `Basic ${utf8Base64(`${username}:${password}`)}` },
+    });
   }
 
   function retry(why) {
@@ -426,6 +477,7 @@
             finishSnapshot(state.pending);
             state.pending = null;
             onSubscribed();
+            addUnseenDevices();
           }
         }
         break;
@@ -436,6 +488,7 @@
           finishSnapshot(state.pending);
           state.pending = null;
           onSubscribed();
+          addUnseenDevices();
         }
         break;
       case 'notification':
@@ -468,6 +521,29 @@
     state.attempt = 0;
     banner(null);
     render();
+  }
+
+  // The WebSocket snapshot carries the devices that have had an event; an access file's devices that
+  // never had one (shown by REST in their default state, Logged Out) are read once per fresh snapshot.
+  // Only devices the page does not hold yet are added: anything newer has come, or will come, over the
+  // socket, which always wins.
+  async function addUnseenDevices() {
+    try {
+      const response = await fetch('/api/v2/devices', { credentials: 'same-origin' });
+      if (!response.ok) return;
+      const body = await response.json();
+      let added = false;
+      for (const device of body.devices || []) {
+        if (!state.devices.has(device.id)) {
+          const { calls, ...resource } = device;
+          state.devices.set(device.id, resource);
+          added = true;
+        }
+      }
+      if (added) scheduleRender();
+    } catch (err) {
+      // Not reachable now: the next snapshot tries again.
+    }
   }
 
   // A connection can die without a close (a cable pulled, a laptop asleep): ping and give up on silence.
@@ -558,12 +634,7 @@
       return;
     }
     try {
-      // Basic credentials on a REST request make the gateway open a session (its cookie is HttpOnly);
-      // the WebSocket upgrade then carries that cookie.
-      const response = await fetch('/api/v2/me', {
-        credentials: 'same-origin',
-        headers: { Authorization: `Basic ${utf8Base64(`${username}:${password}`)}` },
-      });
+      const response = await basicLogin(username, password);
       if (response.status === 429) {
         error.textContent = 'Too many failed attempts: wait a minute and try again.';
         return;
@@ -573,6 +644,7 @@
         return;
       }
       state.csrf = response.headers.get('X-CSRF-TOKEN');
+      remembered = { username, password };
       $('password').value = '';
       banner(null);
       start((await response.json()).user);
@@ -583,6 +655,7 @@
 
   async function logout() {
     state.stopped = true;
+    remembered = null;
     try {
       const headers = state.csrf ? { 'X-CSRF-TOKEN': state.csrf } : {};
       await fetch('/callgate/logout', { method: 'POST', credentials: 'same-origin', headers });

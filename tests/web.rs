@@ -1,0 +1,698 @@
+//! The built-in page (docs/web.md) in a real browser: Debian's chromium, headless, driven over WebDriver
+//! by chromium-driver (a few JSON requests; the client below is all the test needs of the protocol).
+//! The gateway runs `serve --demo` (the simulator feeds it) with an access file written here.
+//!
+//! A missing browser or driver fails these tests: scripts/test-all.sh installs both. Screenshots go to
+//! `$CARGO_TARGET_DIR/web-artifacts/` (`target/web-artifacts/` by default).
+
+mod support;
+
+use base64::Engine;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::{header, http_request, temp_dir};
+
+/// The password of every user of the test's access file.
+const PASSWORD: &str = "wallboard-test";
+
+// ---- a WebDriver client: just what these tests use ----
+
+/// A chromedriver process and one browser session in it; both ended when dropped.
+struct Browser {
+    driver: Child,
+    addr: String,
+    session: String,
+}
+
+impl Browser {
+    /// Starts chromedriver on a free port and a headless chromium with a 1920×1080 viewport.
+    fn start() -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!("chromedriver does not start ({error}): install chromium and chromium-driver (scripts/test-all.sh does)")
+            });
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver never listened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let binary = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let mut browser = Browser {
+            driver,
+            addr,
+            session: String::new(),
+        };
+        let created = browser.call(
+            "POST",
+            "/session",
+            &json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
+                "binary": binary,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--window-size=1920,1080", "--no-first-run", "--disable-extensions"]
+            }}}}),
+        );
+        browser.session = created["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no browser session: {created}"))
+            .to_owned();
+        // The viewport itself at 1920×1080, whatever the window's frame takes.
+        browser.command(
+            "POST",
+            "/goog/cdp/execute",
+            &json!({"cmd": "Emulation.setDeviceMetricsOverride",
+                    "params": {"width": 1920, "height": 1080, "deviceScaleFactor": 1, "mobile": false}}),
+        );
+        browser
+    }
+
+    /// One WebDriver request; its `value`. Fails the test on a WebDriver error.
+    fn call(&self, method: &str, path: &str, body: &Value) -> Value {
+        let text = if method == "GET" {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let (status, reply) = webdriver_http(&self.addr, method, path, &text);
+        let reply: Value = serde_json::from_str(&reply)
+            .unwrap_or_else(|_| panic!("WebDriver {method} {path}: {status} {reply}"));
+        assert_eq!(status, 200, "WebDriver {method} {path}: {reply}");
+        reply["value"].clone()
+    }
+
+    /// A request on this browser session.
+    fn command(&self, method: &str, path: &str, body: &Value) -> Value {
+        self.call(method, &format!("/session/{}{path}", self.session), body)
+    }
+
+    fn goto(&self, url: &str) {
+        self.command("POST", "/url", &json!({ "url": url }));
+    }
+
+    /// Runs `script` (a function body) in the page; its return value.
+    fn eval(&self, script: &str) -> Value {
+        self.command(
+            "POST",
+            "/execute/sync",
+            &json!({"script": script, "args": []}),
+        )
+    }
+
+    /// The element `css` selects (which must exist).
+    fn element(&self, css: &str) -> String {
+        let found = self.command(
+            "POST",
+            "/element",
+            &json!({"using": "css selector", "value": css}),
+        );
+        found
+            .as_object()
+            .and_then(|object| object.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element {css}: {found}"))
+            .to_owned()
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let element = self.element(css);
+        self.command(
+            "POST",
+            &format!("/element/{element}/value"),
+            &json!({ "text": text }),
+        );
+    }
+
+    fn click(&self, css: &str) {
+        let element = self.element(css);
+        self.command("POST", &format!("/element/{element}/click"), &json!({}));
+    }
+
+    /// Polls `script` until it returns true; how long that took. Fails with `what` after `limit`.
+    fn wait_for(&self, script: &str, limit: Duration, what: &str) -> Duration {
+        let start = Instant::now();
+        loop {
+            if self.eval(script) == Value::Bool(true) {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{what}: not within {limit:?}; the page shows {}",
+                self.shown()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What the page shows, read from its tables (the rows' data attributes) and its banner.
+    fn shown(&self) -> Value {
+        self.eval(
+            r#"
+            const rows = (id) => [...document.querySelectorAll(`#${id} tr[data-dn], #${id} tr[data-queue-id]`)];
+            const visible = (id) => !document.getElementById(id).hidden;
+            return {
+              view: document.body.getAttribute('data-view'),
+              wallboard: visible('wallboard'),
+              agentView: visible('agent-view'),
+              login: visible('login'),
+              banner: visible('banner') ? document.getElementById('banner').textContent : null,
+              calls: rows('calls-body').map((r) => [r.dataset.dn, r.dataset.callId, r.dataset.state]),
+              agents: rows('agents-body').map((r) => [r.dataset.dn, r.dataset.state]),
+              queues: rows('queues-body').map((r) => [r.dataset.queueId, Number(r.dataset.waiting)]),
+              myDevices: rows('my-devices-body').map((r) => [r.dataset.dn, r.dataset.state]),
+              myCalls: rows('my-calls-body').map((r) => [r.dataset.dn, r.dataset.callId, r.dataset.state]),
+            };
+            "#,
+        )
+    }
+
+    /// Saves a screenshot of the viewport as `name`.png among the test artifacts; its path.
+    fn screenshot(&self, name: &str) -> PathBuf {
+        let data = self.command("GET", "/screenshot", &Value::Null);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(data.as_str().expect("screenshot data"))
+            .expect("screenshot is base64");
+        let dir = artifacts();
+        std::fs::create_dir_all(&dir).expect("artifacts folder");
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).expect("screenshot written");
+        path
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = webdriver_http(
+                &self.addr,
+                "DELETE",
+                &format!("/session/{}", self.session),
+                "",
+            );
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// One HTTP/1.1 exchange with chromedriver, which keeps connections open whatever the request says: the
+/// reply's body is read by its `Content-Length`.
+fn webdriver_http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect chromedriver");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("request");
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).expect("status line");
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("chromedriver answered {status_line:?}"));
+    let mut length = None;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("header line");
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse::<usize>().ok();
+            }
+        }
+    }
+    let mut reply = Vec::new();
+    match length {
+        Some(length) => {
+            reply.resize(length, 0);
+            reader.read_exact(&mut reply).expect("body");
+        }
+        None => {
+            reader.read_to_end(&mut reply).expect("body");
+        }
+    }
+    (status, String::from_utf8_lossy(&reply).into_owned())
+}
+
+/// Where screenshots go: `$CARGO_TARGET_DIR/web-artifacts`, else `target/web-artifacts`.
+fn artifacts() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("web-artifacts")
+}
+
+// ---- the gateway ----
+
+/// A `serve --demo` gateway with the test's access file on `listen`; killed when dropped.
+struct Demo {
+    child: Child,
+    http: String,
+    ingest: String,
+}
+
+impl Demo {
+    fn start(access: &Path, listen: &str) -> Demo {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_callgate"))
+            .args(["serve", "--demo", "--listen", listen, "--ingest", "127.0.0.1:0"])
+            .arg("--access")
+            .arg(access)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("callgate serve starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("ready line");
+        let ready: Value = serde_json::from_str(&line).expect("ready line is JSON");
+        Demo {
+            child,
+            http: ready["listening"].as_str().expect("listening").to_owned(),
+            ingest: ready["ingest"].as_str().expect("ingest").to_owned(),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.http)
+    }
+
+    /// Writes event lines to the ingest socket and waits for their acknowledgement.
+    fn send(&self, lines: &[Value]) {
+        let mut ingest = support::Ingest {
+            stream: std::net::TcpStream::connect(&self.ingest).expect("connect ingest"),
+        };
+        ingest
+            .stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut bytes = Vec::new();
+        for line in lines {
+            bytes.extend_from_slice(line.to_string().as_bytes());
+            bytes.push(b'\n');
+        }
+        ingest.send(&bytes);
+        let replies = ingest.finish();
+        let last = replies.last().expect("an acknowledgement");
+        assert_eq!(last["applied"], json!(lines.len()), "{replies:?}");
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A REST client logged in as one user (Basic once, then its session cookie, as a browser does).
+struct Rest {
+    addr: String,
+    cookie: String,
+}
+
+impl Rest {
+    fn login(addr: &str, username: &str) -> Rest {
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{PASSWORD}"));
+        let (status, headers, body) = http_request(
+            addr,
+            "GET",
+            "/api/v2/me",
+            &[("Authorization", &format!("Basic {basic}"))],
+        );
+        assert_eq!(status, 200, "{username} logs in: {body}");
+        let cookie = header(&headers, "set-cookie")
+            .and_then(|value| value.split(';').next())
+            .expect("a session cookie")
+            .to_owned();
+        Rest {
+            addr: addr.to_owned(),
+            cookie,
+        }
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        let (status, _, body) = http_request(&self.addr, "GET", path, &[("Cookie", &self.cookie)]);
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    /// What the page should show, from REST: live calls `[dn, id, state]` and devices `[dn, state]`
+    /// (the page's reading of a device: a call in progress first, then the agent state), both sorted;
+    /// queues `[id, waiting]` when the gateway serves them.
+    fn expected(&self) -> (Vec<Value>, Vec<Value>, Option<Vec<Value>>) {
+        let (status, devices) = self.get("/api/v2/devices");
+        assert_eq!(status, 200);
+        let devices = devices["devices"].as_array().cloned().unwrap_or_default();
+        let (status, calls) = self.get("/api/v2/calls");
+        assert_eq!(status, 200);
+        let calls: Vec<Value> = calls["calls"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|call| call["state"] != "Released")
+            .collect();
+        let dn_of = |uri: &Value| {
+            devices
+                .iter()
+                .find(|device| device["uri"] == *uri)
+                .map_or(json!(""), |device| device["phoneNumber"].clone())
+        };
+        let mut call_rows: Vec<Value> = calls
+            .iter()
+            .map(|call| json!([dn_of(&call["deviceUri"]), call["id"], call["state"]]))
+            .collect();
+        call_rows.sort_by_key(Value::to_string);
+        let mut device_rows: Vec<Value> = devices
+            .iter()
+            .map(|device| {
+                let mine: Vec<&Value> = calls
+                    .iter()
+                    .filter(|call| call["deviceUri"] == device["uri"])
+                    .collect();
+                let user_state = &device["userState"];
+                let state = if mine.iter().any(|call| call["state"] != "Ringing") {
+                    "oncall"
+                } else if !mine.is_empty() {
+                    "ringing"
+                } else if user_state["state"] == "Ready" {
+                    "ready"
+                } else if user_state["state"] == "NotReady" {
+                    if user_state["workMode"] == "AfterCallWork" {
+                        "acw"
+                    } else {
+                        "notready"
+                    }
+                } else {
+                    "loggedout"
+                };
+                json!([device["phoneNumber"], state])
+            })
+            .collect();
+        device_rows.sort_by_key(Value::to_string);
+        let (status, queues) = self.get("/api/v2/queues");
+        let queues = (status == 200).then(|| {
+            let mut rows: Vec<Value> = queues["queues"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|queue| json!([queue["id"], queue["waitingCount"]]))
+                .collect();
+            rows.sort_by_key(Value::to_string);
+            rows
+        });
+        (call_rows, device_rows, queues)
+    }
+}
+
+fn sorted(rows: &Value) -> Vec<Value> {
+    let mut rows = rows.as_array().cloned().unwrap_or_default();
+    rows.sort_by_key(Value::to_string);
+    rows
+}
+
+/// Waits until the page's calls, agents (and queues, when REST serves them) are REST's, read between
+/// two REST reads: the demo changes on its own, so a match with either read counts.
+fn matches_rest(browser: &Browser, rest: &Rest, limit: Duration) -> Value {
+    let start = Instant::now();
+    loop {
+        let before = rest.expected();
+        let shown = browser.shown();
+        let after = rest.expected();
+        let page = (
+            sorted(&shown["calls"]),
+            sorted(&shown["agents"]),
+            sorted(&shown["queues"]),
+        );
+        let same = |expected: &(Vec<Value>, Vec<Value>, Option<Vec<Value>>)| {
+            page.0 == expected.0
+                && page.1 == expected.1
+                && expected.2.as_ref().is_none_or(|queues| page.2 == *queues)
+        };
+        if same(&before) || same(&after) {
+            return shown;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "the wallboard does not show what REST reports:\npage {page:?}\nREST {after:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// An access file: agents 1-10 (team north) and 11-20 (team south) on the simulator's DNs 7001-7020,
+/// "tester" (north) on DN 7050 that only the test writes to, and "boss", the north team's supervisor.
+/// Passwords hashed by `callgate hash-password`.
+fn access_file(dir: &Path) -> PathBuf {
+    let mut hasher = Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("hash-password runs");
+    {
+        use std::io::Write;
+        let mut stdin = hasher.stdin.take().expect("stdin");
+        writeln!(stdin, "{PASSWORD}").expect("password written");
+    }
+    let output = hasher.wait_with_output().expect("hash-password ends");
+    assert!(output.status.success());
+    let hash = String::from_utf8(output.stdout).expect("UTF-8");
+    let hash = hash.trim();
+    let mut text = String::new();
+    for n in 1..=20 {
+        let team = if n <= 10 { "north" } else { "south" };
+        text.push_str(&format!(
+            "[[user]]\nusername = \"agent{n}\"\npassword = \"{hash}\"\nroles = [\"agent\"]\ndevices = [\"{}\"]\nteam = \"{team}\"\n\n",
+            7000 + n
+        ));
+    }
+    text.push_str(&format!(
+        "[[user]]\nusername = \"tester\"\npassword = \"{hash}\"\nroles = [\"agent\"]\ndevices = [\"7050\"]\nteam = \"north\"\n\n\
+         [[user]]\nusername = \"boss\"\npassword = \"{hash}\"\nroles = [\"supervisor\"]\nteam = \"north\"\nfirst_name = \"Bo\"\nlast_name = \"Boss\"\n"
+    ));
+    let path = dir.join("access.toml");
+    std::fs::write(&path, text).expect("access file");
+    path
+}
+
+fn log_in(browser: &Browser, demo: &Demo, username: &str) {
+    browser.goto(&demo.url());
+    browser.wait_for(
+        "return !document.getElementById('login').hidden",
+        Duration::from_secs(10),
+        "the login form shows",
+    );
+    browser.type_into("#username", username);
+    browser.type_into("#password", PASSWORD);
+    browser.click("#login-submit");
+}
+
+/// (a) a supervisor's wallboard is what REST reports, scoped to its team; (b) an event shows within a
+/// second; (c) the banner shows while the gateway is down and the page recovers when it returns.
+#[test]
+fn a_supervisor_watches_the_live_wallboard_through_a_gateway_restart() {
+    let started = Instant::now();
+    let dir = temp_dir("web-wallboard");
+    let access = access_file(&dir);
+    let demo = Demo::start(&access, "127.0.0.1:0");
+    let browser = Browser::start();
+
+    log_in(&browser, &demo, "boss");
+    browser.wait_for(
+        "return !document.getElementById('wallboard').hidden && document.getElementById('banner').hidden \
+         && document.querySelectorAll('#agents-body tr[data-dn]').length > 0",
+        Duration::from_secs(10),
+        "the wallboard shows",
+    );
+    let rest = Rest::login(&demo.http, "boss");
+    let shown = matches_rest(&browser, &rest, Duration::from_secs(10));
+    // Team scope: north's ten agents and the tester, none of south's.
+    let dns: Vec<&str> = shown["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .filter_map(|row| row[0].as_str())
+        .collect();
+    assert_eq!(dns.len(), 11, "{dns:?}");
+    assert!(dns.iter().all(|dn| *dn == "7050" || ("7001"..="7010").contains(dn)), "{dns:?}");
+    browser.screenshot("wallboard");
+
+    // (b) An agent state and a call from the ingest socket reach the page within a second.
+    demo.send(&[json!({"event": "EventAgentNotReady", "ThisDN": "7050", "AgentID": "tester",
+                       "AgentWorkMode": "AuxWork", "Reasons": {"ReasonCode": "Coaching"}})]);
+    let took = browser.wait_for(
+        "const row = document.querySelector('#agents-body tr[data-dn=\"7050\"]'); \
+         return !!row && row.dataset.state === 'notready' && row.querySelector('.reason').textContent === 'Coaching'",
+        Duration::from_secs(1),
+        "the Not Ready state with its reason shows",
+    );
+    eprintln!("agent state shown {took:?} after it was acknowledged");
+    demo.send(&[json!({"event": "EventEstablished", "ThisDN": "7050", "ConnID": "7e57000000000001",
+                       "CallUUID": "WEBTESTCALL0001", "CallType": "Inbound", "OtherDN": "+14155550100"})]);
+    let took = browser.wait_for(
+        "const row = document.querySelector('#calls-body tr[data-call-id=\"WEBTESTCALL0001\"]'); \
+         return !!row && row.dataset.state === 'Established' \
+           && document.querySelector('#agents-body tr[data-dn=\"7050\"]').dataset.state === 'oncall'",
+        Duration::from_secs(1),
+        "the call shows",
+    );
+    eprintln!("call shown {took:?} after it was acknowledged");
+    // With its participant's number and location as the call resource has them.
+    let (_, found) = rest.get("/api/v2/calls?callId=WEBTESTCALL0001");
+    let participant = &found["calls"][0]["participants"][0];
+    let location = participant["location"].as_str().expect("a location");
+    let cells = browser.eval(
+        "const row = document.querySelector('#calls-body tr[data-call-id=\"WEBTESTCALL0001\"]'); \
+         return [row.querySelector('.participants').textContent, row.querySelector('.loc').textContent]",
+    );
+    assert_eq!(cells, json!([participant["formattedPhoneNumber"], location]));
+    // Its duration ticks in the browser (no event needed).
+    let duration = "return document.querySelector('#calls-body tr[data-call-id=\"WEBTESTCALL0001\"] td.num').textContent";
+    let first = browser.eval(duration);
+    browser.wait_for(
+        &format!("{duration} !== {first}"),
+        Duration::from_secs(3),
+        "the call's duration ticks",
+    );
+    matches_rest(&browser, &rest, Duration::from_secs(10));
+
+    // (c) The gateway stops: the banner says so. It returns on the same port: the page logs in again
+    // (a restart forgets sessions), takes a fresh snapshot of the new run and the banner goes.
+    let listen = demo.http.clone();
+    drop(demo);
+    browser.wait_for(
+        "return !document.getElementById('banner').hidden && document.getElementById('banner').textContent.includes('Disconnected')",
+        Duration::from_secs(5),
+        "the disconnect banner shows",
+    );
+    browser.screenshot("disconnected");
+    let demo = Demo::start(&access, &listen);
+    browser.wait_for(
+        "return document.getElementById('banner').hidden && !document.getElementById('wallboard').hidden",
+        Duration::from_secs(20),
+        "the page recovers",
+    );
+    let rest = Rest::login(&demo.http, "boss");
+    let shown = matches_rest(&browser, &rest, Duration::from_secs(10));
+    assert!(
+        !shown["calls"].to_string().contains("WEBTESTCALL0001"),
+        "the new run's snapshot replaced the old one"
+    );
+    browser.screenshot("recovered");
+
+    // Logout ends the session: the gateway no longer knows the page's cookie.
+    browser.click("#logout");
+    browser.wait_for(
+        "return !document.getElementById('login').hidden",
+        Duration::from_secs(5),
+        "the login form shows after logout",
+    );
+    let status = browser.command(
+        "POST",
+        "/execute/async",
+        &json!({"script": "const done = arguments[0]; fetch('/api/v2/me').then((r) => done(r.status), () => done(0));", "args": []}),
+    );
+    assert_eq!(status, json!(401), "the session ended");
+    eprintln!("wallboard test took {:?}", started.elapsed());
+}
+
+/// (d) An agent sees its own device and calls only, and no wallboard.
+#[test]
+fn an_agent_sees_only_its_own_device() {
+    let dir = temp_dir("web-agent");
+    let access = access_file(&dir);
+    let demo = Demo::start(&access, "127.0.0.1:0");
+    let browser = Browser::start();
+    log_in(&browser, &demo, "agent3");
+    browser.wait_for(
+        "return !document.getElementById('agent-view').hidden && document.getElementById('banner').hidden \
+         && document.querySelectorAll('#my-devices-body tr[data-dn]').length > 0",
+        Duration::from_secs(10),
+        "the agent's view shows",
+    );
+    let rest = Rest::login(&demo.http, "agent3");
+    let start = Instant::now();
+    loop {
+        let shown = browser.shown();
+        assert_eq!(shown["view"], "agent");
+        assert_eq!(shown["wallboard"], false);
+        let devices: Vec<&str> = shown["myDevices"]
+            .as_array()
+            .expect("devices")
+            .iter()
+            .filter_map(|row| row[0].as_str())
+            .collect();
+        assert_eq!(devices, ["7003"], "only its own device");
+        assert!(
+            shown["myCalls"]
+                .as_array()
+                .expect("calls")
+                .iter()
+                .all(|row| row[0] == "7003"),
+            "only its own calls: {shown}"
+        );
+        let (_, mine) = rest.get("/api/v2/me/calls?fields=*");
+        let mut expected: Vec<Value> = mine["calls"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|call| call["state"] != "Released")
+            .map(|call| json!(["7003", call["id"], call["state"]]))
+            .collect();
+        expected.sort_by_key(Value::to_string);
+        if sorted(&shown["myCalls"]) == expected {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the agent's calls are not REST's: {shown} vs {expected:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    browser.screenshot("agent");
+}
+
+/// The page and its files: content types, caching and the CSP, without a browser.
+#[test]
+fn the_page_is_served_with_its_policy() {
+    let demo = Demo::start(&access_file(&temp_dir("web-files")), "127.0.0.1:0");
+    for (path, content_type) in [
+        ("/", "text/html; charset=utf-8"),
+        ("/app.js", "text/javascript; charset=utf-8"),
+        ("/app.css", "text/css; charset=utf-8"),
+        ("/favicon.svg", "image/svg+xml"),
+    ] {
+        let (status, headers, _) = http_request(&demo.http, "GET", path, &[]);
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(header(&headers, "content-type"), Some(content_type), "{path}");
+        assert_eq!(header(&headers, "cache-control"), Some("no-cache"), "{path}");
+        let csp = header(&headers, "content-security-policy").expect("a CSP");
+        assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");
+        let etag = header(&headers, "etag").expect("an ETag").to_owned();
+        let (status, _, _) = http_request(&demo.http, "GET", path, &[("If-None-Match", &etag)]);
+        assert_eq!(status, 304, "{path} revalidates");
+    }
+}
