@@ -234,10 +234,10 @@ fn webdriver_http(addr: &str, method: &str, path: &str, body: &str) -> (u16, Str
         if line.is_empty() {
             break;
         }
-        if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse::<usize>().ok();
-            }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse::<usize>().ok();
         }
     }
     let mut reply = Vec::new();
@@ -273,7 +273,14 @@ struct Demo {
 impl Demo {
     fn start(access: &Path, listen: &str) -> Demo {
         let mut child = Command::new(env!("CARGO_BIN_EXE_callgate"))
-            .args(["serve", "--demo", "--listen", listen, "--ingest", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--demo",
+                "--listen",
+                listen,
+                "--ingest",
+                "127.0.0.1:0",
+            ])
             .arg("--access")
             .arg(access)
             .env("RUST_LOG", "warn")
@@ -333,7 +340,8 @@ struct Rest {
 
 impl Rest {
     fn login(addr: &str, username: &str) -> Rest {
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{PASSWORD}"));
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{PASSWORD}"));
         let (status, headers, body) = http_request(
             addr,
             "GET",
@@ -536,12 +544,18 @@ fn a_supervisor_watches_the_live_wallboard_through_a_gateway_restart() {
         .filter_map(|row| row[0].as_str())
         .collect();
     assert_eq!(dns.len(), 11, "{dns:?}");
-    assert!(dns.iter().all(|dn| *dn == "7050" || ("7001"..="7010").contains(dn)), "{dns:?}");
+    assert!(
+        dns.iter()
+            .all(|dn| *dn == "7050" || ("7001"..="7010").contains(dn)),
+        "{dns:?}"
+    );
     browser.screenshot("wallboard");
 
     // (b) An agent state and a call from the ingest socket reach the page within a second.
-    demo.send(&[json!({"event": "EventAgentNotReady", "ThisDN": "7050", "AgentID": "tester",
-                       "AgentWorkMode": "AuxWork", "Reasons": {"ReasonCode": "Coaching"}})]);
+    demo.send(&[
+        json!({"event": "EventAgentNotReady", "ThisDN": "7050", "AgentID": "tester",
+                       "AgentWorkMode": "AuxWork", "Reasons": {"ReasonCode": "Coaching"}}),
+    ]);
     let took = browser.wait_for(
         "const row = document.querySelector('#agents-body tr[data-dn=\"7050\"]'); \
          return !!row && row.dataset.state === 'notready' && row.querySelector('.reason').textContent === 'Coaching'",
@@ -567,7 +581,10 @@ fn a_supervisor_watches_the_live_wallboard_through_a_gateway_restart() {
         "const row = document.querySelector('#calls-body tr[data-call-id=\"WEBTESTCALL0001\"]'); \
          return [row.querySelector('.participants').textContent, row.querySelector('.loc').textContent]",
     );
-    assert_eq!(cells, json!([participant["formattedPhoneNumber"], location]));
+    assert_eq!(
+        cells,
+        json!([participant["formattedPhoneNumber"], location])
+    );
     // Its duration ticks in the browser (no event needed).
     let duration = "return document.querySelector('#calls-body tr[data-call-id=\"WEBTESTCALL0001\"] td.num').textContent";
     let first = browser.eval(duration);
@@ -687,10 +704,21 @@ fn the_page_is_served_with_its_policy() {
     ] {
         let (status, headers, _) = http_request(&demo.http, "GET", path, &[]);
         assert_eq!(status, 200, "{path}");
-        assert_eq!(header(&headers, "content-type"), Some(content_type), "{path}");
-        assert_eq!(header(&headers, "cache-control"), Some("no-cache"), "{path}");
+        assert_eq!(
+            header(&headers, "content-type"),
+            Some(content_type),
+            "{path}"
+        );
+        assert_eq!(
+            header(&headers, "cache-control"),
+            Some("no-cache"),
+            "{path}"
+        );
         let csp = header(&headers, "content-security-policy").expect("a CSP");
-        assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+            "{csp}"
+        );
         let etag = header(&headers, "etag").expect("an ETag").to_owned();
         let (status, _, _) = http_request(&demo.http, "GET", path, &[("If-None-Match", &etag)]);
         assert_eq!(status, 304, "{path} revalidates");

@@ -269,8 +269,8 @@
       renderMine();
     }
     const position = state.seq === null ? '' : ` · position ${state.seq}`;
-    $('status-line').textContent =
-      `${state.calls.size} calls · ${state.devices.size} devices · ${state.queues.size} queues${position}`;
+    const queues = state.view === 'wallboard' ? ` · ${state.queues.size} queues` : '';
+    $('status-line').textContent = `${state.calls.size} calls · ${state.devices.size} devices${queues}${position}`;
   }
 
   // ---- the resources ----
