@@ -9,6 +9,7 @@ mod support;
 
 use base64::Engine;
 use serde_json::{Value, json};
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -272,6 +273,11 @@ struct Demo {
 
 impl Demo {
     fn start(access: &Path, listen: &str) -> Demo {
+        Demo::start_with(listen, &[OsStr::new("--access"), access.as_os_str()])
+    }
+
+    /// `serve --demo` on `listen` with `extra` flags.
+    fn start_with(listen: &str, extra: &[&OsStr]) -> Demo {
         let mut child = Command::new(env!("CARGO_BIN_EXE_callgate"))
             .args([
                 "serve",
@@ -281,8 +287,7 @@ impl Demo {
                 "--ingest",
                 "127.0.0.1:0",
             ])
-            .arg("--access")
-            .arg(access)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
@@ -335,7 +340,8 @@ impl Drop for Demo {
 /// A REST client logged in as one user (Basic once, then its session cookie, as a browser does).
 struct Rest {
     addr: String,
-    cookie: String,
+    /// None in open mode.
+    cookie: Option<String>,
 }
 
 impl Rest {
@@ -355,12 +361,26 @@ impl Rest {
             .to_owned();
         Rest {
             addr: addr.to_owned(),
-            cookie,
+            cookie: Some(cookie),
+        }
+    }
+
+    /// Open mode: no credentials.
+    fn open(addr: &str) -> Rest {
+        Rest {
+            addr: addr.to_owned(),
+            cookie: None,
         }
     }
 
     fn get(&self, path: &str) -> (u16, Value) {
-        let (status, _, body) = http_request(&self.addr, "GET", path, &[("Cookie", &self.cookie)]);
+        let headers: Vec<(&str, &str)> = self
+            .cookie
+            .as_deref()
+            .map(|cookie| ("Cookie", cookie))
+            .into_iter()
+            .collect();
+        let (status, _, body) = http_request(&self.addr, "GET", path, &headers);
         (status, serde_json::from_str(&body).unwrap_or(Value::Null))
     }
 
@@ -633,6 +653,52 @@ fn a_supervisor_watches_the_live_wallboard_through_a_gateway_restart() {
     );
     assert_eq!(status, json!(401), "the session ended");
     eprintln!("wallboard test took {:?}", started.elapsed());
+}
+
+/// Open mode with a journal: no login, everything shown; the epoch survives a restart, so after one
+/// the page resumes from its last position (`"resumed":true`) instead of taking a snapshot, and still
+/// shows what REST reports, the calls it had before included.
+#[test]
+fn the_open_wallboard_resumes_after_a_restart_with_a_journal() {
+    let dir = temp_dir("web-resume");
+    let journal = dir.join("journal");
+    let flags = [OsStr::new("--journal"), journal.as_os_str()];
+    let demo = Demo::start_with("127.0.0.1:0", &flags);
+    let browser = Browser::start();
+    browser.goto(&demo.url());
+    browser.wait_for(
+        "return document.body.dataset.subscribed === 'snapshot' && !document.getElementById('wallboard').hidden \
+         && document.getElementById('logout').hidden && document.querySelectorAll('#agents-body tr[data-dn]').length > 0",
+        Duration::from_secs(10),
+        "the open wallboard shows without a login",
+    );
+    matches_rest(&browser, &Rest::open(&demo.http), Duration::from_secs(10));
+    demo.send(&[json!({"event": "EventRinging", "ThisDN": "7099", "ConnID": "7e57000000000002",
+                       "CallUUID": "WEBRESUMECALL01", "CallType": "Inbound", "OtherDN": "+33142685310"})]);
+    browser.wait_for(
+        "return !!document.querySelector('#calls-body tr[data-call-id=\"WEBRESUMECALL01\"]')",
+        Duration::from_secs(1),
+        "the call shows",
+    );
+    let listen = demo.http.clone();
+    drop(demo);
+    browser.wait_for(
+        "return !document.getElementById('banner').hidden",
+        Duration::from_secs(5),
+        "the disconnect banner shows",
+    );
+    let demo = Demo::start_with(&listen, &flags);
+    browser.wait_for(
+        "return document.getElementById('banner').hidden && document.body.dataset.subscribed === 'resumed'",
+        Duration::from_secs(20),
+        "the page resumes",
+    );
+    let shown = matches_rest(&browser, &Rest::open(&demo.http), Duration::from_secs(10));
+    assert!(
+        shown["calls"].to_string().contains("WEBRESUMECALL01"),
+        "the call from before the restart is still shown: {shown}"
+    );
+    browser.screenshot("resumed");
 }
 
 /// (d) An agent sees its own device and calls only, and no wallboard.

@@ -161,12 +161,14 @@
     const shown = sorted.slice(0, 200);
     const rows = shown.map((entry) => {
       const call = entry.call;
+      // A snapshot's call may come before its device is known (read from REST after the snapshot).
+      const dn = entry.dn || dnOfUri(call.deviceUri);
       const tr = el('tr', {
         'data-call-id': call.id,
-        'data-dn': entry.dn,
+        'data-dn': dn,
         'data-state': call.state,
       });
-      tr.appendChild(el('th', { scope: 'row' }, entry.dn || '—'));
+      tr.appendChild(el('th', { scope: 'row' }, dn || '—'));
       const st = call.state === 'Ringing' ? 'ringing' : 'oncall';
       tr.appendChild(el('td', { class: `state state-${st}` }, call.state));
       tr.appendChild(el('td', null, call.callType || ''));
@@ -294,6 +296,20 @@
     into.set(key, { call, dn: dn || (previous && previous.dn) || dnOfUri(call.deviceUri), t0 });
   }
 
+  // A device that has had a call but no agent-state event has no device notification of its own; the
+  // gateway lists it (REST) in the default state, and so does the page from its first call.
+  function addDeviceOf(call, dn) {
+    if (!call.deviceUri || !dn) return;
+    const id = call.deviceUri.slice(call.deviceUri.lastIndexOf('/') + 1);
+    if (state.devices.has(id)) return;
+    state.devices.set(id, {
+      id,
+      phoneNumber: dn,
+      uri: call.deviceUri,
+      userState: { id: 'LoggedOut', displayName: 'Logged Out', state: 'LoggedOut' },
+    });
+  }
+
   function applySnapshotPart(frame, into) {
     for (const d of frame.devices || []) into.devices.set(d.id, d);
     for (const q of frame.queues || []) into.queues.set(q.id, q);
@@ -322,7 +338,10 @@
     const data = frame.data || {};
     switch (data.messageType) {
       case 'CallStateChangeMessage':
-        if (data.call) putCall(data.call, data.phoneNumber, state.calls);
+        if (data.call) {
+          addDeviceOf(data.call, data.phoneNumber);
+          putCall(data.call, data.phoneNumber, state.calls);
+        }
         break;
       case 'DeviceStateChangeMessage':
         for (const d of data.devices || []) state.devices.set(d.id, d);
@@ -466,10 +485,13 @@
     switch (frame.type) {
       case 'subscribed':
         if (frame.sub !== state.sub) return;
+        // For tests and the curious: how the last subscription started (a resume or a snapshot).
+        document.body.setAttribute('data-subscribed', frame.resumed ? 'resumed' : 'snapshot');
         state.epoch = frame.epoch;
         state.seq = frame.seq;
         if (frame.resumed) {
           onSubscribed();
+          addUnseenDevices();
         } else {
           state.pending = { devices: new Map(), queues: new Map(), rawCalls: [] };
           applySnapshotPart(frame, state.pending);
@@ -523,8 +545,9 @@
     render();
   }
 
-  // The WebSocket snapshot carries the devices that have had an event; an access file's devices that
-  // never had one (shown by REST in their default state, Logged Out) are read once per fresh snapshot.
+  // The WebSocket snapshot carries the devices that have had an agent-state event; an access file's
+  // devices that never had one, and those that only had calls, are listed by REST in their default state
+  // (Logged Out): read once per subscription.
   // Only devices the page does not hold yet are added: anything newer has come, or will come, over the
   // socket, which always wins.
   async function addUnseenDevices() {
