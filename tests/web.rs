@@ -569,6 +569,11 @@ fn a_supervisor_watches_the_live_wallboard_through_a_gateway_restart() {
             .all(|dn| *dn == "7050" || ("7001"..="7010").contains(dn)),
         "{dns:?}"
     );
+    if rest.get("/api/v2/queues").0 != 200 {
+        // A gateway without queue resources refuses the topic; the page says so and goes on without it.
+        let empty = browser.eval("return document.getElementById('queues-body').textContent");
+        assert_eq!(empty, "This gateway does not publish queue statistics");
+    }
     browser.screenshot("wallboard");
 
     // (b) An agent state and a call from the ingest socket reach the page within a second.
@@ -789,4 +794,230 @@ fn the_page_is_served_with_its_policy() {
         let (status, _, _) = http_request(&demo.http, "GET", path, &[("If-None-Match", &etag)]);
         assert_eq!(status, 304, "{path} revalidates");
     }
+}
+
+// ---- the queues panel, against a stand-in gateway ----
+
+/// A stand-in for the gateway in open mode: serves the page's files, answers `/api/v2/me` 401 and
+/// `/api/v2/devices` with an empty list (so the page runs open), and on `/api/v2/ws` answers a
+/// subscription with the snapshot `snapshot` builds for it (frames, with `more`), then sends whatever
+/// frames the test queues. It stands in for what the real gateway does not serve yet (queue resources,
+/// api.md) so the page's queue panel is tested against the protocol's exact shapes.
+struct FakeGateway {
+    addr: String,
+    frames: std::sync::mpsc::Sender<String>,
+    subscribes: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl FakeGateway {
+    fn start(snapshot: fn(&str) -> Vec<Value>) -> FakeGateway {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address").to_string();
+        let (frames, queued) = std::sync::mpsc::channel::<String>();
+        let queued = std::sync::Arc::new(std::sync::Mutex::new(queued));
+        let subscribes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&subscribes);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let queued = std::sync::Arc::clone(&queued);
+                let seen = std::sync::Arc::clone(&seen);
+                std::thread::spawn(move || serve_fake(stream, snapshot, &queued, &seen));
+            }
+        });
+        FakeGateway {
+            addr,
+            frames,
+            subscribes,
+        }
+    }
+}
+
+fn serve_fake(
+    mut stream: std::net::TcpStream,
+    snapshot: fn(&str) -> Vec<Value>,
+    queued: &std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
+    seen: &std::sync::Mutex<Vec<Value>>,
+) {
+    use std::io::{Read, Write};
+    use tokio_tungstenite::tungstenite::{self, Message};
+    let mut head = [0u8; 2048];
+    let Ok(n) = stream.peek(&mut head) else {
+        return;
+    };
+    let first = String::from_utf8_lossy(&head[..n]).into_owned();
+    let path = first.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    if path != "/api/v2/ws" {
+        // One request per connection: read its head, answer, close.
+        let mut request = Vec::new();
+        let mut byte = [0u8; 1];
+        while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+            request.push(byte[0]);
+        }
+        let (status, content_type, body): (&str, &str, &str) = match path.as_str() {
+            "/" => ("200 OK", "text/html", include_str!("../web/index.html")),
+            "/app.js" => ("200 OK", "text/javascript", include_str!("../web/app.js")),
+            "/app.css" => ("200 OK", "text/css", include_str!("../web/app.css")),
+            "/api/v2/devices" => (
+                "200 OK",
+                "application/json",
+                r#"{"statusCode":0,"devices":[]}"#,
+            ),
+            _ => (
+                "401 Unauthorized",
+                "application/json",
+                r#"{"statusCode":20,"statusMessage":"Access denied"}"#,
+            ),
+        };
+        let _ = write!(
+            stream,
+            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        return;
+    }
+    let Ok(mut ws) = tungstenite::accept(stream) else {
+        return;
+    };
+    let _ = ws
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_millis(20)));
+    let mut subscribed = false;
+    loop {
+        match ws.read() {
+            Ok(Message::Text(text)) => {
+                let request: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                if request["type"] == "subscribe" {
+                    seen.lock().expect("lock").push(request.clone());
+                    let sub = request["sub"].as_str().unwrap_or("");
+                    for frame in snapshot(sub) {
+                        if ws.send(Message::text(frame.to_string())).is_err() {
+                            return;
+                        }
+                    }
+                    subscribed = true;
+                }
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(error))
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+        if subscribed {
+            let frames: Vec<String> = queued.lock().expect("lock").try_iter().collect();
+            for frame in frames {
+                if ws.send(Message::text(frame)).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A queue resource as api.md shapes it, with calls waiting since `waits` seconds ago.
+fn queue(dn: &str, waits: &[i64], service_level: Value) -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64;
+    let waiting: Vec<Value> = waits
+        .iter()
+        .enumerate()
+        .map(|(i, secs)| {
+            let at = now - secs * 1000;
+            let since = time_text(at);
+            json!({"callId": format!("CALL{dn}{i}"), "connId": format!("00000000000{dn}{i}"), "since": since})
+        })
+        .collect();
+    json!({"id": format!("queue-{dn}"), "phoneNumber": dn, "server": "SIPTS",
+           "waiting": waiting, "waitingCount": waits.len(),
+           "longestWaitSecs": waits.iter().max().copied().unwrap_or(0),
+           "today": {"entered": 12, "diverted": 9, "abandoned": 1, "answeredWithinServiceLevel": 7,
+                     "serviceLevel": service_level}})
+}
+
+/// RFC 3339 UTC with milliseconds, for `ms` since the Unix epoch (civil date from days, Howard Hinnant's
+/// algorithm, to need no date library).
+fn time_text(ms: i64) -> String {
+    let (days, rest) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3_600_000,
+        rest / 60_000 % 60,
+        rest / 1000 % 60,
+        rest % 1000
+    )
+}
+
+/// The queues panel: a snapshot over two frames (`more`), the longest wait ticking from the oldest
+/// `since`, the service level as a percentage or `—`, and a queue notification shown within a second.
+#[test]
+fn the_queues_panel_follows_queue_snapshots_and_notifications() {
+    let fake = FakeGateway::start(|sub| {
+        vec![
+            json!({"type": "subscribed", "sub": sub, "epoch": "fake", "seq": 10, "resumed": false,
+                   "more": true, "calls": [], "devices": [],
+                   "queues": [queue("8001", &[65, 20], json!(87.5))]}),
+            json!({"type": "snapshot", "sub": sub, "calls": [], "devices": [],
+                   "queues": [queue("8002", &[], Value::Null)], "more": false}),
+        ]
+    });
+    let browser = Browser::start();
+    browser.goto(&format!("http://{}/", fake.addr));
+    browser.wait_for(
+        "return document.querySelectorAll('#queues-body tr[data-queue-id]').length === 2",
+        Duration::from_secs(10),
+        "both queues of the two-frame snapshot show",
+    );
+    let subscribes = fake.subscribes.lock().expect("lock").clone();
+    assert_eq!(
+        subscribes[0]["topics"],
+        json!(["calls", "devices", "queues"])
+    );
+    let cells = "return [...document.querySelectorAll('#queues-body tr[data-queue-id]')].map((row) => \
+                 [...row.children].map((cell) => cell.textContent))";
+    let shown = browser.eval(cells);
+    assert_eq!(shown[0][0], "8001 (SIPTS)");
+    assert_eq!(shown[0][1], "2");
+    let wait = shown[0][2].as_str().expect("longest wait");
+    assert!(wait == "1:05" || wait == "1:06", "{wait}");
+    assert_eq!(shown[0][3], "88%");
+    assert_eq!((&shown[0][4], &shown[0][5]), (&json!("12"), &json!("1")));
+    assert_eq!(shown[1][1], "0");
+    assert_eq!((&shown[1][2], &shown[1][3]), (&json!("—"), &json!("—")));
+    // The longest wait ticks without an event.
+    browser.wait_for(
+        "return document.querySelector('#queues-body tr[data-queue-id=\"queue-8001\"] td:nth-of-type(2)').textContent === '1:07'",
+        Duration::from_secs(4),
+        "the longest wait ticks",
+    );
+    browser.screenshot("queues");
+    // A queue notification.
+    fake.frames
+        .send(
+            json!({"type": "notification", "epoch": "fake", "seq": 11, "channel": "/callgate/queues",
+                   "data": {"messageType": "QueueStateChangeMessage",
+                            "queue": queue("8002", &[3, 30], json!(50))}})
+            .to_string(),
+        )
+        .expect("frame queued");
+    browser.wait_for(
+        "const row = document.querySelector('#queues-body tr[data-queue-id=\"queue-8002\"]'); \
+         return row.dataset.waiting === '2' && row.children[3].textContent === '50%' \
+           && ['0:30', '0:31'].includes(row.children[2].textContent)",
+        Duration::from_secs(1),
+        "the queue's change shows",
+    );
 }
