@@ -98,12 +98,19 @@
     loggedout: 'Logged Out',
   };
 
-  function liveCallsOf(device) {
-    const out = [];
+  // The calls per device URI, built once per drawing (not once per device: a large floor has thousands).
+  let callsByDevice = new Map();
+  function indexCalls() {
+    callsByDevice = new Map();
     for (const entry of state.calls.values()) {
-      if (entry.call.deviceUri === device.uri) out.push(entry);
+      const list = callsByDevice.get(entry.call.deviceUri);
+      if (list) list.push(entry);
+      else callsByDevice.set(entry.call.deviceUri, [entry]);
     }
-    return out;
+  }
+
+  function liveCallsOf(device) {
+    return callsByDevice.get(device.uri) || [];
   }
 
   // A device's state as a wallboard reads it: a call in progress comes first, then the agent state.
@@ -263,6 +270,7 @@
   }
 
   function render() {
+    indexCalls();
     if (state.view === 'wallboard') {
       renderQueues();
       renderAgents();
@@ -423,7 +431,7 @@
       // 4008: the gateway dropped us for reading too slowly; 1001: it is shutting down; anything else:
       // the network. All the same: reconnect and resume from the last position seen.
       const why = event.code === 4008 ? 'Fell behind the live stream' : 'Disconnected from callgate';
-      if (!state.opened && state.user !== null) {
+      if (!state.opened) {
         // A refused handshake looks like a network failure to a page: ask whether the session is gone.
         recheckSession(why);
       } else {
@@ -442,8 +450,13 @@
       retry(why);
       return;
     }
-    if (status !== 401) {
-      retry(why);
+    if (status !== 401 || state.user === null) {
+      // callgate answers but refused the WebSocket: after a few tries, say what usually causes that.
+      const hint =
+        state.attempt >= 2
+          ? 'callgate answers but refuses the live connection (open this page at the gateway\'s --base-url address)'
+          : why;
+      retry(hint);
       return;
     }
     if (remembered) {
