@@ -69,12 +69,7 @@ impl Browser {
             .unwrap_or_else(|| panic!("no browser session: {created}"))
             .to_owned();
         // The viewport itself at 1920×1080, whatever the window's frame takes.
-        browser.command(
-            "POST",
-            "/goog/cdp/execute",
-            &json!({"cmd": "Emulation.setDeviceMetricsOverride",
-                    "params": {"width": 1920, "height": 1080, "deviceScaleFactor": 1, "mobile": false}}),
-        );
+        browser.viewport(1920, 1080);
         browser
     }
 
@@ -95,6 +90,16 @@ impl Browser {
     /// A request on this browser session.
     fn command(&self, method: &str, path: &str, body: &Value) -> Value {
         self.call(method, &format!("/session/{}{path}", self.session), body)
+    }
+
+    /// Sets the viewport's size (CSS pixels).
+    fn viewport(&self, width: u32, height: u32) {
+        self.command(
+            "POST",
+            "/goog/cdp/execute",
+            &json!({"cmd": "Emulation.setDeviceMetricsOverride",
+                    "params": {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false}}),
+        );
     }
 
     fn goto(&self, url: &str) {
@@ -525,6 +530,47 @@ fn access_file(dir: &Path) -> PathBuf {
     path
 }
 
+/// Accessibility checks on what the page shows now: the status banner is a live region, every table has a
+/// caption and column headers with a scope, and every piece of text in the tables and the banner has a
+/// contrast of at least 4.5:1 (WCAG AA) against the background it is drawn on.
+fn readable(browser: &Browser) {
+    let problems = browser.eval(
+        r#"
+        const problems = [];
+        const banner = document.getElementById('banner');
+        if (banner.getAttribute('role') !== 'status' || !banner.getAttribute('aria-live')) problems.push('banner is not a live status region');
+        for (const table of document.querySelectorAll('table')) {
+          if (!table.querySelector('caption')) problems.push(`${table.id}: no caption`);
+          for (const th of table.querySelectorAll('th')) if (!th.getAttribute('scope')) problems.push(`${table.id}: a th without scope`);
+        }
+        const rgb = (text) => text.match(/[\d.]+/g).map(Number);
+        const lum = ([r, g, b]) => {
+          const f = (c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+          return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+        };
+        const background = (node) => {
+          for (let n = node; n; n = n.parentElement) {
+            const c = rgb(getComputedStyle(n).backgroundColor);
+            if (c.length < 4 || c[3] > 0) return c;
+          }
+          return [255, 255, 255];
+        };
+        const texts = document.querySelectorAll('caption, th, td, li, .banner, .who, h1, h2');
+        let checked = 0;
+        for (const node of texts) {
+          if (!node.textContent.trim() || node.offsetParent === null) continue;
+          checked += 1;
+          const a = lum(rgb(getComputedStyle(node).color)), b = lum(background(node));
+          const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+          if (ratio < 4.5) problems.push(`${node.tagName} "${node.textContent.trim().slice(0, 30)}": contrast ${ratio.toFixed(2)}`);
+        }
+        if (checked < 20) problems.push(`only ${checked} texts checked`);
+        return problems;
+        "#,
+    );
+    assert_eq!(problems, json!([]), "accessibility problems");
+}
+
 fn log_in(browser: &Browser, demo: &Demo, username: &str) {
     browser.goto(&demo.url());
     browser.wait_for(
@@ -575,6 +621,16 @@ fn a_supervisor_watches_the_live_wallboard_through_a_gateway_restart() {
         assert_eq!(empty, "This gateway does not publish queue statistics");
     }
     browser.screenshot("wallboard");
+    readable(&browser);
+    // On a laptop the panels stack and nothing overflows sideways.
+    browser.viewport(1366, 768);
+    assert_eq!(
+        browser.eval("return document.documentElement.scrollWidth <= window.innerWidth"),
+        json!(true),
+        "no horizontal scrolling at 1366×768"
+    );
+    browser.screenshot("wallboard-laptop");
+    browser.viewport(1920, 1080);
 
     // (b) An agent state and a call from the ingest socket reach the page within a second.
     demo.send(&[
@@ -630,6 +686,7 @@ fn a_supervisor_watches_the_live_wallboard_through_a_gateway_restart() {
         "the disconnect banner shows",
     );
     browser.screenshot("disconnected");
+    readable(&browser);
     let demo = Demo::start(&access, &listen);
     browser.wait_for(
         "return document.getElementById('banner').hidden && !document.getElementById('wallboard').hidden",
