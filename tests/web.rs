@@ -851,6 +851,25 @@ fn the_page_is_served_with_its_policy() {
         let (status, _, _) = http_request(&demo.http, "GET", path, &[("If-None-Match", &etag)]);
         assert_eq!(status, 304, "{path} revalidates");
     }
+    // Logout ends the session and expires the cookie.
+    let rest = Rest::login(&demo.http, "boss");
+    let cookie = rest.cookie.clone().expect("a cookie");
+    assert_eq!(rest.get("/api/v2/me").0, 200);
+    let (status, headers, _) = http_request(
+        &demo.http,
+        "POST",
+        "/callgate/logout",
+        &[("Cookie", &cookie)],
+    );
+    assert_eq!(status, 204);
+    let expired = header(&headers, "set-cookie").expect("the cookie expired");
+    assert!(
+        expired.starts_with("JSESSIONID=;") && expired.contains("Max-Age=0"),
+        "{expired}"
+    );
+    assert_eq!(rest.get("/api/v2/me").0, 401, "the session is gone");
+    let (status, _, _) = http_request(&demo.http, "POST", "/callgate/logout", &[]);
+    assert_eq!(status, 204, "a logout without a session is no error");
 }
 
 // ---- the queues panel, against a stand-in gateway ----

@@ -403,6 +403,8 @@
     }
     state.ws = ws;
     state.opened = false;
+    // Asked again on every connection: the gateway may have been upgraded to one that serves queues.
+    state.queuesSupported = true;
     ws.onopen = () => {
       state.opened = true;
       state.lastHeard = Date.now();
