@@ -10,13 +10,14 @@ done
 # Debian packages the tests read or run (tests/enrich_reference.rs reads iso-codes' ISO 3166 table;
 # tests/jetstream.rs runs nats-server 2.9 with JetStream; tests/postgres_sink.rs runs a PostgreSQL server;
 # tests/cometd_client.rs runs the official CometD client in Node.js, which the machine may already have
-# from elsewhere: only a missing `node` or `npm` command asks for Debian's; tests/containers.rs builds and
-# runs the image and the compose stack with podman (runc: crun fails here; catatonit for compose's
-# `init: true`), makes its base images with
-# mmdebstrap, and resolves compose service names with netavark's aardvark-dns, or dnsname under CNI).
+# from elsewhere: only a missing `node` or `npm` command asks for Debian's; tests/web.rs drives Debian's
+# chromium through chromium-driver (WebDriver): a missing browser fails that test, it never skips;
+# tests/containers.rs builds and runs the image and the compose stack with podman (runc: crun fails here;
+# catatonit for compose's `init: true`), makes its base images with mmdebstrap, and resolves compose
+# service names with netavark's aardvark-dns, or dnsname under CNI).
 missing=()
-for package in iso-codes nats-server postgresql podman runc catatonit mmdebstrap podman-compose netavark \
-    aardvark-dns golang-github-containernetworking-plugin-dnsname; do
+for package in iso-codes nats-server postgresql chromium chromium-driver podman runc catatonit mmdebstrap \
+    podman-compose netavark aardvark-dns golang-github-containernetworking-plugin-dnsname; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 command -v node >/dev/null || missing+=(nodejs)

@@ -256,6 +256,11 @@ impl Gate {
         cookie_value(header, &self.cookie_name).is_some()
     }
 
+    /// Ends the session whose cookie a `Cookie` header carries (a logout); whether there was one.
+    pub fn end_session(&self, header: &str) -> bool {
+        cookie_value(header, &self.cookie_name).is_some_and(|cookie| self.sessions.remove(cookie))
+    }
+
     /// Whether ingest connections must present a source's token (the access file has `[[ingest]]`).
     pub fn ingest_needs_token(&self) -> bool {
         self.now_current()

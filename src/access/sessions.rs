@@ -117,6 +117,12 @@ impl Sessions {
         })
     }
 
+    /// Ends the session of the cookie value `cookie` (a logout); whether there was one. Its id stays in
+    /// the creation order until reached, as for an expired one.
+    pub fn remove(&self, cookie: &str) -> bool {
+        parse_id(cookie).is_some_and(|id| self.lock().sessions.remove(&id).is_some())
+    }
+
     /// Sessions held.
     pub fn len(&self) -> usize {
         self.lock().sessions.len()
@@ -165,6 +171,17 @@ fn parse_id(text: &str) -> Option<SessionId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_removed_session_is_gone() {
+        let sessions = Sessions::default();
+        let now = Instant::now();
+        let (cookie, _) = sessions.create("agent1", now);
+        assert!(!sessions.remove("not-a-session"));
+        assert!(sessions.remove(&cookie));
+        assert!(sessions.get(&cookie, now).is_none());
+        assert!(!sessions.remove(&cookie), "removed once");
+    }
 
     #[test]
     fn a_session_lives_while_used_and_dies_idle_or_old() {

@@ -7,6 +7,7 @@ pub mod gws;
 pub mod http;
 pub mod origin;
 pub mod server;
+pub mod web;
 pub mod ws;
 
 use crate::access::Gate;
@@ -94,6 +95,7 @@ pub fn router(state: AppState) -> axum::Router {
         ));
     axum::Router::new()
         .merge(rest)
+        .merge(web::routes())
         .route("/api/v2/ws", get(ws::upgrade))
         // Three routes: axum's catch-all does not match an empty tail, and `/x` and `/x/` differ. The
         // handshake authenticates; a session's later requests are its `clientId`'s.
