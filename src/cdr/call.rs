@@ -744,6 +744,9 @@ impl Call {
         }
         self.enter(dn, conn, None, time);
         self.end_leg(dn, conn);
+        // Leaving a queue can be the call's last step (a diversion nothing follows): the call ends no
+        // earlier than that (a property test found a record ending before its answer).
+        self.end = self.end.max(time);
     }
 
     /// Whether `dn` is (or was) in the call on `conn`.
