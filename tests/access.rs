@@ -985,3 +985,60 @@ async fn queues_are_shown_to_supervisors_and_admins_and_refused_to_agents() {
         "the connection stays: {subscribed}"
     );
 }
+
+/// A WebSocket snapshot of `devices` lists the devices `GET /api/v2/devices` lists, for each role: an
+/// owner's devices never heard of and a device with only calls included, in their default state.
+#[tokio::test]
+async fn a_devices_snapshot_lists_what_rest_lists_for_each_role() {
+    let _guard = support::exclusive().await;
+    let gateway = started(&support::temp_dir("device-snapshot"));
+    // A call at 7003 (nobody's DN) and a device event at 7002; 7001 is only in the access file.
+    let lines = "{\"event\":\"EventEstablished\",\"ConnID\":\"0000000000000003\",\"ThisDN\":\"7003\",\"OtherDN\":\"+14155550100\"}\n{\"event\":\"EventDNDOn\",\"ThisDN\":\"7002\"}\n";
+    ingest(&gateway, lines.as_bytes().to_vec()).await;
+    for user in ["agent1", "boss", "chief", "root"] {
+        let bearer = format!("Bearer {}", token(user));
+        let (status, body) = get(&gateway, "/api/v2/devices", &[("Authorization", &bearer)]);
+        assert_eq!(status, 200, "{user}: {body}");
+        let mut rest: Vec<(String, serde_json::Value)> = body["devices"]
+            .as_array()
+            .expect("devices")
+            .iter()
+            .map(|device| {
+                let mut device = device.clone();
+                device.as_object_mut().expect("object").remove("calls");
+                (device["id"].as_str().expect("id").to_owned(), device)
+            })
+            .collect();
+        rest.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut ws = ws_connect(&gateway, &[("Authorization", &bearer)])
+            .await
+            .expect("upgrade");
+        let subscribe = serde_json::json!({"type": "subscribe", "sub": "d", "topics": ["devices"]});
+        ws.send(Message::text(subscribe.to_string()))
+            .await
+            .expect("subscribe");
+        let subscribed = next_json(&mut ws, WAIT).await.expect("subscribed");
+        let mut snapshot: Vec<(String, serde_json::Value)> = subscribed["devices"]
+            .as_array()
+            .expect("devices")
+            .iter()
+            .map(|device| {
+                (
+                    device["id"].as_str().expect("id").to_owned(),
+                    device.clone(),
+                )
+            })
+            .collect();
+        snapshot.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(snapshot, rest, "{user}: the snapshot's devices are REST's");
+    }
+    // The roles see what their scopes hold: 7001 for agent1; 7001 and 7002 for the team-less chief;
+    // 7003 (nobody's, with a call) for the admin only.
+    let count = |user: &str| {
+        let bearer = format!("Bearer {}", token(user));
+        get(&gateway, "/api/v2/devices", &[("Authorization", &bearer)]).1["devices"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert_eq!((count("agent1"), count("chief"), count("root")), (1, 2, 3));
+}

@@ -155,6 +155,26 @@ fn known_devices<'v>(
     known
 }
 
+/// The devices `scope` sees that the gateway knows but holds in their default state (an owner's device
+/// never heard of, a device with calls and no device event), rendered: what a WebSocket snapshot adds
+/// to the stored devices so that it lists the devices `GET /api/v2/devices` lists.
+pub fn default_devices(
+    view: &StoreView,
+    directory: &[OwnedDevice],
+    scope: &Scope,
+    base_url: &str,
+) -> Vec<crate::stream::PlainDevice> {
+    known_devices(view, directory, scope)
+        .into_values()
+        .filter(|listed| listed.stored.is_none())
+        .map(|listed| crate::stream::PlainDevice {
+            json: listed.json(base_url),
+            id: listed.id,
+            dn: listed.dn,
+        })
+        .collect()
+}
+
 /// `user`'s own devices, in the order of its `devices`.
 fn own_devices<'v>(view: &'v StoreView, user: &User) -> Vec<Listed<'v>> {
     user.devices

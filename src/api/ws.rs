@@ -382,7 +382,22 @@ fn handle_text(
                     return;
                 }
             };
-            if let Err(err) = state.stream.subscribe_to(connection, &sub, matcher, since) {
+            // A snapshot lists the devices REST lists: the stored ones, and those held in their default
+            // state (computed from a view of its own, outside the stream's lock).
+            let defaults = if matcher.topics().contains(crate::reduce::Topic::Devices) {
+                super::gws::default_devices(
+                    &state.stream.view(),
+                    &state.gate.directory(),
+                    &principal.scope,
+                    &state.base_url,
+                )
+            } else {
+                Vec::new()
+            };
+            let subscribed = state
+                .stream
+                .subscribe_with_defaults(connection, &sub, matcher, since, defaults);
+            if let Err(err) = subscribed {
                 outbox.push_control(error_frame(Some(&sub), err.code(), &err.to_string()));
             }
         }

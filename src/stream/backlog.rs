@@ -8,7 +8,7 @@ use crate::delivery::{Backlog, Frame};
 use crate::json::write_json_str;
 use crate::reduce::Topic;
 use crate::store::{
-    CallKey, Lookup, StoreView, StoredCall, StoredDevice, StoredQueue, push_documents,
+    CallKey, DeviceMeta, Lookup, StoreView, StoredCall, StoredDevice, StoredQueue, push_documents,
 };
 use crate::subscriptions::Matcher;
 use std::sync::Arc;
@@ -32,6 +32,9 @@ pub struct SnapshotBacklog {
     plan: Option<Plan>,
     /// Every matching call has been gathered (or calls are not among the topics).
     calls_done: bool,
+    /// Devices in their default state, listed before the stored ones (those the view holds by then are
+    /// left out: their stored version follows).
+    defaults: std::vec::IntoIter<PlainDevice>,
     /// The last device looked at.
     devices_after: Option<Arc<str>>,
     /// Every device has been gathered (or devices are not among the topics).
@@ -42,8 +45,22 @@ pub struct SnapshotBacklog {
     carry: Option<Item>,
 }
 
+/// A device resource in its default state, rendered by the door that asked for the snapshot: the store
+/// keeps only devices with a state of their own, but a snapshot lists every device its subscriber may
+/// know of (an owner's, or one with calls), as `GET /api/v2/devices` does.
+#[derive(Debug, Clone)]
+pub struct PlainDevice {
+    /// Its id.
+    pub id: Arc<str>,
+    /// Its DN.
+    pub dn: Arc<str>,
+    /// The resource, compact JSON.
+    pub json: String,
+}
+
 /// One resource of a snapshot.
 enum Item {
+    Plain(PlainDevice),
     Call(StoredCall),
     Device(StoredDevice),
     Queue(StoredQueue),
@@ -56,8 +73,14 @@ enum Plan {
 }
 
 impl SnapshotBacklog {
-    /// A snapshot of `view` for `matcher`, opening with `head`.
-    pub fn new(head: String, sub: &str, view: StoreView, matcher: Arc<Matcher>) -> Self {
+    /// A snapshot of `view` for `matcher`, opening with `head`, its devices preceded by `defaults`.
+    pub fn new(
+        head: String,
+        sub: &str,
+        view: StoreView,
+        matcher: Arc<Matcher>,
+        defaults: Vec<PlainDevice>,
+    ) -> Self {
         let mut sub_json = String::new();
         write_json_str(&mut sub_json, sub);
         Self {
@@ -68,6 +91,7 @@ impl SnapshotBacklog {
             view,
             matcher,
             plan: None,
+            defaults: defaults.into_iter(),
             devices_after: None,
             queues_after: None,
             carry: None,
@@ -81,6 +105,23 @@ impl SnapshotBacklog {
             self.calls_done = items.len() < want;
         }
         if items.len() < want && !self.devices_done {
+            while items.len() < want {
+                let Some(device) = self.defaults.next() else {
+                    break;
+                };
+                let meta = DeviceMeta {
+                    key: CallKey::device(0, 0),
+                    dn: Arc::clone(&device.dn),
+                    device_id: Arc::clone(&device.id),
+                    kept: false,
+                };
+                if self.view.device(&device.id).is_none() && self.matcher.matches_device(&meta) {
+                    items.push(Item::Plain(device));
+                }
+            }
+            if items.len() >= want {
+                return;
+            }
             let mut after = self.devices_after.take();
             for device in self.view.devices_after(after.clone()) {
                 after = Some(Arc::clone(&device.meta.device_id));
@@ -154,15 +195,18 @@ impl Backlog for SnapshotBacklog {
         }
         let mut calls = Vec::with_capacity(items.len());
         let mut devices = Vec::new();
+        let mut plain = Vec::new();
         let mut queues = Vec::new();
         for item in items {
             match item {
                 Item::Call(call) => calls.push(call),
+                Item::Plain(device) => plain.push(device),
                 Item::Device(device) => devices.push(device),
                 Item::Queue(queue) => queues.push(queue),
             }
         }
         let size: usize = calls.iter().map(|call| call.json_len() + 1).sum::<usize>()
+            + plain.iter().map(|d| d.json.len() + 1).sum::<usize>()
             + devices.iter().map(|d| d.json().len() + 1).sum::<usize>()
             + queues.iter().map(|q| q.json().len() + 1).sum::<usize>();
         let mut frame = match self.head.take() {
@@ -182,7 +226,11 @@ impl Backlog for SnapshotBacklog {
         }
         if topics.contains(Topic::Devices) {
             frame.push_str(",\"devices\":[");
-            push_docs(&mut frame, devices.iter().map(StoredDevice::json));
+            let docs = plain.iter().map(|device| device.json.as_str());
+            push_docs(
+                &mut frame,
+                docs.chain(devices.iter().map(StoredDevice::json)),
+            );
             frame.push(']');
         }
         if topics.contains(Topic::Queues) {

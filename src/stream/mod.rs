@@ -21,6 +21,7 @@ use crate::store::{CallKey, Meta, StoreView, StoredCall, StoredDevice, StoredQue
 use crate::subscriptions::{
     CallFilter, ConnectionId, Matcher, Scope, SubscribeError, Subscriptions,
 };
+pub use backlog::PlainDevice;
 use backlog::{ResumeBacklog, SnapshotBacklog};
 use history::{History, HistoryEntry};
 use std::ops::Range;
@@ -400,6 +401,19 @@ impl Stream {
         matcher: Matcher,
         since: Option<Since>,
     ) -> Result<(), SubscribeError> {
+        self.subscribe_with_defaults(connection, sub, matcher, since, Vec::new())
+    }
+
+    /// [`Stream::subscribe_to`], a snapshot listing `defaults` (devices in their default state that the
+    /// subscriber may know of, rendered by its door) before the stored devices.
+    pub fn subscribe_with_defaults(
+        &self,
+        connection: ConnectionId,
+        sub: &str,
+        matcher: Matcher,
+        since: Option<Since>,
+        defaults: Vec<PlainDevice>,
+    ) -> Result<(), SubscribeError> {
         let matcher = Arc::new(matcher);
         let mut core = self.lock();
         let Some(outbox) = core
@@ -430,7 +444,9 @@ impl Stream {
             None => {
                 head.push_str(",\"resumed\":false");
                 let view = core.store.clone();
-                outbox.push_backlog(Box::new(SnapshotBacklog::new(head, sub, view, matcher)));
+                outbox.push_backlog(Box::new(SnapshotBacklog::new(
+                    head, sub, view, matcher, defaults,
+                )));
                 metrics::counter!("callgate_snapshots_total").increment(1);
             }
         }
