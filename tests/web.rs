@@ -9,7 +9,6 @@ mod support;
 
 use base64::Engine;
 use serde_json::{Value, json};
-use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -271,42 +270,33 @@ fn artifacts() -> PathBuf {
 
 /// A `serve --demo` gateway with the test's access file on `listen`; killed when dropped.
 struct Demo {
-    child: Child,
-    http: String,
-    ingest: String,
+    gateway: support::Gateway,
+}
+
+impl std::ops::Deref for Demo {
+    type Target = support::Gateway;
+
+    fn deref(&self) -> &support::Gateway {
+        &self.gateway
+    }
 }
 
 impl Demo {
     fn start(access: &Path, listen: &str) -> Demo {
-        Demo::start_with(listen, &[OsStr::new("--access"), access.as_os_str()])
+        Demo::start_with(
+            listen,
+            &["--access", access.to_str().expect("a UTF-8 path")],
+        )
     }
 
     /// `serve --demo` on `listen` with `extra` flags.
-    fn start_with(listen: &str, extra: &[&OsStr]) -> Demo {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_callgate"))
-            .args([
-                "serve",
-                "--demo",
-                "--listen",
-                listen,
-                "--ingest",
-                "127.0.0.1:0",
-            ])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("callgate serve starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("ready line");
-        let ready: Value = serde_json::from_str(&line).expect("ready line is JSON");
+    fn start_with(listen: &str, extra: &[&str]) -> Demo {
+        let flags: Vec<&str> = ["--demo"]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
         Demo {
-            child,
-            http: ready["listening"].as_str().expect("listening").to_owned(),
-            ingest: ready["ingest"].as_str().expect("ingest").to_owned(),
+            gateway: support::Gateway::start_on(listen, &flags),
         }
     }
 
@@ -332,13 +322,6 @@ impl Demo {
         let replies = ingest.finish();
         let last = replies.last().expect("an acknowledgement");
         assert_eq!(last["applied"], json!(lines.len()), "{replies:?}");
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -724,7 +707,7 @@ fn a_supervisor_watches_the_live_wallboard_through_a_gateway_restart() {
 fn the_open_wallboard_resumes_after_a_restart_with_a_journal() {
     let dir = temp_dir("web-resume");
     let journal = dir.join("journal");
-    let flags = [OsStr::new("--journal"), journal.as_os_str()];
+    let flags = ["--journal", journal.to_str().expect("a UTF-8 path")];
     let demo = Demo::start_with("127.0.0.1:0", &flags);
     let browser = Browser::start();
     browser.goto(&demo.url());

@@ -211,8 +211,9 @@ pub struct Reducer {
     by_conn: HashMap<(u32, ConnId), u64>,
     phone_book: PhoneBook,
     scratch: Scratch,
-    /// Queues and routing points by number (numbers in order of first EventQueued).
-    queues: HashMap<u32, Queue>,
+    /// Queues and routing points; a queue's number is its place (in order of first EventQueued; never
+    /// removed).
+    queues: Vec<Queue>,
     queue_index: HashMap<(u32, Box<str>), u32>,
     service_level: Micros,
 }
@@ -242,7 +243,7 @@ impl Reducer {
             by_conn: HashMap::new(),
             phone_book: PhoneBook::default(),
             scratch: Scratch::default(),
-            queues: HashMap::new(),
+            queues: Vec::new(),
             queue_index: HashMap::new(),
             service_level: config.service_level,
         }
@@ -552,7 +553,7 @@ impl Reducer {
             None => return false,
         };
         let service_level = self.service_level;
-        let Some(queue) = self.queues.get_mut(&number) else {
+        let Some(queue) = self.queues.get_mut(number as usize) else {
             return false;
         };
         if queue.apply(event, time.unwrap_or(arrived), arrived, service_level) {
@@ -564,16 +565,17 @@ impl Reducer {
     fn add_queue(&mut self, server: u32, dn: &str) -> u32 {
         let server_name = self.server_names.get(server as usize).map_or("", |s| &**s);
         let queue_id = device_id(server_name, dn);
-        let number = u32::try_from(self.queue_index.len()).unwrap_or(u32::MAX);
+        // At most MAX_QUEUES, far below u32::MAX.
+        let number = self.queues.len() as u32;
         self.queues
-            .insert(number, Queue::new(server, dn.into(), queue_id.into()));
+            .push(Queue::new(server, dn.into(), queue_id.into()));
         self.queue_index.insert((server, dn.into()), number);
         number
     }
 
     /// Appends the queue notification of queue `number`.
     fn push_queue(&self, number: u32, out: &mut Notifications) {
-        if let Some(queue) = self.queues.get(&number) {
+        if let Some(queue) = self.queues.get(number as usize) {
             let server = self
                 .server_names
                 .get(queue.server as usize)
@@ -584,20 +586,17 @@ impl Reducer {
 
     /// Queue `number` (as a queue notification names it).
     pub fn queue(&self, number: u32) -> Option<&Queue> {
-        self.queues.get(&number)
+        self.queues.get(number as usize)
     }
 
     /// Every queue, in order of first EventQueued, with its T-Server's name.
     pub fn queues(&self) -> impl Iterator<Item = (&Queue, &str)> + '_ {
-        let mut numbers: Vec<u32> = self.queues.keys().copied().collect();
-        numbers.sort_unstable();
-        numbers.into_iter().filter_map(|number| {
-            let queue = self.queues.get(&number)?;
+        self.queues.iter().map(|queue| {
             let server = self
                 .server_names
                 .get(queue.server as usize)
                 .map_or("", |name| name);
-            Some((queue, server))
+            (queue, server)
         })
     }
 
@@ -647,12 +646,14 @@ impl Reducer {
             .collect();
         // Creation order, so `serve` releases them in the same order whatever the slab's layout.
         stale.sort_unstable();
-        let mut queues: Vec<u32> = self
+        let queues: Vec<u32> = self
             .queues
             .iter_mut()
-            .filter_map(|(&number, queue)| queue.drop_stale(silent_since, now).then_some(number))
+            .enumerate()
+            .filter_map(|(number, queue)| {
+                queue.drop_stale(silent_since, now).then_some(number as u32)
+            })
             .collect();
-        queues.sort_unstable();
         for number in queues {
             self.push_queue(number, out);
         }

@@ -35,15 +35,20 @@ impl Gateway {
 
     /// Starts `command` (the callgate binary, or a program that runs it, such as `prlimit ... --
     /// callgate`) with `serve` on port 0 and extra flags; waits for the ready line.
-    pub fn spawn_command(mut command: Command, extra: &[&str]) -> Gateway {
+    pub fn spawn_command(command: Command, extra: &[&str]) -> Gateway {
+        Self::spawn_listening(command, "127.0.0.1:0", extra)
+    }
+
+    /// Starts `callgate serve` with its HTTP door on `listen` (a restart on the port a client knows),
+    /// the ingest on port 0, and extra flags; waits for the ready line.
+    pub fn start_on(listen: &str, extra: &[&str]) -> Gateway {
+        let command = Command::new(env!("CARGO_BIN_EXE_callgate"));
+        Self::spawn_listening(command, listen, extra)
+    }
+
+    fn spawn_listening(mut command: Command, listen: &str, extra: &[&str]) -> Gateway {
         let mut child = command
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--ingest",
-                "127.0.0.1:0",
-            ])
+            .args(["serve", "--listen", listen, "--ingest", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
