@@ -19,6 +19,9 @@
 //! - `journal-ingest`, `journal-recovery`: issue 13's (ingest with `--journal` against in memory, and
 //!   the replay of a 1,000,000-event journal at restart); `nats-ingest`: ingest and latency with `--nats`
 //!   against in memory;
+//! - `analytics`: issue 14's (the live CDR builder's CPU, the export, the PostgreSQL sink), or each part
+//!   alone: `analytics-live`, `analytics-export`, `analytics-sink` (these two on the journal that
+//!   `BENCH_ANALYTICS_JOURNAL=DIR` names: made and kept there the first time, reused after);
 //! - diagnostics: `latency` (one 10 s cell), `light`, `agents-only`, `pipeline-only`.
 //!
 //! `BENCH_QUICK=1` shrinks every count and duration (about a tenth) to check that the scenarios work;
@@ -1303,21 +1306,50 @@ async fn journal_recovery_live_calls(calls: u64, rounds: usize) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Issue 14: what the analytics cost and how fast they go.
-/// - The live CDR builder's CPU: the gateway's CPU per event at 20,000 events/s in memory, against the
-///   same with `--analytics-out FILE --types cdr` (the stage, the CDR fold, the records written),
-///   alternating in one run; medians and the ratio (target: at most +10%). Also with `--journal` and the
-///   live feed (every record rendered) against `--journal --feed-buffer-bytes 0`.
-/// - `callgate export` of a 1,000,000-event journal to a file: records/s (target >= 300,000), for every
-///   type (the journal through the pipeline) and for events and CDRs (no pipeline).
-/// - `callgate sink postgres` of that journal into a local PostgreSQL: CDRs/s (target >= 20,000),
-///   everything included (the journal's fold and the transactions).
+/// Issue 14: what the analytics cost and how fast they go, its three parts in turn.
 async fn analytics() {
+    analytics_live().await;
+    let dir = bench_dir("analytics");
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let journal = analytics_journal(&dir).await;
+    analytics_export(&journal, &dir);
+    postgres_sink(&journal, &dir, sized(3, 1)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `analytics-export` or `analytics-sink` alone, on the journal `BENCH_ANALYTICS_JOURNAL` names
+/// (made there when it does not exist, and kept) or on a fresh one.
+async fn analytics_part(export: bool) {
+    let dir = bench_dir("analytics");
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let journal = match std::env::var_os("BENCH_ANALYTICS_JOURNAL") {
+        Some(kept) if std::path::Path::new(&kept).exists() => std::path::PathBuf::from(kept),
+        Some(kept) => {
+            let made = analytics_journal(&dir).await;
+            let status = Command::new("cp").arg("-r").arg(&made).arg(&kept).status();
+            println!("analytics: journal copied to {kept:?}: {status:?}");
+            made
+        }
+        None => analytics_journal(&dir).await,
+    };
+    if export {
+        analytics_export(&journal, &dir);
+    } else {
+        postgres_sink(&journal, &dir, sized(3, 1)).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The live CDR builder's CPU: the gateway's CPU per event at 20,000 events/s in memory, against the
+/// same with `--analytics-out FILE --types cdr` (the stage, the CDR fold, the records written),
+/// alternating in one run; medians and the ratio (target: at most +10%). Also with `--journal` and the
+/// live feed (every record rendered) against `--journal --feed-buffer-bytes 0`.
+async fn analytics_live() {
     let rounds = sized(3, 1);
     let rate = 20_000;
     let seconds = sized(10, 2);
     let lines = traffic(1000, (rate * seconds) as usize, 14);
-    let dir = bench_dir("analytics");
+    let dir = bench_dir("analytics-live");
     std::fs::create_dir_all(&dir).expect("bench dir");
     let out = dir.join("live.ndjson");
     let out_arg = out.to_str().expect("path").to_owned();
@@ -1377,7 +1409,11 @@ async fn analytics() {
         (medians[3] / medians[2] - 1.0) * 100.0,
     );
 
-    // A journal of 1,000,000 events (4 T-Servers) to export and to sink.
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A journal of 1,000,000 events (4 T-Servers) in `dir`, to export and to sink.
+async fn analytics_journal(dir: &std::path::Path) -> std::path::PathBuf {
     let (connections, events) = (4, sized(250_000, 25_000));
     let journal = dir.join("journal-export");
     let flags = [
@@ -1393,6 +1429,13 @@ async fn analytics() {
         events,
     )
     .await;
+    journal
+}
+
+/// `callgate export` of `journal` to a file: records/s (target >= 300,000), for every type (the
+/// journal through the pipeline) and for events and CDRs (no pipeline).
+fn analytics_export(journal: &std::path::Path, dir: &std::path::Path) {
+    let rounds = sized(3, 1);
     for types in ["event,notification,cdr", "event,cdr"] {
         let mut rates = Vec::new();
         for _ in 0..rounds {
@@ -1401,7 +1444,7 @@ async fn analytics() {
             let started = Instant::now();
             let status = Command::new(env!("CARGO_BIN_EXE_callgate"))
                 .args(["export", "--types", types, "--journal"])
-                .arg(&journal)
+                .arg(journal)
                 .arg("--out")
                 .arg(&file)
                 .stderr(Stdio::null())
@@ -1419,13 +1462,10 @@ async fn analytics() {
             rates.push(records as f64 / elapsed);
         }
         println!(
-            "analytics: export --types {types} of {} events: {:.0} records/s (median of {rounds}; target >= 300,000)",
-            connections * events,
+            "analytics: export --types {types}: {:.0} records/s (median of {rounds}; target >= 300,000)",
             median(&mut rates)
         );
     }
-    postgres_sink(&journal, &dir, rounds).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `callgate sink postgres` of `journal` into a fresh local PostgreSQL, `rounds` times (the table
@@ -2630,6 +2670,9 @@ const SUITE: &[&str] = &[
     "analytics",
 ];
 
+/// Parts of `analytics`, run by name.
+const ANALYTICS_PARTS: &[&str] = &["analytics-live", "analytics-export", "analytics-sink"];
+
 /// Diagnostic scenarios, run by name or with `all`.
 const DIAGNOSTICS: &[&str] = &[
     "latency",
@@ -2663,13 +2706,15 @@ fn main() {
         let known = name == "all"
             || SUITE.contains(&name.as_str())
             || DIAGNOSTICS.contains(&name.as_str())
-            || IN_COMPARE.contains(&name.as_str());
+            || IN_COMPARE.contains(&name.as_str())
+            || ANALYTICS_PARTS.contains(&name.as_str());
         if !known {
             eprintln!(
-                "unknown scenario {name:?}; known: all, {}, {}, {}",
+                "unknown scenario {name:?}; known: all, {}, {}, {}, {}",
                 SUITE.join(", "),
                 IN_COMPARE.join(", "),
-                DIAGNOSTICS.join(", ")
+                DIAGNOSTICS.join(", "),
+                ANALYTICS_PARTS.join(", ")
             );
             std::process::exit(2);
         }
@@ -2730,6 +2775,15 @@ fn main() {
         }
         if runs("analytics") {
             analytics().await;
+        }
+        if named("analytics-live") {
+            analytics_live().await;
+        }
+        if named("analytics-export") {
+            analytics_part(true).await;
+        }
+        if named("analytics-sink") {
+            analytics_part(false).await;
         }
         if runs("cometd-idle-memory") {
             cometd_idle_memory(sized(10_000, 1_000)).await;
