@@ -4,7 +4,9 @@
 use super::CdrConfig;
 use super::record::{AgentRow, Cdr, Link, LinkKind, QueueVisit, Segment, SegmentKind, ms};
 use crate::event::{CallType, ConnId, Event, EventKind, Micros, Role};
+use smol_str::SmolStr;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// TLib call-state codes the record reads (events.md).
 mod call_state {
@@ -40,7 +42,7 @@ enum Stage {
 
 /// One DN's presence on one ConnID of the call.
 struct Leg {
-    dn: Box<str>,
+    dn: SmolStr,
     conn: ConnId,
     /// The state it is in, and since when.
     open: Option<(SegmentKind, Micros)>,
@@ -49,8 +51,8 @@ struct Leg {
 
 /// A DN that is not a queue and has events of its own (item 11).
 struct Party {
-    dn: Box<str>,
-    agent_id: Option<Box<str>>,
+    dn: SmolStr,
+    agent_id: Option<SmolStr>,
     first_alert: Option<Micros>,
     last_alert: Option<Micros>,
     answer: Option<Micros>,
@@ -63,8 +65,8 @@ struct Party {
 
 /// The last release of the call (item 18).
 struct Release {
-    this_dn: Box<str>,
-    other_dn: Option<Box<str>>,
+    this_dn: SmolStr,
+    other_dn: Option<SmolStr>,
     state: Option<u32>,
 }
 
@@ -91,7 +93,7 @@ impl E164Cache {
 
 /// A call being recorded.
 pub(super) struct Call {
-    server: Box<str>,
+    server: SmolStr,
     server_no: u32,
     run: u32,
     first_sequence: Option<u64>,
@@ -100,23 +102,23 @@ pub(super) struct Call {
     conns: Vec<(ConnId, Option<CallType>, u64)>,
     links: Vec<Link>,
     call_type: Option<CallType>,
-    ani: Option<Box<str>>,
-    dnis: Option<Box<str>>,
-    call_uuid: Option<Box<str>>,
+    ani: Option<SmolStr>,
+    dnis: Option<SmolStr>,
+    call_uuid: Option<SmolStr>,
     first_kind: EventKind,
-    originator: Option<Box<str>>,
+    originator: Option<SmolStr>,
     start: Micros,
     answer: Option<Micros>,
     ring_ms: Option<i64>,
     end: Micros,
     queues: Vec<QueueVisit>,
-    queue_dns: Vec<Box<str>>,
+    queue_dns: Vec<SmolStr>,
     legs: Vec<Leg>,
     parties: Vec<Party>,
     segments: Vec<Segment>,
     transfer_count: u32,
     last_transfer: Option<Micros>,
-    conference: Vec<Box<str>>,
+    conference: Vec<SmolStr>,
     last_conference: Option<Micros>,
     monitored: bool,
     recorded: bool,
@@ -125,7 +127,7 @@ pub(super) struct Call {
     no_answer: bool,
     redirected: bool,
     last_release: Option<Release>,
-    user_data: Option<Box<str>>,
+    user_data: Option<Arc<str>>,
     /// The order of the event that carried `user_data` (merges keep the later).
     user_data_order: u64,
     /// Some time of the call is still [`UNTIMED`].
@@ -281,7 +283,7 @@ impl Call {
     }
 
     /// The agent logged in at `dn` when it released the call; wrap-up may follow.
-    pub(super) fn expect_wrap_up(&mut self, dn: &str, agent_id: Option<Box<str>>) {
+    pub(super) fn expect_wrap_up(&mut self, dn: &str, agent_id: Option<SmolStr>) {
         if let Some(party) = self.parties.iter_mut().find(|party| &*party.dn == dn)
             && party.agent_id.is_none()
         {
@@ -331,7 +333,9 @@ impl Call {
         if event.kind != EventKind::UserEvent
             && let Some(user_data) = &event.user_data
         {
-            self.user_data = Some(user_data.json.clone());
+            if self.user_data.as_deref() != Some(&*user_data.json) {
+                self.user_data = Some(Arc::from(&*user_data.json));
+            }
             self.user_data_order = order;
         }
         let record = crate::event::kv::RecordDirective::Record;
@@ -373,7 +377,7 @@ impl Call {
             return super::Taken::Ignored;
         }
         if self.user_data.as_deref() != Some(&*user_data.json) {
-            self.user_data = Some(user_data.json.clone());
+            self.user_data = Some(Arc::from(&*user_data.json));
             self.reemit = true;
         }
         super::Taken::Applied
@@ -927,14 +931,7 @@ impl Call {
             .map(|party| self.agent_row(party, &segments))
             .collect();
         Cdr {
-            cdr_id: format!(
-                "{}:{}:{}:{}",
-                self.server,
-                self.run,
-                self.first_sequence
-                    .map_or_else(String::new, |n| n.to_string()),
-                self.root
-            ),
+            cdr_id: self.cdr_id(),
             version: self.version.max(1),
             server: self.server.clone(),
             call_uuid: self.call_uuid.clone(),
@@ -978,6 +975,21 @@ impl Call {
             disposition: self.disposition(&config.disposition_key),
             user_data: self.user_data.clone(),
         }
+    }
+
+    /// `<Server>:<run>:<sequence of the first event>:<rootConnId>`.
+    fn cdr_id(&self) -> String {
+        let mut id = String::with_capacity(self.server.len() + 40);
+        id.push_str(&self.server);
+        id.push(':');
+        id.push_str(itoa::Buffer::new().format(self.run));
+        id.push(':');
+        if let Some(sequence) = self.first_sequence {
+            id.push_str(itoa::Buffer::new().format(sequence));
+        }
+        id.push(':');
+        crate::json::push_conn_id(&mut id, self.root);
+        id
     }
 
     fn agent_row(&self, party: &Party, segments: &[Segment]) -> AgentRow {
@@ -1096,12 +1108,81 @@ impl Call {
 
     /// Item 21: the disposition key's value in the final attached data.
     fn disposition(&self, key: &str) -> Option<String> {
-        let data: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(self.user_data.as_deref()?).ok()?;
-        match data.get(key)? {
+        disposition_in(self.user_data.as_deref()?, key)
+    }
+}
+
+/// The value of top-level `key` in the compact JSON object `data`: a string as it is, another value as
+/// compact JSON, `None` when absent or null (the last one when a key repeats, as a JSON map keeps it).
+/// Only that value is parsed: building the whole map cost a record more than the rest of it.
+fn disposition_in(data: &str, key: &str) -> Option<String> {
+    use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
+    use serde_json::value::RawValue;
+
+    struct Find<'k>(&'k str);
+
+    impl<'de> Visitor<'de> for Find<'_> {
+        type Value = Option<&'de RawValue>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if name == self.0 {
+                    found = Some(map.next_value::<&'de RawValue>()?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+
+    let mut reader = serde_json::Deserializer::from_str(data);
+    let raw = reader.deserialize_map(Find(key)).ok()??;
+    match serde_json::from_str::<serde_json::Value>(raw.get()).ok()? {
+        serde_json::Value::String(text) => Some(text),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod disposition_tests {
+    use super::disposition_in;
+
+    /// What the record said before: the value in the whole parsed map.
+    fn by_map(data: &str, key: &str) -> Option<String> {
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(data).ok()?;
+        match map.get(key)? {
             serde_json::Value::String(text) => Some(text.clone()),
             serde_json::Value::Null => None,
             other => Some(other.to_string()),
+        }
+    }
+
+    #[test]
+    fn the_key_is_read_as_the_whole_map_reads_it() {
+        let cases = [
+            r#"{"DispositionCode":"Sale","Other":1}"#,
+            r#"{"Other":{"DispositionCode":"inner"},"DispositionCode":42}"#,
+            r#"{"DispositionCode":null}"#,
+            r#"{"DispositionCode":["a",{"b":1.5}]}"#,
+            r#"{"Disposition\u0043ode":"escaped key","x":"\"q\""}"#,
+            r#"{"DispositionCode":"first","DispositionCode":"last"}"#,
+            r#"{"Other":"none"}"#,
+            r#"{}"#,
+            r#"{"DispositionCode":"caf\u00e9 \n"}"#,
+        ];
+        for data in cases {
+            assert_eq!(
+                disposition_in(data, "DispositionCode"),
+                by_map(data, "DispositionCode"),
+                "{data}"
+            );
         }
     }
 }

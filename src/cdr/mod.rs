@@ -82,7 +82,7 @@ struct Server {
 /// An agent's state at a DN, for `agentId` and `wrapUpMs`.
 #[derive(Default)]
 struct Agent {
-    agent_id: Option<Box<str>>,
+    agent_id: Option<smol_str::SmolStr>,
     /// The call this agent last released, and since when it is in after-call work for it (`None`:
     /// not yet).
     wrapping: Option<(u64, Option<Micros>)>,

@@ -3,6 +3,8 @@
 
 use crate::event::{ConnId, Micros};
 use crate::json::write_json_str;
+use smol_str::SmolStr;
+use std::sync::Arc;
 
 /// How a ConnID joined the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +42,7 @@ pub struct Link {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueVisit {
     /// The queue's DN.
-    pub dn: Box<str>,
+    pub dn: SmolStr,
     /// EventQueued.
     pub enter: Micros,
     /// EventDiverted, EventAbandoned or EventReleased at the queue.
@@ -83,7 +85,7 @@ impl SegmentKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
     /// The party's DN.
-    pub dn: Box<str>,
+    pub dn: SmolStr,
     /// Its state.
     pub kind: SegmentKind,
     /// When it began.
@@ -103,9 +105,9 @@ impl Segment {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentRow {
     /// Its DN.
-    pub dn: Box<str>,
+    pub dn: SmolStr,
     /// The agent logged in there, if known.
-    pub agent_id: Option<Box<str>>,
+    pub agent_id: Option<SmolStr>,
     /// Its first EventRinging.
     pub first_alert: Option<Micros>,
     /// Its first EventEstablished.
@@ -134,9 +136,9 @@ pub struct Cdr {
     /// 1, then one more for each re-emission.
     pub version: u32,
     /// The T-Server.
-    pub server: Box<str>,
+    pub server: SmolStr,
     /// The root call's CallUUID.
-    pub call_uuid: Option<Box<str>>,
+    pub call_uuid: Option<SmolStr>,
     /// The ConnID of the call's first event.
     pub root: ConnId,
     /// Every ConnID, in order of first event.
@@ -148,9 +150,9 @@ pub struct Cdr {
     /// inbound, outbound or internal.
     pub direction: &'static str,
     /// The root call's ANI.
-    pub ani: Option<Box<str>>,
+    pub ani: Option<SmolStr>,
     /// The root call's DNIS.
-    pub dnis: Option<Box<str>>,
+    pub dnis: Option<SmolStr>,
     /// ANI in E.164, when it is an international number.
     pub ani_e164: Option<String>,
     /// The first event.
@@ -190,7 +192,7 @@ pub struct Cdr {
     /// The disposition key's final value.
     pub disposition: Option<String>,
     /// The final attached data (compact JSON).
-    pub user_data: Option<Box<str>>,
+    pub user_data: Option<Arc<str>>,
 }
 
 /// `micros` truncated to milliseconds (docs/cdr-interpretations.md, 1).
@@ -431,28 +433,23 @@ pub(crate) fn write_time(out: &mut String, micros: Option<Micros>) {
         out.push_str("null");
         return;
     }
-    out.push('"');
-    push_digits(out, year, 4);
-    out.push('-');
-    push_digits(out, month, 2);
-    out.push('-');
-    push_digits(out, day, 2);
-    out.push('T');
-    push_digits(out, of_day / 3_600_000, 2);
-    out.push(':');
-    push_digits(out, of_day / 60_000 % 60, 2);
-    out.push(':');
-    push_digits(out, of_day / 1000 % 60, 2);
-    out.push('.');
-    push_digits(out, of_day % 1000, 3);
-    out.push_str("Z\"");
+    let mut text = *b"\"0000-00-00T00:00:00.000Z\"";
+    put_digits(&mut text[1..5], year);
+    put_digits(&mut text[6..8], month);
+    put_digits(&mut text[9..11], day);
+    put_digits(&mut text[12..14], of_day / 3_600_000);
+    put_digits(&mut text[15..17], of_day / 60_000 % 60);
+    put_digits(&mut text[18..20], of_day / 1000 % 60);
+    put_digits(&mut text[21..24], of_day % 1000);
+    // ASCII digits and punctuation only.
+    out.push_str(std::str::from_utf8(&text).unwrap_or("null"));
 }
 
-/// `value` (0 ≤ value < 10^width) in exactly `width` digits.
-fn push_digits(out: &mut String, value: i64, width: u32) {
-    for place in (0..width).rev() {
-        let digit = (value / 10_i64.pow(place)) % 10;
-        out.push(char::from(b'0' + digit as u8));
+/// `value` (0 ≤ value < 10^len) in exactly `place.len()` digits.
+fn put_digits(place: &mut [u8], mut value: i64) {
+    for digit in place.iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
     }
 }
 

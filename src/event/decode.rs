@@ -11,6 +11,8 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
 use std::fmt;
 
+mod scan;
+
 /// Why a line was rejected. The text names the attribute and the problem; callers add the line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -86,6 +88,15 @@ pub fn decode_line(line: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     }
     // One UTF-8 check of the whole line is cheaper than serde_json's check of every string in it.
     let text = std::str::from_utf8(line).map_err(|_| DecodeError::NotUtf8)?;
+    let mut raw = RawEvent::default();
+    match scan::scan(text, &mut raw) {
+        Some(()) => raw.into_decoded(),
+        None => decode_with_serde(text),
+    }
+}
+
+/// The line read by serde_json: every line the scanner leaves, and every rejection.
+fn decode_with_serde(text: &str) -> Result<Decoded<'_>, DecodeError> {
     let raw: RawEvent<'_> = serde_json::from_str(text).map_err(|err| {
         let message = err.to_string();
         if message.starts_with("duplicate field") {
@@ -793,5 +804,143 @@ mod tests {
             decode_line(br#"{"event":"EventMonitoringNextCall","ThisDN":"1","MonitorNextCallType":"Twice"}"#)
                 .is_err()
         );
+    }
+}
+
+/// The scanner ([`scan`]) against serde_json alone: every line, valid or not, decodes to the same
+/// outcome either way.
+#[cfg(test)]
+mod scan_equivalence {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Lines with every attribute form the scanner reads or leaves: simulated traffic, and edge forms.
+    fn bases() -> Vec<String> {
+        let config = crate::ingest::sim::SimConfig {
+            seed: 3,
+            agents: 20,
+            queues: 2,
+            agent_states: true,
+            ..crate::ingest::sim::SimConfig::default()
+        };
+        let mut lines: Vec<String> = crate::ingest::sim::Simulator::new(config)
+            .take(400)
+            .map(|event| event.line)
+            .collect();
+        lines.extend(
+            [
+                r#"{"event":"EventRinging","ConnID":"1","ThisDN":"7001","UserData":{"a":"b","n":-3,"o":{"x":"y"}},"Extensions":{"record":"on"},"Reasons":{"ReasonCode":"Lunch"}}"#,
+                r#"{ "event" : 64 , "AttributeConnID" : "1A" , "AttributeThisDN" : "7001" , "CallType" : 4 , "Time" : "2025-11-23T12:13:20.5Z" }"#,
+                r#"{"event":"EventReleased","ConnID":"2","ThisDN":"7002","CallState":22,"Other":[1,{"a":null}],"X":1.5e3,"Y":true,"Z":null}"#,
+                r#"{"event":"EventAgentNotReady","ThisDN":"7001","AgentWorkMode":"AgentAfterCallWork","Reasons":{"ReasonCode":17}}"#,
+                r#"{"event":"EventPartyChanged","ConnID":"3","PreviousConnID":"","TransferConnID":"2","ThisDN":"7001","EventSequenceNumber":18446744073709551615}"#,
+                r#"{"event":"EventUserEvent","ThisDN":"7001","UserData":null,"ConnID":null}"#,
+                r#"{"event":"EventRouteRequest","ConnID":12,"UserData":7}"#,
+                r#"{"event":"EventQueued","ConnID":"4","ThisDN":"8001","ANI":"caf\u00e9","DNIS":"\"q\"","TimeinSecs":-5}"#,
+                r#"{}"#,
+            ]
+            .map(str::to_owned),
+        );
+        lines
+    }
+
+    /// Pieces whose insertion anywhere makes lines the scanner must read or leave exactly as serde_json.
+    const PIECES: &[&str] = &[
+        " ",
+        "\n",
+        "\t",
+        ",",
+        ":",
+        "{",
+        "}",
+        "[",
+        "]",
+        "\"",
+        "\\",
+        "\\n",
+        "\\u0041",
+        "\u{1}",
+        "é",
+        "null",
+        "true",
+        "fals",
+        "-",
+        "-0",
+        "0",
+        "01",
+        "1.5",
+        "1e2",
+        "99999999999999999999",
+        r#""ConnID":"5","#,
+        r#""ConnID":null,"#,
+        r#""AttributeConnID":"6","#,
+        r#""UserData":{"k":"v"},"#,
+        r#""UserData":{"k":[1]},"#,
+        r#""Extensions":"x","#,
+        r#""Unknown":{"a":[{}]},"#,
+        r#""Unknown":[1,2,],"#,
+        r#""TimeinuSecs":1000000,"#,
+        r#""event":"EventHeld","#,
+    ];
+
+    fn outcome(line: &[u8]) -> Result<Decoded<'_>, DecodeError> {
+        decode_line(line)
+    }
+
+    fn by_serde(line: &[u8]) -> Result<Decoded<'_>, DecodeError> {
+        if line.trim_ascii_start().first() != Some(&b'{') {
+            return Err(DecodeError::NotObject);
+        }
+        let text = std::str::from_utf8(line).map_err(|_| DecodeError::NotUtf8)?;
+        decode_with_serde(text)
+    }
+
+    #[test]
+    fn every_base_line_decodes_as_serde_json_decodes_it() {
+        let mut scanned = 0;
+        let bases = bases();
+        for line in &bases {
+            assert_eq!(
+                outcome(line.as_bytes()),
+                by_serde(line.as_bytes()),
+                "{line}"
+            );
+            scanned += usize::from(scan::scan(line, &mut RawEvent::default()).is_some());
+        }
+        // The fast path is the common one: every simulated line is in its form.
+        assert!(scanned >= 400, "{scanned} of {} lines scanned", bases.len());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+        #[test]
+        fn mutated_lines_decode_as_serde_json_decodes_them(
+            base in any::<prop::sample::Index>(),
+            edits in proptest::collection::vec(
+                (any::<prop::sample::Index>(), 0..3u8, any::<prop::sample::Index>()),
+                1..4,
+            ),
+        ) {
+            let bases = bases();
+            let mut line = base.get(&bases).clone();
+            for (at, kind, piece) in edits {
+                // Edit at a character boundary, so the line stays UTF-8 (the check before both paths).
+                let boundaries: Vec<usize> =
+                    (0..=line.len()).filter(|&i| line.is_char_boundary(i)).collect();
+                let at = *at.get(&boundaries);
+                match kind {
+                    0 => line.insert_str(at, PIECES[piece.index(PIECES.len())]),
+                    1 => {
+                        let end = boundaries.iter().copied().find(|&i| i > at).unwrap_or(at);
+                        line.replace_range(at..end, "");
+                    }
+                    _ => {
+                        let end = boundaries.iter().copied().find(|&i| i > at).unwrap_or(at);
+                        line.replace_range(at..end, PIECES[piece.index(PIECES.len())]);
+                    }
+                }
+            }
+            prop_assert_eq!(outcome(line.as_bytes()), by_serde(line.as_bytes()), "{}", line);
+        }
     }
 }
