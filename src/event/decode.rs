@@ -830,6 +830,7 @@ mod scan_equivalence {
         lines.extend(
             [
                 r#"{"event":"EventRinging","ConnID":"1","ThisDN":"7001","UserData":{"a":"b","n":-3,"o":{"x":"y"}},"Extensions":{"record":"on"},"Reasons":{"ReasonCode":"Lunch"}}"#,
+                r#"{"event":"EventEstablished","ConnID":"1","ThisDN":"7001","UserData":{"GSIP_RECORD":"pause","x":{"GSIP_RECORD":"on"},"GSIP_RECORD":"resume"},"Extensions":{ "record" : "off" , "n" : 0 }}"#,
                 r#"{ "event" : 64 , "AttributeConnID" : "1A" , "AttributeThisDN" : "7001" , "CallType" : 4 , "Time" : "2025-11-23T12:13:20.5Z" }"#,
                 r#"{"event":"EventReleased","ConnID":"2","ThisDN":"7002","CallState":22,"Other":[1,{"a":null}],"X":1.5e3,"Y":true,"Z":null}"#,
                 r#"{"event":"EventAgentNotReady","ThisDN":"7001","AgentWorkMode":"AgentAfterCallWork","Reasons":{"ReasonCode":17}}"#,
@@ -881,6 +882,11 @@ mod scan_equivalence {
         r#""Unknown":[1,2,],"#,
         r#""TimeinuSecs":1000000,"#,
         r#""event":"EventHeld","#,
+        r#""GSIP_RECORD":"on","#,
+        r#""record":"Stop","#,
+        r#""record":1,"#,
+        r#""a":{"b":{"c":"d"}},"#,
+        r#""n":-12,"#,
     ];
 
     fn outcome(line: &[u8]) -> Result<Decoded<'_>, DecodeError> {

@@ -22,7 +22,7 @@ pub enum RecordDirective {
 }
 
 impl RecordDirective {
-    fn from_value(value: &str) -> Self {
+    pub(crate) fn from_value(value: &str) -> Self {
         const RECORD: [&str; 5] = ["start", "started", "on", "resume", "resumed"];
         const PAUSE: [&str; 2] = ["pause", "paused"];
         const STOP: [&str; 3] = ["stop", "stopped", "off"];

@@ -28,10 +28,20 @@ impl fmt::Display for ConnId {
 impl ConnId {
     /// Parses 1 to 16 hex digits (either case). Returns `None` for anything else.
     pub fn parse(text: &str) -> Option<Self> {
-        if text.is_empty() || text.len() > 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if text.is_empty() || text.len() > 16 {
             return None;
         }
-        u64::from_str_radix(text, 16).ok().map(ConnId)
+        let mut value = 0u64;
+        for byte in text.bytes() {
+            let digit = match byte {
+                b'0'..=b'9' => byte - b'0',
+                b'a'..=b'f' => byte - b'a' + 10,
+                b'A'..=b'F' => byte - b'A' + 10,
+                _ => return None,
+            };
+            value = value << 4 | u64::from(digit);
+        }
+        Some(ConnId(value))
     }
 }
 

@@ -114,10 +114,11 @@ const EVENTS: [(EventKind, &str); 34] = [
 impl EventKind {
     /// Looks up an event by its TLib name (`EventRinging`); `None` for events outside the table.
     pub fn from_name(name: &str) -> Option<Self> {
-        EVENTS
-            .iter()
-            .find(|(_, n)| *n == name)
-            .map(|(kind, _)| *kind)
+        // Every line names its event: a hash lookup instead of comparing against the table in turn.
+        static BY_NAME: std::sync::LazyLock<
+            hashbrown::HashMap<&'static str, EventKind, foldhash::fast::FixedState>,
+        > = std::sync::LazyLock::new(|| EVENTS.iter().map(|&(kind, name)| (name, kind)).collect());
+        BY_NAME.get(name).copied()
     }
 
     /// Looks up an event by its TLib message id (60 = EventRinging).

@@ -11,7 +11,9 @@
 //! `Reasons`) and nested values of unknown attributes are handed to serde_json as their own slice.
 
 use super::{RawEvent, Scalar};
-use crate::event::kv::{ExtensionsAttribute, ReasonsAttribute, UserDataAttribute};
+use crate::event::kv::{
+    ExtensionsAttribute, KvList, ReasonsAttribute, RecordDirective, UserDataAttribute,
+};
 use serde::de::IgnoredAny;
 use std::borrow::Cow;
 
@@ -70,13 +72,39 @@ fn set<'a>(field: &mut Option<Scalar<'a>>, value: Scalar<'a>) -> Option<()> {
     Some(())
 }
 
-/// Sets a KV list attribute from its slice `value` (null: absent), read by the serde path's own reader.
-fn set_list<'de, T: serde::Deserialize<'de>>(field: &mut Option<T>, value: &'de str) -> Option<()> {
+/// Sets a KV list attribute from its slice `value` (null: absent): scanned when it is in the plain form,
+/// else read by the serde path's own reader. `record_key` as [`KvList::parse`] takes it.
+fn set_list<'de, T: serde::Deserialize<'de>>(
+    field: &mut Option<T>,
+    value: &'de str,
+    record_key: &str,
+    wrap: fn(Result<KvList, String>) -> T,
+) -> Option<()> {
     if field.is_some() {
         return None;
     }
-    *field = serde_json::from_str::<Option<T>>(value).ok()?;
+    *field = match scan_list(value, record_key) {
+        Some(list) => Some(wrap(Ok(list))),
+        None => serde_json::from_str::<Option<T>>(value).ok()?,
+    };
     Some(())
+}
+
+/// A KV list in the plain form (objects of plain strings and integers, at most [`MAX_DEPTH`] deep) in
+/// its compact form, as `kv::parse_lenient` writes it; `None` for anything else.
+fn scan_list(value: &str, record_key: &str) -> Option<KvList> {
+    let mut cursor = Cursor {
+        text: value,
+        bytes: value.as_bytes(),
+        at: 0,
+    };
+    let mut json = String::with_capacity(value.len());
+    let record = cursor.list(&mut json, record_key, 0)?;
+    cursor.skip_space();
+    (cursor.at == cursor.bytes.len()).then(|| KvList {
+        json: json.into_boxed_str(),
+        record,
+    })
 }
 
 impl<'a> Cursor<'a> {
@@ -153,11 +181,18 @@ impl<'a> Cursor<'a> {
             "MonitorNextCallType" => &mut raw.monitor_scope,
             "Server" => &mut raw.server,
             "Time" => &mut raw.time_text,
-            "UserData" => return set_list::<UserDataAttribute>(&mut raw.user_data, self.value()?),
-            "Extensions" => {
-                return set_list::<ExtensionsAttribute>(&mut raw.extensions, self.value()?);
+            "UserData" => {
+                let value = self.value()?;
+                return set_list(&mut raw.user_data, value, "GSIP_RECORD", UserDataAttribute);
             }
-            "Reasons" => return set_list::<ReasonsAttribute>(&mut raw.reasons, self.value()?),
+            "Extensions" => {
+                let value = self.value()?;
+                return set_list(&mut raw.extensions, value, "record", ExtensionsAttribute);
+            }
+            "Reasons" => {
+                let value = self.value()?;
+                return set_list(&mut raw.reasons, value, "", ReasonsAttribute);
+            }
             _ => {
                 // Ignored, but read: malformed JSON there still rejects the line.
                 serde_json::from_str::<IgnoredAny>(self.value()?).ok()?;
@@ -166,6 +201,76 @@ impl<'a> Cursor<'a> {
         };
         let value = self.scalar()?;
         set(field, value)
+    }
+
+    /// One KV list object, written compact into `out`: its top level (`depth` 0) returns the record
+    /// directive of `record_key`'s value, as the serde path finds it (the last such key decides).
+    fn list(
+        &mut self,
+        out: &mut String,
+        record_key: &str,
+        depth: usize,
+    ) -> Option<Option<RecordDirective>> {
+        if depth >= MAX_DEPTH {
+            return None;
+        }
+        let mut record = None;
+        self.skip_space();
+        self.expect(b'{')?;
+        out.push('{');
+        self.skip_space();
+        if self.peek() == Some(b'}') {
+            self.at += 1;
+            out.push('}');
+            return Some(None);
+        }
+        loop {
+            let key = self.plain_string()?;
+            out.push('"');
+            out.push_str(key);
+            out.push_str("\":");
+            self.skip_space();
+            self.expect(b':')?;
+            self.skip_space();
+            let is_record_key = depth == 0 && !record_key.is_empty() && key == record_key;
+            match self.peek()? {
+                b'"' => {
+                    let text = self.plain_string()?;
+                    out.push('"');
+                    out.push_str(text);
+                    out.push('"');
+                    if is_record_key {
+                        record = Some(RecordDirective::from_value(text));
+                    }
+                }
+                b'{' => {
+                    self.list(out, "", depth + 1)?;
+                    if is_record_key {
+                        record = None;
+                    }
+                }
+                _ => {
+                    // The scanner reads integers only in their canonical form: written as they came.
+                    let start = self.at;
+                    self.integer()?;
+                    out.push_str(self.text.get(start..self.at)?);
+                    if is_record_key {
+                        record = None;
+                    }
+                }
+            }
+            self.skip_space();
+            match self.next()? {
+                b',' => {
+                    out.push(',');
+                    self.skip_space();
+                }
+                b'}' => break,
+                _ => return None,
+            }
+        }
+        out.push('}');
+        Some(record)
     }
 
     /// A string, an integer, a boolean or null; `None` for anything else (objects and arrays included).
