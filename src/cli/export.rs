@@ -242,16 +242,15 @@ fn events_only(
                 batch.push(Tapped {
                     fact: fact(position, reader.record()),
                     notes: Vec::new(),
+                    cdrs: Vec::new(),
                 });
                 if batch.len() >= 512 {
-                    stage.take(&batch)?;
-                    batch.clear();
+                    stage.take(std::mem::replace(&mut batch, Vec::with_capacity(512)))?;
                     stage.sync_if_due()?;
                 }
             }
             None => {
-                stage.take(&batch)?;
-                batch.clear();
+                stage.take(std::mem::take(&mut batch))?;
                 if until.at_end(next)? {
                     break;
                 }
@@ -261,7 +260,7 @@ fn events_only(
             }
         }
     }
-    stage.take(&batch)?;
+    stage.take(std::mem::take(&mut batch))?;
     stage.sync()?;
     Ok(stage.counts())
 }
@@ -282,7 +281,7 @@ pub(crate) fn fact(position: Position, record: Record<'_>) -> Fact {
 /// The journal through the gateway's pipeline, whose publisher hands the stage every fact with its
 /// notifications.
 async fn through_pipeline(
-    stage: Stage,
+    mut stage: Stage,
     mut reader: Reader,
     settings: &Settings,
     epoch: &str,
@@ -291,6 +290,8 @@ async fn through_pipeline(
     let supervisor = Supervisor::new();
     let (tap, batches) = tokio::sync::mpsc::channel(crate::export::stage::QUEUE);
     let lines = stage.needs_lines();
+    // The publisher folds the CDRs beside the stage's rendering, as the live gateway does.
+    let cdr = stage.fold_upstream();
     let runtime = tokio::runtime::Handle::current();
     let stage = tokio::task::spawn_blocking(move || stage.run(batches, runtime));
     // A stream nobody reads: deferred, it only numbers the notifications.
@@ -317,6 +318,7 @@ async fn through_pipeline(
                 sender: tap,
                 notes: true,
                 lines,
+                cdr,
             }),
         },
         stream,
