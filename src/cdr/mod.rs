@@ -97,7 +97,8 @@ pub struct CdrFold {
     /// T-Servers by name, numbered in order of appearance (at most [`crate::reduce::MAX_SERVERS`]).
     server_numbers: Map<Box<str>, u32>,
     servers: Vec<Server>,
-    calls: Map<u64, Call>,
+    /// Boxed: a call is most of a kilobyte, and the table stays small enough to probe in cache.
+    calls: Map<u64, Box<Call>>,
     by_conn: Map<(u32, ConnId), u64>,
     /// E.164 forms of the numbers seen (bounded: cleared when full), as `aniE164` needs them.
     e164: call::E164Cache,
@@ -367,7 +368,7 @@ impl CdrFold {
         self.next_call += 1;
         self.calls.insert(
             number,
-            Call::new(event, server, run, time, conn, self.order),
+            Box::new(Call::new(event, server, run, time, conn, self.order)),
         );
         Some(number)
     }
@@ -382,8 +383,8 @@ impl CdrFold {
         parent: ConnId,
         time: Micros,
     ) -> Option<u64> {
-        if self.calls.get(&kept).is_none_or(Call::emitted)
-            || self.calls.get(&absorbed).is_none_or(Call::emitted)
+        if self.calls.get(&kept).is_none_or(|call| call.emitted())
+            || self.calls.get(&absorbed).is_none_or(|call| call.emitted())
         {
             return None;
         }
@@ -420,7 +421,7 @@ impl CdrFold {
             if time != call::UNTIMED {
                 call.fill_untimed(time);
             }
-            call.absorb(other, child, from);
+            call.absorb(*other, child, from);
         }
         Some(kept)
     }
