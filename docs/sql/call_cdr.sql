@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS call_cdr (
     released_by       text,
     outcome           text,
     disposition       text,
-    record            jsonb       NOT NULL,
+    record            json        NOT NULL,
     stored_at         timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS call_cdr_start_time ON call_cdr (start_time);
@@ -58,7 +58,7 @@ SELECT c.cdr_id,
        c.abandoned,
        c.transferred
 FROM call_cdr c
-CROSS JOIN LATERAL jsonb_array_elements(c.record -> 'queues') WITH ORDINALITY AS q(value, visit);
+CROSS JOIN LATERAL json_array_elements(c.record::json -> 'queues') WITH ORDINALITY AS q(value, visit);
 
 -- Each handling party of a call (agents and supervisors).
 CREATE OR REPLACE VIEW call_cdr_agent AS
@@ -75,7 +75,7 @@ SELECT c.cdr_id,
        (a.value ->> 'wrapUpMs')::bigint            AS wrap_up_ms,
        a.value ->> 'result'                        AS result
 FROM call_cdr c
-CROSS JOIN LATERAL jsonb_array_elements(c.record -> 'agents') AS a(value);
+CROSS JOIN LATERAL json_array_elements(c.record::json -> 'agents') AS a(value);
 
 -- How far each sink has stored: the journal position after which it goes on (updated in the
 -- transaction that stores the records up to it).

@@ -13,7 +13,7 @@
 use super::export::{ExportError, FOLLOW_EVERY, epoch_of, fact, journal_settings, recorder_config};
 use crate::export::{Recorder, RecorderConfig, Types, record_id};
 use crate::journal::{Position, Reader};
-use crate::sink::postgres::{Batch, PostgresError, PostgresSink};
+use crate::sink::postgres::{Batch, Encoded, PostgresError, PostgresSink};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -156,7 +156,7 @@ async fn from_cdr_stream(
             continue;
         }
         // The stream position is kept too, for whoever looks; the acks are what resume.
-        sink.store(&batch, last).await?;
+        sink.store(&batch.encode()?, last).await?;
         for message in taken {
             message.ack().await.map_err(|e| nats(&e))?;
         }
@@ -195,9 +195,11 @@ async fn from_journal(
         ..recorder_config(&settings, &epoch)
     });
     let reader = Reader::open(journal, 1)?;
-    // The journal's fold on a thread of its own, the transactions here: each waits for the other only
-    // when two batches are ahead.
+    // Three stages, each waiting for the next only when two batches are ahead: the journal's fold on
+    // a thread of its own, the batches' encoding into the upsert's typed columns on another, the
+    // transactions here.
     let (batches, mut ready) = tokio::sync::mpsc::channel::<(Batch, Position)>(2);
+    let (encoded, mut to_store) = tokio::sync::mpsc::channel::<(Encoded, Position)>(2);
     let folding = Folding {
         reader,
         recorder,
@@ -206,19 +208,29 @@ async fn from_journal(
         follow: options.follow,
     };
     let folder = tokio::task::spawn_blocking(move || folding.run(stop, batches));
+    let encoder = tokio::task::spawn_blocking(move || -> Result<(), PostgresError> {
+        while let Some((batch, position)) = ready.blocking_recv() {
+            if encoded.blocking_send((batch.encode()?, position)).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    });
     let mut counts = SinkCounts {
         position: stored,
         ..SinkCounts::default()
     };
-    while let Some((batch, position)) = ready.recv().await {
+    while let Some((batch, position)) = to_store.recv().await {
         sink.store(&batch, position).await?;
         counts.records += batch.len() as u64;
         counts.transactions += 1;
         counts.position = position;
     }
-    folder
-        .await
-        .map_err(|err| SinkError::Journal(ExportError::Runtime(err.to_string())))??;
+    let joined =
+        |err: tokio::task::JoinError| SinkError::Journal(ExportError::Runtime(err.to_string()));
+    // A record that cannot be encoded ends the encoder (and with it the fold): its error first.
+    encoder.await.map_err(joined)??;
+    folder.await.map_err(joined)??;
     Ok(counts)
 }
 
