@@ -242,15 +242,16 @@ fn events_only(
                 batch.push(Tapped {
                     fact: fact(position, reader.record()),
                     notes: Vec::new(),
-                    cdrs: Vec::new(),
                 });
                 if batch.len() >= 512 {
-                    stage.take(std::mem::replace(&mut batch, Vec::with_capacity(512)))?;
+                    stage.take(&batch)?;
+                    batch.clear();
                     stage.sync_if_due()?;
                 }
             }
             None => {
-                stage.take(std::mem::take(&mut batch))?;
+                stage.take(&batch)?;
+                batch.clear();
                 if until.at_end(next)? {
                     break;
                 }
@@ -260,7 +261,7 @@ fn events_only(
             }
         }
     }
-    stage.take(std::mem::take(&mut batch))?;
+    stage.take(&batch)?;
     stage.sync()?;
     Ok(stage.counts())
 }
@@ -281,7 +282,7 @@ pub(crate) fn fact(position: Position, record: Record<'_>) -> Fact {
 /// The journal through the gateway's pipeline, whose publisher hands the stage every fact with its
 /// notifications.
 async fn through_pipeline(
-    mut stage: Stage,
+    stage: Stage,
     mut reader: Reader,
     settings: &Settings,
     epoch: &str,
@@ -290,8 +291,6 @@ async fn through_pipeline(
     let supervisor = Supervisor::new();
     let (tap, batches) = tokio::sync::mpsc::channel(crate::export::stage::QUEUE);
     let lines = stage.needs_lines();
-    // The publisher folds the CDRs beside the stage's rendering, as the live gateway does.
-    let cdr = stage.fold_upstream();
     let runtime = tokio::runtime::Handle::current();
     let stage = tokio::task::spawn_blocking(move || stage.run(batches, runtime));
     // A stream nobody reads: deferred, it only numbers the notifications.
@@ -318,7 +317,6 @@ async fn through_pipeline(
                 sender: tap,
                 notes: true,
                 lines,
-                cdr,
             }),
         },
         stream,

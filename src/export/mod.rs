@@ -157,8 +157,6 @@ pub struct Tapped {
     pub fact: Fact,
     /// Its notifications.
     pub notes: Vec<Note>,
-    /// The CDRs it made due, when the fold runs before the stage ([`Recorder::fold_upstream`]).
-    pub cdrs: Vec<Cdr>,
 }
 
 /// Where a resumed output stands: records before `position` are written, and at `position` those with
@@ -253,22 +251,6 @@ impl Recorder {
     /// decoded event is enough.
     pub fn needs_lines(&self) -> bool {
         self.render.event
-    }
-
-    /// Hands the CDR fold to whoever sees the facts first (the pipeline's publisher, which folds each fact
-    /// there and passes the records it made due in [`Tapped::cdrs`]): the settings of the fold, or `None`
-    /// when this recorder makes no CDRs. Called before any fact. The fold then runs where the events are
-    /// still in cache, and when nothing but CDRs is recorded only the facts that made one cross to the
-    /// stage's thread: folding behind a queue on a thread of its own cost the live gateway three times
-    /// the fold's own work.
-    pub fn fold_upstream(&mut self) -> Option<CdrConfig> {
-        self.cdr.take().map(|_| self.config.cdr.clone())
-    }
-
-    /// [`Recorder::record`] of a tapped fact, with the CDRs folded upstream.
-    pub fn record_tapped(&mut self, tapped: Tapped, out: &mut String) {
-        self.cdrs.extend(tapped.cdrs);
-        self.record(&tapped.fact, &tapped.notes, out);
     }
 
     /// The CDRs made since the last call, for `CG_CDR` (with [`RecorderConfig::collect_cdrs`]).

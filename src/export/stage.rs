@@ -62,7 +62,7 @@ impl Stage {
             let mut closed = false;
             loop {
                 match batches.try_recv() {
-                    Ok(batch) => self.record(batch)?,
+                    Ok(batch) => self.record(&batch)?,
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => {
                         closed = true;
@@ -91,21 +91,17 @@ impl Stage {
         self.recorder.needs_lines()
     }
 
-    /// See [`Recorder::fold_upstream`].
-    pub fn fold_upstream(&mut self) -> Option<crate::cdr::CdrConfig> {
-        self.recorder.fold_upstream()
-    }
-
     /// Records one batch and writes it.
-    pub fn take(&mut self, batch: Vec<Tapped>) -> Result<(), SinkError> {
+    pub fn take(&mut self, batch: &[Tapped]) -> Result<(), SinkError> {
         self.record(batch)?;
         self.flush()
     }
 
     /// Records one batch; writes only once [`WRITE_AT`] bytes are gathered.
-    fn record(&mut self, batch: Vec<Tapped>) -> Result<(), SinkError> {
+    fn record(&mut self, batch: &[Tapped]) -> Result<(), SinkError> {
         for tapped in batch {
-            self.recorder.record_tapped(tapped, &mut self.lines);
+            self.recorder
+                .record(&tapped.fact, &tapped.notes, &mut self.lines);
             if self.lines.len() >= WRITE_AT {
                 self.flush()?;
             }

@@ -216,16 +216,6 @@ pub struct Tap {
     /// Whether the stage needs the events' lines as received (it renders event records); it always
     /// gets the decoded events.
     pub lines: bool,
-    /// The CDR fold's settings, when the publisher folds the facts for the stage (see
-    /// [`crate::export::Recorder::fold_upstream`]).
-    pub cdr: Option<crate::cdr::CdrConfig>,
-}
-
-impl Tap {
-    /// Whether the stage needs every fact, or only those that made a CDR due.
-    fn every_fact(&self) -> bool {
-        self.notes || self.lines || self.cdr.is_none()
-    }
 }
 
 /// What [`Pipeline::replay`] went through.
@@ -1010,10 +1000,6 @@ async fn run_publisher(
     shard_count: usize,
 ) {
     let mut pending: Vec<VecDeque<ShardOutput>> = outputs.iter().map(|_| VecDeque::new()).collect();
-    let mut fold = tap
-        .as_ref()
-        .and_then(|tap| tap.cdr.clone())
-        .map(crate::cdr::CdrFold::new);
     while let Some(Ticket { order, done, facts }) = tickets.recv().await {
         let mut results = Vec::with_capacity(order.len());
         for shard in order {
@@ -1053,13 +1039,7 @@ async fn run_publisher(
             stream.forget(&forgotten);
         }
         if let Some(tap) = &tap {
-            let mut tapped = tapped(facts, &mut notes, last_seq - published, shard_count);
-            if let Some(fold) = &mut fold {
-                fold_cdrs(fold, &mut tapped);
-            }
-            if !tap.every_fact() {
-                tapped.retain(|tapped| !tapped.cdrs.is_empty());
-            }
+            let tapped = tapped(facts, &mut notes, last_seq - published, shard_count);
             if !tapped.is_empty() && tap.sender.send(tapped).await.is_err() {
                 // The stage has ended (its write failed): it is supervised, and the gateway stops.
                 tracing::debug!("the analytics stage is gone");
@@ -1071,32 +1051,6 @@ async fn run_publisher(
         }
         if let Some(done) = done {
             let _ = done.send(());
-        }
-    }
-}
-
-/// Folds each fact into the CDRs, in stream order, and gives it the records it made due.
-fn fold_cdrs(fold: &mut crate::cdr::CdrFold, tapped: &mut [Tapped]) {
-    for tapped in tapped {
-        match &tapped.fact {
-            Fact::Event {
-                arrival,
-                decoded: Some(event),
-                ..
-            } => {
-                fold.apply(event, Some(*arrival), &mut tapped.cdrs);
-            }
-            Fact::Event {
-                arrival,
-                line,
-                decoded: None,
-                ..
-            } => {
-                if let Ok(crate::event::Decoded::Event(event)) = crate::event::decode_line(line) {
-                    fold.apply(&event, Some(*arrival), &mut tapped.cdrs);
-                }
-            }
-            Fact::Tick { wall, .. } => fold.tick(*wall, &mut tapped.cdrs),
         }
     }
 }
@@ -1153,7 +1107,6 @@ fn tapped(
             Tapped {
                 fact,
                 notes: number(taken),
-                cdrs: Vec::new(),
             }
         })
         .collect()

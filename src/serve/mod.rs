@@ -456,16 +456,14 @@ fn start_analytics(
         collect_cdrs: cdr_stream.is_some(),
     });
     let (sender, batches) = tokio::sync::mpsc::channel(crate::export::stage::QUEUE);
-    let (notes, lines) = (recorder.needs_notes(), recorder.needs_lines());
-    let mut stage = match cdr_stream {
-        Some(publisher) => Stage::new(recorder, output).publishing_cdrs(publisher),
-        None => Stage::new(recorder, output),
-    };
     let tap = crate::pipeline::Tap {
         sender,
-        notes,
-        lines,
-        cdr: stage.fold_upstream(),
+        notes: recorder.needs_notes(),
+        lines: recorder.needs_lines(),
+    };
+    let stage = match cdr_stream {
+        Some(publisher) => Stage::new(recorder, output).publishing_cdrs(publisher),
+        None => Stage::new(recorder, output),
     };
     let runtime = tokio::runtime::Handle::current();
     supervisor.spawn("analytics output", async move {
