@@ -165,6 +165,31 @@ struct Tick {
 enum ShardInput {
     Jobs(Vec<Job>),
     Tick(Tick),
+    /// Write out these resources' current notifications (after a replay).
+    Write(Vec<CallKey>, oneshot::Sender<Vec<Written>>),
+}
+
+/// A resource's notification written from its current state: its key, members and document's place.
+pub type Written = (CallKey, String, std::ops::Range<usize>);
+
+/// How many times `--history` entries at the end of a replayed journal have their notifications written
+/// out: an event makes one or two notifications in a busy center, so twice the history's length in
+/// entries fills the history with room to spare. Where it does not (a journal of mostly ticks or ignored
+/// events), the history after the restart holds fewer than `--history` and resuming from before it gets
+/// a snapshot (docs/journal.md).
+const WRITTEN_TAIL: u64 = 2;
+
+/// Which of `shard_count` shards owns the resource `key` (calls, devices and queues are numbered per
+/// shard; see [`CallKey::device`] and [`CallKey::queue`]).
+fn shard_owning(key: CallKey, shard_count: usize) -> usize {
+    let shard = if usize::from(key.shard) < shard_count {
+        key.shard
+    } else if usize::from(u16::MAX - key.shard) < shard_count {
+        u16::MAX - key.shard
+    } else {
+        (u16::MAX - 128).wrapping_sub(key.shard)
+    };
+    usize::from(shard)
 }
 
 /// What a shard made of one job or tick, handed to the publisher in ticket order.
@@ -324,6 +349,13 @@ pub struct Pipeline {
     progress: std::sync::OnceLock<Progress>,
     /// Whether an analytics tap takes the events' lines.
     tap_lines: bool,
+    /// Whether an analytics tap takes every notification's text (a replay must then render them all).
+    tap_notes: bool,
+    /// Journal positions below this are replayed without writing their notifications out (0: every one
+    /// is written; see [`Pipeline::replay`]). Shared with the shards.
+    write_from: Arc<AtomicU64>,
+    /// The stream the publisher publishes into.
+    stream: Arc<Stream>,
 }
 
 /// A duration in microseconds, saturating.
@@ -352,6 +384,8 @@ impl Pipeline {
         let (tickets_tx, tickets_rx) = mpsc::channel::<Ticket>(depth * shard_count);
         let tapped = config.tap.is_some();
         let tap_lines = config.tap.as_ref().is_some_and(|tap| tap.lines);
+        let tap_notes = config.tap.as_ref().is_some_and(|tap| tap.notes);
+        let write_from = Arc::new(AtomicU64::new(0));
         let mut shard_txs = Vec::with_capacity(shard_count);
         let mut output_rxs = Vec::with_capacity(shard_count);
         let mut oldest_needed = Vec::with_capacity(shard_count);
@@ -366,7 +400,8 @@ impl Pipeline {
             });
             let needed = Arc::new(AtomicU64::new(0));
             oldest_needed.push(Arc::clone(&needed));
-            let shard = Shard::new(id as u16, reducer, &config, needed, Arc::clone(&outcomes));
+            let mut shard = Shard::new(id as u16, reducer, &config, needed, Arc::clone(&outcomes));
+            shard.write_from = Arc::clone(&write_from);
             // A task, not a thread: the runtime runs it right after the ingest task that fed it (on the
             // same core, no wake-up of a sleeping CPU), and spreads shards over the cores when busy
             // (measured: ingest-to-publish p99 fell from ~25 ms with threads to under 10 ms).
@@ -388,6 +423,9 @@ impl Pipeline {
             outcomes,
             progress: std::sync::OnceLock::new(),
             tap_lines,
+            tap_notes,
+            write_from,
+            stream: Arc::clone(&stream),
         });
         let (done_tx, done_rx) = oneshot::channel();
         let tap = config.tap;
@@ -637,16 +675,27 @@ impl Pipeline {
         Ok(journaled)
     }
 
-    /// Replays the journal in `dir` from position `from` through the pipeline (no journal attached yet,
-    /// no clock running): events with their recorded arrival, ticks with their recorded clock, so the
-    /// calls, notifications and `seq` are those the journal's run made. Returns how many entries were
-    /// replayed once every event is published.
+    /// Replays the journal in `dir` from position `from` up to `end` (the position after its last entry)
+    /// through the pipeline (no journal attached yet, no clock running): events with their recorded
+    /// arrival, ticks with their recorded clock, so the calls, notifications and `seq` are those the
+    /// journal's run made. Returns how many entries were replayed once every event is published.
+    ///
+    /// While the stream defers, only the tail of the journal has its notifications written out: the
+    /// last `2 × --history` entries, where the resume history's notifications come from. Before it, the
+    /// reducers fold without writing text, and [`Pipeline::write_newest`] writes each resource's newest
+    /// notification once at the end (docs/journal.md, "Recovery").
     pub async fn replay(
         &self,
         dir: &std::path::Path,
         from: Position,
+        end: Position,
     ) -> Result<Replayed, crate::journal::JournalError> {
         let mut reader = crate::journal::Reader::open(dir, from)?;
+        if self.stream.is_deferred() && !self.tap_notes {
+            let tail = (self.stream.history_capacity() as u64).saturating_mul(WRITTEN_TAIL);
+            self.write_from
+                .store(end.saturating_sub(tail), Ordering::Release);
+        }
         let mut replay = Replay::new(self);
         let mut last = 0;
         while let Some(position) = reader.advance()? {
@@ -660,7 +709,44 @@ impl Pipeline {
         }
         let mut replayed = replay.finish().await;
         replayed.last = last;
+        self.write_from.store(0, Ordering::Release);
         Ok(replayed)
+    }
+
+    /// Writes out the newest notification of every resource whose newest one a replay left unwritten
+    /// ([`Pipeline::replay`]), from each shard's current state: a resource changes only with a
+    /// notification, so that is the text it had (tested: the newest notification of every resource is
+    /// its current render). Called once the replay and the catch-up tick are published, before
+    /// [`Stream::settle`].
+    pub async fn write_newest(&self) {
+        let keys = self.stream.unwritten_newest();
+        if keys.is_empty() {
+            return;
+        }
+        let mut by_shard: Vec<Vec<CallKey>> = vec![Vec::new(); self.shard_count];
+        for key in keys {
+            if let Some(keys) = by_shard.get_mut(shard_owning(key, self.shard_count)) {
+                keys.push(key);
+            }
+        }
+        let mut replies = Vec::with_capacity(self.shard_count);
+        {
+            let admitter = self.admitter.lock().await;
+            for (shard, keys) in admitter.shards.iter().zip(by_shard) {
+                if keys.is_empty() {
+                    continue;
+                }
+                let (reply, written) = oneshot::channel();
+                if shard.send(ShardInput::Write(keys, reply)).await.is_ok() {
+                    replies.push(written);
+                }
+            }
+        }
+        for written in replies {
+            if let Ok(written) = written.await {
+                self.stream.fill_newest(written);
+            }
+        }
     }
 
     fn shard_of(&self, event: &Event<'_>) -> usize {
@@ -739,6 +825,8 @@ struct Shard {
     /// journal retention.
     oldest_needed: Arc<AtomicU64>,
     outcomes: Arc<Outcomes>,
+    /// Journal positions below this are replayed without notification text (the pipeline's).
+    write_from: Arc<AtomicU64>,
 }
 
 impl Shard {
@@ -762,6 +850,7 @@ impl Shard {
             next_stale_scan: None,
             refused: 0,
             last_refusal_log: None,
+            write_from: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -774,6 +863,10 @@ impl Shard {
             let outputs = match message {
                 ShardInput::Jobs(jobs) => jobs.into_iter().map(|job| self.apply(job)).collect(),
                 ShardInput::Tick(tick) => vec![self.tick(tick)],
+                ShardInput::Write(keys, reply) => {
+                    let _ = reply.send(self.write_current(&keys));
+                    continue;
+                }
             };
             if output.send(outputs).await.is_err() {
                 return;
@@ -783,6 +876,7 @@ impl Shard {
 
     fn apply(&mut self, job: Job) -> ShardOutput {
         crate::supervise::fault_point("shard", job.event.this_dn.as_deref().unwrap_or(""));
+        self.write_text_at(job.position);
         let disposition =
             self.reducer
                 .apply_admitted(&job.event, job.time, job.arrived, &mut self.notifications);
@@ -853,8 +947,55 @@ impl Shard {
         }
     }
 
+    /// Writes notification text for the job or tick at journal position `position` unless a replay
+    /// leaves it unwritten (see [`Pipeline::replay`]).
+    fn write_text_at(&mut self, position: Position) {
+        let skip = position != 0 && position < self.write_from.load(Ordering::Relaxed);
+        if skip == self.notifications.is_rendering() {
+            self.notifications.skip_text(skip);
+        }
+    }
+
+    /// The current notifications of the resources `keys` of this shard (those it no longer holds are
+    /// left out).
+    fn write_current(&self, keys: &[CallKey]) -> Vec<Written> {
+        let mut scratch = Notifications::default();
+        keys.iter()
+            .filter_map(|&key| {
+                self.render_current(key, &mut scratch)?;
+                let notification = scratch.iter().next()?;
+                Some((
+                    key,
+                    notification.members.to_owned(),
+                    notification.call_in_members,
+                ))
+            })
+            .collect()
+    }
+
+    /// Writes the notification the resource `key` of this shard would have now into `out` (cleared
+    /// first), as its only one; `None` when the shard does not hold it.
+    fn render_current(&self, key: CallKey, out: &mut Notifications) -> Option<()> {
+        out.clear();
+        let small = u32::try_from(key.number).ok();
+        if key.shard == self.id {
+            let view = self.reducer.view(key.number)?;
+            out.push(NotificationType::StatusChange, key.number, &view, None);
+        } else if let Some(number) = small
+            && key == CallKey::device(self.id, number)
+        {
+            out.push_device(number, &self.reducer.device_doc(number)?);
+        } else if let Some(number) = small
+            && key == CallKey::queue(self.id, number)
+        {
+            self.reducer.push_queue(number, out);
+        }
+        (!out.is_empty()).then_some(())
+    }
+
     /// Forgets calls whose linger is over and releases stale calls.
     fn tick(&mut self, tick: Tick) -> ShardOutput {
+        self.write_text_at(tick.position);
         let mut forgotten = Vec::new();
         while let Some(&(deadline, number)) = self.lingering.front() {
             if deadline > tick.wall {
@@ -1309,5 +1450,121 @@ mod tests {
         assert_eq!(running.stream.stats().live_calls, 2);
         assert_eq!(stats.applied.load(Ordering::Relaxed), 2);
         assert_eq!(stats.dropped.load(Ordering::Relaxed), 3);
+    }
+
+    /// Drives one shard through `lines` (arrival, line), with a tick every second of arrival time and a
+    /// short linger, checking that the newest notification of every resource it still holds is what
+    /// rendering that resource now gives. Returns how many resources were checked.
+    fn newest_equals_current(lines: impl Iterator<Item = (Micros, String)>, label: &str) -> usize {
+        use std::collections::HashMap;
+        let mut config = config(1);
+        config.released_linger = Duration::from_secs(5);
+        config.stale_call_after = Some(Duration::from_secs(600));
+        let mut shard = Shard::new(
+            0,
+            Reducer::new(ReducerConfig::default()),
+            &config,
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(Outcomes::new()),
+        );
+        let mut sequencer = Sequencer::default();
+        let stats = Arc::new(ConnStats::default());
+        let mut newest: HashMap<CallKey, String> = HashMap::new();
+        let mut next_tick = 0;
+        let mut checked = 0;
+        let mut scratch = Notifications::default();
+        let mut check = |shard: &Shard, newest: &HashMap<CallKey, String>, at: usize| {
+            for (key, doc) in newest {
+                if shard.render_current(*key, &mut scratch).is_some() {
+                    checked += 1;
+                    let current = scratch.iter().next().map(|n| n.call.to_owned());
+                    assert_eq!(current.as_ref(), Some(doc), "{label}, line {at}, {key:?}");
+                }
+            }
+        };
+        let keep = |newest: &mut HashMap<CallKey, String>, output: ShardOutput| {
+            for p in output.published {
+                newest.insert(p.meta.key(), p.members[p.call.clone()].to_owned());
+            }
+            for key in output.forgotten {
+                newest.remove(&key);
+            }
+        };
+        for (index, (arrival, line)) in lines.enumerate() {
+            let Ok(Decoded::Event(event)) = decode_line(line.as_bytes()) else {
+                continue;
+            };
+            let event = Arc::new(event.into_owned());
+            if arrival >= next_tick {
+                next_tick = arrival + 1_000_000;
+                let tick = Tick {
+                    now: Instant::now(),
+                    wall: arrival,
+                    position: 0,
+                };
+                keep(&mut newest, shard.tick(tick));
+            }
+            let Admission::Admitted { time } = sequencer.admit(&event, Some(arrival)) else {
+                continue;
+            };
+            if !event.kind.is_call_event() && !event.kind.is_device_event() {
+                continue;
+            }
+            let job = Job {
+                position: 0,
+                sequence: event.sequence,
+                event,
+                time,
+                arrived: arrival,
+                stats: Arc::clone(&stats),
+                ingested: Instant::now(),
+            };
+            keep(&mut newest, shard.apply(job));
+            if index % 25 == 0 {
+                check(&shard, &newest, index);
+            }
+        }
+        check(&shard, &newest, usize::MAX);
+        checked
+    }
+
+    /// What lets a replay render a resource's newest notification at its end instead of every one on the
+    /// way (docs/journal.md, "Recovery"): no resource changes without a notification.
+    #[test]
+    fn the_newest_notification_of_every_resource_is_its_current_render() {
+        use crate::ingest::sim::{SimConfig, Simulator};
+        for seed in 1..=4u64 {
+            let sim = Simulator::new(SimConfig {
+                seed,
+                agents: 30,
+                queues: 3,
+                supervisors: 2,
+                calls_per_second: 0.5,
+                max_calls: Some(400),
+                talk_secs: 40.0,
+                ..SimConfig::default()
+            });
+            let lines = sim.map(|event| (event.time, event.line));
+            let checked = newest_equals_current(lines, &format!("simulator seed {seed}"));
+            assert!(checked > 1_000, "seed {seed}: only {checked} checked");
+        }
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("proto-fixtures");
+        let mut dirs: Vec<_> = std::fs::read_dir(&fixtures)
+            .expect("proto-fixtures")
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.join("events.ndjson").exists())
+            .collect();
+        dirs.sort();
+        assert!(dirs.len() >= 24, "{} fixtures", dirs.len());
+        for dir in dirs {
+            let text = std::fs::read_to_string(dir.join("events.ndjson")).expect("events");
+            // A second a line: every tick in between may forget what lingered.
+            let lines = text
+                .lines()
+                .enumerate()
+                .map(|(index, line)| (index as Micros * 1_000_000, line.to_owned()));
+            newest_equals_current(lines, &dir.display().to_string());
+        }
     }
 }

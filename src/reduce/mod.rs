@@ -574,7 +574,7 @@ impl Reducer {
     }
 
     /// Appends the queue notification of queue `number`.
-    fn push_queue(&self, number: u32, out: &mut Notifications) {
+    pub(crate) fn push_queue(&self, number: u32, out: &mut Notifications) {
         if let Some(queue) = self.queues.get(number as usize) {
             let server = self
                 .server_names

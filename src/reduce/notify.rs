@@ -137,13 +137,49 @@ struct Entry {
 
 /// The notifications of one or more events, in the order produced. Reused between events to avoid
 /// allocating: call [`Notifications::clear`] after consuming them.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Notifications {
     buf: String,
     entries: Vec<Entry>,
+    /// Whether notifications are written out (see [`Notifications::skip_text`]).
+    rendering: bool,
+}
+
+impl Default for Notifications {
+    fn default() -> Self {
+        Self {
+            buf: String::new(),
+            entries: Vec::new(),
+            rendering: true,
+        }
+    }
 }
 
 impl Notifications {
+    /// From now on, with `skip` true, records each notification (its topic, type and resource) without
+    /// writing its text: `members` and `call` are then empty. A recovery's replay uses it for what no one
+    /// will read (docs/journal.md, "Recovery"); `false` writes them again.
+    pub fn skip_text(&mut self, skip: bool) {
+        self.rendering = !skip;
+    }
+
+    /// Whether notifications are written out (not [`Notifications::skip_text`]).
+    pub fn is_rendering(&self) -> bool {
+        self.rendering
+    }
+
+    /// Records a notification without its text.
+    fn push_unwritten(&mut self, topic: Topic, kind: NotificationType, resource: u64) {
+        let at = self.buf.len();
+        self.entries.push(Entry {
+            topic,
+            kind,
+            resource,
+            members: at..at,
+            call: at..at,
+        });
+    }
+
     /// Forgets every notification, keeping the memory.
     pub fn clear(&mut self) {
         self.buf.clear();
@@ -180,6 +216,9 @@ impl Notifications {
         view: &CallView<'_>,
         extensions: Option<&str>,
     ) {
+        if !self.rendering {
+            return self.push_unwritten(Topic::Calls, kind, resource);
+        }
         let start = self.buf.len();
         self.buf
             .push_str("\"channel\":\"/v2/me/calls\",\"data\":{\"notificationType\":\"");
@@ -210,6 +249,10 @@ impl Notifications {
     /// Appends the device notification of device `number` (gws.md):
     /// `"channel":"/v2/me/devices","data":{"messageType":"DeviceStateChangeMessage","devices":[device]}`.
     pub(crate) fn push_device(&mut self, number: u32, doc: &DeviceDoc<'_>) {
+        if !self.rendering {
+            let kind = NotificationType::StatusChange;
+            return self.push_unwritten(Topic::Devices, kind, u64::from(number));
+        }
         let start = self.buf.len();
         self.buf.push_str(
             "\"channel\":\"/v2/me/devices\",\"data\":{\"messageType\":\"DeviceStateChangeMessage\",\"devices\":[",
@@ -232,6 +275,10 @@ impl Notifications {
     /// Appends the queue notification of queue `number` (api.md), its resource written by `write`:
     /// `"channel":"/callgate/queues","data":{"messageType":"QueueStateChangeMessage","queue":{...}}`.
     pub(crate) fn push_queue(&mut self, number: u32, write: impl FnOnce(&mut String)) {
+        if !self.rendering {
+            let kind = NotificationType::StatusChange;
+            return self.push_unwritten(Topic::Queues, kind, u64::from(number));
+        }
         let start = self.buf.len();
         self.buf.push_str(
             "\"channel\":\"/callgate/queues\",\"data\":{\"messageType\":\"QueueStateChangeMessage\",\"queue\":",

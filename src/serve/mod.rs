@@ -280,6 +280,7 @@ pub async fn run(
     // The clock has moved on while the gateway was down: the calls whose linger ran out meanwhile go now,
     // as at the first tick, rather than being rendered and indexed first.
     pipeline.catch_up().await;
+    pipeline.write_newest().await;
     stream.settle();
     // The gateway is not ready until the first event with a number cannot stall it: the warm-up is
     // awaited before serving, unless a recovery replayed events, which warmed what the traffic uses (the
@@ -567,7 +568,8 @@ async fn recover(
             repair.why
         );
     }
-    let replayed = pipeline.replay(dir, opened.first).await?;
+    let end = opened.writer.next_position();
+    let replayed = pipeline.replay(dir, opened.first, end).await?;
     if replayed.undecodable > 0 {
         tracing::warn!(
             skipped = replayed.undecodable,

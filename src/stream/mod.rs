@@ -41,6 +41,14 @@ pub struct Published {
     pub ingested: Instant,
 }
 
+impl Published {
+    /// Whether its text is written: a recovery's replay leaves most of its notifications unwritten (empty
+    /// `members`), writing only those anyone will read (see `Pipeline::replay`).
+    pub fn is_written(&self) -> bool {
+        !self.members.is_empty()
+    }
+}
+
 /// Where a client wants to resume from.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct Since {
@@ -211,6 +219,53 @@ impl Stream {
         self.lock().deferred = Some(Deferred::default());
     }
 
+    /// Whether publishing is deferred ([`Stream::defer`]).
+    pub fn is_deferred(&self) -> bool {
+        self.lock().deferred.is_some()
+    }
+
+    /// How many notifications the resume history holds at most (`--history`).
+    pub fn history_capacity(&self) -> usize {
+        self.lock().history.capacity()
+    }
+
+    /// While deferred: the resources whose newest notification is unwritten and that the store will
+    /// keep (a device back in its default state leaves the store: it needs no text).
+    pub fn unwritten_newest(&self) -> Vec<CallKey> {
+        let core = self.lock();
+        let Some(deferred) = &core.deferred else {
+            return Vec::new();
+        };
+        deferred
+            .latest
+            .iter()
+            .filter(|(_, (_, published))| {
+                !published.is_written()
+                    && !matches!(&published.meta, Meta::Device(device) if !device.kept)
+            })
+            .map(|(key, _)| *key)
+            .collect()
+    }
+
+    /// While deferred: gives the newest notifications named by [`Stream::unwritten_newest`] their text,
+    /// written from their resources' current state (same `seq`).
+    pub fn fill_newest(&self, written: Vec<crate::pipeline::Written>) {
+        let mut core = self.lock();
+        let Some(deferred) = &mut core.deferred else {
+            return;
+        };
+        for (key, members, call) in written {
+            if let Some((_, published)) = deferred.latest.get_mut(&key) {
+                *published = Arc::new(Published {
+                    meta: published.meta.clone(),
+                    members,
+                    call,
+                    ingested: published.ingested,
+                });
+            }
+        }
+    }
+
     /// Ends [`Stream::defer`]: renders the store's documents and the resume history as publishing them
     /// one by one would have left them. Called once nothing publishes (the replay is over): the work,
     /// proportional to the resources held, is done outside the lock, on every core.
@@ -223,7 +278,24 @@ impl Stream {
             };
             (deferred, std::mem::take(&mut core.store))
         };
-        let latest: Vec<(u64, Arc<Published>)> = deferred.latest.into_values().collect();
+        // Unwritten: a device back in its default state (it leaves the store), or a resource its shard no
+        // longer held when asked (none is expected: counted, so it shows).
+        let (latest, unwritten): (Vec<(u64, Arc<Published>)>, Vec<_>) = deferred
+            .latest
+            .into_values()
+            .partition(|(_, published)| published.is_written());
+        let lost = unwritten
+            .iter()
+            .filter(
+                |(_, published)| !matches!(&published.meta, Meta::Device(device) if !device.kept),
+            )
+            .count();
+        if lost > 0 {
+            tracing::warn!(
+                lost,
+                "recovery: resources without their newest notification's text"
+            );
+        }
         let rendered = map_on_all_cores(latest, |(seq, published)| {
             let (frame, range) = self.frame(seq, &published);
             match &published.meta {
@@ -247,7 +319,13 @@ impl Stream {
             }
         }
         built.insert_all(calls);
-        let recent: Vec<(u64, Arc<Published>)> = deferred.recent.into();
+        // The replay wrote only its tail's notifications: an unwritten one cannot go back in the history,
+        // which then begins after it (resuming from before gets a snapshot).
+        let recent: Vec<(u64, Arc<Published>)> = deferred
+            .recent
+            .into_iter()
+            .filter(|(_, published)| published.is_written())
+            .collect();
         let history = map_on_all_cores(recent, |(seq, published)| {
             let (frame, _) = self.frame(seq, &published);
             HistoryEntry {
