@@ -319,13 +319,7 @@ impl Stream {
             }
         }
         built.insert_all(calls);
-        // The replay wrote only its tail's notifications: an unwritten one cannot go back in the history,
-        // which then begins after it (resuming from before gets a snapshot).
-        let recent: Vec<(u64, Arc<Published>)> = deferred
-            .recent
-            .into_iter()
-            .filter(|(_, published)| published.is_written())
-            .collect();
+        let recent: Vec<(u64, Arc<Published>)> = deferred.recent.into();
         let history = map_on_all_cores(recent, |(seq, published)| {
             let (frame, _) = self.frame(seq, &published);
             HistoryEntry {
@@ -375,7 +369,10 @@ impl Stream {
                 deferred
                     .latest
                     .insert(published.meta.key(), (core.seq, Arc::clone(&published)));
-                if capacity > 0 {
+                // An unwritten notification cannot be resumed from: the history keeps the last written
+                // ones. They are the last of all (a replay writes its tail), unless the tail made fewer
+                // than the history holds, and then resuming from before them gets a snapshot.
+                if capacity > 0 && published.is_written() {
                     if deferred.recent.len() >= capacity {
                         deferred.recent.pop_front();
                     }
