@@ -4,16 +4,17 @@
 //! COMMIT and stores nothing twice. The table definition is `docs/sql/call_cdr.sql`, run at start.
 //!
 //! A batch travels as typed columns: each CDR is read here ([`Batch::encode`], off the connection's
-//! thread) into one binary PostgreSQL array per column, and PostgreSQL `unnest`s them; the whole CDR
-//! goes as text, which PostgreSQL only validates (`record` is `json`). Picking 35 members out of each
+//! thread) into one typed vector per column, which tokio-postgres sends as a PostgreSQL array, and
+//! PostgreSQL `unnest`s them; the whole CDR goes as text, which PostgreSQL only validates (`record` is
+//! `json`). Picking 35 members out of each
 //! record in SQL and building `jsonb` cost PostgreSQL more than the rest of the insert
 //! (docs/postgres.md).
 
 use crate::journal::Position;
-use bytes::{BufMut, Bytes, BytesMut};
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Unexpected, Visitor};
 use std::collections::HashMap;
-use tokio_postgres::types::{IsNull, ToSql, Type, WrongType};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
 
 /// The schema: tables and views, each created if absent.
@@ -145,12 +146,13 @@ impl PostgresSink {
             return Ok(());
         }
         let params: Vec<&(dyn ToSql + Sync)> = batch
-            .arrays
+            .columns
             .iter()
-            .map(|array| array as &(dyn ToSql + Sync))
+            .map(Column::param)
             .chain([
-                &self.consumer as &(dyn ToSql + Sync),
-                &position as &(dyn ToSql + Sync),
+                &batch.records as &(dyn ToSql + Sync),
+                &self.consumer,
+                &position,
             ])
             .collect();
         self.client.execute(&self.upsert, &params).await?;
@@ -251,18 +253,20 @@ impl Batch {
         self.index.clear();
     }
 
-    /// The records as the upsert's parameters: one binary array per column of [`COLUMNS`] and one of
-    /// the records' text, in the records' order. Fails on a record that is not a JSON object whose
+    /// The records as the upsert's parameters: one typed column per entry of [`COLUMNS`] and the
+    /// records' text, in the records' order. Fails on a record that is not a JSON object whose
     /// members fit their columns' types (PostgreSQL would have refused it too).
     pub fn encode(&self) -> Result<Encoded, PostgresError> {
-        let rows = self.records.len();
-        let mut columns: Vec<ArrayBuilder> = COLUMNS
+        let mut columns: Vec<Column> = COLUMNS
             .iter()
-            .map(|(_, _, sql)| ArrayBuilder::new(Kind::of(sql), rows, 16))
+            .map(|(_, _, sql)| Column::new(sql, self.records.len()))
             .collect();
-        let mut record =
-            ArrayBuilder::new(Kind::Text, rows, self.records.iter().map(String::len).sum());
         for json in &self.records {
+            // Each row starts NULL in every column: members the record lacks stay NULL (as `->>` made
+            // them), and a member named twice ends with its last value (as in PostgreSQL's `jsonb`).
+            for column in &mut columns {
+                column.push_null();
+            }
             let mut json_in = serde_json::Deserializer::from_str(json);
             Row {
                 columns: &mut columns,
@@ -270,22 +274,10 @@ impl Batch {
             .deserialize(&mut json_in)
             .and_then(|()| json_in.end())
             .map_err(|error| PostgresError::Record(format!("{error}: {}", excerpt(json))))?;
-            // Members the record lacks are NULL (as `->>` made them).
-            for column in &mut columns {
-                column.end_row();
-            }
-            record.start_value();
-            record.bytes.put_slice(json.as_bytes());
-            record.end_value();
-            record.end_row();
         }
         Ok(Encoded {
-            arrays: columns
-                .into_iter()
-                .chain([record])
-                .map(ArrayBuilder::finish)
-                .collect(),
-            rows,
+            columns,
+            records: self.records.clone(),
         })
     }
 }
@@ -293,19 +285,21 @@ impl Batch {
 /// A batch's records as the upsert's parameters ([`Batch::encode`]).
 #[derive(Debug)]
 pub struct Encoded {
-    arrays: Vec<Array>,
-    rows: usize,
+    /// One per entry of [`COLUMNS`], in its order.
+    columns: Vec<Column>,
+    /// Each record's JSON, sent as the last array (`text[]`).
+    records: Vec<String>,
 }
 
 impl Encoded {
     /// Calls held.
     pub fn len(&self) -> usize {
-        self.rows
+        self.records.len()
     }
 
     /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.rows == 0
+        self.records.is_empty()
     }
 }
 
@@ -318,185 +312,96 @@ fn excerpt(json: &str) -> &str {
     &json[..end]
 }
 
-/// A column's SQL type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Text,
-    Integer,
-    BigInt,
-    Boolean,
-    Time,
+/// One column's values, one per record: tokio-postgres sends a `Vec<Option<T>>` as a one-dimensional
+/// PostgreSQL array (`None` as NULL), after checking it against the array type the statement names
+/// (`$2::integer[]`, ...).
+#[derive(Debug, PartialEq)]
+enum Column {
+    /// `text`.
+    Text(Vec<Option<String>>),
+    /// `integer`.
+    Integer(Vec<Option<i32>>),
+    /// `bigint`.
+    BigInt(Vec<Option<i64>>),
+    /// `boolean`.
+    Boolean(Vec<Option<bool>>),
+    /// `timestamptz`: tokio-postgres sends a `SystemTime` as PostgreSQL's µs since 2000, without a
+    /// time crate's feature.
+    Time(Vec<Option<SystemTime>>),
 }
 
-impl Kind {
-    fn of(sql: &str) -> Kind {
+/// `$body` with `$values` bound to the column's vector, whatever its type.
+macro_rules! each {
+    ($column:expr, $values:ident => $body:expr) => {
+        match $column {
+            Column::Text($values) => $body,
+            Column::Integer($values) => $body,
+            Column::BigInt($values) => $body,
+            Column::Boolean($values) => $body,
+            Column::Time($values) => $body,
+        }
+    };
+}
+
+impl Column {
+    /// An empty column of one of [`COLUMNS`]' SQL types, with room for `rows` values.
+    fn new(sql: &str, rows: usize) -> Column {
         match sql {
-            "text" => Kind::Text,
-            "integer" => Kind::Integer,
-            "bigint" => Kind::BigInt,
-            "boolean" => Kind::Boolean,
-            "timestamptz" => Kind::Time,
+            "text" => Column::Text(Vec::with_capacity(rows)),
+            "integer" => Column::Integer(Vec::with_capacity(rows)),
+            "bigint" => Column::BigInt(Vec::with_capacity(rows)),
+            "boolean" => Column::Boolean(Vec::with_capacity(rows)),
+            "timestamptz" => Column::Time(Vec::with_capacity(rows)),
             other => unreachable!("no column of type {other}"),
         }
     }
 
-    /// The array's type and its elements' type.
-    fn types(self) -> (Type, Type) {
+    /// Starts the next row, NULL until a member sets it.
+    fn push_null(&mut self) {
+        each!(self, values => values.push(None));
+    }
+
+    /// The current row's value back to NULL (a member written `null`).
+    fn set_null(&mut self) {
+        each!(self, values => if let Some(last) = values.last_mut() {
+            *last = None;
+        });
+    }
+
+    /// The column as the upsert's parameter.
+    fn param(&self) -> &(dyn ToSql + Sync) {
+        each!(self, values => values)
+    }
+
+    /// What its members must be, for an error message.
+    fn name(&self) -> &'static str {
         match self {
-            Kind::Text => (Type::TEXT_ARRAY, Type::TEXT),
-            Kind::Integer => (Type::INT4_ARRAY, Type::INT4),
-            Kind::BigInt => (Type::INT8_ARRAY, Type::INT8),
-            Kind::Boolean => (Type::BOOL_ARRAY, Type::BOOL),
-            Kind::Time => (Type::TIMESTAMPTZ_ARRAY, Type::TIMESTAMPTZ),
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Text => "a string",
-            Kind::Integer => "a 32-bit integer",
-            Kind::BigInt => "an integer",
-            Kind::Boolean => "a boolean",
-            Kind::Time => "an RFC 3339 time",
+            Column::Text(_) => "a string",
+            Column::Integer(_) => "a 32-bit integer",
+            Column::BigInt(_) => "an integer",
+            Column::Boolean(_) => "a boolean",
+            Column::Time(_) => "an RFC 3339 time",
         }
     }
 }
 
-/// Length of the one-dimensional array header: dimensions, null flag, element type, length, lower
-/// bound.
-const ARRAY_HEADER: usize = 20;
-
-/// A one-dimensional array in PostgreSQL's binary form, written one element per row.
-struct ArrayBuilder {
-    kind: Kind,
-    bytes: BytesMut,
-    rows: usize,
-    has_null: bool,
-    /// Where the current row's element starts, once it has one.
-    row_value: Option<usize>,
-}
-
-impl ArrayBuilder {
-    fn new(kind: Kind, rows: usize, bytes_per_row: usize) -> ArrayBuilder {
-        let mut bytes = BytesMut::with_capacity(ARRAY_HEADER + rows * (4 + bytes_per_row));
-        bytes.put_bytes(0, ARRAY_HEADER);
-        ArrayBuilder {
-            kind,
-            bytes,
-            rows: 0,
-            has_null: false,
-            row_value: None,
-        }
-    }
-
-    /// Starts the current row's element (replacing one written before: a member named twice counts
-    /// with its last value, as in PostgreSQL's `jsonb`), its length to be filled in by `end_value`.
-    fn start_value(&mut self) {
-        if let Some(at) = self.row_value {
-            self.bytes.truncate(at);
-        }
-        self.row_value = Some(self.bytes.len());
-        self.bytes.put_i32(0);
-    }
-
-    fn end_value(&mut self) {
-        if let Some(at) = self.row_value {
-            let length = i32::try_from(self.bytes.len() - at - 4).unwrap_or(i32::MAX);
-            self.bytes[at..at + 4].copy_from_slice(&length.to_be_bytes());
-        }
-    }
-
-    /// A NULL element for the current row.
-    fn null(&mut self) {
-        self.start_value();
-        let end = self.bytes.len();
-        self.bytes[end - 4..].copy_from_slice(&(-1i32).to_be_bytes());
-    }
-
-    /// Ends the current row, with a NULL if it has no element.
-    fn end_row(&mut self) {
-        if self.row_value.is_none() {
-            self.null();
-        }
-        let at = self.row_value.take().unwrap_or_default();
-        self.has_null |= self.bytes[at..at + 4] == (-1i32).to_be_bytes();
-        self.rows += 1;
-    }
-
-    fn finish(mut self) -> Array {
-        let (ty, element) = self.kind.types();
-        if self.rows == 0 {
-            // No dimensions: an empty array.
-            self.bytes.truncate(12);
-            let mut header = &mut self.bytes[..];
-            header.put_i32(0);
-            header.put_i32(0);
-            header.put_u32(element.oid());
-        } else {
-            let rows = i32::try_from(self.rows).unwrap_or(i32::MAX);
-            let mut header = &mut self.bytes[..ARRAY_HEADER];
-            header.put_i32(1);
-            header.put_i32(i32::from(self.has_null));
-            header.put_u32(element.oid());
-            header.put_i32(rows);
-            header.put_i32(1);
-        }
-        Array {
-            ty,
-            bytes: self.bytes.freeze(),
-        }
+/// Sets the current (last) row's value.
+fn set<T>(values: &mut [Option<T>], value: T) {
+    if let Some(last) = values.last_mut() {
+        *last = Some(value);
     }
 }
 
-/// A parameter already in PostgreSQL's binary form.
-#[derive(Debug)]
-struct Array {
-    ty: Type,
-    bytes: Bytes,
-}
-
-impl ToSql for Array {
-    fn to_sql(
-        &self,
-        _: &Type,
-        out: &mut BytesMut,
-    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        out.put_slice(&self.bytes);
-        Ok(IsNull::No)
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        [
-            Type::TEXT_ARRAY,
-            Type::INT4_ARRAY,
-            Type::INT8_ARRAY,
-            Type::BOOL_ARRAY,
-            Type::TIMESTAMPTZ_ARRAY,
-        ]
-        .contains(ty)
-    }
-
-    /// Checked against this array's own type.
-    fn to_sql_checked(
-        &self,
-        ty: &Type,
-        out: &mut BytesMut,
-    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        if *ty != self.ty {
-            return Err(Box::new(WrongType::new::<Array>(ty.clone())));
-        }
-        self.to_sql(ty, out)
-    }
-}
-
-/// 2000-01-01T00:00:00Z, PostgreSQL's epoch, in µs since the Unix epoch.
-const POSTGRES_EPOCH: i64 = 946_684_800_000_000;
-
-/// An RFC 3339 time in µs since PostgreSQL's epoch: callgate's own `2025-11-23T12:13:20.369Z`
-/// directly, any other form through `time`.
-fn postgres_time(text: &str) -> Option<i64> {
+/// An RFC 3339 time: callgate's own `2025-11-23T12:13:20.369Z` directly, any other form through
+/// `time`.
+fn timestamp(text: &str) -> Option<SystemTime> {
     let micros = callgate_time(text).or_else(|| crate::cli::export::parse_time(text))?;
-    micros.checked_sub(POSTGRES_EPOCH)
+    let from_epoch = Duration::from_micros(micros.unsigned_abs());
+    if micros >= 0 {
+        UNIX_EPOCH.checked_add(from_epoch)
+    } else {
+        UNIX_EPOCH.checked_sub(from_epoch)
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` (what callgate writes) in µs since the Unix epoch; `None` for any other
@@ -551,7 +456,7 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 
 /// One record read into the columns' current row: the members of [`COLUMNS`], the others skipped.
 struct Row<'c> {
-    columns: &'c mut [ArrayBuilder],
+    columns: &'c mut [Column],
 }
 
 impl<'de> DeserializeSeed<'de> for Row<'_> {
@@ -588,7 +493,7 @@ impl<'de> Visitor<'de> for Row<'_> {
             };
             next = at + 1;
             map.next_value_seed(Cell {
-                array: &mut self.columns[at],
+                column: &mut self.columns[at],
                 member: COLUMNS[at].1,
             })?;
         }
@@ -621,9 +526,9 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
     }
 }
 
-/// One member's value, written as its column's element of the current row.
+/// One member's value, written as its column's value of the current row.
 struct Cell<'c> {
-    array: &'c mut ArrayBuilder,
+    column: &'c mut Column,
     member: &'static str,
 }
 
@@ -635,15 +540,6 @@ impl<'de> DeserializeSeed<'de> for Cell<'_> {
     }
 }
 
-impl Cell<'_> {
-    /// Writes one element of this column's type.
-    fn put(self, write: impl FnOnce(&mut BytesMut)) {
-        self.array.start_value();
-        write(&mut self.array.bytes);
-        self.array.end_value();
-    }
-}
-
 impl<'de> Visitor<'de> for Cell<'_> {
     type Value = ();
 
@@ -651,48 +547,38 @@ impl<'de> Visitor<'de> for Cell<'_> {
         write!(
             formatter,
             "{} or null as `{}`",
-            self.array.kind.name(),
+            self.column.name(),
             self.member
         )
     }
 
     fn visit_unit<E>(self) -> Result<(), E> {
-        self.array.null();
+        self.column.set_null();
         Ok(())
     }
 
     fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<(), E> {
-        match self.array.kind {
-            Kind::Text => self.put(|out| out.put_slice(text.as_bytes())),
-            Kind::Time => match postgres_time(text) {
-                Some(time) => self.put(|out| out.put_i64(time)),
-                None => return Err(E::invalid_value(serde::de::Unexpected::Str(text), &self)),
+        match self.column {
+            Column::Text(values) => set(values, text.to_owned()),
+            Column::Time(values) => match timestamp(text) {
+                Some(time) => set(values, time),
+                None => return Err(E::invalid_value(Unexpected::Str(text), &self)),
             },
-            _ => return Err(E::invalid_type(serde::de::Unexpected::Str(text), &self)),
+            _ => return Err(E::invalid_type(Unexpected::Str(text), &self)),
         }
         Ok(())
     }
 
     fn visit_i64<E: serde::de::Error>(self, number: i64) -> Result<(), E> {
-        match self.array.kind {
-            Kind::Integer => match i32::try_from(number) {
-                Ok(number) => self.put(|out| out.put_i32(number)),
-                Err(_) => {
-                    return Err(E::invalid_value(
-                        serde::de::Unexpected::Signed(number),
-                        &self,
-                    ));
-                }
+        match self.column {
+            Column::Integer(values) => match i32::try_from(number) {
+                Ok(number) => set(values, number),
+                Err(_) => return Err(E::invalid_value(Unexpected::Signed(number), &self)),
             },
-            Kind::BigInt => self.put(|out| out.put_i64(number)),
+            Column::BigInt(values) => set(values, number),
             // `->>` gave a number's text.
-            Kind::Text => self.put(|out| out.put_slice(number.to_string().as_bytes())),
-            _ => {
-                return Err(E::invalid_type(
-                    serde::de::Unexpected::Signed(number),
-                    &self,
-                ));
-            }
+            Column::Text(values) => set(values, number.to_string()),
+            _ => return Err(E::invalid_type(Unexpected::Signed(number), &self)),
         }
         Ok(())
     }
@@ -700,18 +586,15 @@ impl<'de> Visitor<'de> for Cell<'_> {
     fn visit_u64<E: serde::de::Error>(self, number: u64) -> Result<(), E> {
         match i64::try_from(number) {
             Ok(number) => self.visit_i64(number),
-            Err(_) => Err(E::invalid_value(
-                serde::de::Unexpected::Unsigned(number),
-                &self,
-            )),
+            Err(_) => Err(E::invalid_value(Unexpected::Unsigned(number), &self)),
         }
     }
 
     fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<(), E> {
-        match self.array.kind {
-            Kind::Boolean => self.put(|out| out.put_u8(u8::from(value))),
-            Kind::Text => self.put(|out| out.put_slice(if value { b"true" } else { b"false" })),
-            _ => return Err(E::invalid_type(serde::de::Unexpected::Bool(value), &self)),
+        match self.column {
+            Column::Boolean(values) => set(values, value),
+            Column::Text(values) => set(values, value.to_string()),
+            _ => return Err(E::invalid_type(Unexpected::Bool(value), &self)),
         }
         Ok(())
     }
@@ -744,46 +627,23 @@ mod tests {
         assert_eq!(declared, filled);
     }
 
-    /// The elements of a binary array, and its element type's OID.
-    fn elements(array: &Array) -> (u32, Vec<Option<Vec<u8>>>) {
-        fn int(bytes: &[u8], at: &mut usize) -> i32 {
-            let value = i32::from_be_bytes(bytes[*at..*at + 4].try_into().expect("4 bytes"));
-            *at += 4;
-            value
-        }
-        let (bytes, mut at) = (&array.bytes[..], 0);
-        let dimensions = int(bytes, &mut at);
-        let has_null = int(bytes, &mut at);
-        let oid = int(bytes, &mut at) as u32;
-        if dimensions == 0 {
-            assert_eq!(bytes.len(), 12);
-            return (oid, Vec::new());
-        }
-        assert_eq!(dimensions, 1);
-        let length = int(bytes, &mut at);
-        assert_eq!(int(bytes, &mut at), 1, "lower bound");
-        let mut values = Vec::new();
-        for _ in 0..length {
-            let size = int(bytes, &mut at);
-            if size < 0 {
-                values.push(None);
-            } else {
-                values.push(Some(bytes[at..at + size as usize].to_vec()));
-                at += size as usize;
-            }
-        }
-        assert_eq!(at, bytes.len());
-        assert_eq!(has_null == 1, values.iter().any(Option::is_none));
-        (oid, values)
-    }
-
-    fn column(encoded: &Encoded, name: &str) -> (u32, Vec<Option<Vec<u8>>>) {
+    fn column<'e>(encoded: &'e Encoded, name: &str) -> &'e Column {
         let at = COLUMNS.iter().position(|(column, _, _)| *column == name);
-        elements(&encoded.arrays[at.expect(name)])
+        &encoded.columns[at.expect(name)]
     }
 
-    fn text(value: &str) -> Option<Vec<u8>> {
-        Some(value.as_bytes().to_vec())
+    fn text(values: &[Option<&str>]) -> Column {
+        Column::Text(
+            values
+                .iter()
+                .map(|value| value.map(str::to_owned))
+                .collect(),
+        )
+    }
+
+    /// A time `micros` µs after the Unix epoch.
+    fn at(micros: i64) -> Option<SystemTime> {
+        Some(UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).expect("after 1970")))
     }
 
     #[test]
@@ -796,77 +656,126 @@ mod tests {
         assert_eq!(batch.len(), 2);
         let encoded = batch.encode().expect("encoded");
         assert_eq!(encoded.len(), 2);
-        assert_eq!(column(&encoded, "cdr_id"), (25, vec![text("a"), text("b")]));
-        let versions = vec![
-            Some(2i32.to_be_bytes().to_vec()),
-            Some(1i32.to_be_bytes().to_vec()),
-        ];
-        assert_eq!(column(&encoded, "version"), (23, versions));
-        let records = elements(encoded.arrays.last().expect("record"));
+        assert_eq!(column(&encoded, "cdr_id"), &text(&[Some("a"), Some("b")]));
         assert_eq!(
-            records,
-            (
-                25,
-                vec![
-                    text(r#"{"cdrId":"a","version":2}"#),
-                    text(r#"{"cdrId":"b","version":1}"#)
-                ]
-            )
+            column(&encoded, "version"),
+            &Column::Integer(vec![Some(2), Some(1)])
+        );
+        assert_eq!(
+            encoded.records,
+            [
+                r#"{"cdrId":"a","version":2}"#,
+                r#"{"cdrId":"b","version":1}"#
+            ]
         );
     }
 
     /// Each member into its column as PostgreSQL's `(record ->> 'member')::type` made it: absent and
-    /// null members NULL, escapes resolved, times in µs since 2000, a repeated member's last value.
+    /// null members NULL, escapes resolved, times to the µs, a repeated member's last value.
     #[test]
     fn members_go_into_typed_columns() {
         let mut batch = Batch::default();
         let x = r#"{"schemaVersion":1,"cdrId":"x","version":3,"server":"TS\"1","queues":[{"dn":"1"}],
                "startTime":"2000-01-01T00:00:01.250Z","endTime":"2025-11-23T12:13:20.369+01:00",
                "answerTime":null,"durationMs":9007199254740993,"transferred":true,"ani":"+1",
-               "ani":"+2","userData":{"version":"not this one"},"dnis":4}"#;
+               "ani":"+2","userData":{"version":"not this one"},"dnis":4,"callType":"a",
+               "callType":null}"#;
         batch.push("x", 3, x);
         batch.push("y", 1, r#"{"cdrId":"y","version":1,"ani":null,"ani":"+3"}"#);
         let encoded = batch.encode().expect("encoded");
-        assert_eq!(column(&encoded, "server"), (25, vec![text("TS\"1"), None]));
-        assert_eq!(column(&encoded, "ani"), (25, vec![text("+2"), text("+3")]));
-        assert_eq!(column(&encoded, "dnis"), (25, vec![text("4"), None]));
-        assert_eq!(column(&encoded, "call_uuid"), (25, vec![None, None]));
-        let version = |v: i32| Some(v.to_be_bytes().to_vec());
+        assert_eq!(column(&encoded, "server"), &text(&[Some("TS\"1"), None]));
+        assert_eq!(column(&encoded, "ani"), &text(&[Some("+2"), Some("+3")]));
+        assert_eq!(column(&encoded, "dnis"), &text(&[Some("4"), None]));
+        assert_eq!(column(&encoded, "call_type"), &text(&[None, None]));
+        assert_eq!(column(&encoded, "call_uuid"), &text(&[None, None]));
         assert_eq!(
             column(&encoded, "version"),
-            (23, vec![version(3), version(1)])
+            &Column::Integer(vec![Some(3), Some(1)])
         );
-        let long = |v: i64| Some(v.to_be_bytes().to_vec());
         assert_eq!(
             column(&encoded, "duration_ms"),
-            (20, vec![long(9_007_199_254_740_993), None])
+            &Column::BigInt(vec![Some(9_007_199_254_740_993), None])
         );
         assert_eq!(
             column(&encoded, "transferred"),
-            (16, vec![Some(vec![1]), None])
+            &Column::Boolean(vec![Some(true), None])
         );
         assert_eq!(
             column(&encoded, "start_time"),
-            (1184, vec![long(1_250_000), None])
+            &Column::Time(vec![at(946_684_801_250_000), None])
         );
         let end = crate::cli::export::parse_time("2025-11-23T11:13:20.369Z").expect("time");
         assert_eq!(
             column(&encoded, "end_time"),
-            (1184, vec![long(end - POSTGRES_EPOCH), None])
+            &Column::Time(vec![at(end), None])
         );
-        assert_eq!(column(&encoded, "answer_time"), (1184, vec![None, None]));
-        for array in &encoded.arrays {
-            assert_eq!(elements(array).1.len(), 2);
+        assert_eq!(
+            column(&encoded, "answer_time"),
+            &Column::Time(vec![None, None])
+        );
+        for column in &encoded.columns {
+            assert_eq!(each!(column, values => values.len()), 2);
         }
+    }
+
+    /// Each column goes as the array type the statement names for it (`$n::type[]`), NULLs and
+    /// all, and times as PostgreSQL's µs since 2000.
+    #[test]
+    fn columns_are_sent_as_the_statements_array_types() {
+        use bytes::BytesMut;
+        use tokio_postgres::types::{Kind, Type};
+        let mut batch = Batch::default();
+        batch.push(
+            "x",
+            1,
+            r#"{"cdrId":"x","version":1,"startTime":"2000-01-01T00:00:01.250Z"}"#,
+        );
+        batch.push("y", 1, r#"{"cdrId":"y","version":1}"#);
+        let encoded = batch.encode().expect("encoded");
+        let array = |sql: &str| match sql {
+            "text" => Type::TEXT_ARRAY,
+            "integer" => Type::INT4_ARRAY,
+            "bigint" => Type::INT8_ARRAY,
+            "boolean" => Type::BOOL_ARRAY,
+            "timestamptz" => Type::TIMESTAMPTZ_ARRAY,
+            other => panic!("{other}"),
+        };
+        let sent = |param: &dyn ToSql, ty: &Type| {
+            let mut out = BytesMut::new();
+            param.to_sql_checked(ty, &mut out).map(|_| out.to_vec())
+        };
+        for ((name, _, sql), column) in COLUMNS.iter().zip(&encoded.columns) {
+            let ty = array(sql);
+            let bytes = sent(column.param(), &ty).unwrap_or_else(|error| panic!("{name}: {error}"));
+            let Kind::Array(element) = ty.kind() else {
+                panic!("{ty} is an array")
+            };
+            // One dimension, element type, two rows from 1.
+            assert_eq!(bytes[..4], 1i32.to_be_bytes(), "{name}");
+            assert_eq!(bytes[8..12], element.oid().to_be_bytes(), "{name}");
+            assert_eq!(bytes[12..20], [0, 0, 0, 2, 0, 0, 0, 1], "{name}");
+            assert!(sent(column.param(), &Type::FLOAT8_ARRAY).is_err(), "{name}");
+        }
+        let times = sent(
+            column(&encoded, "start_time").param(),
+            &Type::TIMESTAMPTZ_ARRAY,
+        );
+        let times = times.expect("timestamptz[]");
+        assert_eq!(times[4..8], 1i32.to_be_bytes(), "has a NULL");
+        assert_eq!(times[20..24], 8i32.to_be_bytes());
+        assert_eq!(times[24..32], 1_250_000i64.to_be_bytes());
+        assert_eq!(times[32..], (-1i32).to_be_bytes());
+        assert!(sent(&encoded.records, &Type::TEXT_ARRAY).is_ok());
     }
 
     #[test]
     fn an_empty_batch_is_empty_arrays() {
         let encoded = Batch::default().encode().expect("encoded");
         assert!(encoded.is_empty());
-        assert_eq!(encoded.arrays.len(), COLUMNS.len() + 1);
-        for array in &encoded.arrays {
-            assert_eq!(elements(array).1, Vec::<Option<Vec<u8>>>::new());
+        assert!(encoded.records.is_empty());
+        assert_eq!(encoded.columns.len(), COLUMNS.len());
+        for column in &encoded.columns {
+            assert_eq!(each!(column, values => values.len()), 0);
         }
     }
 
@@ -913,7 +822,9 @@ mod tests {
         ] {
             assert_eq!(callgate_time(text), None, "{text}");
         }
-        assert_eq!(postgres_time("2000-01-01T00:00:00Z"), Some(0));
-        assert_eq!(postgres_time("yesterday"), None);
+        assert_eq!(timestamp("2000-01-01T00:00:00Z"), at(946_684_800_000_000));
+        let before_1970 = UNIX_EPOCH.checked_sub(Duration::from_millis(500));
+        assert_eq!(timestamp("1969-12-31T23:59:59.500Z"), before_1970);
+        assert_eq!(timestamp("yesterday"), None);
     }
 }
