@@ -14,10 +14,12 @@ done
 # chromium through chromium-driver (WebDriver): a missing browser fails that test, it never skips;
 # tests/containers.rs builds and runs the image and the compose stack with podman (runc: crun fails here;
 # catatonit for compose's `init: true`), makes its base images with mmdebstrap, and resolves compose
-# service names with netavark's aardvark-dns, or dnsname under CNI).
+# service names with netavark's aardvark-dns, or dnsname under CNI; netavark sets up the build's and the
+# stack's networks with the `iptables` command, which Debian's netavark does not depend on: a machine
+# without it fails every RUN step with "netavark: No such file or directory").
 missing=()
 for package in iso-codes nats-server postgresql chromium chromium-driver podman runc catatonit mmdebstrap \
-    podman-compose netavark aardvark-dns golang-github-containernetworking-plugin-dnsname; do
+    podman-compose netavark aardvark-dns iptables golang-github-containernetworking-plugin-dnsname; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 command -v node >/dev/null || missing+=(nodejs)
