@@ -179,19 +179,6 @@ pub type Written = (CallKey, String, std::ops::Range<usize>);
 /// a snapshot (docs/journal.md).
 const WRITTEN_TAIL: u64 = 2;
 
-/// Which of `shard_count` shards owns the resource `key` (calls, devices and queues are numbered per
-/// shard; see [`CallKey::device`] and [`CallKey::queue`]).
-fn shard_owning(key: CallKey, shard_count: usize) -> usize {
-    let shard = if usize::from(key.shard) < shard_count {
-        key.shard
-    } else if usize::from(u16::MAX - key.shard) < shard_count {
-        u16::MAX - key.shard
-    } else {
-        (u16::MAX - 128).wrapping_sub(key.shard)
-    };
-    usize::from(shard)
-}
-
 /// What a shard made of one job or tick, handed to the publisher in ticket order.
 struct ShardOutput {
     published: Vec<Published>,
@@ -725,21 +712,20 @@ impl Pipeline {
         }
         let mut by_shard: Vec<Vec<CallKey>> = vec![Vec::new(); self.shard_count];
         for key in keys {
-            if let Some(keys) = by_shard.get_mut(shard_owning(key, self.shard_count)) {
+            if let Some(keys) = by_shard.get_mut(usize::from(key.owner())) {
                 keys.push(key);
             }
         }
+        // The senders are cloned so that no lock is held while a shard's queue has no room.
+        let shards = self.admitter.lock().await.shards.clone();
         let mut replies = Vec::with_capacity(self.shard_count);
-        {
-            let admitter = self.admitter.lock().await;
-            for (shard, keys) in admitter.shards.iter().zip(by_shard) {
-                if keys.is_empty() {
-                    continue;
-                }
-                let (reply, written) = oneshot::channel();
-                if shard.send(ShardInput::Write(keys, reply)).await.is_ok() {
-                    replies.push(written);
-                }
+        for (shard, keys) in shards.iter().zip(by_shard) {
+            if keys.is_empty() {
+                continue;
+            }
+            let (reply, written) = oneshot::channel();
+            if shard.send(ShardInput::Write(keys, reply)).await.is_ok() {
+                replies.push(written);
             }
         }
         for written in replies {
@@ -951,9 +937,7 @@ impl Shard {
     /// leaves it unwritten (see [`Pipeline::replay`]).
     fn write_text_at(&mut self, position: Position) {
         let skip = position != 0 && position < self.write_from.load(Ordering::Relaxed);
-        if skip == self.notifications.is_rendering() {
-            self.notifications.skip_text(skip);
-        }
+        self.notifications.skip_text(skip);
     }
 
     /// The current notifications of the resources `keys` of this shard (those it no longer holds are

@@ -163,11 +163,6 @@ impl Notifications {
         self.rendering = !skip;
     }
 
-    /// Whether notifications are written out (not [`Notifications::skip_text`]).
-    pub fn is_rendering(&self) -> bool {
-        self.rendering
-    }
-
     /// Records a notification without its text.
     fn push_unwritten(&mut self, topic: Topic, kind: NotificationType, resource: u64) {
         let at = self.buf.len();

@@ -51,6 +51,18 @@ impl CallKey {
         }
     }
 
+    /// The reducer shard that owns the call, device or queue of this key (the inverse of the numbering
+    /// of [`CallKey::device`] and [`CallKey::queue`]; shards are at most 64).
+    pub fn owner(self) -> u16 {
+        if self.shard < 128 {
+            self.shard
+        } else if self.shard > u16::MAX - 128 {
+            u16::MAX - self.shard
+        } else {
+            u16::MAX - 128 - self.shard
+        }
+    }
+
     const MIN: CallKey = CallKey {
         shard: 0,
         number: 0,
@@ -576,6 +588,19 @@ impl StoreView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_key_names_the_shard_that_owns_it() {
+        for shard in 0..64u16 {
+            for key in [
+                CallKey { shard, number: 7 },
+                CallKey::device(shard, 7),
+                CallKey::queue(shard, 7),
+            ] {
+                assert_eq!(key.owner(), shard, "{key:?}");
+            }
+        }
+    }
 
     fn call(number: u64, dn: &str, id: &str, state: CallState) -> StoredCall {
         StoredCall {
