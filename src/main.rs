@@ -62,8 +62,12 @@ enum Command {
     /// NDJSON, as the gateway that wrote the journal produced them.
     Export {
         /// The journal's folder (`serve --journal`).
+        #[arg(long, required_unless_present = "nats", conflicts_with = "nats")]
+        journal: Option<PathBuf>,
+        /// Instead of a journal, the event streams of JetStream at this NATS server (`serve --nats`),
+        /// merged by arrival; a record's `position` is then the sum of the stream sequences read.
         #[arg(long)]
-        journal: PathBuf,
+        nats: Option<String>,
         /// Which records: `event`, `notification`, `cdr`, comma-separated.
         #[arg(long, default_value = "event,notification,cdr")]
         types: String,
@@ -302,6 +306,7 @@ fn main() -> ExitCode {
         }),
         Command::Export {
             journal,
+            nats,
             types,
             from,
             since,
@@ -311,7 +316,14 @@ fn main() -> ExitCode {
             base_url,
             shards,
         } => export(callgate::cli::export::ExportOptions {
-            journal,
+            source: match (journal, nats) {
+                (Some(journal), _) => callgate::cli::export::ExportSource::Journal(journal),
+                (None, Some(url)) => callgate::cli::export::ExportSource::Nats(url),
+                (None, None) => {
+                    eprintln!("callgate export: give --journal DIR or --nats URL");
+                    return ExitCode::from(2);
+                }
+            },
             types: match types.parse() {
                 Ok(types) => types,
                 Err(err) => {

@@ -391,3 +391,174 @@ async fn every_cdr_is_published_once_to_cg_cdr_and_a_restart_publishes_none_agai
     assert_eq!(cdr_messages(&nats).await.len(), got.len());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `callgate export --nats URL ARGS...`: its standard output (it must succeed).
+fn export_nats(url: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args(["export", "--nats", url])
+        .args(args)
+        .output()
+        .expect("callgate export runs");
+    assert!(
+        output.status.success(),
+        "export --nats failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8")
+}
+
+/// The records of an export, each without its `position`, by type.
+fn without_positions(text: &str, kind: &str) -> Vec<Value> {
+    text.lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("a record"))
+        .filter(|record| record["type"].as_str().is_some_and(|t| t.contains(kind)))
+        .map(|mut record| {
+            record.as_object_mut().expect("object").remove("position");
+            record
+        })
+        .collect()
+}
+
+/// Waits until `path` holds `text`.
+fn wait_for_text(path: &std::path::Path, text: &str, wait: Duration) {
+    let deadline = Instant::now() + wait;
+    while !std::fs::read_to_string(path).is_ok_and(|held| held.contains(text)) {
+        assert!(
+            Instant::now() < deadline,
+            "{} never held {text}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `callgate export --nats`: the event streams folded as the journal's export folds the journal (the
+/// same events and notifications, and the same CDRs up to the ones the live gateway's ticks made after
+/// the last event); `--follow` takes a second T-Server's stream as it is written, and gives what an export
+/// after it gives; the file sink resumes after a torn line by the merged positions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_nats_folds_the_streams_as_the_journal_export_resumes_and_follows() {
+    let dir = temp_dir("jetstream-export");
+    let nats = NatsServer::start(&dir);
+    let url = nats.url();
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args(["export", "--nats", &url])
+        .output()
+        .expect("callgate export runs");
+    assert_eq!(refused.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("no gateway has written there"), "{said}");
+
+    let journal = dir.join("journal");
+    let journal_arg = journal.to_str().expect("path").to_owned();
+    let args = [
+        "--base-url",
+        BASE_URL,
+        "--nats",
+        &url,
+        "--released-linger",
+        "1",
+        "--journal",
+        &journal_arg,
+    ];
+    let lines = an_hour(31);
+    let (head, tail) = lines.split_at(lines.len() / 2);
+    let tail = &tail[..tail.len() / 3];
+    let gateway = Gateway::start(&args);
+    support::durable::send_acked_and_settle(&gateway, head, Duration::from_millis(1500));
+
+    let from_journal = support::durable::export(&journal, &[]);
+    let from_nats = export_nats(&url, &[]);
+    for kind in ["event", "notification"] {
+        let (got, want) = (
+            without_positions(&from_nats, kind),
+            without_positions(&from_journal, kind),
+        );
+        assert!(got.len() > 100, "{} {kind} records", got.len());
+        assert!(got == want, "the {kind} records differ");
+    }
+    let (got, want) = (
+        without_positions(&from_nats, "cdr"),
+        without_positions(&from_journal, "cdr"),
+    );
+    assert!(got.len() > 20, "{} CDRs", got.len());
+    // The journal holds the live gateway's ticks after the last event too, the streams no ticks.
+    assert!(got.len() <= want.len());
+    for (got, want) in got.iter().zip(&want) {
+        assert_eq!(got["id"], want["id"]);
+        assert_eq!(got["data"], want["data"]);
+    }
+    // One stream: an event's merged position is its sequence in the stream.
+    let positions: Vec<u64> = from_nats
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("a record"))
+        .filter(|record| record["type"] == "callgate.tserver.event.v1")
+        .map(|record| {
+            record["position"]
+                .as_str()
+                .expect("position")
+                .parse()
+                .expect("digits")
+        })
+        .collect();
+    assert!(positions.iter().copied().eq(1..=head.len() as u64));
+
+    // Following: a second T-Server's stream appears and is merged in as it is written.
+    let followed = dir.join("followed.ndjson");
+    let mut follower = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args([
+            "export",
+            "--follow",
+            "--types",
+            "event,notification",
+            "--nats",
+            &url,
+        ])
+        .arg("--out")
+        .arg(&followed)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("export --follow starts");
+    let last_head = head.last().expect("events").0;
+    wait_for_text(
+        &followed,
+        &format!("\":0:{last_head}\""),
+        Duration::from_secs(30),
+    );
+    let tail: Vec<(u64, String)> = tail
+        .iter()
+        .map(|(sequence, line)| (*sequence, line.replacen('{', "{\"Server\":\"TS-B\",", 1)))
+        .collect();
+    support::durable::send_acked_and_settle(&gateway, &tail, Duration::ZERO);
+    let last = tail.last().expect("events").0;
+    wait_for_text(
+        &followed,
+        &format!("\"TS-B:0:{last}\""),
+        Duration::from_secs(30),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &follower.id().to_string()])
+        .status();
+    assert!(follower.wait().expect("the follower exits").success());
+    assert!(gateway.terminate().success());
+    let after = export_nats(&url, &["--types", "event,notification"]);
+    assert!(after.contains("\"TS-B:0:"));
+    assert!(
+        std::fs::read_to_string(&followed).expect("read") == after,
+        "the followed export differs from the export after it"
+    );
+
+    // The file sink over both streams: a torn copy is cut and finished, nothing missing or doubled.
+    let out = dir.join("resumed.ndjson");
+    let torn = after.len() * 4 / 5;
+    assert!(
+        after[..torn].contains("\"TS-B:0:"),
+        "torn within the second stream"
+    );
+    std::fs::write(&out, &after.as_bytes()[..torn]).expect("write");
+    let out_arg = out.to_str().expect("path");
+    export_nats(&url, &["--types", "event,notification", "--out", out_arg]);
+    assert!(std::fs::read_to_string(&out).expect("read") == after);
+    let _ = std::fs::remove_dir_all(&dir);
+}

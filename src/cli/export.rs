@@ -1,15 +1,22 @@
-//! `callgate export`: the records of a journal as CloudEvents NDJSON (analytics.md, "The export").
+//! `callgate export`: the records of a journal or of JetStream's event streams as CloudEvents NDJSON
+//! (analytics.md, "The export").
 //!
 //! The journal is folded from its first entry by the gateway's own pipeline (the reducer shards and the
 //! publisher, with the journal's ticks for its clock) and the same [`Recorder`] `serve --analytics-out`
 //! uses, with the settings the gateway kept beside the journal: the records are the ones the gateway
 //! wrote. Only event records need no fold of notifications; then the pipeline is left out.
+//!
+//! With `--nats` the event streams are merged as a restart's recovery merges them
+//! ([`crate::jetstream::read`], which also says what a record's `position` is there), folded with the
+//! settings and epoch the gateway kept in JetStream.
 
 use crate::event::Micros;
 use crate::export::settings::Settings;
 use crate::export::sink::{Output, SinkError};
 use crate::export::stage::Stage;
 use crate::export::{Fact, Recorder, RecorderConfig, RecorderCounts, Tapped, Types};
+use crate::jetstream::NatsError;
+use crate::jetstream::read::{Merged, Streams};
 use crate::journal::{JournalError, Position, Reader, Record};
 use crate::pipeline::{Pipeline, PipelineConfig, Replay};
 use crate::stream::Stream;
@@ -22,11 +29,23 @@ use std::time::Duration;
 /// How often `--follow` looks for more of the journal.
 pub(crate) const FOLLOW_EVERY: Duration = Duration::from_millis(100);
 
+/// How long `export --nats` waits for the NATS server.
+const NATS_WAIT: Duration = Duration::from_secs(5);
+
+/// Where the events are read.
+#[derive(Debug, Clone)]
+pub enum ExportSource {
+    /// The journal in this folder (`serve --journal`).
+    Journal(PathBuf),
+    /// The event streams of JetStream at this NATS URL (`serve --nats`).
+    Nats(String),
+}
+
 /// What to export, and where.
 #[derive(Debug, Clone)]
 pub struct ExportOptions {
-    /// The journal's folder.
-    pub journal: PathBuf,
+    /// Where the events are.
+    pub source: ExportSource,
     /// Which records.
     pub types: Types,
     /// Records of positions before this are left out.
@@ -54,6 +73,9 @@ pub enum ExportError {
     /// The output cannot be opened or written.
     #[error(transparent)]
     Output(#[from] SinkError),
+    /// JetStream cannot be reached or read.
+    #[error(transparent)]
+    Nats(#[from] NatsError),
     /// The journal's settings or epoch cannot be read.
     #[error("{path}: {source}")]
     Settings {
@@ -101,34 +123,98 @@ impl Until<'_> {
     }
 }
 
-/// Exports the records of `options.journal`; stops at its end, or with `--follow` once `stop` is set.
+/// Exports the records of `options.source`; stops at its end, or with `--follow` once `stop` is set.
 pub fn export(options: &ExportOptions, stop: &AtomicBool) -> Result<RecorderCounts, ExportError> {
-    let settings = settings_of(options)?;
-    let epoch = epoch_of(&options.journal)?;
+    match &options.source {
+        ExportSource::Journal(journal) => export_journal(options, journal, stop),
+        ExportSource::Nats(url) => {
+            let runtime = runtime(2)?;
+            runtime.block_on(export_nats(options, url, stop))
+        }
+    }
+}
+
+fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, ExportError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.clamp(1, 4))
+        .enable_all()
+        .build()
+        .map_err(|err| ExportError::Runtime(format!("cannot start the runtime: {err}")))
+}
+
+fn export_journal(
+    options: &ExportOptions,
+    journal: &std::path::Path,
+    stop: &AtomicBool,
+) -> Result<RecorderCounts, ExportError> {
+    let settings = overridden(journal_settings(journal)?, options);
+    let epoch = epoch_of(journal)?;
     let output = Output::open(&options.out)?;
-    let recorder = Recorder::new(RecorderConfig {
-        types: options.types,
-        from: options.from,
-        since: options.since,
-        resume: output.resume(),
-        ..recorder_config(&settings, &epoch)
-    });
-    let stage = Stage::new(recorder, output);
-    let reader = Reader::open(&options.journal, 1)?;
+    let stage = Stage::new(
+        Recorder::new(exported(options, &settings, &epoch, &output)),
+        output,
+    );
+    let reader = Reader::open(journal, 1)?;
     let until = if options.follow {
         Until::Follow(stop)
     } else {
         Until::End
     };
     if options.types.notification {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(settings.shards.clamp(1, 4))
-            .enable_all()
-            .build()
-            .map_err(|err| ExportError::Runtime(format!("cannot start the runtime: {err}")))?;
-        runtime.block_on(through_pipeline(stage, reader, &settings, &epoch, until))
+        let entries = Entries::Journal { reader, until };
+        runtime(settings.shards)?.block_on(through_pipeline(stage, entries, &settings, &epoch))
     } else {
         events_only(stage, reader, until)
+    }
+}
+
+/// The export of JetStream's event streams, with the settings and epoch kept there.
+async fn export_nats(
+    options: &ExportOptions,
+    url: &str,
+    stop: &AtomicBool,
+) -> Result<RecorderCounts, ExportError> {
+    let context =
+        crate::jetstream::connect(&crate::jetstream::Settings::new(url.to_owned()), NATS_WAIT)
+            .await?;
+    let epoch = crate::jetstream::kept_epoch(&context).await?.ok_or_else(|| {
+        ExportError::Runtime(format!(
+            "JetStream at {url} has no gateway's epoch (stream {}): no gateway has written there",
+            crate::jetstream::GATEWAY_STREAM
+        ))
+    })?;
+    let kept = match crate::jetstream::kept_settings(&context).await? {
+        Some(kept) => kept,
+        None => default_settings()?,
+    };
+    let settings = overridden(kept, options);
+    let output = Output::open(&options.out)?;
+    let stage = Stage::new(
+        Recorder::new(exported(options, &settings, &epoch, &output)),
+        output,
+    );
+    let streams = Streams::open(&context, options.follow).await?;
+    if options.types.notification {
+        let entries = Entries::Streams { streams, stop };
+        through_pipeline(stage, entries, &settings, &epoch).await
+    } else {
+        streams_events_only(stage, streams, stop).await
+    }
+}
+
+/// The recorder of what `options` asks for.
+fn exported(
+    options: &ExportOptions,
+    settings: &Settings,
+    epoch: &str,
+    output: &Output,
+) -> RecorderConfig {
+    RecorderConfig {
+        types: options.types,
+        from: options.from,
+        since: options.since,
+        resume: output.resume(),
+        ..recorder_config(settings, epoch)
     }
 }
 
@@ -154,7 +240,8 @@ pub fn backfill(
     let reader = Reader::open(journal, 1)?;
     let until = Until::Handover(handover);
     if types.notification {
-        runtime.block_on(through_pipeline(stage, reader, &settings, &epoch, until))
+        let entries = Entries::Journal { reader, until };
+        runtime.block_on(through_pipeline(stage, entries, &settings, &epoch))
     } else {
         events_only(stage, reader, until)
     }
@@ -190,9 +277,8 @@ pub(crate) fn recorder_config(settings: &Settings, epoch: &str) -> RecorderConfi
     }
 }
 
-/// The journal's settings (defaults when it has none), under the command line's.
-fn settings_of(options: &ExportOptions) -> Result<Settings, ExportError> {
-    let mut settings = journal_settings(&options.journal)?;
+/// `settings` under the command line's.
+fn overridden(mut settings: Settings, options: &ExportOptions) -> Settings {
     if let Some(node) = &options.node {
         settings.node = node.clone();
     }
@@ -203,7 +289,7 @@ fn settings_of(options: &ExportOptions) -> Result<Settings, ExportError> {
         settings.shards = shards;
     }
     settings.shards = settings.shards.clamp(1, 64);
-    Ok(settings)
+    settings
 }
 
 /// The settings kept in the journal's folder, or the gateway's defaults.
@@ -212,9 +298,14 @@ pub(crate) fn journal_settings(journal: &std::path::Path) -> Result<Settings, Ex
         path: journal.join(crate::export::settings::FILE),
         source,
     })?;
-    if let Some(kept) = kept {
-        return Ok(kept);
+    match kept {
+        Some(kept) => Ok(kept),
+        None => default_settings(),
     }
+}
+
+/// The settings of a gateway started with no flags.
+fn default_settings() -> Result<Settings, ExportError> {
     // The defaults are `serve`'s own, so they never drift apart.
     let defaults = crate::serve::ServeArgs::default()
         .resolve()
@@ -266,6 +357,49 @@ fn events_only(
     Ok(stage.counts())
 }
 
+/// [`events_only`] for the merged event streams.
+async fn streams_events_only(
+    mut stage: Stage,
+    mut streams: Streams,
+    stop: &AtomicBool,
+) -> Result<RecorderCounts, ExportError> {
+    let mut batch = Vec::with_capacity(512);
+    loop {
+        let fact = match streams.next(stop).await? {
+            Merged::Event {
+                position,
+                arrival,
+                line,
+            } => Fact::Event {
+                position,
+                arrival,
+                line,
+                decoded: None,
+            },
+            Merged::Tick { position, wall } => Fact::Tick { position, wall },
+            Merged::Idle => {
+                stage.take(&batch)?;
+                batch.clear();
+                stage.sync_if_due()?;
+                continue;
+            }
+            Merged::End => break,
+        };
+        batch.push(Tapped {
+            fact,
+            notes: Vec::new(),
+        });
+        if batch.len() >= 512 {
+            stage.take(&batch)?;
+            batch.clear();
+            stage.sync_if_due()?;
+        }
+    }
+    stage.take(&batch)?;
+    stage.sync()?;
+    Ok(stage.counts())
+}
+
 /// The recorder's fact of the journal entry at `position`.
 pub(crate) fn fact(position: Position, record: Record<'_>) -> Fact {
     match record {
@@ -279,14 +413,31 @@ pub(crate) fn fact(position: Position, record: Record<'_>) -> Fact {
     }
 }
 
-/// The journal through the gateway's pipeline, whose publisher hands the stage every fact with its
+/// What a fold through the pipeline reads.
+enum Entries<'a> {
+    /// A journal, until `until`.
+    Journal {
+        /// The journal, at its start.
+        reader: Reader,
+        /// Where the fold stops.
+        until: Until<'a>,
+    },
+    /// JetStream's event streams, until their end (following: until `stop` is set).
+    Streams {
+        /// The merged streams.
+        streams: Streams,
+        /// Set to stop following.
+        stop: &'a AtomicBool,
+    },
+}
+
+/// The entries through the gateway's pipeline, whose publisher hands the stage every fact with its
 /// notifications.
 async fn through_pipeline(
     stage: Stage,
-    mut reader: Reader,
+    entries: Entries<'_>,
     settings: &Settings,
     epoch: &str,
-    until: Until<'_>,
 ) -> Result<RecorderCounts, ExportError> {
     let supervisor = Supervisor::new();
     let (tap, batches) = tokio::sync::mpsc::channel(crate::export::stage::QUEUE);
@@ -322,7 +473,7 @@ async fn through_pipeline(
         stream,
         &supervisor,
     );
-    let read = replay(&pipeline, &mut reader, until).await;
+    let read = replay(&pipeline, entries).await;
     supervisor.stop();
     pipeline.close().await;
     let _ = published_all.await;
@@ -337,12 +488,34 @@ async fn through_pipeline(
     Ok(written?)
 }
 
-async fn replay(
-    pipeline: &Pipeline,
+async fn replay(pipeline: &Pipeline, entries: Entries<'_>) -> Result<(), ExportError> {
+    let mut replay = Replay::new(pipeline);
+    match entries {
+        Entries::Journal { mut reader, until } => {
+            replay_journal(&mut replay, &mut reader, until).await?;
+        }
+        Entries::Streams { mut streams, stop } => loop {
+            match streams.next(stop).await? {
+                Merged::Event {
+                    position,
+                    arrival,
+                    line,
+                } => replay.event(position, arrival, &line).await,
+                Merged::Tick { position, wall } => replay.tick(position, wall).await,
+                Merged::Idle => replay.flush().await,
+                Merged::End => break,
+            }
+        },
+    }
+    replay.finish().await;
+    Ok(())
+}
+
+async fn replay_journal(
+    replay: &mut Replay<'_>,
     reader: &mut Reader,
     until: Until<'_>,
 ) -> Result<(), ExportError> {
-    let mut replay = Replay::new(pipeline);
     let mut next = reader.first();
     loop {
         match reader.advance()? {
@@ -366,7 +539,6 @@ async fn replay(
             }
         }
     }
-    replay.finish().await;
     Ok(())
 }
 

@@ -12,6 +12,7 @@
 //! ("Durability") and docs/jetstream.md.
 
 pub mod cdr;
+pub mod read;
 pub mod recover;
 pub mod writer;
 
@@ -26,6 +27,12 @@ pub const SUBJECT_PREFIX: &str = "cg.ev.";
 pub const GATEWAY_STREAM: &str = "CG_GATEWAY";
 /// The subject of the epoch in [`GATEWAY_STREAM`].
 pub const EPOCH_SUBJECT: &str = "cg.gateway.epoch";
+/// The stream that keeps the settings of the last gateway started (`callgate export --nats` folds with
+/// them), beside [`GATEWAY_STREAM`] rather than in it: a stream made by an earlier version has only the
+/// epoch's subject.
+pub const SETTINGS_STREAM: &str = "CG_SETTINGS";
+/// The subject of the settings in [`SETTINGS_STREAM`].
+pub const SETTINGS_SUBJECT: &str = "cg.gateway.settings";
 /// The header with an event's arrival at the gateway (µs since the Unix epoch).
 pub const ARRIVAL_HEADER: &str = "Cg-Arrival";
 
@@ -272,6 +279,79 @@ pub async fn epoch(
         Ok(_) => Ok(made),
         Err(err) => kept().await.ok_or_else(|| NatsError::request(what(), err)),
     }
+}
+
+/// The epoch a gateway kept in the `CG_GATEWAY` stream (`None`: no gateway has kept one).
+pub async fn kept_epoch(context: &jetstream::Context) -> Result<Option<String>, NatsError> {
+    last_of(context, GATEWAY_STREAM, EPOCH_SUBJECT)
+        .await
+        .map(|kept| kept.and_then(|bytes| String::from_utf8(bytes.to_vec()).ok()))
+}
+
+/// The payload of the last message on `subject` in `stream` (`None`: no stream, or no message).
+async fn last_of(
+    context: &jetstream::Context,
+    stream: &str,
+    subject: &str,
+) -> Result<Option<bytes::Bytes>, NatsError> {
+    use jetstream::context::GetStreamErrorKind;
+    use jetstream::stream::LastRawMessageErrorKind;
+    let stream = match context.get_stream(stream).await {
+        Ok(stream) => stream,
+        Err(err)
+            if matches!(err.kind(), GetStreamErrorKind::JetStream(ref js)
+                if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            return Ok(None);
+        }
+        Err(err) => return Err(NatsError::request(format!("stream {stream}"), err)),
+    };
+    match stream.get_last_raw_message_by_subject(subject).await {
+        Ok(message) => Ok(Some(message.payload)),
+        Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(err) => Err(NatsError::request(format!("{subject} in {stream:?}"), err)),
+    }
+}
+
+/// Keeps `kept` (this gateway's settings) in [`SETTINGS_STREAM`], over the last gateway's.
+pub async fn keep_settings(
+    context: &jetstream::Context,
+    settings: &Settings,
+    kept: &crate::export::settings::Settings,
+) -> Result<(), NatsError> {
+    let what = || format!("stream {SETTINGS_STREAM}");
+    context
+        .get_or_create_stream(jetstream::stream::Config {
+            name: SETTINGS_STREAM.into(),
+            subjects: vec![SETTINGS_SUBJECT.into()],
+            max_messages_per_subject: 1,
+            num_replicas: settings.replicas.max(1),
+            storage: jetstream::stream::StorageType::File,
+            description: Some("callgate: the settings `callgate export --nats` folds with".into()),
+            ..Default::default()
+        })
+        .await
+        .map_err(|err| NatsError::request(what(), err))?;
+    let text = serde_json::to_vec(kept).map_err(|err| NatsError::request(what(), err))?;
+    context
+        .publish(SETTINGS_SUBJECT, text.into())
+        .await
+        .map_err(|err| NatsError::request(what(), err))?
+        .await
+        .map_err(|err| NatsError::request(what(), err))?;
+    Ok(())
+}
+
+/// The settings the last gateway started kept in [`SETTINGS_STREAM`] (`None`: none kept).
+pub async fn kept_settings(
+    context: &jetstream::Context,
+) -> Result<Option<crate::export::settings::Settings>, NatsError> {
+    let Some(text) = last_of(context, SETTINGS_STREAM, SETTINGS_SUBJECT).await? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|err| NatsError::request(format!("{SETTINGS_SUBJECT} in {SETTINGS_STREAM}"), err))
 }
 
 #[cfg(test)]

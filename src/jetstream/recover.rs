@@ -1,23 +1,17 @@
 //! Reading the event streams back at start: where each stream stands (its writer goes on from there) and,
 //! without a journal, every event replayed through the pipeline before the doors serve.
 //!
-//! The streams are merged by each event's recorded arrival (`Cg-Arrival`), which is the order the
-//! pipeline took them in for any one Server. The pipeline's clock ticks are not in the streams (they are
-//! the gateway's, not a T-Server's): the replay ticks at every 250 ms step of the arrival clock that an
-//! event crosses, as the live sweeper did, so lingering calls are forgotten and silent calls released
-//! at the same places in the stream to within one tick (docs/jetstream.md says what that can change).
+//! The streams are merged as [`super::read`] says: by each event's recorded arrival, with the
+//! sweeper's ticks at every 250 ms step of it.
 
+use super::read::{Merged, Streams};
 use super::writer::{Last, Tail};
-use super::{ARRIVAL_HEADER, MessageId, NatsError, STREAM_PREFIX};
-use crate::event::Micros;
-use crate::pipeline::{Pipeline, Replay, Replayed, TICK_EVERY};
-use async_nats::jetstream::{self, consumer::pull::OrderedConfig};
+use super::{MessageId, NatsError, STREAM_PREFIX};
+use crate::pipeline::{Pipeline, Replay, Replayed};
+use async_nats::jetstream;
 use futures_util::StreamExt;
 use std::collections::HashMap;
-use std::time::Duration;
-
-/// How long reading a stream back may wait for its next message.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
+use std::sync::atomic::AtomicBool;
 
 /// What [`recover`] found.
 #[derive(Debug, Default)]
@@ -69,7 +63,6 @@ pub async fn recover(
         streams: names.len(),
         ..Recovered::default()
     };
-    let mut readers = Vec::new();
     for (name, server) in names {
         let mut stream = context
             .get_stream(&name)
@@ -85,13 +78,10 @@ pub async fn recover(
             0 => Tail::default(),
             last => tail_at(&stream, &server, last).await,
         };
-        if replay_into.is_some() && state.messages > 0 {
-            readers.push(Reader::open(&stream, &name, state.last_sequence).await?);
-        }
         recovered.tails.insert(server.into(), tail);
     }
     if let Some(pipeline) = replay_into {
-        recovered.replayed = replay(pipeline, readers).await?;
+        recovered.replayed = replay(pipeline, context).await?;
     }
     Ok(recovered)
 }
@@ -128,90 +118,20 @@ async fn tail_at(stream: &jetstream::stream::Stream, server: &str, last: u64) ->
     }
 }
 
-/// One stream read from its first message to the last one there was at start.
-struct Reader {
-    name: String,
-    messages: jetstream::consumer::pull::Ordered,
-    last: u64,
-    head: Option<(Micros, bytes::Bytes)>,
-    done: bool,
-}
-
-impl Reader {
-    async fn open(
-        stream: &jetstream::stream::Stream,
-        name: &str,
-        last: u64,
-    ) -> Result<Self, NatsError> {
-        let failed =
-            |err: &dyn std::fmt::Display| NatsError::request(format!("reading {name}"), err);
-        let consumer = stream
-            .create_consumer(OrderedConfig::default())
-            .await
-            .map_err(|err| failed(&err))?;
-        let messages = consumer.messages().await.map_err(|err| failed(&err))?;
-        let mut reader = Self {
-            name: name.to_owned(),
-            messages,
-            last,
-            head: None,
-            done: false,
-        };
-        reader.advance().await?;
-        Ok(reader)
-    }
-
-    /// Reads the next message into `head` (`None` past the last one).
-    async fn advance(&mut self) -> Result<(), NatsError> {
-        self.head = None;
-        if self.done {
-            return Ok(());
-        }
-        let failed =
-            |err: &dyn std::fmt::Display| NatsError::request(format!("reading {}", self.name), err);
-        let next = tokio::time::timeout(READ_TIMEOUT, self.messages.next())
-            .await
-            .map_err(|_| failed(&format!("no message within {READ_TIMEOUT:?}")))?;
-        let message = match next {
-            Some(Ok(message)) => message,
-            Some(Err(err)) => return Err(failed(&err)),
-            None => return Err(failed(&"the stream ended early")),
-        };
-        let info = message.info().map_err(|err| failed(&err))?;
-        self.done = info.stream_sequence >= self.last;
-        let published = info.published.unix_timestamp_nanos() / 1_000;
-        let arrival = message
-            .headers
-            .as_ref()
-            .and_then(|headers| headers.get(ARRIVAL_HEADER))
-            .and_then(|arrival| arrival.as_str().parse().ok())
-            .unwrap_or_else(|| Micros::try_from(published).unwrap_or(0));
-        self.head = Some((arrival, message.payload.clone()));
-        Ok(())
-    }
-}
-
 /// Replays the streams' events merged by arrival, with the sweeper's ticks between them.
-async fn replay(pipeline: &Pipeline, mut readers: Vec<Reader>) -> Result<Replayed, NatsError> {
-    let tick = i64::try_from(TICK_EVERY.as_micros()).unwrap_or(i64::MAX);
+async fn replay(pipeline: &Pipeline, context: &jetstream::Context) -> Result<Replayed, NatsError> {
+    let mut streams = Streams::open(context, false).await?;
     let mut replay = Replay::new(pipeline);
-    let mut step: Option<i64> = None;
+    // Not following: the merge ends by itself.
+    let stop = AtomicBool::new(false);
     loop {
-        let next = readers
-            .iter()
-            .enumerate()
-            .filter_map(|(index, reader)| reader.head.as_ref().map(|(at, _)| (*at, index)))
-            .min();
-        let Some((arrival, index)) = next else { break };
-        let this_step = arrival.div_euclid(tick);
-        if step.is_some_and(|step| step < this_step) {
-            replay.tick(0, this_step * tick).await;
+        match streams.next(&stop).await? {
+            // The live gateway numbers nothing without a journal: neither does its replay.
+            Merged::Event { arrival, line, .. } => replay.event(0, arrival, &line).await,
+            Merged::Tick { wall, .. } => replay.tick(0, wall).await,
+            Merged::Idle => {}
+            Merged::End => break,
         }
-        step = Some(step.map_or(this_step, |step| step.max(this_step)));
-        if let Some((arrival, line)) = readers[index].head.take() {
-            replay.event(0, arrival, &line).await;
-        }
-        readers[index].advance().await?;
     }
     Ok(replay.finish().await)
 }

@@ -198,6 +198,17 @@ pub async fn run(
     };
     // The epoch is kept where the events are: a restart resumes the same stream (api.md).
     let epoch = match (&config.journal, &nats, &config.nats) {
+        (Some(dir), Some(context), Some(settings)) => {
+            let epoch = crate::journal::epoch(dir, epoch)?;
+            // Kept in JetStream too, for `callgate export --nats` (when no gateway kept one there).
+            let kept = crate::jetstream::epoch(context, settings, || epoch.clone()).await?;
+            if kept != epoch {
+                tracing::warn!(
+                    "JetStream keeps the epoch {kept}, this gateway's journal {epoch}: `callgate export --nats` names notifications with the first"
+                );
+            }
+            epoch
+        }
         (Some(dir), _, _) => crate::journal::epoch(dir, epoch)?,
         (None, Some(context), Some(settings)) => {
             crate::jetstream::epoch(context, settings, epoch).await?
@@ -241,6 +252,10 @@ pub async fn run(
     };
     if let Some(dir) = &config.journal {
         write_settings(dir, &config, &base_url)?;
+    }
+    if let (Some(context), Some(settings)) = (&nats, &config.nats) {
+        let kept = crate::export::settings::Settings::of(&config, &base_url);
+        crate::jetstream::keep_settings(context, settings, &kept).await?;
     }
     let (pipeline, published_all) = Pipeline::start(
         PipelineConfig {
