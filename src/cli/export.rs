@@ -18,7 +18,7 @@ use crate::export::{Fact, Recorder, RecorderConfig, RecorderCounts, Tapped, Type
 use crate::jetstream::NatsError;
 use crate::jetstream::read::{Merged, Streams};
 use crate::journal::{JournalError, Position, Reader, Record};
-use crate::pipeline::{Pipeline, PipelineConfig, Replay};
+use crate::pipeline::{Pipeline, Replay};
 use crate::stream::Stream;
 use crate::supervise::Supervisor;
 use std::path::PathBuf;
@@ -452,24 +452,11 @@ async fn through_pipeline(
     ));
     stream.defer();
     let (pipeline, published_all) = Pipeline::start(
-        PipelineConfig {
-            shards: settings.shards,
-            reducer: crate::reduce::ReducerConfig {
-                base_url: settings.base_url.clone(),
-                max_calls: settings.max_calls,
-                max_devices: crate::reduce::DEFAULT_MAX_DEVICES,
-                service_level: settings.service_level_secs as crate::event::Micros * 1_000_000,
-            },
-            released_linger: Duration::from_secs_f64(settings.released_linger_secs.max(0.0)),
-            stale_call_after: (settings.stale_call_after_secs > 0.0)
-                .then(|| Duration::from_secs_f64(settings.stale_call_after_secs)),
-            queue_depth: crate::pipeline::SHARD_QUEUE,
-            tap: Some(crate::pipeline::Tap {
-                sender: tap,
-                notes: true,
-                lines,
-            }),
-        },
+        settings.pipeline(Some(crate::pipeline::Tap {
+            sender: tap,
+            notes: true,
+            lines,
+        })),
         stream,
         &supervisor,
     );

@@ -9,8 +9,7 @@ use crate::delivery::{OutboxLimits, Renderer};
 use crate::event::{Decoded, decode_line};
 use crate::ingest::intake::Intake;
 use crate::ingest::sim::{SimConfig, Simulator};
-use crate::pipeline::{ConnStats, Pipeline, PipelineConfig, Submission};
-use crate::reduce::ReducerConfig;
+use crate::pipeline::{ConnStats, Pipeline, Submission};
 use crate::stream::Stream;
 use crate::supervise::Supervisor;
 use crate::tls::Tls;
@@ -250,30 +249,17 @@ pub async fn run(
     } else {
         None
     };
+    // What shapes the notifications, kept where the events are for `callgate export` (docs/export.md).
+    let kept = crate::export::settings::Settings::of(&config, &base_url);
     if let Some(dir) = &config.journal {
-        write_settings(dir, &config, &base_url)?;
+        kept.save(dir)
+            .map_err(|source| ServeError::Journal(crate::journal::JournalError::io(dir, source)))?;
     }
     if let (Some(context), Some(settings)) = (&nats, &config.nats) {
-        let kept = crate::export::settings::Settings::of(&config, &base_url);
         crate::jetstream::keep_settings(context, settings, &kept).await?;
     }
-    let (pipeline, published_all) = Pipeline::start(
-        PipelineConfig {
-            shards: config.shards,
-            reducer: ReducerConfig {
-                base_url: base_url.clone(),
-                max_calls: config.max_calls,
-                max_devices: crate::reduce::DEFAULT_MAX_DEVICES,
-                service_level: config.service_level_secs as crate::event::Micros * 1_000_000,
-            },
-            released_linger: config.released_linger,
-            stale_call_after: config.stale_call_after,
-            queue_depth: crate::pipeline::SHARD_QUEUE,
-            tap,
-        },
-        Arc::clone(&stream),
-        &supervisor,
-    );
+    let (pipeline, published_all) =
+        Pipeline::start(kept.pipeline(tap), Arc::clone(&stream), &supervisor);
     // Nobody can look before the doors serve: the replay renders only what will be looked at.
     stream.defer();
     if let Some(dir) = &config.journal {
@@ -498,19 +484,6 @@ fn start_analytics(
         }
     });
     Ok(tap)
-}
-
-/// Keeps the settings that shape notifications and records beside the journal, so that `callgate
-/// export` folds the journal as this gateway does (docs/export.md).
-fn write_settings(
-    dir: &std::path::Path,
-    config: &ServeConfig,
-    base_url: &str,
-) -> Result<(), ServeError> {
-    let settings = crate::export::settings::Settings::of(config, base_url);
-    settings
-        .save(dir)
-        .map_err(|source| ServeError::Journal(crate::journal::JournalError::io(dir, source)))
 }
 
 /// The demo simulation's seed and start kept in the journal's folder, or `fresh` (then kept).
