@@ -432,10 +432,48 @@ fn wait_for_text(path: &std::path::Path, text: &str, wait: Duration) {
     }
 }
 
-/// `callgate export --nats`: the event streams folded as the journal's export folds the journal (the
-/// same events and notifications, and the same CDRs up to the ones the live gateway's ticks made after
-/// the last event); `--follow` takes a second T-Server's stream as it is written, and gives what an export
-/// after it gives; the file sink resumes after a torn line by the merged positions.
+/// `lines` as T-Server `server`'s (the simulator's carry no Server).
+fn as_server(lines: &[(u64, String)], server: &str) -> Vec<(u64, String)> {
+    lines
+        .iter()
+        .map(|(sequence, line)| {
+            let named = line.replacen('{', &format!("{{\"Server\":\"{server}\","), 1);
+            (*sequence, named)
+        })
+        .collect()
+}
+
+/// Sends each part on its own ingest connection, all at once, until each is acked.
+fn send_at_once(gateway: &Gateway, parts: &[&[(u64, String)]]) {
+    std::thread::scope(|scope| {
+        for part in parts {
+            scope.spawn(|| {
+                support::durable::send_acked_and_settle(gateway, part, Duration::ZERO);
+            });
+        }
+    });
+}
+
+/// The export's CDRs are the reference's, in order, but for the last ones (made by ticks the streams do
+/// not hold).
+fn same_cdrs_but_the_last(got: &str, want: &str) {
+    let (got, want) = (
+        without_positions(got, "cdr"),
+        without_positions(want, "cdr"),
+    );
+    assert!(got.len() > 20, "{} CDRs", got.len());
+    assert!(got.len() <= want.len());
+    for (got, want) in got.iter().zip(&want) {
+        assert_eq!(got["id"], want["id"]);
+        assert_eq!(got["data"], want["data"]);
+    }
+}
+
+/// `callgate export --nats`, two T-Servers sending at once: the event streams folded as the journal's
+/// export folds the journal (the same events and notifications, with the same ids, so the streams
+/// merge in the order the pipeline took; and the same CDRs up to the ones the live gateway's ticks made
+/// after the last event); `--follow` takes a new T-Server's stream while another keeps sending, and
+/// gives what an export after it gives; the file sink resumes after a torn line by the merged positions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_nats_folds_the_streams_as_the_journal_export_resumes_and_follows() {
     let dir = temp_dir("jetstream-export");
@@ -461,11 +499,16 @@ async fn export_nats_folds_the_streams_as_the_journal_export_resumes_and_follows
         "--journal",
         &journal_arg,
     ];
-    let lines = an_hour(31);
-    let (head, tail) = lines.split_at(lines.len() / 2);
-    let tail = &tail[..tail.len() / 3];
+    let (a, b, c) = (an_hour(31), as_server(&an_hour(32), "TS-B"), an_hour(33));
+    let (a_head, a_tail) = a.split_at(a.len() / 3);
+    let a_tail = &a_tail[..a_tail.len() / 4];
+    let b = &b[..b.len() / 3];
+    let c = as_server(&c[..c.len() / 8], "TS-C");
     let gateway = Gateway::start(&args);
-    support::durable::send_acked_and_settle(&gateway, head, Duration::from_millis(1500));
+    send_at_once(&gateway, &[a_head, b]);
+    std::thread::sleep(Duration::from_millis(1500));
+    // Past the export's mark (2 s before it lists the streams).
+    std::thread::sleep(Duration::from_millis(1000));
 
     let from_journal = support::durable::export(&journal, &[]);
     let from_nats = export_nats(&url, &[]);
@@ -477,33 +520,9 @@ async fn export_nats_folds_the_streams_as_the_journal_export_resumes_and_follows
         assert!(got.len() > 100, "{} {kind} records", got.len());
         assert!(got == want, "the {kind} records differ");
     }
-    let (got, want) = (
-        without_positions(&from_nats, "cdr"),
-        without_positions(&from_journal, "cdr"),
-    );
-    assert!(got.len() > 20, "{} CDRs", got.len());
-    // The journal holds the live gateway's ticks after the last event too, the streams no ticks.
-    assert!(got.len() <= want.len());
-    for (got, want) in got.iter().zip(&want) {
-        assert_eq!(got["id"], want["id"]);
-        assert_eq!(got["data"], want["data"]);
-    }
-    // One stream: an event's merged position is its sequence in the stream.
-    let positions: Vec<u64> = from_nats
-        .lines()
-        .map(|line| serde_json::from_str::<Value>(line).expect("a record"))
-        .filter(|record| record["type"] == "callgate.tserver.event.v1")
-        .map(|record| {
-            record["position"]
-                .as_str()
-                .expect("position")
-                .parse()
-                .expect("digits")
-        })
-        .collect();
-    assert!(positions.iter().copied().eq(1..=head.len() as u64));
+    same_cdrs_but_the_last(&from_nats, &from_journal);
 
-    // Following: a second T-Server's stream appears and is merged in as it is written.
+    // Following: a third T-Server's stream appears while the first keeps sending.
     let followed = dir.join("followed.ndjson");
     let mut follower = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
         .args([
@@ -519,46 +538,96 @@ async fn export_nats_folds_the_streams_as_the_journal_export_resumes_and_follows
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("export --follow starts");
-    let last_head = head.last().expect("events").0;
+    let last_b = b.last().expect("events").0;
     wait_for_text(
         &followed,
-        &format!("\":0:{last_head}\""),
+        &format!("\"TS-B:0:{last_b}\""),
         Duration::from_secs(30),
     );
-    let tail: Vec<(u64, String)> = tail
-        .iter()
-        .map(|(sequence, line)| (*sequence, line.replacen('{', "{\"Server\":\"TS-B\",", 1)))
-        .collect();
-    support::durable::send_acked_and_settle(&gateway, &tail, Duration::ZERO);
-    let last = tail.last().expect("events").0;
+    send_at_once(&gateway, &[a_tail, &c]);
+    let (last_a, last_c) = (
+        a_tail.last().expect("events").0,
+        c.last().expect("events").0,
+    );
     wait_for_text(
         &followed,
-        &format!("\"TS-B:0:{last}\""),
+        &format!("\":0:{last_a}\""),
         Duration::from_secs(30),
     );
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for_text(
+        &followed,
+        &format!("\"TS-C:0:{last_c}\""),
+        Duration::from_secs(30),
+    );
     let _ = std::process::Command::new("kill")
         .args(["-INT", &follower.id().to_string()])
         .status();
     assert!(follower.wait().expect("the follower exits").success());
     assert!(gateway.terminate().success());
+    std::thread::sleep(Duration::from_millis(2100));
     let after = export_nats(&url, &["--types", "event,notification"]);
-    assert!(after.contains("\"TS-B:0:"));
+    let followed = std::fs::read_to_string(&followed).expect("read");
     assert!(
-        std::fs::read_to_string(&followed).expect("read") == after,
-        "the followed export differs from the export after it"
+        after.starts_with(&followed),
+        "the followed export is not where the export after it begins"
     );
 
-    // The file sink over both streams: a torn copy is cut and finished, nothing missing or doubled.
+    // The file sink over three streams: a torn copy is cut and finished, nothing missing or doubled.
     let out = dir.join("resumed.ndjson");
     let torn = after.len() * 4 / 5;
     assert!(
-        after[..torn].contains("\"TS-B:0:"),
-        "torn within the second stream"
+        after[..torn].contains("\"TS-C:0:"),
+        "torn within the third stream"
     );
     std::fs::write(&out, &after.as_bytes()[..torn]).expect("write");
     let out_arg = out.to_str().expect("path");
     export_nats(&url, &["--types", "event,notification", "--out", out_arg]);
     assert!(std::fs::read_to_string(&out).expect("read") == after);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A gateway with `--nats` alone: `callgate export --nats` folds with the settings and epoch it kept in
+/// JetStream, and makes the records the gateway wrote live (`--analytics-out`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_nats_of_a_gateway_without_a_journal_gives_its_live_records() {
+    let dir = temp_dir("jetstream-export-alone");
+    let nats = NatsServer::start(&dir);
+    let url = nats.url();
+    let live = dir.join("live.ndjson");
+    let live_arg = live.to_str().expect("path").to_owned();
+    let gateway = Gateway::start(&[
+        "--base-url",
+        BASE_URL,
+        "--nats",
+        &url,
+        "--released-linger",
+        "1",
+        "--node",
+        "gw-7",
+        "--analytics-out",
+        &live_arg,
+        "--types",
+        "event,notification,cdr",
+    ]);
+    let (a, b) = (an_hour(34), as_server(&an_hour(35), "TS-B"));
+    send_at_once(&gateway, &[&a[..a.len() / 3], &b[..b.len() / 3]]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(gateway.terminate().success());
+    std::thread::sleep(Duration::from_millis(2100));
+    let live = std::fs::read_to_string(&live).expect("read");
+    let exported = export_nats(&url, &[]);
+    assert!(
+        exported.contains("\"source\":\"callgate://gw-7/"),
+        "the node kept"
+    );
+    for kind in ["event", "notification"] {
+        let (got, want) = (
+            without_positions(&exported, kind),
+            without_positions(&live, kind),
+        );
+        assert!(got.len() > 100, "{} {kind} records", got.len());
+        assert!(got == want, "the {kind} records differ");
+    }
+    same_cdrs_but_the_last(&exported, &live);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -185,7 +185,14 @@ async fn export_nats(
     })?;
     let kept = match crate::jetstream::kept_settings(&context).await? {
         Some(kept) => kept,
-        None => default_settings()?,
+        None => {
+            tracing::warn!(
+                "JetStream at {url} keeps no gateway settings (stream {}: the gateway is older than \
+                 this export): folding with the defaults and the flags given",
+                crate::jetstream::SETTINGS_STREAM
+            );
+            default_settings()?
+        }
     };
     let settings = overridden(kept, options);
     let output = Output::open(&options.out)?;
@@ -193,7 +200,7 @@ async fn export_nats(
         Recorder::new(exported(options, &settings, &epoch, &output)),
         output,
     );
-    let streams = Streams::open(&context, options.follow).await?;
+    let streams = Streams::export(&context, options.follow).await?;
     if options.types.notification {
         let entries = Entries::Streams { streams, stop };
         through_pipeline(stage, entries, &settings, &epoch).await

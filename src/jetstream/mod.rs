@@ -283,9 +283,15 @@ pub async fn epoch(
 
 /// The epoch a gateway kept in the `CG_GATEWAY` stream (`None`: no gateway has kept one).
 pub async fn kept_epoch(context: &jetstream::Context) -> Result<Option<String>, NatsError> {
-    last_of(context, GATEWAY_STREAM, EPOCH_SUBJECT)
-        .await
-        .map(|kept| kept.and_then(|bytes| String::from_utf8(bytes.to_vec()).ok()))
+    match last_of(context, GATEWAY_STREAM, EPOCH_SUBJECT).await? {
+        Some(bytes) => String::from_utf8(bytes.to_vec()).map(Some).map_err(|_| {
+            NatsError::request(
+                format!("{EPOCH_SUBJECT} in {GATEWAY_STREAM}"),
+                "the epoch kept there is not UTF-8",
+            )
+        }),
+        None => Ok(None),
+    }
 }
 
 /// The payload of the last message on `subject` in `stream` (`None`: no stream, or no message).

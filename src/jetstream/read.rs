@@ -14,11 +14,15 @@
 //! same in every read of the same streams (JetStream never renumbers a message), so an export's records
 //! can be resumed after a `position` as a journal's are. A tick gets the position of the event before it.
 //!
-//! **Following.** Once a stream has given every message it had at the start, an empty stream may only
-//! mean that nothing has come yet. Another stream's next event is then taken once its arrival is
-//! [`GRACE`] old by this machine's clock (an event of the quiet stream stamped before it may still be on
-//! its way), and the clock ticks on [`GRACE`] behind, so lingering calls are forgotten while the center
-//! is quiet. New streams (a T-Server seen for the first time) are looked for every [`RELIST_EVERY`].
+//! **Where an export stops.** A T-Server's stream may be written while it is read, and a stream can
+//! appear at any time (a T-Server seen for the first time). An export therefore takes only events
+//! stamped at least [`GRACE`] before its last listing of the streams (by this machine's clock): a
+//! batch stamped before then is in its stream by then, unless it was more than [`GRACE`] on its way or
+//! the gateway's clock is more than [`GRACE`] off this one's. Without `--follow` that is where it ends;
+//! with it, the streams are listed again every [`RELIST_EVERY`], and the clock ticks on [`GRACE`]
+//! behind the last listing, so lingering calls are forgotten while the center is quiet. So an export
+//! stopped and begun again merges the same events in the same order, and its positions resume. A
+//! restart's recovery reads every message there was when it looked (no gateway writes meanwhile).
 
 use super::recover::server_of;
 use super::{ARRIVAL_HEADER, NatsError, STREAM_PREFIX};
@@ -34,15 +38,16 @@ use tokio::sync::mpsc;
 
 /// How long reading a stream's backlog may wait for its next message.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Following: how old (by this machine's clock) an event's arrival must be before it is taken while
-/// another stream is quiet, and how far behind the clock the ticks follow.
+/// An export takes the events stamped this long before its last listing of the streams, and its clock
+/// ticks this far behind it.
 pub const GRACE: Duration = Duration::from_secs(2);
 /// Following: how often a quiet merge looks again for messages.
 const POLL_EVERY: Duration = Duration::from_millis(50);
 /// Following: how often the streams are listed again for new T-Servers.
 const RELIST_EVERY: Duration = Duration::from_secs(1);
-/// Messages read ahead per stream (bounded: a reader waits for the merge).
-const READ_AHEAD: usize = 1024;
+/// Messages read ahead per stream (bounded: a reader waits for the merge; with many T-Servers this
+/// is what a merge holds per stream).
+const READ_AHEAD: usize = 64;
 
 /// One entry of the merged streams.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,33 +90,48 @@ struct Lane {
     head: Option<Message>,
     /// The sequence of the last message taken (0: none).
     taken: u64,
-    /// Every message there was at the start has been read.
-    caught_up: bool,
-    /// No message will come any more (not following, and caught up).
+    /// The sequence of the last message read (0: none).
+    read: u64,
+    /// The stream's last sequence when it was last listed: until it is read, an empty queue means
+    /// only that the reader is behind.
+    listed: u64,
+    /// No message will come any more (not following, and every one there was is read).
     done: bool,
-    /// The last sequence there was at the start.
-    last_at_start: u64,
 }
 
 impl Lane {
-    fn new(name: String, last_at_start: u64, messages: u64) -> Self {
-        let caught_up = last_at_start == 0 || messages == 0;
+    fn new(name: String, last: u64, messages: u64) -> Self {
         Self {
             name,
             head: None,
             taken: 0,
-            caught_up,
+            read: 0,
+            // Nothing held (every message gone by age): nothing to wait for.
+            listed: if messages == 0 { 0 } else { last },
             done: false,
-            last_at_start,
         }
     }
 
+    /// Every message the stream held when it was last listed has been read.
+    fn caught_up(&self) -> bool {
+        self.read >= self.listed
+    }
+
+    /// The stream was listed again, its last sequence being `last`.
+    fn relisted(&mut self, last: u64) {
+        self.listed = self.listed.max(last);
+    }
+
     fn read(&mut self, message: Message, follow: bool) {
-        if message.sequence >= self.last_at_start {
-            self.caught_up = true;
-            self.done = !follow;
-        }
+        self.read = message.sequence;
+        self.done = !follow && self.caught_up();
         self.head = Some(message);
+    }
+
+    /// Past where the export ends: what is left of the stream is not read.
+    fn cut(&mut self) {
+        self.head = None;
+        self.done = true;
     }
 }
 
@@ -122,17 +142,17 @@ enum Choice {
     Take(usize),
     /// Wait for this lane's next message (it has more from before the start).
     NeedNext(usize),
-    /// Nothing can be taken yet.
+    /// This lane's head is past where the export ends (not following): the lane is done.
+    Cut(usize),
+    /// Following: nothing can be taken yet.
     Idle,
     /// Nothing more will come.
     End,
 }
 
-/// The lane whose head goes next, given this machine's clock `now` (µs).
-fn choose(lanes: &[Lane], now: Micros, follow: bool) -> Choice {
-    let grace = i64::try_from(GRACE.as_micros()).unwrap_or(i64::MAX);
+/// The lane whose head goes next. `until`: only events stamped at or before it are taken (`None`: all).
+fn choose(lanes: &[Lane], until: Option<Micros>, follow: bool) -> Choice {
     let mut best: Option<(Micros, usize)> = None;
-    let mut quiet = false;
     for (index, lane) in lanes.iter().enumerate() {
         match &lane.head {
             // Lanes are in name order, so equal arrivals keep it.
@@ -140,13 +160,14 @@ fn choose(lanes: &[Lane], now: Micros, follow: bool) -> Choice {
                 best = Some((head.arrival, index));
             }
             Some(_) => {}
-            None if lane.done => {}
-            None if !lane.caught_up => return Choice::NeedNext(index),
-            None => quiet = true,
+            None if lane.done || lane.caught_up() => {}
+            None => return Choice::NeedNext(index),
         }
     }
     match best {
-        Some((at, index)) if !quiet || at <= now.saturating_sub(grace) => Choice::Take(index),
+        Some((at, index)) if until.is_none_or(|until| at <= until) => Choice::Take(index),
+        // Stamps grow within a stream: nothing after this head is taken either.
+        Some((_, index)) if !follow => Choice::Cut(index),
         Some(_) => Choice::Idle,
         None if follow => Choice::Idle,
         None => Choice::End,
@@ -188,7 +209,7 @@ impl Clock {
         });
     }
 
-    /// Following a quiet center: the tick at `watermark` (µs) when it is a step past the last one.
+    /// Following: the tick at `watermark` (µs) when it is a step past the last one.
     fn quiet_tick(&mut self, watermark: Micros) -> Option<Merged> {
         let this_step = watermark.div_euclid(Self::tick_micros());
         let step = self.step.as_mut()?;
@@ -214,7 +235,10 @@ pub struct Streams {
     out: VecDeque<Merged>,
     /// `Idle` was returned and nothing was taken since.
     idle_said: bool,
+    /// When the streams were last listed.
     listed: Instant,
+    /// Exporting: the events stamped up to this are taken (`None`: a recovery takes every one).
+    until: Option<Micros>,
 }
 
 /// A task reading one stream into a bounded queue.
@@ -230,10 +254,8 @@ impl Drop for Reader {
 }
 
 impl Streams {
-    /// Every event stream on `context`, each from its first message; with `follow`, on past the last one
-    /// there was.
-    pub async fn open(context: &jetstream::Context, follow: bool) -> Result<Self, NatsError> {
-        let mut streams = Self {
+    fn new(context: &jetstream::Context, follow: bool) -> Self {
+        Self {
             context: context.clone(),
             follow,
             lanes: Vec::new(),
@@ -242,14 +264,39 @@ impl Streams {
             out: VecDeque::new(),
             idle_said: false,
             listed: Instant::now(),
-        };
+            until: None,
+        }
+    }
+
+    /// Every event stream on `context` for an export: each from its first message to where the module's
+    /// doc says it ends; with `follow`, on with what is written after.
+    pub async fn export(context: &jetstream::Context, follow: bool) -> Result<Self, NatsError> {
+        let mut streams = Self::new(context, follow);
         streams.list().await?;
         Ok(streams)
     }
 
-    /// Adds a lane for each event stream not read yet.
+    /// The streams named in `found` (name, last sequence, messages), each read to that last sequence:
+    /// a restart's recovery, which takes every message there was.
+    pub async fn recover(
+        context: &jetstream::Context,
+        found: Vec<(String, u64, u64)>,
+    ) -> Result<Self, NatsError> {
+        let mut streams = Self::new(context, false);
+        for (name, last, messages) in found {
+            if messages > 0 {
+                let stream = streams.stream(&name).await?;
+                streams.read(stream, name, last, messages).await?;
+            }
+        }
+        Ok(streams)
+    }
+
+    /// Adds a lane for each event stream not read yet, and moves the export's end to the listing.
     async fn list(&mut self) -> Result<(), NatsError> {
         self.listed = Instant::now();
+        let grace = i64::try_from(GRACE.as_micros()).unwrap_or(i64::MAX);
+        let until = crate::pipeline::wall_clock_micros().saturating_sub(grace);
         let mut listing = self.context.stream_names();
         let mut found = Vec::new();
         while let Some(name) = listing.next().await {
@@ -258,42 +305,59 @@ impl Streams {
                 .strip_prefix(STREAM_PREFIX)
                 .and_then(server_of)
                 .is_some();
-            if ours && !self.lanes.iter().any(|lane| lane.name == name) {
+            if ours {
                 found.push(name);
             }
         }
         for name in found {
-            self.add(name).await?;
+            let mut stream = self.stream(&name).await?;
+            let state = stream
+                .info()
+                .await
+                .map_err(|err| NatsError::request(format!("stream {name}"), err))?
+                .state
+                .clone();
+            // Everything stamped before `until` is in its stream by now: it is read before the
+            // stream counts as quiet.
+            if let Some(lane) = self.lanes.iter_mut().find(|lane| lane.name == name) {
+                lane.relisted(state.last_sequence);
+            } else if self.follow || state.messages > 0 {
+                self.read(stream, name, state.last_sequence, state.messages)
+                    .await?;
+            }
         }
+        // Only once every stream there was is read: a stream listed after `until` holds nothing
+        // stamped before it.
+        self.until = Some(self.until.map_or(until, |before| before.max(until)));
         Ok(())
     }
 
-    async fn add(&mut self, name: String) -> Result<(), NatsError> {
+    async fn stream(&self, name: &str) -> Result<jetstream::stream::Stream, NatsError> {
+        self.context
+            .get_stream(name)
+            .await
+            .map_err(|err| NatsError::request(format!("stream {name}"), err))
+    }
+
+    /// Starts reading `stream` into a lane of its own.
+    async fn read(
+        &mut self,
+        stream: jetstream::stream::Stream,
+        name: String,
+        last: u64,
+        messages: u64,
+    ) -> Result<(), NatsError> {
         let failed =
             |err: &dyn std::fmt::Display| NatsError::request(format!("stream {name}"), err);
-        let mut stream = self
-            .context
-            .get_stream(&name)
-            .await
-            .map_err(|err| failed(&err))?;
-        let state = stream
-            .info()
-            .await
-            .map_err(|err| failed(&err))?
-            .state
-            .clone();
-        if !self.follow && state.messages == 0 {
-            return Ok(());
-        }
         let consumer = stream
             .create_consumer(OrderedConfig::default())
             .await
             .map_err(|err| failed(&err))?;
-        let messages = consumer.messages().await.map_err(|err| failed(&err))?;
-        let lane = Lane::new(name.clone(), state.last_sequence, state.messages);
+        let ordered = consumer.messages().await.map_err(|err| failed(&err))?;
+        let lane = Lane::new(name.clone(), last, messages);
         let (sender, receiver) = mpsc::channel(READ_AHEAD);
-        let stop_at = (!self.follow).then_some(state.last_sequence);
-        let task = tokio::spawn(read(name, messages, stop_at, sender));
+        let stop_at = (!self.follow).then_some(last);
+        let task = tokio::spawn(read(name, ordered, stop_at, sender));
         let at = self.lanes.partition_point(|other| other.name < lane.name);
         self.lanes.insert(at, lane);
         let reader = Reader {
@@ -311,14 +375,17 @@ impl Streams {
             if let Some(entry) = self.out.pop_front() {
                 return Ok(entry);
             }
+            if self.follow && self.listed.elapsed() >= RELIST_EVERY {
+                self.list().await?;
+            }
             self.read_ready()?;
-            let now = crate::pipeline::wall_clock_micros();
-            match choose(&self.lanes, now, self.follow) {
+            match choose(&self.lanes, self.until, self.follow) {
                 Choice::Take(index) => {
                     self.idle_said = false;
                     self.clock.take(&mut self.lanes[index], &mut self.out);
                 }
                 Choice::NeedNext(index) => self.wait_for(index).await?,
+                Choice::Cut(index) => self.lanes[index].cut(),
                 Choice::End => return Ok(Merged::End),
                 Choice::Idle if stop.load(Ordering::Acquire) => return Ok(Merged::End),
                 Choice::Idle if !self.idle_said => {
@@ -326,12 +393,8 @@ impl Streams {
                     return Ok(Merged::Idle);
                 }
                 Choice::Idle => {
-                    let grace = i64::try_from(GRACE.as_micros()).unwrap_or(i64::MAX);
-                    if let Some(tick) = self.clock.quiet_tick(now.saturating_sub(grace)) {
+                    if let Some(tick) = self.until.and_then(|until| self.clock.quiet_tick(until)) {
                         return Ok(tick);
-                    }
-                    if self.listed.elapsed() >= RELIST_EVERY {
-                        self.list().await?;
                     }
                     tokio::time::sleep(POLL_EVERY).await;
                 }
@@ -448,7 +511,7 @@ mod tests {
         let mut clock = Clock::default();
         let mut out = VecDeque::new();
         loop {
-            match choose(&lanes, 0, false) {
+            match choose(&lanes, None, false) {
                 Choice::Take(index) => clock.take(&mut lanes[index], &mut out),
                 Choice::NeedNext(index) => {
                     let next = queues[index]
@@ -457,7 +520,7 @@ mod tests {
                     lanes[index].read(next, false);
                 }
                 Choice::End => return out.into(),
-                Choice::Idle => panic!("a recovery is never idle"),
+                Choice::Idle | Choice::Cut(_) => panic!("a recovery takes every message"),
             }
         }
     }
@@ -498,27 +561,35 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_not_caught_up_is_waited_for_and_a_quiet_one_holds_back_only_recent_events() {
-        let grace = GRACE.as_micros() as i64;
+    fn a_stream_not_caught_up_is_waited_for_and_nothing_past_the_listing_is_taken() {
         let mut lanes = vec![
             Lane::new("CG_EV_a".into(), 5, 5),
             Lane::new("CG_EV_b".into(), 0, 0),
         ];
         lanes[1].read(message(1, 100), true);
         // `a` still has its backlog to give: its next message may be older than `b`'s.
-        assert_eq!(choose(&lanes, 10 * grace, true), Choice::NeedNext(0));
+        assert_eq!(choose(&lanes, Some(1000), true), Choice::NeedNext(0));
         lanes[0].read(message(5, 50), true);
-        assert!(lanes[0].caught_up && !lanes[0].done);
-        assert_eq!(choose(&lanes, 10 * grace, true), Choice::Take(0));
+        assert!(lanes[0].caught_up() && !lanes[0].done);
+        assert_eq!(choose(&lanes, Some(1000), true), Choice::Take(0));
         let mut clock = Clock::default();
         let mut out = VecDeque::new();
         clock.take(&mut lanes[0], &mut out);
-        // `a` is quiet now: `b`'s event waits until it is GRACE old.
-        assert_eq!(choose(&lanes, 100 + grace - 1, true), Choice::Idle);
-        assert_eq!(choose(&lanes, 100 + grace, true), Choice::Take(1));
+        // `b`'s event is taken once the listing's mark passes it (a stream not listed yet, or a quiet
+        // one, may still hold an older one).
+        assert_eq!(choose(&lanes, Some(99), true), Choice::Idle);
+        assert_eq!(choose(&lanes, Some(100), true), Choice::Take(1));
         clock.take(&mut lanes[1], &mut out);
-        assert_eq!(choose(&lanes, 100 + grace, true), Choice::Idle);
-        // Quiet: the clock goes on behind, a step at a time.
+        assert_eq!(choose(&lanes, Some(100), true), Choice::Idle);
+        // Listed again holding more than was read: its reader is behind, not the stream quiet.
+        lanes[0].relisted(7);
+        lanes[1].read(message(2, 101), true);
+        assert_eq!(choose(&lanes, Some(1000), true), Choice::NeedNext(0));
+        lanes[0].read(message(7, 102), true);
+        assert_eq!(choose(&lanes, Some(1000), true), Choice::Take(1));
+        let _ = lanes[1].head.take();
+        let _ = lanes[0].head.take();
+        // Quiet: the clock goes on behind the mark, a step at a time.
         assert_eq!(clock.quiet_tick(TICK - 1), None);
         assert_eq!(
             clock.quiet_tick(2 * TICK + 1),
@@ -529,11 +600,12 @@ mod tests {
         );
         assert_eq!(clock.quiet_tick(2 * TICK + 2), None);
         // An event stamped before the last tick goes after it, with no tick going back.
-        lanes[0].read(message(6, TICK), true);
+        out.clear();
+        lanes[0].read(message(8, TICK), true);
         clock.take(&mut lanes[0], &mut out);
         assert!(matches!(
             out.back(),
-            Some(Merged::Event { position: 7, .. })
+            Some(Merged::Event { position: 9, .. })
         ));
         assert_eq!(
             out.iter()
@@ -544,20 +616,40 @@ mod tests {
     }
 
     #[test]
+    fn an_export_not_following_ends_at_the_listings_mark() {
+        let mut lanes = vec![
+            Lane::new("CG_EV_a".into(), 9, 9),
+            Lane::new("CG_EV_b".into(), 9, 9),
+        ];
+        lanes[0].read(message(1, 10), false);
+        lanes[1].read(message(1, 20), false);
+        let (mut clock, mut out) = (Clock::default(), VecDeque::new());
+        assert_eq!(choose(&lanes, Some(15), false), Choice::Take(0));
+        clock.take(&mut lanes[0], &mut out);
+        lanes[0].read(message(2, 30), false);
+        // Both heads are past the mark: each lane is cut in turn, and the export ends.
+        assert_eq!(choose(&lanes, Some(15), false), Choice::Cut(1));
+        lanes[1].cut();
+        assert_eq!(choose(&lanes, Some(15), false), Choice::Cut(0));
+        lanes[0].cut();
+        assert_eq!(choose(&lanes, Some(15), false), Choice::End);
+    }
+
+    #[test]
     fn not_following_the_merge_ends_after_the_last_message_there_was() {
         let mut lanes = vec![Lane::new("CG_EV_a".into(), 2, 2)];
-        assert_eq!(choose(&lanes, 0, false), Choice::NeedNext(0));
+        assert_eq!(choose(&lanes, None, false), Choice::NeedNext(0));
         lanes[0].read(message(1, 1), false);
         let (mut clock, mut out) = (Clock::default(), VecDeque::new());
         clock.take(&mut lanes[0], &mut out);
         lanes[0].read(message(2, 2), false);
         assert!(lanes[0].done);
-        assert_eq!(choose(&lanes, 0, false), Choice::Take(0));
+        assert_eq!(choose(&lanes, None, false), Choice::Take(0));
         clock.take(&mut lanes[0], &mut out);
-        assert_eq!(choose(&lanes, 0, false), Choice::End);
+        assert_eq!(choose(&lanes, None, false), Choice::End);
         // Following, the same lane is quiet instead.
         let mut lanes = vec![Lane::new("CG_EV_a".into(), 0, 0)];
-        assert_eq!(choose(&lanes, 0, true), Choice::Idle);
+        assert_eq!(choose(&lanes, None, true), Choice::Idle);
         lanes[0].read(message(1, 1), true);
         assert!(!lanes[0].done);
     }

@@ -63,6 +63,7 @@ pub async fn recover(
         streams: names.len(),
         ..Recovered::default()
     };
+    let mut found = Vec::with_capacity(names.len());
     for (name, server) in names {
         let mut stream = context
             .get_stream(&name)
@@ -79,9 +80,11 @@ pub async fn recover(
             last => tail_at(&stream, &server, last).await,
         };
         recovered.tails.insert(server.into(), tail);
+        found.push((name, state.last_sequence, state.messages));
     }
     if let Some(pipeline) = replay_into {
-        recovered.replayed = replay(pipeline, context).await?;
+        // Read to the tails just taken: the writers go on from exactly there.
+        recovered.replayed = replay(pipeline, Streams::recover(context, found).await?).await?;
     }
     Ok(recovered)
 }
@@ -119,8 +122,7 @@ async fn tail_at(stream: &jetstream::stream::Stream, server: &str, last: u64) ->
 }
 
 /// Replays the streams' events merged by arrival, with the sweeper's ticks between them.
-async fn replay(pipeline: &Pipeline, context: &jetstream::Context) -> Result<Replayed, NatsError> {
-    let mut streams = Streams::open(context, false).await?;
+async fn replay(pipeline: &Pipeline, mut streams: Streams) -> Result<Replayed, NatsError> {
     let mut replay = Replay::new(pipeline);
     // Not following: the merge ends by itself.
     let stop = AtomicBool::new(false);

@@ -9,20 +9,27 @@
 //! the stream holds is not published again (its number is at most the highest stored); a resend whose
 //! publish was in doubt is recognized by the server from its message id.
 //!
+//! Every batch's arrival (`Cg-Arrival`) is stamped strictly later than the one before, across all
+//! streams, and the batches reach the pipeline in the order of their stamps ([`ArrivalOrder`]): a
+//! batch whose acks come back first waits for the ones stamped before it (at most a publish round
+//! trip). So merging the streams by arrival, as a restart and `callgate export --nats` do, gives the
+//! order the pipeline took, across T-Servers too, and the same notification `seq`s.
+//!
 //! A publish refused because the stream's last message is not the one this gateway wrote last means
 //! another gateway writes the stream: the chain is fenced, and every later event of that Server is
 //! refused until a restart reads the stream again (two writers would interleave and fork the record).
 
 use super::{MessageId, Settings};
+use crate::event::Micros;
 use crate::ingest::intake::Refused;
 use crate::journal::Position;
 use crate::pipeline::{Pipeline, Submission};
 use crate::reduce::RESTART_GAP;
 use crate::supervise::Supervisor;
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 /// Batches queued for one T-Server's writer (each connection waits for its answer, so this bounds
 /// only how many connections of one Server can wait at once before `submit` waits for room).
@@ -89,6 +96,73 @@ fn step(position: &MessageId, sequence: Option<u64>) -> Step {
     }
 }
 
+/// Arrival stamps, strictly growing across every stream, and the turn of each stamped batch to reach
+/// the pipeline (the module's doc says why).
+#[derive(Default)]
+pub struct ArrivalOrder {
+    stamps: Mutex<Stamps>,
+    turn: Notify,
+}
+
+#[derive(Default)]
+struct Stamps {
+    last: Micros,
+    /// Batches stamped that have not reached the pipeline (or been refused) yet.
+    pending: BTreeSet<Micros>,
+}
+
+/// A batch's arrival stamp; dropped once the batch reached the pipeline or was refused.
+pub struct Stamp {
+    order: Arc<ArrivalOrder>,
+    at: Micros,
+}
+
+impl ArrivalOrder {
+    fn stamps(&self) -> std::sync::MutexGuard<'_, Stamps> {
+        self.stamps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A stamp later than every one before it (the wall clock, or one µs past the last stamp).
+    pub fn stamp(self: &Arc<Self>) -> Stamp {
+        let mut stamps = self.stamps();
+        let at = crate::pipeline::wall_clock_micros().max(stamps.last.saturating_add(1));
+        stamps.last = at;
+        stamps.pending.insert(at);
+        Stamp {
+            order: Arc::clone(self),
+            at,
+        }
+    }
+}
+
+impl Stamp {
+    /// The arrival it stamps (µs since the Unix epoch).
+    pub fn at(&self) -> Micros {
+        self.at
+    }
+
+    /// Waits until every batch stamped before this one has reached the pipeline or been refused.
+    pub async fn turn(&self) {
+        loop {
+            let notified = self.order.turn.notified();
+            tokio::pin!(notified);
+            // Registered before looking, so a turn passed on in between is not missed.
+            notified.as_mut().enable();
+            if self.order.stamps().pending.first() == Some(&self.at) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Stamp {
+    fn drop(&mut self) {
+        self.order.stamps().pending.remove(&self.at);
+        self.order.turn.notify_waiters();
+    }
+}
+
 struct Request {
     batch: Vec<Submission>,
     reply: oneshot::Sender<Result<Option<Position>, Refused>>,
@@ -101,6 +175,7 @@ pub struct Writer {
     pipeline: Arc<Pipeline>,
     supervisor: Supervisor,
     chains: Mutex<Chains>,
+    order: Arc<ArrivalOrder>,
 }
 
 #[derive(Default)]
@@ -130,6 +205,7 @@ impl Writer {
                 tails,
                 ..Chains::default()
             }),
+            order: Arc::default(),
         }
     }
 
@@ -187,6 +263,7 @@ impl Writer {
             stream_ready: false,
             tail,
             fenced: false,
+            order: Arc::clone(&self.order),
         };
         self.supervisor.spawn(
             format!("JetStream writer of {server}"),
@@ -261,6 +338,7 @@ struct Chain {
     stream_ready: bool,
     tail: Tail,
     fenced: bool,
+    order: Arc<ArrivalOrder>,
 }
 
 impl Chain {
@@ -325,7 +403,8 @@ impl Chain {
             metrics::counter!("callgate_jetstream_refused_total").increment(batch.len() as u64);
             return Err(self.refused(err));
         }
-        let arrival = crate::pipeline::wall_clock_micros();
+        let stamp = self.order.stamp();
+        let arrival = stamp.at();
         // Sent back to back; `tails[i]` is where the stream stands once event i is stored.
         let mut acks = Vec::with_capacity(batch.len());
         let mut tails = Vec::with_capacity(batch.len());
@@ -374,7 +453,9 @@ impl Chain {
         }
         let refused = batch.len() - stored;
         batch.truncate(stored);
+        stamp.turn().await;
         let position = pipeline.submit(batch).await?;
+        drop(stamp);
         match failure {
             None => Ok(position),
             Some(err) => {
@@ -403,6 +484,27 @@ impl Chain {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn stamped_batches_take_their_turns_in_the_order_of_their_stamps() {
+        let order = Arc::new(ArrivalOrder::default());
+        let first = order.stamp();
+        let second = order.stamp();
+        let third = order.stamp();
+        assert!(first.at() < second.at() && second.at() < third.at());
+        // The second's acks came back first: it waits for the first.
+        let waiting = tokio::spawn(async move {
+            second.turn().await;
+            second.at()
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished());
+        drop(first);
+        let second_at = waiting.await.expect("the second's turn");
+        // A refused batch (dropped without its turn) holds nobody up.
+        third.turn().await;
+        assert!(second_at < third.at());
+    }
 
     fn at(run: u64, number: Option<u64>, unnumbered: u64) -> MessageId {
         MessageId {
