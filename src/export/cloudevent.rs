@@ -123,6 +123,20 @@ pub fn write_notification(
 /// Writes one call detail record and its line end: `id` `<cdrId>:<version>`, `subject` the root
 /// ConnID, `time` the call's end.
 pub fn write_cdr(out: &mut String, origin: &Origin, place: Place, cdr: &Cdr) {
+    write_cdr_head(out, origin, place, cdr);
+    cdr.write_json(out);
+    out.push_str("}\n");
+}
+
+/// [`write_cdr`] with the CDR's JSON (`data`) already written by [`Cdr::write_json`].
+pub fn write_cdr_with(out: &mut String, origin: &Origin, place: Place, cdr: &Cdr, data: &str) {
+    write_cdr_head(out, origin, place, cdr);
+    out.push_str(data);
+    out.push_str("}\n");
+}
+
+/// A CDR record up to its `data`.
+fn write_cdr_head(out: &mut String, origin: &Origin, place: Place, cdr: &Cdr) {
     out.push_str("{\"specversion\":\"1.0\",\"id\":\"");
     crate::json::push_json_escaped(out, &cdr.cdr_id);
     out.push(':');
@@ -137,8 +151,6 @@ pub fn write_cdr(out: &mut String, origin: &Origin, place: Place, cdr: &Cdr) {
     };
     write_head(out, CDR_TYPE, Some(&root), place);
     out.push_str(",\"data\":");
-    cdr.write_json(out);
-    out.push_str("}\n");
 }
 
 /// `"source"`: `callgate://<node>/tserver/<Server>`, or `callgate://<node>/stream` for notifications;

@@ -363,20 +363,29 @@ impl Recorder {
 
     fn cdrs_out(&mut self, shown: bool, place: Place, out: &mut String) {
         let cdrs = std::mem::take(&mut self.cdrs);
+        // Rendered only for a reader: the output's types, or the feed (which takes every type).
+        let recorded = self.config.types.cdr || self.config.feed.is_some();
         for cdr in &cdrs {
-            if self.config.collect_cdrs {
-                let mut json = String::with_capacity(4096);
-                cdr.write_json(&mut json);
-                self.cdr_messages.push(crate::jetstream::cdr::CdrMessage {
-                    position: place.position,
-                    server: cdr.server.to_string(),
-                    id: format!("{}:{}", cdr.cdr_id, cdr.version),
-                    json,
-                });
+            if !self.config.collect_cdrs {
+                let start = out.len();
+                cloudevent::write_cdr(out, &self.config.origin, place, cdr);
+                self.keep(shown, place.position, start, out, Kind::Cdr);
+                continue;
             }
-            let start = out.len();
-            cloudevent::write_cdr(out, &self.config.origin, place, cdr);
-            self.keep(shown, place.position, start, out, Kind::Cdr);
+            // For `CG_CDR` as well: the CDR's JSON is written once, for both.
+            let mut json = String::with_capacity(4096);
+            cdr.write_json(&mut json);
+            if recorded {
+                let start = out.len();
+                cloudevent::write_cdr_with(out, &self.config.origin, place, cdr, &json);
+                self.keep(shown, place.position, start, out, Kind::Cdr);
+            }
+            self.cdr_messages.push(crate::jetstream::cdr::CdrMessage {
+                position: place.position,
+                server: cdr.server.to_string(),
+                id: format!("{}:{}", cdr.cdr_id, cdr.version),
+                json,
+            });
         }
         self.cdrs = cdrs;
         self.cdrs.clear();
@@ -489,4 +498,80 @@ pub fn record_position(line: &str) -> Position {
         .and_then(|at| line.get(at + 12..at + 32))
         .and_then(|digits| digits.parse().ok())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The records of a simulated half hour, and the CDRs kept for `CG_CDR`, from a recorder of `types`.
+    fn recorded(types: Types) -> (String, Vec<crate::jetstream::cdr::CdrMessage>) {
+        let config = crate::ingest::sim::SimConfig {
+            seed: 5,
+            agents: 12,
+            queues: 2,
+            supervisors: 1,
+            calls_per_second: 0.2,
+            duration_secs: Some(1800.0),
+            ..crate::ingest::sim::SimConfig::default()
+        };
+        let mut recorder = Recorder::new(RecorderConfig {
+            types,
+            origin: Origin {
+                node: "test".into(),
+                epoch: "e".into(),
+            },
+            cdr: CdrConfig {
+                linger: 1_000_000,
+                ..CdrConfig::default()
+            },
+            from: 0,
+            since: None,
+            resume: Resume::default(),
+            feed: None,
+            collect_cdrs: true,
+        });
+        let mut out = String::new();
+        let mut last = 0;
+        for (index, event) in crate::ingest::sim::Simulator::new(config).enumerate() {
+            let fact = Fact::Event {
+                position: index as Position + 1,
+                arrival: event.time,
+                line: Bytes::from(event.line),
+                decoded: None,
+            };
+            recorder.record(&fact, &[], &mut out);
+            last = event.time;
+        }
+        let end = Fact::Tick {
+            position: 0,
+            wall: last + 3_600_000_000,
+        };
+        recorder.record(&end, &[], &mut out);
+        (out, recorder.take_cdr_messages())
+    }
+
+    #[test]
+    fn cdrs_kept_for_jetstream_are_the_data_of_the_records_written() {
+        let (out, messages) = recorded(Types::ALL);
+        let records: Vec<serde_json::Value> = out
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a record"))
+            .filter(|record: &serde_json::Value| record["type"] == "callgate.call.cdr.v1")
+            .collect();
+        assert!(records.len() > 20, "{} CDRs", records.len());
+        assert_eq!(records.len(), messages.len());
+        for (record, message) in records.iter().zip(&messages) {
+            let data: serde_json::Value = serde_json::from_str(&message.json).expect("JSON");
+            assert_eq!(record["data"], data);
+            assert_eq!(record["id"].as_str(), Some(message.id.as_str()));
+        }
+        // Kept for JetStream alone, they are the same, and no record is written.
+        let (out, alone) = recorded(Types::NONE);
+        assert!(out.is_empty());
+        let json = |messages: &[crate::jetstream::cdr::CdrMessage]| {
+            messages.iter().map(|m| m.json.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(json(&alone), json(&messages));
+    }
 }
