@@ -154,18 +154,13 @@ fn export_journal(
         Recorder::new(exported(options, &settings, &epoch, &output)),
         output,
     );
-    let reader = Reader::open(journal, 1)?;
     let until = if options.follow {
         Until::Follow(stop)
     } else {
         Until::End
     };
-    if options.types.notification {
-        let entries = Entries::Journal { reader, until };
-        runtime(settings.shards)?.block_on(through_pipeline(stage, entries, &settings, &epoch))
-    } else {
-        events_only(stage, reader, until)
-    }
+    let input = Input::journal(Reader::open(journal, 1)?, until);
+    runtime(settings.shards)?.block_on(fold(stage, input, &settings, &epoch))
 }
 
 /// The export of JetStream's event streams, with the settings and epoch kept there.
@@ -201,12 +196,12 @@ async fn export_nats(
         output,
     );
     let streams = Streams::export(&context, options.follow).await?;
-    if options.types.notification {
-        let entries = Entries::Streams { streams, stop };
-        through_pipeline(stage, entries, &settings, &epoch).await
-    } else {
-        streams_events_only(stage, streams, stop).await
-    }
+    let input = Input::Streams {
+        streams,
+        stop,
+        line: bytes::Bytes::new(),
+    };
+    fold(stage, input, &settings, &epoch).await
 }
 
 /// The recorder of what `options` asks for.
@@ -227,7 +222,7 @@ fn exported(
 
 /// The records of `types` of the journal in `journal` from position `from` on, as the gateway made
 /// them, sent to `lines` until `handover` takes a position (the live feed's catch-up). Runs on a
-/// blocking thread (and the pipeline, when notifications are asked for, on the current runtime).
+/// blocking thread (the fold on `runtime`).
 pub fn backfill(
     journal: &std::path::Path,
     types: Types,
@@ -244,14 +239,8 @@ pub fn backfill(
         ..recorder_config(&settings, &epoch)
     });
     let stage = Stage::new(recorder, Output::Channel(lines));
-    let reader = Reader::open(journal, 1)?;
-    let until = Until::Handover(handover);
-    if types.notification {
-        let entries = Entries::Journal { reader, until };
-        runtime.block_on(through_pipeline(stage, entries, &settings, &epoch))
-    } else {
-        events_only(stage, reader, until)
-    }
+    let input = Input::journal(Reader::open(journal, 1)?, Until::Handover(handover));
+    runtime.block_on(fold(stage, input, &settings, &epoch))
 }
 
 /// The stream's epoch kept in the journal's folder.
@@ -324,87 +313,182 @@ fn secs_to_micros(secs: f64) -> Micros {
     (secs * 1e6) as Micros
 }
 
-/// Events and CDRs need no notifications: the journal goes straight to the recorder.
-fn events_only(
-    mut stage: Stage,
-    mut reader: Reader,
-    until: Until<'_>,
-) -> Result<RecorderCounts, ExportError> {
-    let mut batch = Vec::with_capacity(512);
-    let mut next = reader.first();
-    loop {
-        match reader.advance()? {
-            Some(position) if until.before(position) => break,
-            Some(position) => {
-                next = position + 1;
-                batch.push(Tapped {
-                    fact: fact(position, reader.record()),
-                    notes: Vec::new(),
-                });
-                if batch.len() >= 512 {
-                    stage.take(&batch)?;
-                    batch.clear();
-                    stage.sync_if_due()?;
-                }
-            }
-            None => {
-                stage.take(&batch)?;
-                batch.clear();
-                if until.at_end(next)? {
-                    break;
-                }
-                stage.sync_if_due()?;
-                std::thread::sleep(FOLLOW_EVERY);
-                reader.refresh()?;
-            }
-        }
-    }
-    stage.take(&batch)?;
-    stage.sync()?;
-    Ok(stage.counts())
+/// Recorded input, entry by entry: a journal, or JetStream's merged event streams.
+enum Input<'a> {
+    /// A journal, until `until`.
+    Journal {
+        /// The journal.
+        reader: Reader,
+        /// Where the fold stops.
+        until: Until<'a>,
+        /// The position after the last entry read.
+        next: Position,
+        /// At the end of what is written: look again after a while.
+        waiting: bool,
+    },
+    /// JetStream's event streams, to their end (following: until `stop` is set).
+    Streams {
+        /// The merged streams.
+        streams: Streams,
+        /// Set to stop following.
+        stop: &'a AtomicBool,
+        /// The last event's line.
+        line: bytes::Bytes,
+    },
 }
 
-/// [`events_only`] for the merged event streams.
-async fn streams_events_only(
-    mut stage: Stage,
-    mut streams: Streams,
-    stop: &AtomicBool,
-) -> Result<RecorderCounts, ExportError> {
-    let mut batch = Vec::with_capacity(512);
-    loop {
-        let fact = match streams.next(stop).await? {
-            Merged::Event {
-                position,
-                arrival,
-                line,
-            } => Fact::Event {
-                position,
-                arrival,
-                line,
-                decoded: None,
-            },
-            Merged::Tick { position, wall } => Fact::Tick { position, wall },
-            Merged::Idle => {
-                stage.take(&batch)?;
-                batch.clear();
-                stage.sync_if_due()?;
-                continue;
-            }
-            Merged::End => break,
-        };
-        batch.push(Tapped {
-            fact,
-            notes: Vec::new(),
-        });
-        if batch.len() >= 512 {
-            stage.take(&batch)?;
-            batch.clear();
-            stage.sync_if_due()?;
+/// One entry of the input.
+enum Entry<'e> {
+    /// An event line as received.
+    Event {
+        position: Position,
+        arrival: Micros,
+        line: &'e [u8],
+    },
+    /// The gateway's clock.
+    Tick { position: Position, wall: Micros },
+    /// Following: nothing more yet (a good moment to hand on what was read).
+    Idle,
+    /// The end.
+    End,
+}
+
+impl<'a> Input<'a> {
+    fn journal(reader: Reader, until: Until<'a>) -> Self {
+        Input::Journal {
+            next: reader.first(),
+            reader,
+            until,
+            waiting: false,
         }
     }
-    stage.take(&batch)?;
-    stage.sync()?;
-    Ok(stage.counts())
+
+    async fn next(&mut self) -> Result<Entry<'_>, ExportError> {
+        match self {
+            Input::Journal {
+                reader,
+                until,
+                next,
+                waiting,
+            } => {
+                if std::mem::take(waiting) {
+                    tokio::time::sleep(FOLLOW_EVERY).await;
+                    reader.refresh()?;
+                }
+                Ok(match reader.advance()? {
+                    Some(position) if until.before(position) => Entry::End,
+                    Some(position) => {
+                        *next = position + 1;
+                        match reader.record() {
+                            Record::Event { arrival, line, .. } => Entry::Event {
+                                position,
+                                arrival,
+                                line,
+                            },
+                            Record::Tick { wall } => Entry::Tick { position, wall },
+                        }
+                    }
+                    None if until.at_end(*next)? => Entry::End,
+                    None => {
+                        *waiting = true;
+                        Entry::Idle
+                    }
+                })
+            }
+            Input::Streams {
+                streams,
+                stop,
+                line,
+            } => Ok(match streams.next(stop).await? {
+                Merged::Event {
+                    position,
+                    arrival,
+                    line: read,
+                } => {
+                    *line = read;
+                    Entry::Event {
+                        position,
+                        arrival,
+                        line: &line[..],
+                    }
+                }
+                Merged::Tick { position, wall } => Entry::Tick { position, wall },
+                Merged::Idle => Entry::Idle,
+                Merged::End => Entry::End,
+            }),
+        }
+    }
+}
+
+/// The input folded into the stage's records: through the gateway's pipeline when notifications are
+/// recorded, else straight to the recorder (events and CDRs need no notifications).
+async fn fold(
+    stage: Stage,
+    input: Input<'_>,
+    settings: &Settings,
+    epoch: &str,
+) -> Result<RecorderCounts, ExportError> {
+    if stage.needs_notes() {
+        through_pipeline(stage, input, settings, epoch).await
+    } else {
+        straight(stage, input).await
+    }
+}
+
+/// The input straight to the stage, on a thread of its own as the pipeline's tap feeds it.
+async fn straight(stage: Stage, mut input: Input<'_>) -> Result<RecorderCounts, ExportError> {
+    let (tap, batches) = tokio::sync::mpsc::channel(crate::export::stage::QUEUE);
+    let runtime = tokio::runtime::Handle::current();
+    let stage = tokio::task::spawn_blocking(move || stage.run(batches, runtime));
+    let read = async {
+        let mut batch = Vec::with_capacity(512);
+        loop {
+            let fact = match input.next().await? {
+                Entry::Event {
+                    position,
+                    arrival,
+                    line,
+                } => Fact::Event {
+                    position,
+                    arrival,
+                    line: bytes::Bytes::copy_from_slice(line),
+                    decoded: None,
+                },
+                Entry::Tick { position, wall } => Fact::Tick { position, wall },
+                Entry::Idle if batch.is_empty() => continue,
+                Entry::Idle => {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(512));
+                    // Closed: the stage failed, and says why below.
+                    if tap.send(full).await.is_err() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Entry::End => break,
+            };
+            batch.push(Tapped {
+                fact,
+                notes: Vec::new(),
+            });
+            if batch.len() >= 512 {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(512));
+                if tap.send(full).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tap.send(batch).await;
+        }
+        Ok::<(), ExportError>(())
+    }
+    .await;
+    drop(tap);
+    let written = stage
+        .await
+        .map_err(|err| ExportError::Runtime(format!("the record writer died: {err}")))?;
+    read?;
+    Ok(written?)
 }
 
 /// The recorder's fact of the journal entry at `position`.
@@ -420,29 +504,11 @@ pub(crate) fn fact(position: Position, record: Record<'_>) -> Fact {
     }
 }
 
-/// What a fold through the pipeline reads.
-enum Entries<'a> {
-    /// A journal, until `until`.
-    Journal {
-        /// The journal, at its start.
-        reader: Reader,
-        /// Where the fold stops.
-        until: Until<'a>,
-    },
-    /// JetStream's event streams, until their end (following: until `stop` is set).
-    Streams {
-        /// The merged streams.
-        streams: Streams,
-        /// Set to stop following.
-        stop: &'a AtomicBool,
-    },
-}
-
-/// The entries through the gateway's pipeline, whose publisher hands the stage every fact with its
+/// The input through the gateway's pipeline, whose publisher hands the stage every fact with its
 /// notifications.
 async fn through_pipeline(
     stage: Stage,
-    entries: Entries<'_>,
+    input: Input<'_>,
     settings: &Settings,
     epoch: &str,
 ) -> Result<RecorderCounts, ExportError> {
@@ -467,7 +533,7 @@ async fn through_pipeline(
         stream,
         &supervisor,
     );
-    let read = replay(&pipeline, entries).await;
+    let read = replay(&pipeline, input).await;
     supervisor.stop();
     pipeline.close().await;
     let _ = published_all.await;
@@ -482,57 +548,21 @@ async fn through_pipeline(
     Ok(written?)
 }
 
-async fn replay(pipeline: &Pipeline, entries: Entries<'_>) -> Result<(), ExportError> {
+async fn replay(pipeline: &Pipeline, mut input: Input<'_>) -> Result<(), ExportError> {
     let mut replay = Replay::new(pipeline);
-    match entries {
-        Entries::Journal { mut reader, until } => {
-            replay_journal(&mut replay, &mut reader, until).await?;
+    loop {
+        match input.next().await? {
+            Entry::Event {
+                position,
+                arrival,
+                line,
+            } => replay.event(position, arrival, line).await,
+            Entry::Tick { position, wall } => replay.tick(position, wall).await,
+            Entry::Idle => replay.flush().await,
+            Entry::End => break,
         }
-        Entries::Streams { mut streams, stop } => loop {
-            match streams.next(stop).await? {
-                Merged::Event {
-                    position,
-                    arrival,
-                    line,
-                } => replay.event(position, arrival, &line).await,
-                Merged::Tick { position, wall } => replay.tick(position, wall).await,
-                Merged::Idle => replay.flush().await,
-                Merged::End => break,
-            }
-        },
     }
     replay.finish().await;
-    Ok(())
-}
-
-async fn replay_journal(
-    replay: &mut Replay<'_>,
-    reader: &mut Reader,
-    until: Until<'_>,
-) -> Result<(), ExportError> {
-    let mut next = reader.first();
-    loop {
-        match reader.advance()? {
-            Some(position) if until.before(position) => break,
-            Some(position) => {
-                next = position + 1;
-                match reader.record() {
-                    Record::Event { arrival, line, .. } => {
-                        replay.event(position, arrival, line).await;
-                    }
-                    Record::Tick { wall } => replay.tick(position, wall).await,
-                }
-            }
-            None => {
-                if until.at_end(next)? {
-                    break;
-                }
-                replay.flush().await;
-                tokio::time::sleep(FOLLOW_EVERY).await;
-                reader.refresh()?;
-            }
-        }
-    }
     Ok(())
 }
 

@@ -89,6 +89,11 @@ impl Stage {
         Ok(self.recorder.counts())
     }
 
+    /// Whether its recorder needs the notifications' text (see [`Recorder::needs_notes`]).
+    pub fn needs_notes(&self) -> bool {
+        self.recorder.needs_notes()
+    }
+
     /// Whether its recorder needs the events' lines as received (see [`Recorder::needs_lines`]).
     pub fn needs_lines(&self) -> bool {
         self.recorder.needs_lines()
