@@ -11,7 +11,7 @@
 //! so a sink killed anywhere gets the unacked ones again (the upsert stores each call once).
 
 use super::export::{ExportError, FOLLOW_EVERY, epoch_of, fact, journal_settings, recorder_config};
-use crate::export::{Recorder, RecorderConfig, Types, record_id};
+use crate::export::{Recorder, RecorderConfig, Types};
 use crate::journal::{Position, Reader};
 use crate::sink::postgres::{Batch, Encoded, PostgresError, PostgresSink};
 use std::path::PathBuf;
@@ -185,13 +185,10 @@ async fn from_journal(
     if stored > 0 {
         tracing::info!(position = stored, "going on after the stored position");
     }
+    // The CDRs as JetStream's `CG_CDR` takes them: their JSON alone, no record around it.
     let recorder = Recorder::new(RecorderConfig {
-        types: Types {
-            event: false,
-            notification: false,
-            cdr: true,
-        },
-        from: stored.saturating_add(1),
+        types: Types::NONE,
+        collect_cdrs: true,
         ..recorder_config(&settings, &epoch)
     });
     let reader = Reader::open(journal, 1)?;
@@ -276,12 +273,12 @@ impl Folding {
             };
             self.recorder
                 .record(&fact(position, self.reader.record()), &[], &mut lines);
-            for line in lines.lines() {
-                take(&mut batch, line);
-            }
-            lines.clear();
+            let cdrs = self.recorder.take_cdr_messages();
             if position <= self.stored {
                 continue;
+            }
+            for cdr in &cdrs {
+                take(&mut batch, cdr);
             }
             read = position;
             since_sent += 1;
@@ -299,16 +296,11 @@ impl Folding {
     }
 }
 
-/// Adds the CDR of a record line to `batch`.
-fn take(batch: &mut Batch, line: &str) {
-    let Some((cdr_id, version)) = record_id(line).and_then(|id| id.rsplit_once(':')) else {
-        return;
-    };
-    let (Ok(version), Some(start)) = (version.parse::<u32>(), line.find(",\"data\":")) else {
-        return;
-    };
-    // The record ends with the CDR's closing brace and the envelope's.
-    if let Some(data) = line.get(start + 8..line.len().saturating_sub(1)) {
-        batch.push(cdr_id, version, data);
+/// Adds a CDR (`<cdrId>:<version>` and its JSON) to `batch`.
+fn take(batch: &mut Batch, cdr: &crate::jetstream::cdr::CdrMessage) {
+    if let Some((cdr_id, version)) = cdr.id.rsplit_once(':')
+        && let Ok(version) = version.parse::<u32>()
+    {
+        batch.push(cdr_id, version, &cdr.json);
     }
 }
