@@ -231,17 +231,7 @@ fn check(plan: &CallPlan, record: &Value, mismatches: &mut Vec<String>) {
             i64::from(party.hold_count),
             &row["holdCount"],
         );
-        // An internal call's callee is scripted into after-call work at the caller's release, 50 ms
-        // before its own release. Item 34 of cdr-interpretations.md: after-call work that follows no
-        // release of that DN is no call's wrap-up, so the callee goes back to ready with no after-call
-        // work after this call, which docs/cdr.md ("Versions") records as 0.
-        let callee = plan.direction == "internal" && party.ring_ms.is_some();
-        let wrap_up = if callee {
-            party.wrap_up_ms.map(|_| 0)
-        } else {
-            party.wrap_up_ms
-        };
-        c.opt(&field("wrapUpMs"), wrap_up, &row["wrapUpMs"]);
+        c.opt(&field("wrapUpMs"), party.wrap_up_ms, &row["wrapUpMs"]);
     }
 }
 

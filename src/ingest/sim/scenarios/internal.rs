@@ -52,6 +52,7 @@ impl Simulator {
             p.end = end + micros(0.05);
         });
         self.wrap_up(a, end);
-        self.wrap_up(b, end);
+        // The callee's after-call work starts at its own release.
+        self.wrap_up(b, end + micros(0.05));
     }
 }
