@@ -117,9 +117,12 @@ impl Lane {
         self.read >= self.listed
     }
 
-    /// The stream was listed again, its last sequence being `last`.
-    fn relisted(&mut self, last: u64) {
-        self.listed = self.listed.max(last);
+    /// The stream was listed again, holding `messages` up to sequence `last`.
+    fn relisted(&mut self, last: u64, messages: u64) {
+        // Holding nothing (every message gone by age): nothing to read up to.
+        if messages > 0 {
+            self.listed = self.listed.max(last);
+        }
     }
 
     fn read(&mut self, message: Message, follow: bool) {
@@ -310,17 +313,14 @@ impl Streams {
             }
         }
         for name in found {
-            let mut stream = self.stream(&name).await?;
-            let state = stream
-                .info()
-                .await
-                .map_err(|err| NatsError::request(format!("stream {name}"), err))?
-                .state
-                .clone();
+            // Looking a stream up brings its state along.
+            let stream = self.stream(&name).await?;
+            let state = stream.cached_info().state.clone();
             // Everything stamped before `until` is in its stream by now: it is read before the
-            // stream counts as quiet.
+            // stream counts as quiet (a stream holding nothing, every message gone by age, has
+            // nothing to read).
             if let Some(lane) = self.lanes.iter_mut().find(|lane| lane.name == name) {
-                lane.relisted(state.last_sequence);
+                lane.relisted(state.last_sequence, state.messages);
             } else if self.follow || state.messages > 0 {
                 self.read(stream, name, state.last_sequence, state.messages)
                     .await?;
@@ -394,6 +394,8 @@ impl Streams {
                 }
                 Choice::Idle => {
                     if let Some(tick) = self.until.and_then(|until| self.clock.quiet_tick(until)) {
+                        // Said again after it, so that the reader hands the tick on.
+                        self.idle_said = false;
                         return Ok(tick);
                     }
                     tokio::time::sleep(POLL_EVERY).await;
@@ -582,7 +584,7 @@ mod tests {
         clock.take(&mut lanes[1], &mut out);
         assert_eq!(choose(&lanes, Some(100), true), Choice::Idle);
         // Listed again holding more than was read: its reader is behind, not the stream quiet.
-        lanes[0].relisted(7);
+        lanes[0].relisted(7, 3);
         lanes[1].read(message(2, 101), true);
         assert_eq!(choose(&lanes, Some(1000), true), Choice::NeedNext(0));
         lanes[0].read(message(7, 102), true);
@@ -647,8 +649,10 @@ mod tests {
         assert_eq!(choose(&lanes, None, false), Choice::Take(0));
         clock.take(&mut lanes[0], &mut out);
         assert_eq!(choose(&lanes, None, false), Choice::End);
-        // Following, the same lane is quiet instead.
+        // Following, the same lane is quiet instead, and stays so when every message it had is gone.
         let mut lanes = vec![Lane::new("CG_EV_a".into(), 0, 0)];
+        assert_eq!(choose(&lanes, None, true), Choice::Idle);
+        lanes[0].relisted(40, 0);
         assert_eq!(choose(&lanes, None, true), Choice::Idle);
         lanes[0].read(message(1, 1), true);
         assert!(!lanes[0].done);

@@ -453,7 +453,10 @@ impl Chain {
         }
         let refused = batch.len() - stored;
         batch.truncate(stored);
+        let waiting = std::time::Instant::now();
         stamp.turn().await;
+        metrics::histogram!("callgate_jetstream_turn_wait_seconds")
+            .record(waiting.elapsed().as_secs_f64());
         let position = pipeline.submit(batch).await?;
         drop(stamp);
         match failure {
