@@ -10,8 +10,8 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-use support::durable::{BASE_URL, TServer, after, an_hour, send_acked_and_settle};
+use std::time::Duration;
+use support::durable::{BASE_URL, TServer, after, an_hour, send_acked_and_settle, wait_for};
 use support::{Gateway, temp_dir};
 
 fn callgate() -> Command {
@@ -63,19 +63,6 @@ fn cdr_data(text: &str) -> Vec<String> {
             line[start..line.len() - 1].to_owned()
         })
         .collect()
-}
-
-/// Waits until `path` has a line that contains `needle` (the gateway writes as it goes).
-fn wait_for(path: &Path, needle: &str, wait: Duration) {
-    let deadline = Instant::now() + wait;
-    while !std::fs::read_to_string(path).is_ok_and(|text| text.contains(needle)) {
-        assert!(
-            Instant::now() < deadline,
-            "{} never had {needle}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -394,17 +394,7 @@ async fn every_cdr_is_published_once_to_cg_cdr_and_a_restart_publishes_none_agai
 
 /// `callgate export --nats URL ARGS...`: its standard output (it must succeed).
 fn export_nats(url: &str, args: &[&str]) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
-        .args(["export", "--nats", url])
-        .args(args)
-        .output()
-        .expect("callgate export runs");
-    assert!(
-        output.status.success(),
-        "export --nats failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("UTF-8")
+    support::durable::callgate_export(&[&["--nats", url], args].concat())
 }
 
 /// The records of an export, each without its `position`, by type.
@@ -417,19 +407,6 @@ fn without_positions(text: &str, kind: &str) -> Vec<Value> {
             record
         })
         .collect()
-}
-
-/// Waits until `path` holds `text`.
-fn wait_for_text(path: &std::path::Path, text: &str, wait: Duration) {
-    let deadline = Instant::now() + wait;
-    while !std::fs::read_to_string(path).is_ok_and(|held| held.contains(text)) {
-        assert!(
-            Instant::now() < deadline,
-            "{} never held {text}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// `lines` as T-Server `server`'s (the simulator's carry no Server).
@@ -539,7 +516,7 @@ async fn export_nats_folds_the_streams_as_the_journal_export_resumes_and_follows
         .spawn()
         .expect("export --follow starts");
     let last_b = b.last().expect("events").0;
-    wait_for_text(
+    support::durable::wait_for(
         &followed,
         &format!("\"TS-B:0:{last_b}\""),
         Duration::from_secs(30),
@@ -549,12 +526,12 @@ async fn export_nats_folds_the_streams_as_the_journal_export_resumes_and_follows
         a_tail.last().expect("events").0,
         c.last().expect("events").0,
     );
-    wait_for_text(
+    support::durable::wait_for(
         &followed,
         &format!("\":0:{last_a}\""),
         Duration::from_secs(30),
     );
-    wait_for_text(
+    support::durable::wait_for(
         &followed,
         &format!("\"TS-C:0:{last_c}\""),
         Duration::from_secs(30),

@@ -439,13 +439,31 @@ async fn fold(
     }
 }
 
+/// The stage recording on a blocking thread of its own, fed batches of facts through a queue.
+struct RecordWriter(tokio::task::JoinHandle<Result<RecorderCounts, SinkError>>);
+
+impl RecordWriter {
+    /// Starts `stage` with a queue of `capacity` batches; the sender feeds it, and dropping it ends it.
+    fn start(stage: Stage, capacity: usize) -> (tokio::sync::mpsc::Sender<Vec<Tapped>>, Self) {
+        let (tap, batches) = tokio::sync::mpsc::channel(capacity);
+        let runtime = tokio::runtime::Handle::current();
+        let writer = tokio::task::spawn_blocking(move || stage.run(batches, runtime));
+        (tap, Self(writer))
+    }
+
+    /// What it wrote, once its queue's senders are gone and it has drained it.
+    async fn finish(self) -> Result<Result<RecorderCounts, SinkError>, ExportError> {
+        self.0
+            .await
+            .map_err(|err| ExportError::Runtime(format!("the record writer died: {err}")))
+    }
+}
+
 /// The input straight to the stage, on a thread of its own as the pipeline's tap feeds it.
 async fn straight(stage: Stage, mut input: Input<'_>) -> Result<RecorderCounts, ExportError> {
     // Bounded well below the tap's queue: the reader outruns the records' rendering, and what waits
     // is memory.
-    let (tap, batches) = tokio::sync::mpsc::channel(STRAIGHT_AHEAD);
-    let runtime = tokio::runtime::Handle::current();
-    let stage = tokio::task::spawn_blocking(move || stage.run(batches, runtime));
+    let (tap, stage) = RecordWriter::start(stage, STRAIGHT_AHEAD);
     let read = async {
         let mut batch = Vec::with_capacity(512);
         loop {
@@ -492,9 +510,7 @@ async fn straight(stage: Stage, mut input: Input<'_>) -> Result<RecorderCounts, 
     }
     .await;
     drop(tap);
-    let written = stage
-        .await
-        .map_err(|err| ExportError::Runtime(format!("the record writer died: {err}")))?;
+    let written = stage.finish().await?;
     read?;
     Ok(written?)
 }
@@ -521,10 +537,8 @@ async fn through_pipeline(
     epoch: &str,
 ) -> Result<RecorderCounts, ExportError> {
     let supervisor = Supervisor::new();
-    let (tap, batches) = tokio::sync::mpsc::channel(crate::export::stage::QUEUE);
     let lines = stage.needs_lines();
-    let runtime = tokio::runtime::Handle::current();
-    let stage = tokio::task::spawn_blocking(move || stage.run(batches, runtime));
+    let (tap, stage) = RecordWriter::start(stage, crate::export::stage::QUEUE);
     // A stream nobody reads: deferred, it only numbers the notifications.
     let stream = Arc::new(Stream::new(
         epoch,
@@ -546,9 +560,7 @@ async fn through_pipeline(
     pipeline.close().await;
     let _ = published_all.await;
     drop(pipeline);
-    let written = stage
-        .await
-        .map_err(|err| ExportError::Runtime(format!("the record writer died: {err}")))?;
+    let written = stage.finish().await?;
     read?;
     if let Some(cause) = supervisor.cause() {
         return Err(ExportError::Runtime(cause));

@@ -366,26 +366,29 @@ impl Recorder {
         // Rendered only for a reader: the output's types, or the feed (which takes every type).
         let recorded = self.config.types.cdr || self.config.feed.is_some();
         for cdr in &cdrs {
-            if !self.config.collect_cdrs {
-                let start = out.len();
-                cloudevent::write_cdr(out, &self.config.origin, place, cdr);
-                self.keep(shown, place.position, start, out, Kind::Cdr);
-                continue;
-            }
             // For `CG_CDR` as well: the CDR's JSON is written once, for both.
-            let mut json = String::with_capacity(4096);
-            cdr.write_json(&mut json);
+            let json = self.config.collect_cdrs.then(|| {
+                let mut json = String::with_capacity(4096);
+                cdr.write_json(&mut json);
+                json
+            });
             if recorded {
                 let start = out.len();
-                cloudevent::write_cdr_with(out, &self.config.origin, place, cdr, &json);
+                let origin = &self.config.origin;
+                match &json {
+                    Some(json) => cloudevent::write_cdr_with(out, origin, place, cdr, json),
+                    None => cloudevent::write_cdr(out, origin, place, cdr),
+                }
                 self.keep(shown, place.position, start, out, Kind::Cdr);
             }
-            self.cdr_messages.push(crate::jetstream::cdr::CdrMessage {
-                position: place.position,
-                server: cdr.server.to_string(),
-                id: format!("{}:{}", cdr.cdr_id, cdr.version),
-                json,
-            });
+            if let Some(json) = json {
+                self.cdr_messages.push(crate::jetstream::cdr::CdrMessage {
+                    position: place.position,
+                    server: cdr.server.to_string(),
+                    id: format!("{}:{}", cdr.cdr_id, cdr.version),
+                    json,
+                });
+            }
         }
         self.cdrs = cdrs;
         self.cdrs.clear();

@@ -243,18 +243,15 @@ pub async fn epoch(
     make: impl FnOnce() -> String,
 ) -> Result<String, NatsError> {
     let what = || format!("stream {GATEWAY_STREAM}");
-    let stream = context
-        .get_or_create_stream(jetstream::stream::Config {
-            name: GATEWAY_STREAM.into(),
-            subjects: vec![EPOCH_SUBJECT.into()],
-            max_messages_per_subject: 1,
-            num_replicas: settings.replicas.max(1),
-            storage: jetstream::stream::StorageType::File,
-            description: Some("callgate: the notification stream's epoch".into()),
-            ..Default::default()
-        })
-        .await
-        .map_err(|err| NatsError::request(what(), err))?;
+    let description = "callgate: the notification stream's epoch";
+    let stream = one_per_subject(
+        context,
+        settings,
+        GATEWAY_STREAM,
+        EPOCH_SUBJECT,
+        description,
+    )
+    .await?;
     let kept = || async {
         let message = stream
             .get_last_raw_message_by_subject(EPOCH_SUBJECT)
@@ -279,6 +276,28 @@ pub async fn epoch(
         Ok(_) => Ok(made),
         Err(err) => kept().await.ok_or_else(|| NatsError::request(what(), err)),
     }
+}
+
+/// The stream `name` of one subject keeping only its last message (made if missing).
+async fn one_per_subject(
+    context: &jetstream::Context,
+    settings: &Settings,
+    name: &str,
+    subject: &str,
+    description: &str,
+) -> Result<jetstream::stream::Stream, NatsError> {
+    context
+        .get_or_create_stream(jetstream::stream::Config {
+            name: name.into(),
+            subjects: vec![subject.into()],
+            max_messages_per_subject: 1,
+            num_replicas: settings.replicas.max(1),
+            storage: jetstream::stream::StorageType::File,
+            description: Some(description.into()),
+            ..Default::default()
+        })
+        .await
+        .map_err(|err| NatsError::request(format!("stream {name}"), err))
 }
 
 /// The epoch a gateway kept in the `CG_GATEWAY` stream (`None`: no gateway has kept one).
@@ -326,18 +345,15 @@ pub async fn keep_settings(
     kept: &crate::export::settings::Settings,
 ) -> Result<(), NatsError> {
     let what = || format!("stream {SETTINGS_STREAM}");
-    context
-        .get_or_create_stream(jetstream::stream::Config {
-            name: SETTINGS_STREAM.into(),
-            subjects: vec![SETTINGS_SUBJECT.into()],
-            max_messages_per_subject: 1,
-            num_replicas: settings.replicas.max(1),
-            storage: jetstream::stream::StorageType::File,
-            description: Some("callgate: the settings `callgate export --nats` folds with".into()),
-            ..Default::default()
-        })
-        .await
-        .map_err(|err| NatsError::request(what(), err))?;
+    let description = "callgate: the settings `callgate export --nats` folds with";
+    one_per_subject(
+        context,
+        settings,
+        SETTINGS_STREAM,
+        SETTINGS_SUBJECT,
+        description,
+    )
+    .await?;
     let text = serde_json::to_vec(kept).map_err(|err| NatsError::request(what(), err))?;
     context
         .publish(SETTINGS_SUBJECT, text.into())

@@ -53,9 +53,14 @@ pub fn send_acked_and_settle(gateway: &Gateway, lines: &[(u64, String)], settle:
 
 /// `callgate export --journal JOURNAL ARGS...`: its standard output (it must succeed).
 pub fn export(journal: &std::path::Path, args: &[&str]) -> String {
+    let journal = journal.to_str().expect("a UTF-8 path");
+    callgate_export(&[&["--journal", journal], args].concat())
+}
+
+/// `callgate export ARGS...`: its standard output (it must succeed).
+pub fn callgate_export(args: &[&str]) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
-        .args(["export", "--journal"])
-        .arg(journal)
+        .arg("export")
         .args(args)
         .output()
         .expect("callgate export runs");
@@ -65,6 +70,19 @@ pub fn export(journal: &std::path::Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).expect("UTF-8")
+}
+
+/// Waits until the file at `path` holds `needle` (at most `wait`).
+pub fn wait_for(path: &std::path::Path, needle: &str, wait: Duration) {
+    let deadline = Instant::now() + wait;
+    while !std::fs::read_to_string(path).is_ok_and(|text| text.contains(needle)) {
+        assert!(
+            Instant::now() < deadline,
+            "{} never had {needle}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// An ingest connection that reads its acks on a thread, as a T-Server does.
